@@ -1,0 +1,118 @@
+"""RolloutBatch: the tensors of a batch of sampled responses, as they move through the loop.
+
+Shapes: B responses; Lp prompt tokens (left-padded); Lr response tokens (right-padded).
+Every response carries the policy version that generated it and its sampling seed, so a
+replayed sample can be importance-corrected against its own behaviour policy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+import torch
+
+# Fields holding one tensor row per response, padded along dim 1 when batches are joined.
+_LEFT_PADDED = ("prompt_ids", "prompt_mask")
+_RIGHT_PADDED = (
+    "response_ids",
+    "response_mask",
+    "rollout_logp",
+    "behavior_logp",
+    "advantages",
+    "returns",
+    "values",
+)
+
+
+@dataclass
+class RolloutBatch:
+    prompt_ids: torch.Tensor  # (B, Lp) long, left-padded
+    prompt_mask: torch.Tensor  # (B, Lp) bool
+    response_ids: torch.Tensor  # (B, Lr) long, right-padded
+    response_mask: torch.Tensor  # (B, Lr) bool: generated tokens, EOS included
+    rollout_logp: torch.Tensor  # (B, Lr) float: log-probs reported by the rollout engine
+    policy_version: torch.Tensor  # (B,) long: training step whose policy sampled the response
+    seeds: torch.Tensor  # (B,) long: sampling seed of each response
+    group_ids: torch.Tensor  # (B,) long: responses to the same prompt share a group id
+    prompt_index: torch.Tensor  # (B,) long: row of the prompt in the training set
+    completions: list[str] = field(default_factory=list)  # decoded responses
+    answers: list[str] = field(default_factory=list)  # reference answers, one per response
+    prompts: list[str] = field(default_factory=list)  # prompt texts, one per response
+    # Filled in by the trainer:
+    behavior_logp: torch.Tensor | None = None  # (B, Lr) learner log-probs of the behaviour policy
+    rewards: torch.Tensor | None = None  # (B,) float: scalar reward per response
+    correct: torch.Tensor | None = None  # (B,) bool: the accuracy reward was positive
+    advantages: torch.Tensor | None = None  # (B, Lr) float
+    returns: torch.Tensor | None = None  # (B, Lr) float (PPO)
+    values: torch.Tensor | None = None  # (B, Lr) float (PPO)
+    is_replay: torch.Tensor | None = None  # (B,) bool: sample came from the replay buffer
+
+    def __len__(self) -> int:
+        return int(self.response_ids.shape[0])
+
+    @property
+    def response_lengths(self) -> torch.Tensor:
+        return self.response_mask.sum(dim=1)  # (B,)
+
+    def select(self, index: torch.Tensor | list[int]) -> RolloutBatch:
+        """Rows `index` of every field, as a new batch."""
+        idx = torch.as_tensor(index, dtype=torch.long)
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, torch.Tensor):
+                out[f.name] = value[idx]
+            elif isinstance(value, list):
+                out[f.name] = [value[i] for i in idx.tolist()] if value else []
+            else:
+                out[f.name] = value
+        return RolloutBatch(**out)
+
+    def to(self, device: torch.device | str) -> RolloutBatch:
+        moved = {
+            f.name: getattr(self, f.name).to(device)
+            for f in fields(self)
+            if isinstance(getattr(self, f.name), torch.Tensor)
+        }
+        return replace(self, **moved)
+
+    @staticmethod
+    def concat(batches: list[RolloutBatch], pad_token_id: int) -> RolloutBatch:
+        """Join batches, re-padding prompts on the left and responses on the right."""
+        if len(batches) == 1:
+            return batches[0]
+        out: dict[str, Any] = {}
+        for f in fields(RolloutBatch):
+            values = [getattr(b, f.name) for b in batches]
+            if all(v is None for v in values):
+                out[f.name] = None
+            elif any(v is None for v in values):
+                raise ValueError(f"cannot concatenate batches where only some have '{f.name}'")
+            elif isinstance(values[0], list):
+                out[f.name] = [x for v in values for x in v]
+            elif f.name in _LEFT_PADDED or f.name in _RIGHT_PADDED:
+                pad = pad_token_id if f.name in ("prompt_ids", "response_ids") else 0
+                out[f.name] = _pad_cat(values, pad, left=f.name in _LEFT_PADDED)
+            else:
+                out[f.name] = torch.cat(values, dim=0)
+        return RolloutBatch(**out)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @staticmethod
+    def from_state_dict(state: dict[str, Any]) -> RolloutBatch:
+        return RolloutBatch(**state)
+
+
+def _pad_cat(tensors: list[torch.Tensor], pad_value: float, *, left: bool) -> torch.Tensor:
+    width = max(t.shape[1] for t in tensors)
+    padded = []
+    for t in tensors:
+        extra = width - t.shape[1]
+        if extra:
+            filler = torch.full((t.shape[0], extra), pad_value, dtype=t.dtype, device=t.device)
+            t = torch.cat([filler, t], dim=1) if left else torch.cat([t, filler], dim=1)
+        padded.append(t)
+    return torch.cat(padded, dim=0)

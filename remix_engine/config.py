@@ -1,0 +1,215 @@
+"""One validated configuration schema for a ReMix finetuning job.
+
+The same pydantic models are used by the HTTP API (to validate a job before it is stored)
+and by the engine (to run it), so a job accepted by the API can always be run. This module
+imports only pydantic: the API process never loads torch.
+
+Defaults follow the reading of the paper (arXiv 2507.06892) in docs: p=0.4, N=2, m=2,
+T=50, clip 0.2, beta=0.001, k3 KL, entropy bonus 0.001, token-mean aggregation.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Algorithm = Literal["remix-grpo", "remix-ppo", "grpo", "ppo"]
+KLEstimator = Literal["k1", "k2", "k3"]
+LossAggregation = Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum"]
+RewardName = Literal["math_verify", "exact_match", "regex", "format"]
+
+TINY_MODEL_ID = "builtin:tiny-arith"
+TOY_DATASET_ID = "builtin:addition"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+
+class ModelConfig(_Strict):
+    """Which base model to finetune."""
+
+    name_or_path: str = Field(
+        TINY_MODEL_ID,
+        min_length=1,
+        description=(
+            "A local Hugging Face model directory, a hub id (e.g. 'Qwen/Qwen2.5-0.5B-Instruct'), or "
+            f"'{TINY_MODEL_ID}' for the small Llama-style arithmetic model built locally from a seed."
+        ),
+    )
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="Parameter dtype of the learner. float32 on CPU."
+    )
+    trust_remote_code: bool = Field(False, description="Passed to transformers' from_pretrained.")
+
+
+class DataConfig(_Strict):
+    """Training and evaluation prompts with verifiable answers."""
+
+    train_path: str = Field(
+        TOY_DATASET_ID,
+        min_length=1,
+        description=(
+            "JSONL, JSON or parquet file with a prompt and an answer column, or "
+            f"'{TOY_DATASET_ID}' for the synthetic 2-digit addition task."
+        ),
+    )
+    eval_path: str | None = Field(
+        None, description="Held-out set in the same format. For the builtin task a disjoint split is used."
+    )
+    prompt_field: str = Field("prompt", min_length=1, description="Column holding the prompt text.")
+    answer_field: str = Field("answer", min_length=1, description="Column holding the reference answer.")
+    prompt_template: str = Field(
+        "{prompt}",
+        description="Python format string applied to each prompt; must contain '{prompt}'.",
+    )
+    max_prompt_tokens: int = Field(512, ge=1, le=65536, description="Longer prompts are left-truncated.")
+    eval_size: int = Field(200, ge=1, description="Number of held-out prompts evaluated (greedy Pass@1).")
+
+    @field_validator("prompt_template")
+    @classmethod
+    def _template_has_prompt(cls, value: str) -> str:
+        if "{prompt}" not in value:
+            raise ValueError("prompt_template must contain the placeholder '{prompt}'")
+        return value
+
+
+class RolloutConfig(_Strict):
+    """How responses are sampled from the current policy."""
+
+    backend: Literal["hf", "vllm"] = Field("hf", description="'hf' (transformers, CPU/GPU) or 'vllm' (GPU).")
+    prompts_per_step: int = Field(64, ge=1, le=65536, description="Prompt groups per training step.")
+    group_size: int = Field(8, ge=1, le=1024, description="Responses sampled per prompt (GRPO group).")
+    max_new_tokens: int = Field(16, ge=1, le=131072, description="Maximum response length in tokens.")
+    temperature: float = Field(1.0, gt=0.0, le=10.0, description="Sampling temperature (also used in log-probs).")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
+    top_k: int = Field(0, ge=0, description="Top-k filter; 0 disables it.")
+    generation_batch_size: int = Field(
+        512, ge=1, description="Sequences generated per forward batch (memory knob, not an algorithm knob)."
+    )
+
+
+class RewardSpec(_Strict):
+    """One reward function of the weighted composition."""
+
+    name: RewardName = Field(description="Registry key of the reward function.")
+    weight: float = Field(1.0, description="Weight in the weighted sum of rewards.")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="Extra keyword arguments, e.g. {'pattern': ...}.")
+
+
+class RewardConfig(_Strict):
+    """Rewards are a weighted sum of registered pure functions; accuracy uses the first one."""
+
+    functions: list[RewardSpec] = Field(
+        default_factory=lambda: [RewardSpec(name="math_verify")],
+        min_length=1,
+        description="Reward functions and weights. The first one defines 'accuracy'.",
+    )
+
+
+class AlgorithmConfig(_Strict):
+    """ReMix knobs. For the on-policy baselines 'grpo' and 'ppo' replay and reincarnation are off."""
+
+    name: Algorithm = Field("remix-grpo", description="remix-grpo, remix-ppo, or the baselines grpo, ppo.")
+    off_policy_fraction: float = Field(
+        0.4, ge=0.0, lt=1.0, description="p: fraction of each batch replayed from the last N policies, in [0, 1)."
+    )
+    history_window: int = Field(2, ge=1, le=1000, description="N: number of past policies whose rollouts are replayed.")
+    utd_ratio: int = Field(2, ge=1, le=100, description="m: optimisation passes over each mixed batch (Mix phase).")
+    reincarnation_step: int | None = Field(
+        50,
+        ge=0,
+        description="T: after step T the KL anchor becomes the current policy and training goes on-policy. null: never.",
+    )
+    clip_eps: float = Field(0.2, gt=0.0, lt=1.0, description="epsilon: half-width of the clip window.")
+    kl_coef: float = Field(0.001, ge=0.0, description="beta: coefficient of the KL-Convex loss term.")
+    kl_estimator: KLEstimator = Field("k3", description="Per-token KL estimator: k1, k2 or k3 (low-variance).")
+    lambda_start_step: int = Field(50, ge=0, description="lambda(t)=1 up to this step, then decays.")
+    lambda_interval: int = Field(10, ge=1, description="Steps per lambda decrement.")
+    lambda_decay: float = Field(0.1, ge=0.0, le=1.0, description="Decrement of lambda per interval.")
+    lambda_min: float = Field(0.5, ge=0.0, le=1.0, description="Floor of lambda(t).")
+    entropy_coef: float = Field(0.001, ge=0.0, description="c: entropy bonus coefficient (subtracted from the loss).")
+    loss_aggregation: LossAggregation = Field("token-mean", description="How per-token losses are reduced.")
+    ppo_epochs: int = Field(1, ge=1, le=100, description="Optimisation passes per batch in the on-policy phase.")
+    minibatch_size: int = Field(
+        512, ge=1, description="Responses per optimizer step; a batch is split into minibatches of this size."
+    )
+    reset_optimizer_on_reincarnation: bool = Field(
+        True, description="Start a fresh Adam state at reincarnation (the relaunch reading of the paper)."
+    )
+    gae_gamma: float = Field(1.0, ge=0.0, le=1.0, description="PPO: GAE discount.")
+    gae_lambda: float = Field(1.0, ge=0.0, le=1.0, description="PPO: GAE lambda.")
+    value_clip: float = Field(0.2, gt=0.0, description="PPO: clip range of the value loss.")
+    value_coef: float = Field(0.5, gt=0.0, description="PPO: weight of the critic loss.")
+
+    @property
+    def uses_replay(self) -> bool:
+        return self.name.startswith("remix-")
+
+    @property
+    def advantage_estimator(self) -> Literal["grpo", "gae"]:
+        return "gae" if self.name.endswith("ppo") else "grpo"
+
+    @property
+    def effective_reincarnation_step(self) -> int | None:
+        return self.reincarnation_step if self.uses_replay else None
+
+    def lambda_at(self, step: int) -> float:
+        """lambda(t) = max(1 - decay * ceil(max(t - start, 0) / interval), min)."""
+        over = max(step - self.lambda_start_step, 0)
+        decrements = -(-over // self.lambda_interval)
+        return max(1.0 - self.lambda_decay * decrements, self.lambda_min)
+
+
+class OptimConfig(_Strict):
+    """Adam optimiser of the policy (and of the critic for PPO)."""
+
+    lr: float = Field(1e-6, gt=0.0, le=1.0, description="Policy learning rate (constant).")
+    critic_lr: float = Field(1e-5, gt=0.0, le=1.0, description="Critic learning rate (PPO).")
+    weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay.")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="Adam betas.")
+    grad_clip: float = Field(1.0, gt=0.0, description="Global gradient-norm clip.")
+
+    @field_validator("betas")
+    @classmethod
+    def _betas_in_range(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not all(0.0 <= b < 1.0 for b in value):
+            raise ValueError("each Adam beta must be in [0, 1)")
+        return value
+
+
+class TrainConfig(_Strict):
+    """A whole finetuning job: model, data, rollout, reward, algorithm, optimiser and schedule."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    reward: RewardConfig = Field(default_factory=RewardConfig)
+    algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    total_steps: int = Field(100, ge=1, le=1_000_000, description="Training steps (one rollout batch each).")
+    seed: int = Field(0, ge=0, description="Seeds model init, data order and every sampled response.")
+    eval_every: int = Field(0, ge=0, description="Evaluate greedy Pass@1 every K steps; 0: only at start and end.")
+    checkpoint_every: int = Field(10, ge=1, description="Save a checkpoint every K steps (and at the end).")
+    keep_checkpoints: int = Field(2, ge=1, description="Most recent full checkpoints kept on disk.")
+    log_completions: int = Field(4, ge=0, description="Sampled completions recorded per step for inspection.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainConfig:
+        alg = self.algorithm
+        if alg.name.startswith("remix-") and alg.off_policy_fraction > 0:
+            fresh = round((1.0 - alg.off_policy_fraction) * self.rollout.prompts_per_step)
+            if fresh < 1:
+                raise ValueError(
+                    "algorithm.off_policy_fraction leaves no fresh prompt per step: "
+                    f"(1 - {alg.off_policy_fraction}) * rollout.prompts_per_step={self.rollout.prompts_per_step} < 1"
+                )
+        if alg.advantage_estimator == "grpo" and self.rollout.group_size < 2:
+            raise ValueError("rollout.group_size must be >= 2 for GRPO group-normalised advantages")
+        return self
+
+
+def load_config(data: dict[str, Any]) -> TrainConfig:
+    """Validate a plain dict (from YAML/JSON/HTTP) into a TrainConfig."""
+    return TrainConfig.model_validate(data)
