@@ -19,6 +19,9 @@ _RIGHT_PADDED = (
     "response_mask",
     "rollout_logp",
     "behavior_logp",
+    "old_logp",
+    "ref_logp",
+    "prev_logp",
     "advantages",
     "returns",
     "values",
@@ -41,6 +44,9 @@ class RolloutBatch:
     prompts: list[str] = field(default_factory=list)  # prompt texts, one per response
     # Filled in by the trainer:
     behavior_logp: torch.Tensor | None = None  # (B, Lr) learner log-probs of the behaviour policy
+    old_logp: torch.Tensor | None = None  # (B, Lr) log-probs under pi_k, the policy before this update
+    ref_logp: torch.Tensor | None = None  # (B, Lr) log-probs under the KL anchor (base, or pi_T)
+    prev_logp: torch.Tensor | None = None  # (B, Lr) log-probs under the precedent policy pi_{k-1}
     rewards: torch.Tensor | None = None  # (B,) float: scalar reward per response
     correct: torch.Tensor | None = None  # (B,) bool: the accuracy reward was positive
     advantages: torch.Tensor | None = None  # (B, Lr) float

@@ -1,0 +1,106 @@
+"""Checkpoints: a Hugging Face model folder plus the trainer state needed to resume exactly.
+
+Layout of `<root>/step-000010/`:
+  config.json, model.safetensors, tokenizer files    -> loads with AutoModelForCausalLM / AutoTokenizer
+  trainer_state/state.pt                             -> optimizer(s), critic, anchor and precedent
+                                                        weights, replay buffer, sampler, RNG, counters
+  trainer_state/meta.json                            -> schema version, step, config; written last
+A checkpoint is written into a temporary sibling folder and renamed into place, so a crash or a
+full disk never leaves a half-written checkpoint behind and never touches the previous one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+SCHEMA_VERSION = 1
+STATE_DIR = "trainer_state"
+_PREFIX = "step-"
+
+
+def checkpoint_name(step: int) -> str:
+    return f"{_PREFIX}{step:06d}"
+
+
+def save_checkpoint(
+    root: Path,
+    step: int,
+    model: Any,
+    tokenizer: Any,
+    trainer_state: dict[str, Any],
+    meta: dict[str, Any],
+) -> Path:
+    """Write atomically and return the final folder."""
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / checkpoint_name(step)
+    tmp = root / f".tmp-{checkpoint_name(step)}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / STATE_DIR).mkdir()
+        torch.save(trainer_state, tmp / STATE_DIR / "state.pt")
+        meta = {"schema_version": SCHEMA_VERSION, "step": step, **meta}
+        (tmp / STATE_DIR / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
+        _fsync_tree(tmp)
+        if final.exists():  # a retried step rewrites its checkpoint
+            stale = root / f".old-{checkpoint_name(step)}-{os.getpid()}"
+            os.replace(final, stale)
+            shutil.rmtree(stale, ignore_errors=True)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in folder.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+
+
+def is_complete(path: Path) -> bool:
+    return (path / STATE_DIR / "meta.json").is_file()
+
+
+def list_checkpoints(root: Path) -> list[Path]:
+    """Complete checkpoints under root, oldest first."""
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(_PREFIX) and is_complete(p)]
+    return sorted(found, key=lambda p: int(p.name[len(_PREFIX) :]))
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    found = list_checkpoints(root)
+    return found[-1] if found else None
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    return json.loads((path / STATE_DIR / "meta.json").read_text())
+
+
+def load_trainer_state(path: Path) -> dict[str, Any]:
+    if not is_complete(path):
+        raise FileNotFoundError(f"{path} is not a complete checkpoint (no {STATE_DIR}/meta.json)")
+    meta = read_meta(path)
+    if meta.get("schema_version", 0) > SCHEMA_VERSION:
+        raise ValueError(f"checkpoint {path} has schema {meta['schema_version']}, newer than {SCHEMA_VERSION}")
+    return torch.load(path / STATE_DIR / "state.pt", map_location="cpu", weights_only=False)
+
+
+def prune_checkpoints(root: Path, keep: int, protect: set[Path] | None = None) -> list[Path]:
+    """Delete all but the `keep` newest checkpoints (and any in `protect`); return what was deleted."""
+    protect = protect or set()
+    doomed = [p for p in list_checkpoints(root)[:-keep] if p not in protect] if keep > 0 else []
+    for path in doomed:
+        shutil.rmtree(path, ignore_errors=True)
+    return doomed

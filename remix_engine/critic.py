@@ -1,0 +1,38 @@
+"""Value model for PPO: the policy's transformer backbone with a scalar head per token.
+
+Initialised from the base model's weights (verl convention), so any Hugging Face causal LM
+works. values(batch) returns V(s_h) for every response position h, aligned with the
+response tokens exactly like the policy's log-probs.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from remix_engine.batch import RolloutBatch
+
+
+class ValueModel(nn.Module):
+    def __init__(self, policy: nn.Module) -> None:
+        super().__init__()
+        self.backbone = copy.deepcopy(policy.base_model)
+        hidden = policy.config.hidden_size
+        self.head = nn.Linear(hidden, 1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, batch: RolloutBatch) -> torch.Tensor:
+        input_ids = torch.cat([batch.prompt_ids, batch.response_ids], dim=1)  # (B, Lp+Lr)
+        mask = torch.cat([batch.prompt_mask, batch.response_mask], dim=1).long()  # (B, Lp+Lr)
+        position_ids = (mask.cumsum(dim=1) - 1).clamp(min=0)
+        hidden = self.backbone(
+            input_ids=input_ids, attention_mask=mask, position_ids=position_ids
+        ).last_hidden_state  # (B, Lp+Lr, H)
+        prompt_len = batch.prompt_ids.shape[1]
+        # The state before response token h is the hidden state one position to its left.
+        states = hidden[:, prompt_len - 1 : prompt_len - 1 + batch.response_ids.shape[1]]  # (B, Lr, H)
+        values = self.head(states.to(self.head.weight.dtype)).squeeze(-1)  # (B, Lr)
+        return values * batch.response_mask

@@ -1,0 +1,95 @@
+"""Replay buffer of the rollouts of the last N policies (ReMix Mix-PPG phase).
+
+A FIFO over training steps: each step's fresh rollouts are pushed as one entry and entries
+older than `history_window` steps are dropped. Sampling draws whole prompt groups uniformly
+over all stored groups, so GRPO groups (and their stored group-normalised advantages) are
+reused intact and each stored policy contributes in proportion to its share of the buffer
+(p/N each when every step stores the same number of groups). Every stored response keeps its
+behaviour log-probs and policy version, which the Mix-PPG loss needs to correct it.
+
+Deliberately omitted: priorities, per-sample reuse limits beyond the window.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import replace
+from typing import Any
+
+import torch
+
+from remix_engine.batch import RolloutBatch
+
+# Quantities that belong to one optimisation step and are recomputed whenever a sample is reused.
+_STEP_LOCAL_FIELDS = ("old_logp", "ref_logp", "prev_logp")
+
+
+class ReplayBuffer:
+    def __init__(self, history_window: int, pad_token_id: int) -> None:
+        if history_window < 1:
+            raise ValueError(f"history_window must be >= 1, got {history_window}")
+        self.history_window = history_window
+        self.pad_token_id = pad_token_id
+        self._entries: deque[tuple[int, RolloutBatch]] = deque()
+        self.total_replayed = 0  # responses handed out by sample(), over the whole run
+
+    def __len__(self) -> int:
+        """Number of stored responses."""
+        return sum(len(batch) for _, batch in self._entries)
+
+    @property
+    def steps(self) -> list[int]:
+        return [step for step, _ in self._entries]
+
+    @property
+    def num_groups(self) -> int:
+        return sum(int(batch.group_ids.unique().numel()) for _, batch in self._entries)
+
+    def add(self, step: int, batch: RolloutBatch) -> None:
+        """Store one step's fresh rollouts (with behaviour log-probs) and evict old steps."""
+        if batch.behavior_logp is None or batch.advantages is None:
+            raise ValueError("only rollouts with behavior_logp and advantages can be replayed")
+        if self._entries and step <= self._entries[-1][0]:
+            raise ValueError(f"replay steps must increase: got {step} after {self._entries[-1][0]}")
+        stored = replace(batch.to("cpu"), **{name: None for name in _STEP_LOCAL_FIELDS})
+        stored.is_replay = torch.ones(len(stored), dtype=torch.bool)
+        self._entries.append((step, stored))
+        while self._entries and self._entries[0][0] <= step - self.history_window:
+            self._entries.popleft()
+
+    def sample(self, num_groups: int, generator: torch.Generator) -> RolloutBatch | None:
+        """Whole groups drawn uniformly without replacement across the stored steps."""
+        if num_groups <= 0 or not self._entries:
+            return None
+        groups = [
+            (entry, int(gid))
+            for entry, (_, batch) in enumerate(self._entries)
+            for gid in batch.group_ids.unique().tolist()
+        ]
+        picks = torch.randperm(len(groups), generator=generator)[: min(num_groups, len(groups))]
+        parts = []
+        for entry_index in sorted({groups[i][0] for i in picks.tolist()}):
+            wanted = torch.tensor([groups[i][1] for i in picks.tolist() if groups[i][0] == entry_index])
+            batch = self._entries[entry_index][1]
+            rows = torch.nonzero(torch.isin(batch.group_ids, wanted)).flatten()
+            parts.append(batch.select(rows))
+        sampled = RolloutBatch.concat(parts, self.pad_token_id)
+        self.total_replayed += len(sampled)
+        return sampled
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "history_window": self.history_window,
+            "total_replayed": self.total_replayed,
+            "entries": [(step, batch.state_dict()) for step, batch in self._entries],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.history_window = int(state["history_window"])
+        self.total_replayed = int(state["total_replayed"])
+        self._entries = deque(
+            (int(step), RolloutBatch.from_state_dict(batch)) for step, batch in state["entries"]
+        )

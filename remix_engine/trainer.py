@@ -1,0 +1,453 @@
+"""The ReMix training loop: rollout -> replay buffer -> learner, one step at a time.
+
+Step t (1-based) with the policy pi_t:
+  1. Mix phase (remix-* and t <= T): sample (1-p)*P fresh prompt groups from pi_t and p*P groups
+     from the rollouts of the last N policies; on-policy phase (t > T, and the baselines): P fresh.
+  2. Score fresh responses, compute their learner log-probs (the behaviour log-probs kept for
+     replay) and advantages (GRPO group-normalised, or GAE with the critic for PPO).
+  3. Log-probs of the whole batch under pi_t (clip centre), the KL anchor and the precedent pi_{t-1}.
+  4. m (UTD) passes over the batch in the Mix phase, 1 otherwise (times ppo_epochs), minimising
+     Mix-PPG - c*entropy + beta*[lambda(t) KL(pi||anchor) + (1-lambda(t)) KL(pi||pi_{t-1})].
+  5. At the end of step T: policy reincarnation. The anchor becomes the current policy, the replay
+     buffer is emptied, and training goes on on-policy (optionally with a fresh Adam state).
+This class only orchestrates; the maths lives in losses.py, advantages.py and kl.py.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import random
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from transformers import AutoModelForCausalLM
+
+from remix_engine import checkpoint as ckpt
+from remix_engine.advantages import ADVANTAGES, gae_returns
+from remix_engine.batch import RolloutBatch
+from remix_engine.behavior import keyword_rates
+from remix_engine.config import TrainConfig
+from remix_engine.critic import ValueModel
+from remix_engine.evaluation import evaluate_greedy
+from remix_engine.splits import load_train_eval
+from remix_engine.losses import POLICY_LOSSES, entropy_bonus, kl_convex_loss, value_loss
+from remix_engine.modeling import load_policy, sequence_logprobs
+from remix_engine.replay import ReplayBuffer
+from remix_engine.rewards import compose_rewards
+from remix_engine.rollout import HFRolloutEngine, RolloutEngine
+from remix_engine.sampling import PromptSampler, response_seed
+
+log = logging.getLogger(__name__)
+Metrics = dict[str, float | int | str]
+
+
+class TrainerCallbacks(Protocol):
+    def on_step(self, step: int, metrics: Metrics) -> None: ...
+    def on_event(self, kind: str, step: int, message: str, payload: dict[str, Any]) -> None: ...
+    def on_checkpoint(self, step: int, path: Path, metrics: Metrics) -> None: ...
+    def should_stop(self) -> bool: ...
+
+
+class NullCallbacks:
+    def on_step(self, step: int, metrics: Metrics) -> None:
+        pass
+
+    def on_event(self, kind: str, step: int, message: str, payload: dict[str, Any]) -> None:
+        pass
+
+    def on_checkpoint(self, step: int, path: Path, metrics: Metrics) -> None:
+        pass
+
+    def should_stop(self) -> bool:
+        return False
+
+
+@dataclass
+class TrainResult:
+    final_step: int
+    stopped: bool
+    eval_before: dict[str, float] = field(default_factory=dict)
+    eval_after: dict[str, float] = field(default_factory=dict)
+    last_checkpoint: Path | None = None
+
+
+def make_rollout_engine(cfg: Any, model: torch.nn.Module, tokenizer: Any) -> RolloutEngine:
+    if cfg.backend == "hf":
+        return HFRolloutEngine(model, tokenizer, cfg)
+    raise ValueError(
+        f"rollout.backend={cfg.backend!r} is not available in this worker: install the 'vllm' extra on a GPU worker"
+    )
+
+
+def _frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
+    clone = copy.deepcopy(model).eval()
+    clone.requires_grad_(False)
+    return clone
+
+
+class Trainer:
+    def __init__(
+        self,
+        config: TrainConfig,
+        output_dir: Path,
+        callbacks: TrainerCallbacks | None = None,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        self.cfg = config
+        self.alg = config.algorithm
+        self.output_dir = Path(output_dir)
+        self.callbacks: TrainerCallbacks = callbacks or NullCallbacks()
+        self.device = torch.device(device)
+        random.seed(config.seed)
+        torch.manual_seed(config.seed)
+
+        self.policy, self.tokenizer = load_policy(config.model, self.device)
+        self.ref_model = _frozen_copy(self.policy)  # KL anchor: the base model until reincarnation
+        self.prev_model = _frozen_copy(self.policy)  # precedent policy pi_{t-1}
+        self.engine = make_rollout_engine(config.rollout, self.policy, self.tokenizer)
+        self.train_examples, self.eval_examples = load_train_eval(config)
+        self.sampler = PromptSampler(len(self.train_examples), config.seed)
+        self.buffer = ReplayBuffer(self.alg.history_window, self.tokenizer.pad_token_id)
+        self.generator = torch.Generator().manual_seed(config.seed)  # minibatch order, replay draws
+        self.optimizer = self._make_optimizer(self.policy.parameters(), config.optim.lr)
+        self.critic: ValueModel | None = None
+        self.critic_optimizer: torch.optim.Optimizer | None = None
+        if self.alg.advantage_estimator == "gae":
+            self.critic = ValueModel(self.policy).to(self.device)
+            self.critic_optimizer = self._make_optimizer(self.critic.parameters(), config.optim.critic_lr)
+
+        self.step = 0
+        self.fresh_rollouts = 0
+        self.reincarnated_at: int | None = None
+        self.eval_before: dict[str, float] = {}
+        self._latest_eval: dict[str, float] = {}
+
+    def _make_optimizer(self, params: Any, lr: float) -> torch.optim.Optimizer:
+        o = self.cfg.optim
+        return torch.optim.AdamW(params, lr=lr, betas=o.betas, weight_decay=o.weight_decay)
+
+    # ------------------------------------------------------------------ loop
+    def train(self) -> TrainResult:
+        if self.step == 0 and not self.eval_before:
+            self.eval_before = self.evaluate()
+            self.callbacks.on_event("evaluation", 0, self._eval_message(self.eval_before), self.eval_before)
+        stopped = False
+        last: Path | None = None
+        while self.step < self.cfg.total_steps:
+            if self.callbacks.should_stop():
+                stopped = True
+                break
+            metrics = self.train_step()
+            is_last = self.step == self.cfg.total_steps
+            if is_last or (self.cfg.eval_every and self.step % self.cfg.eval_every == 0):
+                result = self.evaluate()
+                metrics.update({f"eval_{k}": v for k, v in result.items()})
+                self.callbacks.on_event("evaluation", self.step, self._eval_message(result), result)
+            self.callbacks.on_step(self.step, metrics)
+            if is_last or self.step % self.cfg.checkpoint_every == 0:
+                last = self.save_checkpoint(metrics)
+        eval_after = {} if stopped else (self._latest_eval or self.evaluate())
+        return TrainResult(self.step, stopped, self.eval_before, eval_after, last)
+
+    @staticmethod
+    def _eval_message(result: dict[str, float]) -> str:
+        return f"greedy accuracy {result['accuracy']:.3f} on {int(result['num_prompts'])} held-out prompts"
+
+    def evaluate(self) -> dict[str, float]:
+        spec = self.cfg.reward.functions[0]
+        prompts = [self._format(ex.prompt) for ex in self.eval_examples]
+        answers = [ex.answer for ex in self.eval_examples]
+        result = evaluate_greedy(self.engine, prompts, answers, spec, self.cfg.rollout.max_new_tokens)
+        self._latest_eval = result
+        return result
+
+    def _format(self, prompt: str) -> str:
+        return self.cfg.data.prompt_template.format(prompt=prompt)
+
+    def in_mix_phase(self, step: int) -> bool:
+        t_reinc = self.alg.effective_reincarnation_step
+        return self.alg.uses_replay and (t_reinc is None or step <= t_reinc)
+
+    # ------------------------------------------------------------------ one step
+    def train_step(self) -> Metrics:
+        t = self.step + 1
+        mix = self.in_mix_phase(t)
+        started = time.perf_counter()
+        prompts_per_step = self.cfg.rollout.prompts_per_step
+        wanted_replay = round(self.alg.off_policy_fraction * prompts_per_step) if mix else 0
+        n_replay = min(wanted_replay, self.buffer.num_groups)
+        fresh = self._rollout(t, prompts_per_step - n_replay)
+        rollout_s = time.perf_counter() - started
+
+        learner_started = time.perf_counter()
+        self._prepare_fresh(fresh)
+        replay = self.buffer.sample(n_replay, self.generator)
+        parts = [fresh] if replay is None else [fresh, replay.to(self.device)]
+        batch = RolloutBatch.concat(parts, self.tokenizer.pad_token_id)
+        self._attach_reference_logprobs(batch)
+        snapshot = {k: v.detach().clone() for k, v in self.policy.state_dict().items()}  # pi_t
+        epochs = self.alg.ppo_epochs * (self.alg.utd_ratio if mix else 1)
+        update_metrics = self._update(batch, self.alg.lambda_at(t), epochs)
+        self.prev_model.load_state_dict(snapshot)
+        self.engine.sync_weights(self.policy)
+        if mix:
+            self.buffer.add(t, fresh)
+        self.fresh_rollouts += len(fresh)
+        self.step = t
+        learner_s = time.perf_counter() - learner_started
+
+        metrics = self._step_metrics(t, mix, fresh, replay, update_metrics)
+        metrics.update(
+            rollout_s=rollout_s,
+            learner_s=learner_s,
+            step_s=time.perf_counter() - started,
+            gen_tokens_per_s=float(fresh.response_mask.sum()) / max(rollout_s, 1e-9),
+            learner_tokens_per_s=epochs * float(batch.response_mask.sum()) / max(learner_s, 1e-9),
+        )
+        self._emit_samples(t, fresh)
+        if self.alg.effective_reincarnation_step == t:
+            self.reincarnate()
+        return metrics
+
+    def _rollout(self, step: int, num_prompts: int) -> RolloutBatch:
+        indices = self.sampler.take(num_prompts)
+        examples = [self.train_examples[i] for i in indices]
+        group = self.cfg.rollout.group_size
+        seeds = [response_seed(self.cfg.seed, step, i, j) for i in range(num_prompts) for j in range(group)]
+        batch = self.engine.generate(
+            [self._format(ex.prompt) for ex in examples],
+            [ex.answer for ex in examples],
+            indices,
+            group_size=group,
+            seeds=seeds,
+            policy_version=step,
+            group_id_start=(step - 1) * self.cfg.rollout.prompts_per_step,
+        )
+        batch = batch.to(self.device)
+        total, per_fn = compose_rewards(self.cfg.reward.functions, batch.completions, batch.answers)
+        batch.rewards = torch.tensor(total, dtype=torch.float32, device=self.device)
+        first = per_fn[self.cfg.reward.functions[0].name]
+        batch.correct = torch.tensor([s > 0 for s in first], dtype=torch.bool, device=self.device)
+        batch.is_replay = torch.zeros(len(batch), dtype=torch.bool, device=self.device)
+        return batch
+
+    @torch.no_grad()
+    def _logprobs(self, model: torch.nn.Module, batch: RolloutBatch) -> torch.Tensor:
+        chunks = []
+        for rows in torch.arange(len(batch)).split(self.alg.minibatch_size):
+            logp, _ = sequence_logprobs(
+                model, batch.select(rows), temperature=self.cfg.rollout.temperature, with_entropy=False
+            )
+            chunks.append(logp)
+        return torch.cat(chunks, dim=0)
+
+    @torch.no_grad()
+    def _prepare_fresh(self, fresh: RolloutBatch) -> None:
+        """Behaviour log-probs of fresh data are the learner's own, so ratios start at exactly 1."""
+        fresh.behavior_logp = self._logprobs(self.policy, fresh)
+        if self.critic is not None:
+            fresh.values = self.critic(fresh).detach()
+            _, fresh.returns = gae_returns(
+                fresh.rewards, fresh.values, fresh.response_mask, self.alg.gae_gamma, self.alg.gae_lambda
+            )
+        fresh.advantages, self._adv_metrics = ADVANTAGES.get(self.alg.advantage_estimator)(fresh, cfg=self.alg)
+
+    def _attach_reference_logprobs(self, batch: RolloutBatch) -> None:
+        batch.old_logp = self._logprobs(self.policy, batch)
+        batch.ref_logp = self._logprobs(self.ref_model, batch)
+        batch.prev_logp = self._logprobs(self.prev_model, batch)
+
+    def _update(self, batch: RolloutBatch, lam: float, epochs: int) -> dict[str, float]:
+        alg = self.alg
+        loss_fn = POLICY_LOSSES.get("mix_ppg" if alg.uses_replay else "ppo_clip")
+        sums: dict[str, float] = defaultdict(float)
+        counts: dict[str, int] = defaultdict(int)
+
+        def record(values: dict[str, float]) -> None:
+            for key, value in values.items():
+                sums[key] += float(value)
+                counts[key] += 1
+
+        for _ in range(epochs):
+            order = torch.randperm(len(batch), generator=self.generator)
+            for rows in order.split(alg.minibatch_size):
+                mb = batch.select(rows)
+                mask = mb.response_mask
+                logp, entropy = sequence_logprobs(self.policy, mb, temperature=self.cfg.rollout.temperature)
+                pg, pg_m = loss_fn(
+                    logp, mb.old_logp, mb.behavior_logp, mb.advantages, mask,
+                    clip_eps=alg.clip_eps, agg=alg.loss_aggregation,
+                )
+                ent, ent_m = entropy_bonus(entropy, mask, coef=alg.entropy_coef, agg=alg.loss_aggregation)
+                kl, kl_m = kl_convex_loss(
+                    logp, mb.ref_logp, mb.prev_logp, mask,
+                    lam=lam, coef=alg.kl_coef, kind=alg.kl_estimator, agg=alg.loss_aggregation,
+                )
+                loss = pg + ent + kl
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.cfg.optim.grad_clip)
+                self.optimizer.step()
+                record({**pg_m, **ent_m, **kl_m, "loss": float(loss.detach()), "grad_norm": float(grad_norm)})
+                record(_replay_ratio_stats(logp.detach(), mb))
+                if self.critic is not None:
+                    record(self._critic_step(mb))
+        return {key: sums[key] / counts[key] for key in sums}
+
+    def _critic_step(self, mb: RolloutBatch) -> dict[str, float]:
+        assert self.critic is not None and self.critic_optimizer is not None
+        values = self.critic(mb)
+        loss, metrics = value_loss(
+            values, mb.values, mb.returns, mb.response_mask,
+            clip=self.alg.value_clip, agg=self.alg.loss_aggregation,
+        )
+        self.critic_optimizer.zero_grad(set_to_none=True)
+        (self.alg.value_coef * loss).backward()
+        torch.nn.utils.clip_grad_norm_(self.critic.parameters(), self.cfg.optim.grad_clip)
+        self.critic_optimizer.step()
+        return metrics
+
+    # ------------------------------------------------------------------ reincarnation
+    def reincarnate(self) -> None:
+        """Policy reincarnation: the KL anchor becomes the current policy; replay stops."""
+        self.ref_model.load_state_dict(self.policy.state_dict())
+        dropped = len(self.buffer)
+        self.buffer.clear()
+        if self.alg.reset_optimizer_on_reincarnation:
+            self.optimizer = self._make_optimizer(self.policy.parameters(), self.cfg.optim.lr)
+        self.reincarnated_at = self.step
+        self.callbacks.on_event(
+            "reincarnated",
+            self.step,
+            f"policy reincarnation at step {self.step}: KL anchor reset to the current policy, "
+            f"replay buffer emptied ({dropped} responses), training continues on-policy",
+            {"step": self.step, "dropped_replay_responses": dropped,
+             "optimizer_reset": self.alg.reset_optimizer_on_reincarnation},
+        )
+
+    # ------------------------------------------------------------------ metrics
+    def _step_metrics(
+        self, step: int, mix: bool, fresh: RolloutBatch, replay: RolloutBatch | None, update: dict[str, float]
+    ) -> Metrics:
+        lengths = fresh.response_lengths.float()
+        metrics: Metrics = {
+            "step": step,
+            "phase": "mix" if mix else "on-policy",
+            "lambda": self.alg.lambda_at(step),
+            "reward_mean": float(fresh.rewards.mean()),
+            "reward_std": float(fresh.rewards.std()) if len(fresh) > 1 else 0.0,
+            "accuracy": float(fresh.correct.float().mean()),
+            "response_length_fresh": float(lengths.mean()),
+            "response_length_fresh_correct": _masked_mean(lengths, fresh.correct),
+            "response_length_fresh_incorrect": _masked_mean(lengths, ~fresh.correct),
+            "fresh_samples": len(fresh),
+            "replayed_samples": 0 if replay is None else len(replay),
+            "fresh_rollouts_total": self.fresh_rollouts,
+            "replayed_samples_total": self.buffer.total_replayed,
+            "replay_buffer_size": len(self.buffer),
+            "rollout_logp_mismatch_max": float(
+                ((fresh.rollout_logp - fresh.behavior_logp).abs() * fresh.response_mask).max()
+            ),
+        }
+        if replay is not None:
+            metrics["response_length_replay"] = float(replay.response_lengths.float().mean())
+            metrics["replay_policy_age_mean"] = float((step - replay.policy_version).float().mean())
+        metrics.update(update)
+        metrics.update(self._adv_metrics)
+        metrics.update({f"kw_{k}": v for k, v in keyword_rates(fresh.completions).items()})
+        return metrics
+
+    def _emit_samples(self, step: int, fresh: RolloutBatch) -> None:
+        count = min(self.cfg.log_completions, len(fresh))
+        if not count:
+            return
+        samples = [
+            {"prompt": fresh.prompts[i], "completion": fresh.completions[i], "answer": fresh.answers[i],
+             "reward": float(fresh.rewards[i])}
+            for i in range(count)
+        ]
+        self.callbacks.on_event("samples", step, f"{count} sampled completions", {"samples": samples})
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self, metrics: Metrics | None = None) -> Path:
+        state = {
+            "step": self.step,
+            "optimizer": self.optimizer.state_dict(),
+            "critic": None if self.critic is None else self.critic.state_dict(),
+            "critic_optimizer": None if self.critic_optimizer is None else self.critic_optimizer.state_dict(),
+            "ref_model": None if self.reincarnated_at is None else self.ref_model.state_dict(),
+            "prev_model": self.prev_model.state_dict(),
+            "replay": self.buffer.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "rng": {"torch": torch.get_rng_state(), "generator": self.generator.get_state(),
+                    "python": random.getstate()},
+            "fresh_rollouts": self.fresh_rollouts,
+            "reincarnated_at": self.reincarnated_at,
+            "eval_before": self.eval_before,
+        }
+        meta = {"config": self.cfg.model_dump(mode="json"), "metrics": metrics or {}}
+        path = ckpt.save_checkpoint(self.checkpoint_root, self.step, self.policy, self.tokenizer, state, meta)
+        ckpt.prune_checkpoints(self.checkpoint_root, self.cfg.keep_checkpoints, protect={path})
+        self.callbacks.on_event("checkpoint", self.step, f"checkpoint saved at step {self.step}", {"path": str(path)})
+        self.callbacks.on_checkpoint(self.step, path, metrics or {})
+        return path
+
+    @property
+    def checkpoint_root(self) -> Path:
+        return self.output_dir / "checkpoints"
+
+    @staticmethod
+    def latest_checkpoint(output_dir: Path) -> Path | None:
+        return ckpt.latest_checkpoint(Path(output_dir) / "checkpoints")
+
+    def resume(self, checkpoint_dir: Path) -> None:
+        """Restore everything needed for the next step to be identical to an uninterrupted run."""
+        state = ckpt.load_trainer_state(Path(checkpoint_dir))
+        saved = AutoModelForCausalLM.from_pretrained(checkpoint_dir, dtype=self.policy.dtype)
+        self.policy.load_state_dict(saved.state_dict())
+        self.prev_model.load_state_dict(state["prev_model"])
+        if state["ref_model"] is not None:
+            self.ref_model.load_state_dict(state["ref_model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.critic is not None and state["critic"] is not None:
+            self.critic.load_state_dict(state["critic"])
+            self.critic_optimizer.load_state_dict(state["critic_optimizer"])  # type: ignore[union-attr]
+        self.buffer.load_state_dict(state["replay"])
+        self.sampler.load_state_dict(state["sampler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        self.generator.set_state(state["rng"]["generator"])
+        random.setstate(state["rng"]["python"])
+        self.step = int(state["step"])
+        self.fresh_rollouts = int(state["fresh_rollouts"])
+        self.reincarnated_at = state["reincarnated_at"]
+        self.eval_before = dict(state["eval_before"])
+        self.engine.sync_weights(self.policy)
+        self.callbacks.on_event(
+            "resumed", self.step, f"resumed from checkpoint at step {self.step}", {"path": str(checkpoint_dir)}
+        )
+
+
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> float:
+    return float(values[mask].mean()) if bool(mask.any()) else 0.0
+
+
+def _replay_ratio_stats(logp: torch.Tensor, mb: RolloutBatch) -> dict[str, float]:
+    """Importance ratios pi_theta/pi_behaviour on replayed tokens, early vs late in the response."""
+    if mb.is_replay is None or not bool(mb.is_replay.any()):
+        return {}
+    rows = mb.is_replay
+    mask = mb.response_mask[rows]
+    ratio = torch.exp((logp[rows] - mb.behavior_logp[rows]).clamp(-20, 20))
+    position = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
+    late = mask & (position * 2 >= mb.response_lengths[rows].unsqueeze(1))
+    early = mask & ~late
+    stats = {"replay_ratio_mean": float(ratio[mask].mean()), "replay_ratio_max": float(ratio[mask].max())}
+    if bool(early.any()) and bool(late.any()):
+        stats["replay_ratio_first_half"] = float(ratio[early].mean())
+        stats["replay_ratio_second_half"] = float(ratio[late].mean())
+    return stats

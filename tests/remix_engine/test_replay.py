@@ -1,0 +1,96 @@
+"""ReplayBuffer: FIFO over the last N steps, whole-group sampling, exact state round trip."""
+
+import pytest
+import torch
+
+from remix_engine.batch import RolloutBatch
+from remix_engine.replay import ReplayBuffer
+
+
+def make_batch(step: int, groups: int = 3, group_size: int = 2, resp_len: int = 4) -> RolloutBatch:
+    n = groups * group_size
+    return RolloutBatch(
+        prompt_ids=torch.arange(n * 2).reshape(n, 2),
+        prompt_mask=torch.ones(n, 2, dtype=torch.bool),
+        response_ids=torch.full((n, resp_len), step),
+        response_mask=torch.ones(n, resp_len, dtype=torch.bool),
+        rollout_logp=torch.full((n, resp_len), -1.0),
+        policy_version=torch.full((n,), step),
+        seeds=torch.arange(n),
+        group_ids=torch.arange(groups).repeat_interleave(group_size) + 100 * step,
+        prompt_index=torch.arange(groups).repeat_interleave(group_size),
+        completions=[f"s{step}-{i}" for i in range(n)],
+        answers=["1"] * n,
+        prompts=["p"] * n,
+        behavior_logp=torch.full((n, resp_len), -1.5),
+        advantages=torch.randn(n, resp_len),
+        rewards=torch.zeros(n),
+        old_logp=torch.zeros(n, resp_len),
+    )
+
+
+def test_keeps_only_last_n_steps():
+    buf = ReplayBuffer(history_window=2, pad_token_id=0)
+    for step in (1, 2, 3):
+        buf.add(step, make_batch(step))
+    assert buf.steps == [2, 3]
+    assert len(buf) == 12
+    assert buf.num_groups == 6
+
+
+def test_sample_returns_whole_groups_with_behavior_data():
+    buf = ReplayBuffer(history_window=2, pad_token_id=0)
+    buf.add(1, make_batch(1))
+    buf.add(2, make_batch(2))
+    out = buf.sample(4, torch.Generator().manual_seed(0))
+    assert out is not None and len(out) == 8
+    for gid in out.group_ids.unique():
+        assert int((out.group_ids == gid).sum()) == 2  # a group is never split
+    assert bool(out.is_replay.all())
+    assert set(out.policy_version.tolist()) <= {1, 2}
+    assert torch.equal(out.behavior_logp, torch.full_like(out.behavior_logp, -1.5))
+    assert out.old_logp is None  # step-local tensors are recomputed on reuse
+    assert buf.total_replayed == 8
+
+
+def test_sample_is_capped_by_contents_and_empty_buffer_gives_none():
+    buf = ReplayBuffer(history_window=2, pad_token_id=0)
+    gen = torch.Generator().manual_seed(0)
+    assert buf.sample(3, gen) is None
+    buf.add(1, make_batch(1, groups=2))
+    assert len(buf.sample(10, gen)) == 4
+
+
+def test_sampling_is_uniform_over_stored_policies():
+    buf = ReplayBuffer(history_window=2, pad_token_id=0)
+    buf.add(1, make_batch(1, groups=10))
+    buf.add(2, make_batch(2, groups=10))
+    gen = torch.Generator().manual_seed(1)
+    versions = torch.cat([buf.sample(4, gen).policy_version for _ in range(400)])
+    share = float((versions == 1).float().mean())
+    assert 0.45 < share < 0.55
+
+
+def test_clear_and_state_round_trip():
+    buf = ReplayBuffer(history_window=3, pad_token_id=0)
+    buf.add(1, make_batch(1))
+    buf.add(2, make_batch(2, resp_len=6))
+    buf.sample(2, torch.Generator().manual_seed(0))
+    restored = ReplayBuffer(history_window=1, pad_token_id=0)
+    restored.load_state_dict(buf.state_dict())
+    assert restored.steps == [1, 2] and restored.total_replayed == buf.total_replayed
+    a = buf.sample(3, torch.Generator().manual_seed(5))
+    b = restored.sample(3, torch.Generator().manual_seed(5))
+    assert torch.equal(a.response_ids, b.response_ids) and torch.equal(a.advantages, b.advantages)
+    buf.clear()
+    assert len(buf) == 0 and buf.sample(1, torch.Generator()) is None
+
+
+def test_rejects_data_that_cannot_be_corrected():
+    buf = ReplayBuffer(history_window=2, pad_token_id=0)
+    batch = make_batch(1)
+    batch.behavior_logp = None
+    with pytest.raises(ValueError, match="behavior_logp"):
+        buf.add(1, batch)
+    with pytest.raises(ValueError):
+        ReplayBuffer(history_window=0, pad_token_id=0)
