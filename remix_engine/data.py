@@ -1,0 +1,339 @@
+"""Prompt/answer datasets: loading for training and validation of uploads for the API.
+
+Formats: JSONL (one object per line), JSON (a list of objects, or an object holding that list
+under "data", "rows", "examples", "items", "train" or "test") and parquet. The bytes are parsed
+once by ``_parse_examples``; ``load_examples`` (engine) and ``validate_dataset_bytes`` (API) both
+use it, so a file the API accepts is a file a worker can train on.
+
+Field resolution: the requested ``prompt_field`` / ``answer_field`` are used when the dataset has
+them (a dotted name such as ``reward_model.ground_truth`` reads a nested object). When a requested
+field is missing from every row, known aliases are tried in order, so public benchmark files load
+as-is:
+
+- prompt: ``problem``, ``question``, ``prompt``;
+- answer: ``answer``, ``final_answer``, ``reward_model.ground_truth`` (verl layout), then
+  ``solution``, from which the last ``\\boxed{}`` is taken.
+
+Values: a prompt given as a list of chat messages (verl) becomes the content of its last user
+message. Numeric answers become strings (``142.0`` -> ``"142"``); a list of answers (alternative
+forms of one answer, as in Minerva) keeps the first and stores the rest in
+``extra["answer_alternatives"]``. Every other column of a row is kept in ``Example.extra``.
+
+Errors are ``DatasetError`` naming the file, the line (JSONL) or row (JSON, parquet), counted from 1,
+and the reason.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from remix_engine.rewards import extract_boxed
+
+DatasetFormat = Literal["jsonl", "json", "parquet"]
+
+PROMPT_ALIASES = ("problem", "question", "prompt")
+ANSWER_ALIASES = ("answer", "final_answer", "reward_model.ground_truth", "solution")
+BOXED_ONLY_FIELDS = frozenset({"solution"})  # full worked solutions: only their \boxed{} is the answer
+JSON_LIST_KEYS = ("data", "rows", "examples", "items", "train", "test")
+PREVIEW_ROWS = 5
+PREVIEW_CHARS = 500
+
+_EXTENSIONS: dict[str, DatasetFormat] = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "json",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be used, with where (``line``, ``field``) and why (``reason``).
+
+    ``line`` is the 1-based line of a JSONL file (or of a JSON syntax error) or the 1-based row of
+    a JSON list / parquet table; None when the problem concerns the whole file.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        line: int | None = None,
+        field: str | None = None,
+        source: str | None = None,
+        unit: str = "line",
+    ) -> None:
+        self.reason, self.line, self.field, self.source = reason, line, field, source
+        where = " ".join(part for part in (source, f"{unit} {line}" if line is not None else None) if part)
+        super().__init__(f"{where}: {reason}" if where else reason)
+
+
+@dataclass(frozen=True)
+class Example:
+    """One training prompt with its verifiable reference answer."""
+
+    prompt: str
+    answer: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DatasetSummary:
+    """What the API reports about an uploaded dataset."""
+
+    num_rows: int
+    columns: list[str]
+    preview: list[dict[str, Any]]  # first rows: {"prompt", "answer"}, each cut to PREVIEW_CHARS
+
+
+def detect_format(filename: str | Path) -> DatasetFormat:
+    """Dataset format from a file name's extension (.jsonl/.ndjson, .json, .parquet/.pq)."""
+    suffix = Path(str(filename)).suffix.lower()
+    if suffix not in _EXTENSIONS:
+        supported = ", ".join(sorted(_EXTENSIONS))
+        raise DatasetError(f"unsupported file extension {suffix or '(none)'!r}; use one of {supported}")
+    return _EXTENSIONS[suffix]
+
+
+# --------------------------------------------------------------------------- rows from bytes
+
+
+@dataclass(frozen=True)
+class _Rows:
+    records: list[tuple[int, Any]]  # (line or row number, decoded record)
+    columns: list[str]
+    unit: str  # "line" (JSONL) or "row" (JSON, parquet)
+
+
+def _decode_utf8(data: bytes, source: str | None) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise DatasetError("not valid UTF-8", line=line, source=source) from None
+
+
+def _json_reason(error: json.JSONDecodeError) -> str:
+    return f"invalid JSON: {error.msg} (column {error.colno})"
+
+
+def _jsonl_rows(data: bytes, source: str | None) -> _Rows:
+    text = _decode_utf8(data, source)
+    records = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue  # blank lines (often a trailing newline) are not rows
+        try:
+            records.append((number, json.loads(line)))
+        except json.JSONDecodeError as error:
+            raise DatasetError(_json_reason(error), line=number, source=source) from None
+    return _Rows(records, _columns_of(record for _, record in records), "line")
+
+
+def _json_list(document: Any, source: str | None) -> list[Any]:
+    if isinstance(document, list):
+        return document
+    if isinstance(document, dict):
+        for key in JSON_LIST_KEYS:
+            if isinstance(document.get(key), list):
+                return document[key]
+        lists = [value for value in document.values() if isinstance(value, list)]
+        if len(lists) == 1:
+            return lists[0]
+    expected = " or ".join(repr(key) for key in JSON_LIST_KEYS[:2])
+    raise DatasetError(
+        f"expected a JSON list of objects, or an object with a list under {expected}", source=source
+    )
+
+
+def _json_rows(data: bytes, source: str | None) -> _Rows:
+    text = _decode_utf8(data, source)
+    if not text.strip():
+        raise DatasetError("empty dataset", source=source)
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise DatasetError(_json_reason(error), line=error.lineno, source=source) from None
+    items = _json_list(document, source)
+    return _Rows(list(enumerate(items, start=1)), _columns_of(items), "row")
+
+
+def _parquet_rows(data: bytes, source: str | None) -> _Rows:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(io.BytesIO(data))
+    except (pa.ArrowException, OSError) as error:
+        raise DatasetError(f"not a valid parquet file: {error}", source=source) from None
+    return _Rows(list(enumerate(table.to_pylist(), start=1)), list(table.column_names), "row")
+
+
+def _columns_of(records: Iterator[Any] | list[Any]) -> list[str]:
+    """Union of the keys of all object records, in first-seen order."""
+    seen: dict[str, None] = {}
+    for record in records:
+        if isinstance(record, dict):
+            seen.update(dict.fromkeys(record))
+    return list(seen)
+
+
+_READERS = {"jsonl": _jsonl_rows, "json": _json_rows, "parquet": _parquet_rows}
+
+
+# --------------------------------------------------------------------------- fields and values
+
+
+def _lookup(record: dict[str, Any], name: str) -> tuple[bool, Any]:
+    """(found, value) for a top-level key, or a dotted path into nested objects."""
+    if name in record:
+        return True, record[name]
+    value: Any = record
+    for part in name.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return False, None
+        value = value[part]
+    return True, value
+
+
+def _resolve_field(rows: _Rows, requested: str, aliases: tuple[str, ...]) -> str:
+    """The requested field if any row has it, else the first alias that some row has."""
+    for name in (requested, *aliases):
+        if any(isinstance(rec, dict) and _lookup(rec, name)[0] for _, rec in rows.records):
+            return name
+    return requested  # absent everywhere: the first row reports it missing
+
+
+def _prompt_text(value: Any) -> str | None:
+    """The prompt as text: a string, or the content of the last user turn of a chat-message list."""
+    if isinstance(value, list):
+        turns = [m for m in value if isinstance(m, dict) and m.get("role") == "user"]
+        value = turns[-1].get("content") if turns else None
+    return value if isinstance(value, str) and value.strip() else None
+
+
+def _scalar_answer(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return None  # a bool is an int in Python, but never a meaningful math answer
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))  # 142.0 -> "142", so the string fast path of the verifier applies
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    return None
+
+
+def _answer_text(value: Any, field_name: str) -> tuple[str | None, list[str]]:
+    """(answer, alternative forms) from a string, a number or a list of equivalent answers."""
+    if field_name in BOXED_ONLY_FIELDS:
+        boxed = extract_boxed(value) if isinstance(value, str) else None
+        return (boxed or None), []
+    if isinstance(value, list):
+        forms = [text for text in map(_scalar_answer, value) if text is not None]
+        return (forms[0], forms[1:]) if forms and len(forms) == len(value) else (None, [])
+    return _scalar_answer(value), []
+
+
+def _example(record: Any, prompt_field: str, answer_field: str) -> Example:
+    """One Example, or a DatasetError without location (the caller adds it)."""
+    if not isinstance(record, dict):
+        raise DatasetError(f"expected a JSON object, got {type(record).__name__}")
+    found_prompt, raw_prompt = _lookup(record, prompt_field)
+    found_answer, raw_answer = _lookup(record, answer_field)
+    for found, name in ((found_prompt, prompt_field), (found_answer, answer_field)):
+        if not found:
+            raise DatasetError(f"missing field {name!r}", field=name)
+    prompt = _prompt_text(raw_prompt)
+    if prompt is None:
+        raise DatasetError(f"field {prompt_field!r} must be a non-empty string", field=prompt_field)
+    answer, alternatives = _answer_text(raw_answer, answer_field)
+    if answer is None:
+        kind = (
+            "contain a \\boxed{} answer"
+            if answer_field in BOXED_ONLY_FIELDS
+            else "be a non-empty string or number"
+        )
+        raise DatasetError(f"field {answer_field!r} must {kind}", field=answer_field)
+    used = {prompt_field.split(".")[0], answer_field.split(".")[0]}
+    extra = {key: value for key, value in record.items() if key not in used}
+    if alternatives:
+        extra["answer_alternatives"] = alternatives
+    return Example(prompt=prompt, answer=answer, extra=extra)
+
+
+def _parse_examples(
+    data: bytes,
+    fmt: str,
+    *,
+    prompt_field: str,
+    answer_field: str,
+    source: str | None = None,
+    max_rows: int | None = None,
+) -> tuple[list[Example], list[str]]:
+    """All examples and the column names of a dataset given as bytes; raises DatasetError."""
+    if fmt not in _READERS:
+        raise DatasetError(f"unknown dataset format {fmt!r}; use one of {', '.join(_READERS)}", source=source)
+    rows = _READERS[fmt](data, source)
+    if not rows.records:
+        raise DatasetError("empty dataset", source=source)
+    if max_rows is not None and len(rows.records) > max_rows:
+        raise DatasetError(f"too many rows: {len(rows.records)} > {max_rows}", source=source)
+    prompt_name = _resolve_field(rows, prompt_field, PROMPT_ALIASES)
+    answer_name = _resolve_field(rows, answer_field, ANSWER_ALIASES)
+    examples = []
+    for number, record in rows.records:
+        try:
+            examples.append(_example(record, prompt_name, answer_name))
+        except DatasetError as error:
+            raise DatasetError(
+                error.reason, line=number, field=error.field, source=source, unit=rows.unit
+            ) from None
+    return examples, rows.columns
+
+
+# --------------------------------------------------------------------------- public entry points
+
+
+def load_examples(
+    path: str | Path, *, prompt_field: str = "prompt", answer_field: str = "answer"
+) -> list[Example]:
+    """Examples of a JSONL/JSON/parquet file (format from the extension); raises DatasetError."""
+    path = Path(path)
+    fmt = detect_format(path.name)
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise DatasetError(f"cannot read file: {error.strerror or error}", source=path.name) from None
+    examples, _ = _parse_examples(
+        data, fmt, prompt_field=prompt_field, answer_field=answer_field, source=path.name
+    )
+    return examples
+
+
+def validate_dataset_bytes(
+    data: bytes,
+    fmt: str,
+    prompt_field: str = "prompt",
+    answer_field: str = "answer",
+    max_rows: int | None = None,
+    *,
+    source: str | None = None,
+) -> DatasetSummary:
+    """Check an uploaded dataset exactly as training will read it; raises DatasetError.
+
+    ``max_rows`` rejects larger datasets; ``source`` (e.g. the upload's file name) prefixes errors.
+    """
+    examples, columns = _parse_examples(
+        data, fmt, prompt_field=prompt_field, answer_field=answer_field, source=source, max_rows=max_rows
+    )
+    preview = [
+        {"prompt": example.prompt[:PREVIEW_CHARS], "answer": example.answer[:PREVIEW_CHARS]}
+        for example in examples[:PREVIEW_ROWS]
+    ]
+    return DatasetSummary(num_rows=len(examples), columns=columns, preview=preview)

@@ -1,0 +1,310 @@
+"""Dataset loading and upload validation: every format, every error, the shared benchmark files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from remix_engine.data import (
+    DatasetError,
+    DatasetSummary,
+    Example,
+    detect_format,
+    load_examples,
+    validate_dataset_bytes,
+)
+
+SHARED = Path(__file__).resolve().parents[2].parent / "shared"
+BENCHMARKS = SHARED / "data" / "math-benchmarks"
+BENCHMARK_FILES = ["aime.json", "amc.json", "math.json", "minerva.json", "math500.verl.parquet"]
+
+ROWS = [{"prompt": "1+1=", "answer": "2"}, {"prompt": "2+3=", "answer": 5, "level": 1}]
+
+
+def write_jsonl(path: Path, rows: list[object]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def parquet_bytes(rows: list[dict]) -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pylist(rows), sink)
+    return sink.getvalue().to_pybytes()
+
+
+# --------------------------------------------------------------------------- formats
+
+
+def test_load_jsonl(tmp_path: Path) -> None:
+    examples = load_examples(write_jsonl(tmp_path / "train.jsonl", ROWS))
+    assert examples == [Example("1+1=", "2", {}), Example("2+3=", "5", {"level": 1})]
+
+
+def test_load_json_list_and_wrapped_list(tmp_path: Path) -> None:
+    (tmp_path / "a.json").write_text(json.dumps(ROWS), encoding="utf-8")
+    (tmp_path / "b.json").write_text(json.dumps({"data": ROWS, "version": 2}), encoding="utf-8")
+    (tmp_path / "c.json").write_text(json.dumps({"rows": ROWS}), encoding="utf-8")
+    expected = [("1+1=", "2"), ("2+3=", "5")]
+    for name in ("a.json", "b.json", "c.json"):
+        assert [(e.prompt, e.answer) for e in load_examples(tmp_path / name)] == expected
+
+
+def test_load_parquet(tmp_path: Path) -> None:
+    path = tmp_path / "train.parquet"
+    path.write_bytes(parquet_bytes([{"q": "What is 2*3?", "a": 6.0}, {"q": "What is 1/2?", "a": 0.5}]))
+    examples = load_examples(path, prompt_field="q", answer_field="a")
+    assert [(e.prompt, e.answer) for e in examples] == [("What is 2*3?", "6"), ("What is 1/2?", "0.5")]
+
+
+def test_custom_fields_and_dotted_path(tmp_path: Path) -> None:
+    rows = [{"text": "p", "meta": {"gt": "7"}, "answer": "ignored"}]
+    examples = load_examples(
+        write_jsonl(tmp_path / "d.jsonl", rows), prompt_field="text", answer_field="meta.gt"
+    )
+    assert examples == [Example("p", "7", {"answer": "ignored"})]
+
+
+def test_blank_lines_and_bom_are_ignored(tmp_path: Path) -> None:
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(
+        b"\xef\xbb\xbf" + b'{"prompt": "p", "answer": "1"}\n\n  \n{"prompt": "q", "answer": "2"}\n'
+    )
+    assert [e.answer for e in load_examples(path)] == ["1", "2"]
+
+
+def test_aliases_chat_prompt_and_answer_lists(tmp_path: Path) -> None:
+    rows = [
+        {"question": "Q1", "final_answer": ["1/2", "0.5"]},
+        {"question": "Q2", "final_answer": 3},
+    ]
+    examples = load_examples(write_jsonl(tmp_path / "d.jsonl", rows))
+    assert (examples[0].prompt, examples[0].answer, examples[0].extra) == (
+        "Q1",
+        "1/2",
+        {"answer_alternatives": ["0.5"]},
+    )
+    verl = [
+        {
+            "prompt": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "What is 2+2?"},
+            ],
+            "reward_model": {"ground_truth": "4", "style": "rule"},
+        }
+    ]
+    (tmp_path / "v.parquet").write_bytes(parquet_bytes(verl))
+    assert [(e.prompt, e.answer) for e in load_examples(tmp_path / "v.parquet")] == [("What is 2+2?", "4")]
+
+
+def test_solution_alias_takes_the_boxed_answer(tmp_path: Path) -> None:
+    rows = [{"problem": "P", "solution": "Since $x=\\frac{1}{2}$, we get $\\boxed{\\frac{1}{2}}$."}]
+    assert load_examples(write_jsonl(tmp_path / "d.jsonl", rows))[0].answer == "\\frac{1}{2}"
+    rows = [{"problem": "P", "solution": "no box"}]
+    with pytest.raises(
+        DatasetError, match=r"d.jsonl line 1: field 'solution' must contain a \\boxed\{\} answer"
+    ):
+        load_examples(write_jsonl(tmp_path / "d.jsonl", rows))
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def error_of(data: bytes, fmt: str, **fields: str) -> DatasetError:
+    with pytest.raises(DatasetError) as info:
+        validate_dataset_bytes(data, fmt, **fields)
+    return info.value
+
+
+def test_invalid_json_line_number(tmp_path: Path) -> None:
+    path = tmp_path / "train.jsonl"
+    path.write_text('{"prompt": "a", "answer": "1"}\n\n{"prompt": "b" "answer": "2"}\n', encoding="utf-8")
+    with pytest.raises(DatasetError) as info:
+        load_examples(path)
+    assert str(info.value).startswith("train.jsonl line 3: invalid JSON: Expecting ',' delimiter")
+    assert info.value.line == 3
+
+
+def test_invalid_json_document_line_number() -> None:
+    error = error_of(b'[\n {"prompt": "a", "answer": "1"},\n {"prompt": }\n]', "json")
+    assert error.line == 3 and str(error).startswith("line 3: invalid JSON: Expecting value")
+
+
+def test_missing_field(tmp_path: Path) -> None:
+    rows = [{"prompt": f"p{i}", "answer": str(i)} for i in range(6)] + [{"prompt": "p6"}]
+    with pytest.raises(DatasetError) as info:
+        load_examples(write_jsonl(tmp_path / "train.jsonl", rows))
+    assert str(info.value) == "train.jsonl line 7: missing field 'answer'"
+    assert (info.value.line, info.value.field, info.value.reason) == (7, "answer", "missing field 'answer'")
+
+
+def test_missing_field_everywhere_without_alias() -> None:
+    error = error_of(json.dumps([{"text": "a", "answer": "1"}]).encode(), "json")
+    assert str(error) == "row 1: missing field 'prompt'" and error.field == "prompt"
+
+
+def test_missing_custom_field_in_json_row(tmp_path: Path) -> None:
+    (tmp_path / "d.json").write_text(json.dumps([{"q": "a", "a": "1"}, {"q": "b"}]), encoding="utf-8")
+    with pytest.raises(DatasetError, match=r"^d.json row 2: missing field 'a'$"):
+        load_examples(tmp_path / "d.json", prompt_field="q", answer_field="a")
+
+
+def test_non_utf8_bytes() -> None:
+    error = error_of(b'{"prompt": "a", "answer": "1"}\n{"prompt": "\xff", "answer": "2"}\n', "jsonl")
+    assert str(error) == "line 2: not valid UTF-8" and error.line == 2
+    assert error_of(b'[{"prompt": "\xfe"}]', "json").reason == "not valid UTF-8"
+
+
+@pytest.mark.parametrize(
+    ("data", "fmt"),
+    [(b"", "jsonl"), (b"\n  \n", "jsonl"), (b"", "json"), (b"[]", "json"), (b'{"data": []}', "json")],
+)
+def test_empty_dataset(data: bytes, fmt: str) -> None:
+    assert str(error_of(data, fmt)) == "empty dataset"
+
+
+def test_empty_parquet() -> None:
+    empty = pa.Table.from_pylist([], schema=pa.schema([("prompt", pa.string()), ("answer", pa.string())]))
+    sink = pa.BufferOutputStream()
+    pq.write_table(empty, sink)
+    assert error_of(sink.getvalue().to_pybytes(), "parquet").reason == "empty dataset"
+
+
+def test_empty_file_on_disk(tmp_path: Path) -> None:
+    (tmp_path / "train.jsonl").write_bytes(b"")
+    with pytest.raises(DatasetError, match="^train.jsonl: empty dataset$"):
+        load_examples(tmp_path / "train.jsonl")
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ({"prompt": 3, "answer": "1"}, "field 'prompt' must be a non-empty string"),
+        ({"prompt": "   ", "answer": "1"}, "field 'prompt' must be a non-empty string"),
+        ({"prompt": "p", "answer": ""}, "field 'answer' must be a non-empty string or number"),
+        ({"prompt": "p", "answer": None}, "field 'answer' must be a non-empty string or number"),
+        ({"prompt": "p", "answer": {"x": 1}}, "field 'answer' must be a non-empty string or number"),
+        ({"prompt": "p", "answer": True}, "field 'answer' must be a non-empty string or number"),
+    ],
+)
+def test_wrong_types(row: dict, message: str) -> None:
+    data = (json.dumps({"prompt": "ok", "answer": "1"}) + "\n" + json.dumps(row) + "\n").encode()
+    error = error_of(data, "jsonl")
+    assert str(error) == f"line 2: {message}" and error.line == 2
+
+
+def test_row_that_is_not_an_object() -> None:
+    assert (
+        str(error_of(b'{"prompt": "a", "answer": "1"}\n[1, 2]\n', "jsonl"))
+        == "line 2: expected a JSON object, got list"
+    )
+
+
+def test_json_without_a_list() -> None:
+    assert "expected a JSON list of objects" in str(error_of(b'{"a": 1}', "json"))
+
+
+def test_invalid_parquet_bytes() -> None:
+    assert error_of(b"PAR1 not really", "parquet").reason.startswith("not a valid parquet file")
+
+
+def test_unknown_format_and_extension(tmp_path: Path) -> None:
+    assert "unknown dataset format 'csv'" in str(error_of(b"a,b", "csv"))
+    with pytest.raises(DatasetError, match="unsupported file extension '.csv'"):
+        load_examples(tmp_path / "train.csv")
+
+
+def test_unreadable_file(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="^missing.jsonl: cannot read file"):
+        load_examples(tmp_path / "missing.jsonl")
+
+
+@pytest.mark.parametrize(
+    ("name", "fmt"),
+    [
+        ("a.jsonl", "jsonl"),
+        ("a.NDJSON", "jsonl"),
+        ("x/y.json", "json"),
+        ("t.parquet", "parquet"),
+        ("t.pq", "parquet"),
+    ],
+)
+def test_detect_format(name: str, fmt: str) -> None:
+    assert detect_format(name) == fmt
+
+
+@pytest.mark.parametrize("name", ["data.csv", "data", "data.json.gz"])
+def test_detect_format_rejects(name: str) -> None:
+    with pytest.raises(DatasetError, match="unsupported file extension"):
+        detect_format(name)
+
+
+# --------------------------------------------------------------------------- validation summary
+
+
+def test_validate_dataset_bytes_summary() -> None:
+    rows = [{"prompt": "x" * 800, "answer": i, "id": i} for i in range(7)]
+    data = "\n".join(json.dumps(row) for row in rows).encode()
+    summary = validate_dataset_bytes(data, "jsonl", "prompt", "answer")
+    assert isinstance(summary, DatasetSummary)
+    assert summary.num_rows == 7 and summary.columns == ["prompt", "answer", "id"]
+    assert summary.preview == [{"prompt": "x" * 500, "answer": str(i)} for i in range(5)]
+
+
+def test_validate_dataset_bytes_parquet_columns_and_source() -> None:
+    summary = validate_dataset_bytes(parquet_bytes(ROWS[:1]), "parquet")
+    assert summary.num_rows == 1 and summary.columns == ["prompt", "answer"]
+    unlabelled = parquet_bytes([{"prompt": "p", "result": "1"}])  # no requested field and no alias
+    error = error_of(unlabelled, "parquet", answer_field="label")
+    assert str(error) == "row 1: missing field 'label'"
+    with pytest.raises(DatasetError, match="^upload.parquet row 1: missing field 'label'$"):
+        validate_dataset_bytes(unlabelled, "parquet", answer_field="label", source="upload.parquet")
+
+
+def test_requested_field_falls_back_to_alias() -> None:
+    # "label" is absent from every row, so the known alias "answer" is used.
+    summary = validate_dataset_bytes(parquet_bytes(ROWS[:1]), "parquet", answer_field="label")
+    assert summary.preview == [{"prompt": "1+1=", "answer": "2"}]
+
+
+def test_validate_dataset_bytes_max_rows() -> None:
+    data = "\n".join(json.dumps(row) for row in ROWS).encode()
+    assert validate_dataset_bytes(data, "jsonl", max_rows=2).num_rows == 2
+    with pytest.raises(DatasetError, match="too many rows: 2 > 1"):
+        validate_dataset_bytes(data, "jsonl", max_rows=1)
+
+
+def test_loader_and_validator_agree(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "train.jsonl", ROWS)
+    summary = validate_dataset_bytes(path.read_bytes(), detect_format(path.name))
+    examples = load_examples(path)
+    assert summary.num_rows == len(examples)
+    assert summary.preview == [{"prompt": e.prompt, "answer": e.answer} for e in examples]
+
+
+# --------------------------------------------------------------------------- shared benchmark files
+
+
+@pytest.mark.parametrize("name", BENCHMARK_FILES)
+def test_benchmark_files_load_as_is(name: str) -> None:
+    path = BENCHMARKS / name
+    if not path.is_file():
+        pytest.fail(f"benchmark data missing: expected {path} (the shared folder next to the repository)")
+    examples = load_examples(path)
+    assert len(examples) > 0
+    assert all(e.prompt.strip() and e.answer.strip() for e in examples)
+
+
+def test_benchmark_values() -> None:
+    if not BENCHMARKS.is_dir():
+        pytest.fail(f"benchmark data missing: expected {BENCHMARKS}")
+    assert load_examples(BENCHMARKS / "amc.json")[0].answer == "142"  # float 142.0 in the file
+    minerva = load_examples(BENCHMARKS / "minerva.json")
+    assert minerva[0].answer == "9.6"  # a list of forms with a trailing newline in the file
+    verl = load_examples(BENCHMARKS / "math500.verl.parquet")
+    plain = load_examples(BENCHMARKS / "math.json")
+    assert [e.answer for e in verl] == [e.answer for e in plain]
+    assert verl[0].prompt.startswith(plain[0].prompt)

@@ -1,0 +1,259 @@
+"""Reward functions: boxed extraction, the math verifier on MATH500 answers, composition."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from remix_engine.config import RewardConfig, RewardSpec
+from remix_engine.rewards import (
+    REWARDS,
+    compose_rewards,
+    extract_boxed,
+    is_equivalent,
+    normalize_answer,
+    symbolic_equivalent,
+)
+
+SHARED = Path(__file__).resolve().parents[2].parent / "shared"
+BENCHMARKS = SHARED / "data" / "math-benchmarks"
+
+
+def math500_answers() -> list[str]:
+    path = BENCHMARKS / "math.json"
+    if not path.is_file():
+        pytest.fail(f"benchmark data missing: expected {path} (the shared folder next to the repository)")
+    return [str(row["answer"]) for row in json.loads(path.read_text(encoding="utf-8"))]
+
+
+math_verify = REWARDS.get("math_verify")
+
+
+# --------------------------------------------------------------------------- extraction
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("so \\boxed{42}.", "42"),
+        ("\\boxed{\\frac{1}{2}}", "\\frac{1}{2}"),
+        ("\\boxed{\\frac{\\sqrt{3}}{\\left(2+x^{2}\\right)}}", "\\frac{\\sqrt{3}}{\\left(2+x^{2}\\right)}"),
+        ("first \\boxed{1} then \\boxed{2}", "2"),
+        ("a \\boxed{1} b \\fbox{7}", "7"),
+        ("\\boxed{\\{1,2\\}}", "\\{1,2\\}"),  # escaped braces are literal, not groups
+        ("$\\boxed 5$", "5"),  # the brace-less form
+        ("\\boxed{ 3 }", "3"),
+        ("\\boxed{a} and a cut-off \\boxed{\\frac{1}{", "a"),  # the last complete box wins
+        ("\\boxed{}", ""),
+    ],
+)
+def test_extract_boxed(text: str, expected: str) -> None:
+    assert extract_boxed(text) == expected
+
+
+@pytest.mark.parametrize("text", ["no box here", "\\boxed{3", "\\boxedfoo{3}", ""])
+def test_extract_boxed_none(text: str) -> None:
+    assert extract_boxed(text) is None
+
+
+def test_normalize_answer_strips_presentation_only() -> None:
+    assert normalize_answer(" $\\left( 3, \\dfrac{\\pi}{2} \\right)$. ") == "(3,\\frac{\\pi}{2})"
+    assert normalize_answer("\\text{Evelyn}") == "Evelyn"
+    assert normalize_answer("30^\\circ") == normalize_answer("30^{\\circ}") == "30"
+    assert normalize_answer("2x+1") != normalize_answer("1+2x")  # reordering is left to math-verify
+
+
+# --------------------------------------------------------------------------- math_verify on MATH500
+
+
+def test_math_verify_accepts_every_math500_answer() -> None:
+    answers = math500_answers()
+    completions = [f"Reasoning... so the answer is $\\boxed{{{answer}}}$." for answer in answers]
+    scores = math_verify(completions, answers)
+    rejected = [a for a, s in zip(answers, scores, strict=True) if s != 1.0]
+    assert rejected == []
+
+
+def test_symbolic_path_alone_accepts_every_math500_answer() -> None:
+    # Without the string fast path: math-verify itself must parse every reference answer.
+    rejected = [answer for answer in math500_answers() if not symbolic_equivalent(answer, answer)]
+    assert rejected == []
+
+
+def test_math_verify_rejects_different_integers() -> None:
+    integers = [a for a in math500_answers() if re.fullmatch(r"-?\d+", a)]
+    rng = random.Random(0)
+    pairs = []
+    while len(pairs) < 150:
+        a, b = rng.sample(integers, 2)
+        if int(a) != int(b):
+            pairs.append((a, b))
+    scores = math_verify([f"\\boxed{{{b}}}" for _, b in pairs], [a for a, _ in pairs])
+    assert scores == [0.0] * len(pairs)
+
+
+def test_math_verify_rejects_random_distinct_math500_answers() -> None:
+    # Two different MATH500 answers (after normalisation) drawn with a fixed seed: fractions,
+    # intervals, expressions, words. None of the drawn pairs is mathematically equivalent.
+    answers = math500_answers()
+    rng = random.Random(1)
+    pairs = []
+    while len(pairs) < 100:
+        a, b = rng.sample(answers, 2)
+        if normalize_answer(a) != normalize_answer(b) and not (
+            a.lstrip("-").isdigit() and b.lstrip("-").isdigit()
+        ):
+            pairs.append((a, b))
+    scores = math_verify([f"\\boxed{{{b}}}" for _, b in pairs], [a for a, _ in pairs])
+    accepted = [pair for pair, score in zip(pairs, scores, strict=True) if score != 0.0]
+    assert accepted == []
+
+
+@pytest.mark.parametrize(
+    ("candidate", "reference"),
+    [
+        ("\\frac{1}{2}", "0.5"),
+        ("0.5", "\\frac{1}{2}"),
+        ("\\dfrac{3}{4}", "\\frac34"),
+        ("1+2x", "2x+1"),
+        ("\\frac{\\sqrt{2}}{2}", "\\sqrt{2}/2"),
+        ("[1,2)", "[1, 2)"),
+        ("\\{2,1\\}", "\\{1,2\\}"),
+        ("30", "30^\\circ"),
+        ("x=5", "5"),
+        ("25", "025"),
+        ("142", "142.0"),
+    ],
+)
+def test_equivalent_answers(candidate: str, reference: str) -> None:
+    assert is_equivalent(candidate, reference)
+    assert math_verify([f"The answer is \\boxed{{{candidate}}}"], [reference]) == [1.0]
+
+
+@pytest.mark.parametrize(
+    ("candidate", "reference"),
+    [("3", "4"), ("\\frac{1}{3}", "0.3"), ("(1,2]", "[1,2)"), ("(2,3)", "(3,2)"), ("2x", "2y"), ("}{", "1")],
+)
+def test_different_answers(candidate: str, reference: str) -> None:
+    assert not is_equivalent(candidate, reference)
+    assert math_verify([f"\\boxed{{{candidate}}}"], [reference]) == [0.0]
+
+
+def test_math_verify_edge_cases() -> None:
+    completions = ["The answer is 5.", "\\boxed{}", "\\boxed{5", "\\boxed{5}", "\\boxed{5}"]
+    answers = ["5", "5", "5", "5", ""]
+    # no box, empty box, unbalanced box -> 0; an empty reference is "not applicable".
+    assert math_verify(completions, answers) == [0.0, 0.0, 0.0, 1.0, None]
+
+
+def test_math_verify_uses_text_after_think() -> None:
+    reasoning = "<think>maybe \\boxed{4}</think> final: \\boxed{5}"
+    assert math_verify([reasoning, "<think>\\boxed{5}</think> no final box"], ["5", "5"]) == [1.0, 0.0]
+    # Without a closing think tag the whole response is searched.
+    assert math_verify(["<think>\\boxed{5}"], ["5"]) == [1.0]
+
+
+def test_math_verify_works_off_the_main_thread() -> None:
+    # math-verify's own timeouts use signal.alarm, which raises outside the main thread.
+    pairs = [("0.5", "\\frac{1}{2}"), ("1+2x", "2x+1"), ("3", "4")] * 4
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda p: math_verify([f"\\boxed{{{p[0]}}}"], [p[1]])[0], pairs))
+    assert results == [1.0, 1.0, 0.0] * 4
+
+
+def test_math_verify_never_raises_on_garbage() -> None:
+    garbage = [
+        "\\boxed{\\frac{}{}}",
+        "\\boxed{\\sqrt}",
+        "\\boxed{" + "(" * 300 + "}",
+        "\\boxed{\\begin{matrix}}",
+    ]
+    assert math_verify(garbage, ["1"] * len(garbage)) == [0.0] * len(garbage)
+
+
+def test_length_mismatch_is_an_error() -> None:
+    with pytest.raises(ValueError, match="2 completions but 1 answers"):
+        math_verify(["a", "b"], ["a"])
+
+
+# --------------------------------------------------------------------------- other rewards
+
+
+def test_exact_match() -> None:
+    assert REWARDS.get("exact_match")([" 46\n", "46", "4 6", "x"], ["46", " 46 ", "46", ""]) == [
+        1.0,
+        1.0,
+        0.0,
+        None,
+    ]
+
+
+def test_regex_on_boxed_answer_full_match() -> None:
+    regex = REWARDS.get("regex")
+    completions = ["\\boxed{-12}", "\\boxed{12.5}", "12 but no box"]
+    assert regex(completions, ["", "", ""], pattern=r"-?\d+") == [1.0, 0.0, 0.0]
+
+
+def test_regex_search_in_completion() -> None:
+    regex = REWARDS.get("regex")
+    assert regex(["Final answer: 7", "no"], ["", ""], pattern=r"Final answer: \d", target="completion") == [
+        1.0,
+        0.0,
+    ]
+
+
+def test_regex_config_errors() -> None:
+    regex = REWARDS.get("regex")
+    with pytest.raises(ValueError, match="pattern"):
+        regex(["a"], ["a"])
+    with pytest.raises(ValueError, match="invalid pattern"):
+        regex(["a"], ["a"], pattern="(")
+    with pytest.raises(ValueError, match="target"):
+        regex(["a"], ["a"], pattern="a", target="prompt")
+
+
+def test_format_reward() -> None:
+    assert REWARDS.get("format")(["\\boxed{x}", "\\boxed{}", "x", "\\fbox{1}"], ["", "", "", ""]) == [
+        1.0,
+        0.0,
+        0.0,
+        1.0,
+    ]
+
+
+# --------------------------------------------------------------------------- registry and composition
+
+
+def test_every_configurable_reward_is_registered() -> None:
+    configurable = set(RewardSpec.model_fields["name"].annotation.__args__)
+    assert configurable == set(REWARDS.names())
+
+
+def test_compose_rewards_weighted_sum() -> None:
+    specs = [RewardSpec(name="math_verify", weight=1.0), RewardSpec(name="format", weight=0.25)]
+    completions = ["\\boxed{\\frac{1}{2}}", "\\boxed{3}", "0.5"]
+    total, per_fn = compose_rewards(specs, completions, ["0.5", "0.5", "0.5"])
+    assert per_fn == {"math_verify": [1.0, 0.0, 0.0], "format": [1.0, 1.0, 0.0]}
+    assert total == pytest.approx([1.25, 0.25, 0.0])
+    assert list(per_fn) == ["math_verify", "format"]  # order of specs: the first defines accuracy
+
+
+def test_compose_rewards_none_counts_as_zero_and_repeats_get_suffix() -> None:
+    specs = [
+        RewardSpec(name="exact_match", weight=2.0),
+        RewardSpec(name="regex", weight=-1.0, kwargs={"pattern": "a+"}),
+        RewardSpec(name="regex", weight=0.5, kwargs={"pattern": "^b$", "target": "completion"}),
+    ]
+    total, per_fn = compose_rewards(specs, ["\\boxed{aa}", "b"], ["\\boxed{aa}", ""])
+    assert per_fn == {"exact_match": [1.0, 0.0], "regex": [1.0, 0.0], "regex#2": [0.0, 1.0]}
+    assert total == pytest.approx([2.0 - 1.0, 0.5])
+
+
+def test_compose_rewards_default_config() -> None:
+    total, per_fn = compose_rewards(RewardConfig().functions, ["\\boxed{2}"], ["2"])
+    assert total == [1.0] and per_fn == {"math_verify": [1.0]}
