@@ -19,6 +19,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -104,6 +105,8 @@ class Job(Base):
         CheckConstraint(
             "status IN (" + ", ".join(f"'{s}'" for s in JOB_STATUSES) + ")", name="ck_jobs_status"
         ),
+        # Keyset pagination of a tenant's jobs, newest first (GET /v1/jobs).
+        Index("ix_jobs_tenant_created_id", "tenant_id", "created_at", "id"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)

@@ -1,0 +1,1 @@
+"""HTTP API of the ReMix finetuning service: jobs, datasets, checkpoints, metrics and events."""

@@ -1,0 +1,141 @@
+"""/v1/jobs: submit, read, list, cancel, and read a job's metrics and events."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from sqlalchemy.orm import Session
+
+from service.api.deps import CurrentTenant, Principal, SessionDep, SettingsDep
+from service.errors import ConflictError, FieldValidationError, NotFoundError
+from service.job_submission import Submitter, submit_job
+from service.models import Job, JobStatus
+from service.pagination import decode_cursor, encode_cursor
+from service.repositories import job_outputs
+from service.repositories import jobs as jobs_repo
+from service.schemas import EventPublic, EventsPage, JobCreate, JobPublic, JobsPage, MetricPoint, MetricsPage
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
+
+
+def owned_job(session: Session, caller: Principal, job_id: uuid.UUID) -> Job:
+    """The caller's job or a 404 problem (other tenants' jobs do not exist for them)."""
+    job = jobs_repo.get_job(session, caller.tenant_id, job_id)
+    if job is None:
+        raise NotFoundError("job", job_id)
+    return job
+
+
+@router.post(
+    "",
+    status_code=202,
+    responses={
+        409: PROBLEM | {"description": "Idempotency conflict"},
+        422: PROBLEM | {"description": "Invalid request or reused Idempotency-Key"},
+        503: PROBLEM | {"description": "Queue unavailable; retry with the same Idempotency-Key"},
+    },
+)
+def create_job(
+    *,
+    body: JobCreate,
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    settings: SettingsDep,
+    caller: CurrentTenant,
+    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None,
+) -> JobPublic:
+    """Submit a finetuning job; it is queued and dispatched to a worker (202 + Location)."""
+    submitter = Submitter(tenant_id=caller.tenant_id, is_admin=caller.is_admin)
+    job, replayed = submit_job(session, settings, submitter, body, idempotency_key)
+    response.headers["Location"] = request.app.url_path_for("get_job", job_id=str(job.id))
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return JobPublic.model_validate(job)
+
+
+@router.get("", responses={400: PROBLEM})
+def list_jobs(
+    *,
+    session: SessionDep,
+    caller: CurrentTenant,
+    status: JobStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    after: Annotated[str | None, Query(description="Cursor from a previous page's next_cursor.")] = None,
+) -> JobsPage:
+    """List the caller's jobs, newest first, optionally filtered by status."""
+    cursor = decode_cursor(after) if after else None
+    rows, has_more = jobs_repo.list_jobs(
+        session, caller.tenant_id, status=status.value if status else None, limit=limit, after=cursor
+    )
+    next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id) if rows and has_more else None
+    return JobsPage(
+        data=[JobPublic.model_validate(r) for r in rows], has_more=has_more, next_cursor=next_cursor
+    )
+
+
+@router.get("/{job_id}", responses={404: PROBLEM})
+def get_job(*, job_id: uuid.UUID, session: SessionDep, caller: CurrentTenant) -> JobPublic:
+    """Read one job (status, progress, summary)."""
+    return JobPublic.model_validate(owned_job(session, caller, job_id))
+
+
+@router.post(
+    "/{job_id}/cancel", responses={202: {"description": "Cancellation requested"}, 404: PROBLEM, 409: PROBLEM}
+)
+def cancel_job(
+    *,
+    job_id: uuid.UUID,
+    response: Response,
+    session: SessionDep,
+    caller: CurrentTenant,
+    checkpoint: Annotated[
+        bool, Query(description="Save a checkpoint before stopping a running job.")
+    ] = False,
+) -> JobPublic:
+    """Cancel: a queued job is cancelled at once (200); a running one stops at the next step (202)."""
+    job = owned_job(session, caller, job_id)
+    outcome = jobs_repo.request_cancel(session, job, checkpoint=checkpoint)
+    if outcome is jobs_repo.CancelOutcome.terminal:
+        raise ConflictError(f"job {job.id} is already {job.status}", slug="job-terminal")
+    response.status_code = 200 if outcome is jobs_repo.CancelOutcome.cancelled else 202
+    return JobPublic.model_validate(job)
+
+
+@router.get("/{job_id}/metrics", responses={404: PROBLEM})
+def get_metrics(
+    *,
+    job_id: uuid.UUID,
+    session: SessionDep,
+    caller: CurrentTenant,
+    from_step: Annotated[int | None, Query(ge=0)] = None,
+    to_step: Annotated[int | None, Query(ge=0)] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> MetricsPage:
+    """Per-step metrics with from_step <= step <= to_step, ascending."""
+    if from_step is not None and to_step is not None and from_step > to_step:
+        raise FieldValidationError([{"field": "to_step", "message": "must be >= from_step"}])
+    job = owned_job(session, caller, job_id)
+    rows, has_more = job_outputs.list_metrics(
+        session, job.id, from_step=from_step, to_step=to_step, limit=limit
+    )
+    return MetricsPage(data=[MetricPoint.model_validate(r) for r in rows], has_more=has_more)
+
+
+@router.get("/{job_id}/events", responses={404: PROBLEM})
+def get_events(
+    *,
+    job_id: uuid.UUID,
+    session: SessionDep,
+    caller: CurrentTenant,
+    after: Annotated[int | None, Query(ge=0, description="Return events with id > after.")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> EventsPage:
+    """Lifecycle events (queued, started, checkpoint, reincarnated, cancelled, ...), oldest first."""
+    job = owned_job(session, caller, job_id)
+    rows, has_more = job_outputs.list_events(session, job.id, after=after, limit=limit)
+    return EventsPage(data=[EventPublic.model_validate(r) for r in rows], has_more=has_more)

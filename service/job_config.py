@@ -1,0 +1,120 @@
+"""Turn a `JobCreate` request into a validated TrainConfig dict.
+
+The request's base_model and datasets are merged into the config before validation, so the
+stored config is exactly what the worker runs. Tenants may only name builtin data or their own
+uploaded datasets, and hub ids or builtin models: server-local paths and remote code are
+reserved to admin keys, because a worker must never read another tenant's files.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import re
+from typing import Any
+
+from pydantic import ValidationError
+
+from remix_engine.config import TrainConfig
+from service.errors import FieldValidationError, ProblemError, pydantic_errors
+from service.models import Dataset
+from service.schemas import JobCreate
+
+BUILTIN_PREFIX = "builtin:"
+# 'name' or 'org/name' as on the Hugging Face hub; no path tricks.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+
+
+def request_hash(body: JobCreate) -> str:
+    """Stable digest of a request body, compared when an Idempotency-Key is reused."""
+    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _section(config: dict[str, Any], name: str) -> dict[str, Any]:
+    section = config.setdefault(name, {})
+    if not isinstance(section, dict):
+        raise FieldValidationError([{"field": f"config.{name}", "message": "must be an object"}])
+    return section
+
+
+def _check_user_data_paths(data: dict[str, Any], *, is_admin: bool) -> None:
+    for key in ("train_path", "eval_path"):
+        value = data.get(key)
+        if value is None or is_admin or (isinstance(value, str) and value.startswith(BUILTIN_PREFIX)):
+            continue
+        raise FieldValidationError(
+            [
+                {
+                    "field": f"config.data.{key}",
+                    "message": "only builtin datasets here; upload a file and pass its id",
+                }
+            ]
+        )
+
+
+def _check_model_name(name: str, *, is_admin: bool) -> None:
+    if is_admin or name.startswith(BUILTIN_PREFIX) or (_HUB_ID.match(name) and ".." not in name):
+        return
+    raise FieldValidationError(
+        [
+            {
+                "field": "config.model.name_or_path",
+                "message": "must be a hub id such as 'org/name' or a builtin model",
+            }
+        ]
+    )
+
+
+def _merge_request(body: JobCreate, train: Dataset | None, evaluation: Dataset | None) -> dict[str, Any]:
+    config = copy.deepcopy(body.config)
+    model, data = _section(config, "model"), _section(config, "data")
+    if body.base_model is not None:
+        if model.get("name_or_path", body.base_model) != body.base_model:
+            raise FieldValidationError(
+                [{"field": "base_model", "message": "differs from config.model.name_or_path; give only one"}]
+            )
+        model["name_or_path"] = body.base_model
+    if train is not None:
+        if "train_path" in data:
+            raise FieldValidationError(
+                [{"field": "dataset_id", "message": "conflicts with config.data.train_path; give only one"}]
+            )
+        # The artifact key; the worker resolves it to a local file through the artifact store.
+        data["train_path"] = train.uri
+        data["prompt_field"], data["answer_field"] = train.prompt_field, train.answer_field
+    if evaluation is not None:
+        if "eval_path" in data:
+            raise FieldValidationError(
+                [
+                    {
+                        "field": "eval_dataset_id",
+                        "message": "conflicts with config.data.eval_path; give only one",
+                    }
+                ]
+            )
+        data["eval_path"] = evaluation.uri
+    return config
+
+
+def build_train_config(
+    body: JobCreate, *, train: Dataset | None, evaluation: Dataset | None, is_admin: bool
+) -> TrainConfig:
+    """Merge and validate; errors name the offending field (e.g. config.algorithm.clip_eps)."""
+    if isinstance(body.config.get("data"), dict):
+        _check_user_data_paths(body.config["data"], is_admin=is_admin)
+    merged = _merge_request(body, train, evaluation)
+    try:
+        config = TrainConfig.model_validate(merged)
+    except ValidationError as exc:
+        raise FieldValidationError(pydantic_errors(exc.errors(), prefix=("config",))) from exc
+    _check_model_name(config.model.name_or_path, is_admin=is_admin)
+    if config.model.trust_remote_code and not is_admin:
+        raise ProblemError(
+            403,
+            "config.model.trust_remote_code requires an admin API key",
+            slug="forbidden",
+            field="config.model",
+        )
+    return config

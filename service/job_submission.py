@@ -1,0 +1,93 @@
+"""Submitting a job: resolve datasets, validate the config, insert idempotently, dispatch.
+
+The row is committed before the task is sent, so a worker never receives an id it cannot
+read. If the broker is down the job stays queued without a task id and the client gets a 503;
+repeating the request with the same Idempotency-Key dispatches that same job.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from service.errors import FieldValidationError, ProblemError
+from service.job_config import build_train_config, request_hash
+from service.models import Dataset, Job, JobStatus
+from service.queue import enqueue_train_job
+from service.repositories import datasets as datasets_repo
+from service.repositories import jobs as jobs_repo
+from service.schemas import JobCreate
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Submitter:
+    tenant_id: uuid.UUID
+    is_admin: bool
+
+
+def _dataset(
+    session: Session, submitter: Submitter, dataset_id: uuid.UUID | None, field: str
+) -> Dataset | None:
+    if dataset_id is None:
+        return None
+    dataset = datasets_repo.get_dataset(session, submitter.tenant_id, dataset_id)
+    if dataset is None:
+        raise FieldValidationError([{"field": field, "message": f"dataset {dataset_id} not found"}])
+    return dataset
+
+
+def _dispatch(session: Session, settings: Settings, job: Job) -> None:
+    task_id = jobs_repo.claim_dispatch(session, job)
+    if task_id is None:
+        return  # a concurrent request with the same Idempotency-Key dispatched it
+    try:
+        enqueue_train_job(settings, job.id, task_id=task_id)
+    except Exception as exc:  # any broker/transport failure: the job row is safe, dispatch is retryable
+        log.warning("could not dispatch job %s: %s", job.id, exc)
+        jobs_repo.release_dispatch(session, job, task_id)
+        raise ProblemError(
+            503,
+            f"job {job.id} was stored but could not be dispatched; retry with the same Idempotency-Key",
+            title="Service Unavailable",
+            slug="queue-unavailable",
+            headers={"Retry-After": "5"},
+            job_id=str(job.id),
+        ) from exc
+
+
+def submit_job(
+    session: Session, settings: Settings, submitter: Submitter, body: JobCreate, idempotency_key: str | None
+) -> tuple[Job, bool]:
+    """Create (or replay) the job and make sure it was dispatched; returns (job, replayed)."""
+    train = _dataset(session, submitter, body.dataset_id, "dataset_id")
+    evaluation = _dataset(session, submitter, body.eval_dataset_id, "eval_dataset_id")
+    config = build_train_config(body, train=train, evaluation=evaluation, is_admin=submitter.is_admin)
+    draft = jobs_repo.NewJob(
+        tenant_id=submitter.tenant_id,
+        name=body.name,
+        base_model=config.model.name_or_path,
+        dataset_id=train.id if train else None,
+        config=config.model_dump(mode="json"),
+        total_steps=config.total_steps,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash(body),
+    )
+    try:
+        job, created = jobs_repo.create_job(session, draft)
+    except jobs_repo.IdempotencyKeyReused as exc:
+        raise ProblemError(
+            422,
+            "Idempotency-Key was already used with a different request body",
+            title="Idempotency key reused",
+            slug="idempotency-key-reused",
+            job_id=str(exc.job.id),
+        ) from exc
+    if job.celery_task_id is None and job.status == JobStatus.queued.value:
+        _dispatch(session, settings, job)
+    return job, not created

@@ -1,0 +1,43 @@
+"""The FastAPI application factory: routers, problem+json errors and settings wiring.
+
+`uvicorn service.main:app` serves the default app; tests and embedders call
+`create_app(settings)` to run one against a given database, broker and artifact store.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI
+
+from service.api.routes import checkpoints, config, datasets, health, jobs, streams
+from service.errors import install_problem_handlers
+from service.settings import Settings, get_settings
+
+DESCRIPTION = """Reinforcement finetuning of language models with ReMix (mix-policy proximal policy gradient,
+KL-Convex constraint, policy reincarnation). Submit a job, follow its metrics and events (JSON or
+Server-Sent Events), download its checkpoints. Errors are RFC 9457 `application/problem+json`."""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the API; `settings` (if given) replaces the environment-derived settings."""
+    effective = settings or get_settings()
+    app = FastAPI(
+        title="ReMix finetuning service",
+        version="0.1.0",
+        description=DESCRIPTION,
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+    )
+    if settings is not None:
+        app.dependency_overrides[get_settings] = lambda: settings
+    app.state.settings = effective
+    app.state.db_retry_after_seconds = effective.db_retry_after_seconds
+    install_problem_handlers(app)
+    for module in (jobs, streams, checkpoints, datasets, config, health):
+        app.include_router(module.router)
+    logging.getLogger("service").setLevel(logging.INFO)
+    return app
+
+
+app = create_app()

@@ -1,0 +1,64 @@
+"""Runtime settings of the API and the workers, read from `REMIX_*` environment variables.
+
+One `Settings` class is shared by the API process, the Celery workers and the admin CLI.
+The defaults run everything embedded on one machine (SQLite database, SQLite-backed Celery
+broker, artifacts on local disk); production points them at Postgres, Redis/RabbitMQ and S3.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    """Typed configuration; every field can be set with `REMIX_<FIELD>` (e.g. REMIX_DATABASE_URL)."""
+
+    model_config = SettingsConfigDict(env_prefix="REMIX_", env_file=".env", extra="ignore")
+
+    env: Literal["dev", "prod"] = Field("dev", description="'prod' refuses the embedded SQLite defaults.")
+    database_url: str = Field(
+        "sqlite:///./var/remix.db",
+        description="SQLAlchemy URL; Postgres uses psycopg 3: postgresql+psycopg://user:pw@host/db.",
+    )
+    broker_url: str = Field(
+        "sqla+sqlite:///./var/broker.db",
+        description="Celery broker: redis://host:6379/0, amqp://..., or the embedded SQLite transport.",
+    )
+    artifacts_dir: str = Field("./var/artifacts", description="Root of the local artifact store.")
+    artifacts_s3_bucket: str | None = Field(
+        None, description="If set, artifacts live in this S3 bucket instead of artifacts_dir (needs boto3)."
+    )
+    artifacts_s3_prefix: str = Field("", description="Key prefix inside the S3 bucket.")
+    artifacts_s3_endpoint: str | None = Field(None, description="S3-compatible endpoint (MinIO, R2, ...).")
+    max_upload_bytes: int = Field(50 * MIB, ge=1, description="Largest accepted dataset upload.")
+    heartbeat_seconds: float = Field(10.0, gt=0, description="How often a running job writes heartbeat_at.")
+    stale_after_seconds: float = Field(
+        120.0, gt=0, description="A running job without heartbeat is re-queued."
+    )
+    max_attempts: int = Field(3, ge=1, description="Attempts before a repeatedly crashing job is failed.")
+    task_queue: str = Field("gpu", min_length=1, description="Celery queue the training tasks go to.")
+    sse_poll_seconds: float = Field(0.5, gt=0, description="How often the event stream polls the database.")
+    sse_keepalive_seconds: float = Field(15.0, gt=0, description="Idle time before an SSE comment is sent.")
+    db_retry_after_seconds: int = Field(5, ge=1, description="Retry-After sent when the database is down.")
+
+    @model_validator(mode="after")
+    def _refuse_embedded_defaults_in_prod(self) -> Settings:
+        # The embedded defaults are fine on a laptop, but silently losing data in production is not.
+        if self.env == "prod":
+            if self.database_url.startswith("sqlite"):
+                raise ValueError("REMIX_DATABASE_URL must point at a server database when REMIX_ENV=prod")
+            if self.broker_url.startswith("sqla+"):
+                raise ValueError("REMIX_BROKER_URL must point at Redis or RabbitMQ when REMIX_ENV=prod")
+        return self
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings (cached; FastAPI routes get them through `SettingsDep`)."""
+    return Settings()  # type: ignore[call-arg,unused-ignore]  # fields come from REMIX_* env
