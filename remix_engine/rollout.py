@@ -1,0 +1,306 @@
+"""Rollout engines: sample groups of responses from the current policy and report behaviour log-probs.
+
+`HFRolloutEngine` generates with transformers' `model.generate` (KV cache, left-padded batches). Sampling
+is exact Gumbel-max: a logits processor turns the logits into the tempered, top-k/top-p filtered
+log-probabilities, adds Gumbel noise drawn from a generator seeded by that row's own seed, and greedy
+decoding takes the argmax. So each response depends only on its prompt and seed, never on which other
+prompts share its batch, and the log-prob of every sampled token (`rollout_logp`) is read off the same
+filtered distribution it was drawn from. With top_k=0 and top_p=1 this equals the learner's
+`sequence_logprobs` at the same temperature.
+
+Deliberately omitted: a vLLM engine (a later backend implements the same `RolloutEngine` protocol;
+`sync_weights` exists for it) and stop strings other than the EOS tokens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+import torch
+from transformers import LogitsProcessor
+
+from remix_engine.batch import RolloutBatch
+from remix_engine.config import RolloutConfig
+
+
+class RolloutEngine(Protocol):
+    def generate(
+        self,
+        prompts: list[str],
+        answers: list[str],
+        prompt_index: list[int],
+        *,
+        group_size: int,
+        seeds: list[int],
+        policy_version: int,
+        group_id_start: int,
+    ) -> RolloutBatch:
+        """group_size responses per prompt: response i*group_size+j answers prompt i with that seed.
+
+        Response r uses seeds[r]; all responses to prompt i share group id group_id_start + i.
+        """
+        ...
+
+    def greedy(self, prompts: list[str], max_new_tokens: int | None = None) -> list[str]:
+        """Greedy completions (for evaluation), decoded without special tokens."""
+        ...
+
+    def sync_weights(self, model: torch.nn.Module) -> None:
+        """Make the engine sample from `model`'s current weights."""
+        ...
+
+
+def filtered_logprobs(
+    logits: torch.Tensor, *, temperature: float, top_k: int = 0, top_p: float = 1.0
+) -> torch.Tensor:
+    """log softmax(logits / temperature) over the top-k / nucleus set; others get -inf. (B, V) -> (B, V)."""
+    scores = logits.float() / temperature  # (B, V)
+    if 0 < top_k < scores.shape[-1]:
+        kth = torch.topk(scores, top_k, dim=-1).values[:, -1:]  # (B, 1)
+        scores = scores.masked_fill(scores < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_scores, order = torch.sort(scores, dim=-1, descending=True)  # (B, V)
+        sorted_probs = torch.softmax(sorted_scores, dim=-1)
+        mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs  # (B, V)
+        drop_sorted = mass_before >= top_p  # the top token always stays (mass_before = 0)
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        scores = scores.masked_fill(drop, float("-inf"))
+    return torch.log_softmax(scores, dim=-1)
+
+
+class SeededGumbelSampler(LogitsProcessor):
+    """A transformers logits processor: per-row seeded Gumbel-max sampling from the filtered distribution.
+
+    Each call (one per generated position) draws one uniform vector per row from that row's generator,
+    so row r's noise at step t depends only on seeds[r] and t. It also records, one call late, the
+    log-prob of the token chosen at the previous step (`input_ids[:, -1]`); `finish` collects the last one.
+    """
+
+    def __init__(
+        self, seeds: list[int], *, temperature: float, top_k: int, top_p: float, device: torch.device
+    ):
+        self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
+        self.generators = [torch.Generator(device=device).manual_seed(int(seed)) for seed in seeds]
+        self.token_logp: list[torch.Tensor] = []  # per step: (B,) log-prob of the chosen token
+        self._pending: torch.Tensor | None = None  # (B, V) filtered log-probs of the latest step
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self._pending is not None:
+            self._collect(input_ids[:, -1])
+        logp = filtered_logprobs(scores, temperature=self.temperature, top_k=self.top_k, top_p=self.top_p)
+        uniform = torch.stack(
+            [torch.rand(logp.shape[-1], generator=g, device=logp.device) for g in self.generators]
+        )  # (B, V)
+        gumbel = -torch.log(-torch.log(uniform.clamp(min=torch.finfo(uniform.dtype).tiny)))
+        self._pending = logp
+        return logp + gumbel  # argmax of this is a sample from exp(logp)
+
+    def finish(self, last_tokens: torch.Tensor) -> torch.Tensor:
+        """Collect the final step's token log-probs; returns (B, steps)."""
+        if self._pending is not None:
+            self._collect(last_tokens)
+        return torch.stack(self.token_logp, dim=1)
+
+    def _collect(self, tokens: torch.Tensor) -> None:
+        assert self._pending is not None
+        self.token_logp.append(self._pending.gather(-1, tokens.view(-1, 1)).squeeze(-1))
+        self._pending = None
+
+
+def response_mask_until_stop(response_ids: torch.Tensor, stop_ids: list[int]) -> torch.Tensor:
+    """(B, L) bool: tokens up to and including the first stop token of each row."""
+    is_stop = torch.isin(response_ids, torch.tensor(stop_ids, device=response_ids.device))  # (B, L)
+    stops_before = is_stop.long().cumsum(dim=1) - is_stop.long()  # stop tokens strictly before each position
+    return stops_before == 0
+
+
+@contextlib.contextmanager
+def _inference_mode(model: torch.nn.Module) -> Iterator[None]:
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
+
+
+class HFRolloutEngine:
+    """Rollouts with transformers' generate on the learner's own model object (no weight copy)."""
+
+    def __init__(
+        self, model: Any, tokenizer: Any, cfg: RolloutConfig, *, max_prompt_tokens: int | None = None
+    ):
+        self.model, self.tokenizer, self.cfg = model, tokenizer, cfg
+        self.max_prompt_tokens = max_prompt_tokens
+        if tokenizer.pad_token_id is None:
+            raise ValueError("the tokenizer needs a pad token (load_policy sets it to eos when missing)")
+        self.stop_ids = _stop_token_ids(model, tokenizer)
+
+    def sync_weights(self, model: torch.nn.Module) -> None:
+        """Nothing to copy: generation reads the weights of the very model the learner updates."""
+        if model is not self.model:
+            self.model = model
+
+    def generate(
+        self,
+        prompts: list[str],
+        answers: list[str],
+        prompt_index: list[int],
+        *,
+        group_size: int,
+        seeds: list[int],
+        policy_version: int,
+        group_id_start: int,
+    ) -> RolloutBatch:
+        if not (len(prompts) == len(answers) == len(prompt_index)):
+            raise ValueError("prompts, answers and prompt_index must have the same length")
+        if len(seeds) != len(prompts) * group_size:
+            raise ValueError(
+                f"need len(prompts) * group_size = {len(prompts) * group_size} seeds, got {len(seeds)}"
+            )
+        rows = [i for i in range(len(prompts)) for _ in range(group_size)]  # prompt of each response
+        size = self.cfg.generation_batch_size
+        chunks = [
+            self._sample_chunk([prompts[i] for i in rows[start : start + size]], seeds[start : start + size])
+            for start in range(0, len(rows), size)
+        ]
+        ids, pmask, rids, rmask, rlogp = (_pad_cat([c[k] for c in chunks], left=k < 2) for k in range(5))
+        device = ids.device
+        return RolloutBatch(
+            prompt_ids=ids.masked_fill(~pmask, self.tokenizer.pad_token_id),
+            prompt_mask=pmask,
+            response_ids=rids.masked_fill(~rmask, self.tokenizer.pad_token_id),
+            response_mask=rmask,
+            rollout_logp=rlogp,
+            policy_version=torch.full((len(rows),), policy_version, dtype=torch.long, device=device),
+            seeds=torch.tensor(seeds, dtype=torch.long, device=device),
+            group_ids=torch.tensor([group_id_start + i for i in rows], dtype=torch.long, device=device),
+            prompt_index=torch.tensor([prompt_index[i] for i in rows], dtype=torch.long, device=device),
+            completions=self.tokenizer.batch_decode(
+                rids.masked_fill(~rmask, self.tokenizer.pad_token_id), skip_special_tokens=True
+            ),
+            answers=[answers[i] for i in rows],
+            prompts=[prompts[i] for i in rows],
+        )
+
+    def greedy(self, prompts: list[str], max_new_tokens: int | None = None) -> list[str]:
+        limit = max_new_tokens or self.cfg.max_new_tokens
+        out: list[str] = []
+        for start in range(0, len(prompts), self.cfg.generation_batch_size):
+            prompt_ids, prompt_mask = self._encode(prompts[start : start + self.cfg.generation_batch_size])
+            with _inference_mode(self.model):
+                sequences = self._run_generate(prompt_ids, prompt_mask, limit, logits_processor=None)
+            response = sequences[:, prompt_ids.shape[1] :]  # (b, Lr)
+            mask = response_mask_until_stop(response, self.stop_ids)
+            out.extend(
+                self.tokenizer.batch_decode(
+                    response.masked_fill(~mask, self.tokenizer.pad_token_id), skip_special_tokens=True
+                )
+            )
+        return out
+
+    # ------------------------------------------------------------------------------------ internals
+
+    def _encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-padded (and left-truncated) prompt ids and mask, both (b, Lp), on the model's device."""
+        encoded = self.tokenizer(prompts, padding=True, padding_side="left", return_tensors="pt")
+        ids, mask = encoded["input_ids"], encoded["attention_mask"].bool()  # (b, Lp)
+        if self.max_prompt_tokens is not None:  # with left padding, the last columns are the prompt's end
+            ids, mask = ids[:, -self.max_prompt_tokens :], mask[:, -self.max_prompt_tokens :]
+        device = _model_device(self.model)
+        return ids.to(device), mask.to(device)
+
+    def _sample_chunk(self, prompts: list[str], seeds: list[int]) -> tuple[torch.Tensor, ...]:
+        """(prompt_ids, prompt_mask, response_ids, response_mask, rollout_logp) of one generation batch."""
+        prompt_ids, prompt_mask = self._encode(prompts)  # (b, Lp)
+        sampler = SeededGumbelSampler(
+            seeds,
+            temperature=self.cfg.temperature,
+            top_k=self.cfg.top_k,
+            top_p=self.cfg.top_p,
+            device=prompt_ids.device,
+        )
+        with _inference_mode(self.model):
+            sequences = self._run_generate(
+                prompt_ids, prompt_mask, self.cfg.max_new_tokens, logits_processor=sampler
+            )
+        response_ids = sequences[:, prompt_ids.shape[1] :]  # (b, Lr)
+        rollout_logp = sampler.finish(response_ids[:, -1])  # (b, Lr)
+        response_mask = response_mask_until_stop(response_ids, self.stop_ids)
+        return (
+            prompt_ids,
+            prompt_mask,
+            response_ids,
+            response_mask,
+            rollout_logp.masked_fill(~response_mask, 0.0),
+        )
+
+    def _run_generate(
+        self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, max_new_tokens: int, logits_processor: Any
+    ) -> torch.Tensor:
+        from transformers import GenerationConfig, LogitsProcessorList
+
+        config = GenerationConfig(
+            max_new_tokens=max_new_tokens,
+            min_new_tokens=0,
+            do_sample=False,
+            num_beams=1,
+            eos_token_id=self.stop_ids,
+            pad_token_id=self.tokenizer.pad_token_id,
+            repetition_penalty=1.0,
+            no_repeat_ngram_size=0,
+        )
+        processors = LogitsProcessorList([logits_processor] if logits_processor is not None else [])
+        with _model_generation_defaults_hidden(self.model):
+            return self.model.generate(
+                input_ids=prompt_ids,
+                attention_mask=prompt_mask.long(),
+                generation_config=config,
+                logits_processor=processors,
+            )
+
+
+@contextlib.contextmanager
+def _model_generation_defaults_hidden(model: Any) -> Iterator[None]:
+    """Hide the checkpoint's generation_config (repetition penalties, suppressed tokens, ...) during generate.
+
+    generate() fills every unset option from model.generation_config; any processor it adds there would
+    make the sampled distribution differ from the one the learner scores.
+    """
+    from transformers import GenerationConfig
+
+    saved = model.generation_config
+    model.generation_config = GenerationConfig(
+        eos_token_id=saved.eos_token_id, pad_token_id=saved.pad_token_id, bos_token_id=saved.bos_token_id
+    )
+    try:
+        yield
+    finally:
+        model.generation_config = saved
+
+
+def _stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
+    ids = {tokenizer.eos_token_id}
+    configured = getattr(model.generation_config, "eos_token_id", None)
+    ids.update(configured if isinstance(configured, list) else [configured])
+    ids.discard(None)
+    if not ids:
+        raise ValueError("the tokenizer and the model's generation config define no eos token to stop at")
+    return sorted(ids)
+
+
+def _model_device(model: Any) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _pad_cat(tensors: list[torch.Tensor], *, left: bool) -> torch.Tensor:
+    """Join (b_i, L_i) tensors along rows, zero/False-padding to the widest on the left or right."""
+    width = max(t.shape[1] for t in tensors)
+    padded = []
+    for t in tensors:
+        filler = torch.zeros((t.shape[0], width - t.shape[1]), dtype=t.dtype, device=t.device)
+        padded.append(torch.cat([filler, t] if left else [t, filler], dim=1))
+    return torch.cat(padded, dim=0)
