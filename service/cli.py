@@ -77,12 +77,15 @@ def serve(
 @app.command()
 def demo(
     steps: Annotated[int, typer.Option(min=2, help="Training steps of the demo job.")] = 40,
+    prompts_per_step: Annotated[int, typer.Option(min=2, help="Prompts per step, 8 samples each.")] = 64,
+    eval_size: Annotated[int, typer.Option(min=1, help="Held-out prompts evaluated before/after.")] = 200,
     port: Annotated[int, typer.Option(help="API port (0: pick a free one).")] = 0,
 ) -> None:
     """Run API + worker locally with the embedded defaults and finetune the tiny model end to end."""
     from service.demo import run_demo
 
-    raise typer.Exit(run_demo(steps=steps, port=port))
+    code = run_demo(steps=steps, prompts_per_step=prompts_per_step, eval_size=eval_size, port=port)
+    raise typer.Exit(code)
 
 
 if __name__ == "__main__":

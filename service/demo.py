@@ -36,12 +36,12 @@ console = Console()
 QUIET_EVENTS = {"samples"}  # per-step sample completions: too chatty for a terminal
 
 
-def demo_config(steps: int) -> dict[str, Any]:
+def demo_config(steps: int, prompts_per_step: int = 64, eval_size: int = 200) -> dict[str, Any]:
     """ReMix-GRPO on 2-digit addition with the locally built tiny Llama (CPU friendly)."""
     return {
         "model": {"name_or_path": "builtin:tiny-arith"},
-        "data": {"train_path": "builtin:addition", "eval_size": 200},
-        "rollout": {"prompts_per_step": 64, "group_size": 8, "max_new_tokens": 10},
+        "data": {"train_path": "builtin:addition", "eval_size": eval_size},
+        "rollout": {"prompts_per_step": prompts_per_step, "group_size": 8, "max_new_tokens": 10},
         "algorithm": {
             "name": "remix-grpo",
             "off_policy_fraction": 0.4,
@@ -224,7 +224,7 @@ def _report(job: dict[str, Any], checkpoint_dir: Path, config: dict[str, Any]) -
     console.print(table)
 
 
-def run_demo(*, steps: int = 40, port: int = 0) -> int:
+def run_demo(*, steps: int = 40, prompts_per_step: int = 64, eval_size: int = 200, port: int = 0) -> int:
     """Run the demo; returns a process exit code (0 when the job succeeded)."""
     settings = get_settings()
     var = Path(settings.artifacts_dir).expanduser().resolve().parent
@@ -268,7 +268,7 @@ def run_demo(*, steps: int = 40, port: int = 0) -> int:
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=30) as client:
             _wait_healthy(client, procs)
-            config = demo_config(steps)
+            config = demo_config(steps, prompts_per_step, eval_size)
             response = client.post(
                 "/v1/jobs",
                 json={"name": "demo", "config": config},
@@ -287,6 +287,9 @@ def run_demo(*, steps: int = 40, port: int = 0) -> int:
             checkpoint_dir = _download_final_checkpoint(client, job["id"], out_dir)
             _report(job, checkpoint_dir, config)
             return 0
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]")
+        return 130
     finally:
         console.print("stopping the API and the worker...")
         procs.stop()
@@ -298,10 +301,13 @@ cli = typer.Typer(add_completion=False)
 @cli.command()
 def main(
     steps: Annotated[int, typer.Option(min=2, help="Training steps of the demo job.")] = 40,
+    prompts_per_step: Annotated[int, typer.Option(min=2, help="Prompts per step, 8 samples each.")] = 64,
+    eval_size: Annotated[int, typer.Option(min=1, help="Held-out prompts evaluated before/after.")] = 200,
     port: Annotated[int, typer.Option(help="API port (0: pick a free one).")] = 0,
 ) -> None:
     """Run the service locally with embedded defaults and finetune the tiny model end to end."""
-    raise typer.Exit(run_demo(steps=steps, port=port))
+    code = run_demo(steps=steps, prompts_per_step=prompts_per_step, eval_size=eval_size, port=port)
+    raise typer.Exit(code)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ import logging
 from fastapi import FastAPI
 
 from service.api.routes import checkpoints, config, datasets, health, jobs, streams
+from service.dashboard import mount_dashboard
 from service.errors import install_problem_handlers
+from service.prometheus import install_metrics
 from service.settings import Settings, get_settings
 
 DESCRIPTION = """Reinforcement finetuning of language models with ReMix (mix-policy proximal policy gradient,
@@ -36,6 +38,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_problem_handlers(app)
     for module in (jobs, streams, checkpoints, datasets, config, health):
         app.include_router(module.router)
+    # Observability and UI: Prometheus /metrics (+ request middleware) and the static dashboard.
+    install_metrics(app, effective)
+    mount_dashboard(app)
     logging.getLogger("service").setLevel(logging.INFO)
     return app
 

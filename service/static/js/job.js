@@ -1,0 +1,223 @@
+// One job: live charts fed by the SSE stream, sampled completions, checkpoints and the event log.
+
+import { apiFetch, downloadFile, getJson } from "./api.js";
+import { StepChart } from "./charts.js";
+import { formatBytes, formatDate, formatNumber, h, statusBadge } from "./dom.js";
+import { followStream } from "./sse.js";
+
+const CHARTS = [
+  { title: "Reward", series: [{ key: "reward_mean", label: "mean reward", color: "#2563eb" }] },
+  { title: "Accuracy", series: [
+    { key: "accuracy", label: "train (sampled)", color: "#16a34a" },
+    { key: "eval_accuracy", label: "eval (greedy)", color: "#9333ea", dots: true },
+  ] },
+  { title: "Response length (tokens)", series: [
+    { key: "response_length_fresh", label: "fresh", color: "#0891b2" },
+    { key: "response_length_replay", label: "replayed", color: "#ea580c" },
+  ] },
+  { title: "KL terms and λ", rightLabel: "λ", series: [
+    { key: "kl_ref", label: "KL(π‖ref)", color: "#dc2626" },
+    { key: "kl_prev", label: "KL(π‖prev)", color: "#ca8a04" },
+    { key: "lambda", label: "λ", color: "#6b7280", right: true },
+  ] },
+  { title: "Rollouts (cumulative)", series: [
+    { key: "fresh_rollouts_total", label: "fresh", color: "#0891b2" },
+    { key: "replayed_samples_total", label: "replayed", color: "#ea580c" },
+  ] },
+];
+const MAX_SAMPLES = 24;
+const MAX_EVENTS = 100;
+const RENDER_DELAY_MS = 150; // batch bursts of messages (a finished job replays its whole history)
+const LIFECYCLE = new Set(["queued", "started", "resumed", "cancelling", "succeeded", "failed", "cancelled", "stalled"]);
+
+/** Render the job page into `view`; returns the teardown that closes the stream. */
+export function renderJobPage(view, jobId) {
+  const page = new JobPage(view, jobId);
+  page.start();
+  return () => page.stop();
+}
+
+class JobPage {
+  constructor(view, jobId) {
+    this.jobId = jobId;
+    this.base = `v1/jobs/${jobId}`;
+    this.rows = new Map(); // step -> metrics
+    this.abort = new AbortController();
+    this.renderTimer = null;
+    this.el = {
+      title: h("h1", {}, "Job"),
+      status: h("span", { id: "job-status" }),
+      progress: h("span", { id: "job-progress", class: "num" }),
+      metricCount: h("span", { id: "metric-count", class: "num" }, "0"),
+      phase: h("span", { id: "phase" }, "–"),
+      reincarnation: h("span", { id: "reincarnation" }, "not yet"),
+      stream: h("span", { id: "stream-state", class: "muted" }, "connecting…"),
+      cancel: h("button", { type: "button", hidden: true, onclick: () => this.cancel() }, "Cancel job"),
+      charts: h("div", { class: "charts" }),
+      samples: h("ol", { id: "samples", class: "samples" }),
+      checkpoints: h("tbody", { id: "checkpoints" }),
+      events: h("ol", { id: "events", class: "events" }),
+      error: h("p", { class: "error", role: "alert" }),
+    };
+    const e = this.el;
+    view.replaceChildren(
+      h("p", {}, h("a", { href: "#/" }, "← all jobs")),
+      e.title,
+      h("div", { class: "facts" },
+        h("span", {}, "Status ", e.status), h("span", {}, "Step ", e.progress),
+        h("span", {}, "Steps received ", e.metricCount), h("span", {}, "Phase ", e.phase),
+        h("span", {}, "Reincarnation ", e.reincarnation), e.stream, e.cancel),
+      e.error,
+      e.charts,
+      h("div", { class: "panels" },
+        h("section", {}, h("h2", {}, "Sampled completions"), e.samples),
+        h("section", {},
+          h("h2", {}, "Checkpoints"),
+          h("table", {}, h("thead", {}, h("tr", {}, ["Step", "Size", "Eval", "Saved", ""].map((t) => h("th", {}, t)))),
+            e.checkpoints),
+          h("h2", {}, "Events"), e.events)));
+    this.charts = CHARTS.map((spec) => {
+      const box = h("div", { class: "chart", "data-chart": spec.title });
+      e.charts.append(box);
+      return new StepChart(box, spec);
+    });
+  }
+
+  start() {
+    this.refreshJob();
+    this.refreshCheckpoints();
+    followStream(`${this.base}/stream`, { onMessage: (m) => this.onMessage(m), signal: this.abort.signal })
+      .then(() => { if (!this.abort.signal.aborted) this.el.stream.textContent = "stream ended"; })
+      .catch((err) => { this.el.error.textContent = `Live updates stopped: ${err.message}`; });
+  }
+
+  stop() {
+    this.abort.abort();
+    clearTimeout(this.renderTimer);
+    this.charts.forEach((c) => c.destroy());
+  }
+
+  onMessage({ event, data }) {
+    this.el.stream.textContent = "live";
+    if (event === "metric") {
+      this.merge(data.step, data.metrics);
+      return;
+    }
+    if (event === "end") {
+      this.refreshJob();
+      this.refreshCheckpoints();
+      return;
+    }
+    this.addEvent(event, data);
+    const step = data.payload?.step ?? data.step;
+    if (event === "evaluation" && typeof data.payload?.accuracy === "number") {
+      this.merge(data.step ?? 0, { eval_accuracy: data.payload.accuracy });
+    } else if (event === "reincarnated") {
+      this.el.reincarnation.textContent = `at step ${step}`;
+      this.charts.forEach((c) => c.mark(step, "reincarnation"));
+    } else if (event === "samples") {
+      this.addSamples(data.step, data.payload?.samples ?? []);
+    } else if (event === "checkpoint") {
+      // The event may precede the checkpoint row: look again shortly after.
+      this.refreshCheckpoints();
+      setTimeout(() => this.refreshCheckpoints(), 2000);
+    } else if (LIFECYCLE.has(event)) {
+      this.refreshJob();
+    }
+  }
+
+  merge(step, metrics) {
+    this.rows.set(step, { ...this.rows.get(step), ...metrics });
+    if (!this.renderTimer) this.renderTimer = setTimeout(() => this.render(), RENDER_DELAY_MS);
+  }
+
+  render() {
+    this.renderTimer = null;
+    const steps = [...this.rows.keys()].sort((a, b) => a - b);
+    this.charts.forEach((c) => c.update(steps, this.rows));
+    const trained = steps.filter((s) => this.rows.get(s).phase !== undefined);
+    this.el.metricCount.textContent = String(trained.length);
+    const last = this.rows.get(trained.at(-1));
+    if (last) {
+      this.el.phase.textContent = last.phase;
+      this.el.progress.dataset.step = String(last.step ?? trained.at(-1));
+      this.showProgress(trained.at(-1));
+    }
+  }
+
+  showProgress(step) {
+    const total = this.job?.total_steps ?? "?";
+    this.el.progress.textContent = `${Math.max(step ?? 0, this.job?.current_step ?? 0)} / ${total}`;
+  }
+
+  async refreshJob() {
+    try {
+      this.job = await getJson(this.base);
+      this.el.title.textContent = this.job.name || `Job ${this.job.id}`;
+      this.el.status.replaceChildren(statusBadge(this.job.status));
+      this.el.cancel.hidden = !["queued", "running"].includes(this.job.status);
+      this.showProgress(Number(this.el.progress.dataset.step ?? 0));
+      this.el.error.textContent = this.job.error ? `Error: ${this.job.error}` : "";
+    } catch (err) {
+      this.el.error.textContent = `Could not load the job: ${err.message}`;
+    }
+  }
+
+  async refreshCheckpoints() {
+    try {
+      const { data } = await getJson(`${this.base}/checkpoints`);
+      this.el.checkpoints.replaceChildren(...data.map((c) => this.checkpointRow(c)));
+    } catch (err) {
+      this.el.error.textContent = `Could not load checkpoints: ${err.message}`;
+    }
+  }
+
+  checkpointRow(c) {
+    const button = h("button", { type: "button", class: "download", "data-step": c.step }, "Download .tar.gz");
+    button.addEventListener("click", async () => {
+      button.disabled = true;
+      try {
+        await downloadFile(c.download_url);
+      } catch (err) {
+        this.el.error.textContent = `Download failed: ${err.message}`;
+      } finally {
+        button.disabled = false;
+      }
+    });
+    return h("tr", {},
+      h("td", { class: "num" }, c.step), h("td", { class: "num" }, formatBytes(c.size_bytes)),
+      h("td", { class: "num" }, formatNumber(c.eval_score)), h("td", {}, formatDate(c.created_at)),
+      h("td", {}, button));
+  }
+
+  addSamples(step, samples) {
+    const items = samples.map((s) => {
+      const good = typeof s.reward === "number" && s.reward > 0;
+      return h("li", { class: `sample ${good ? "good" : "bad"}` },
+        h("div", { class: "sample-head" },
+          h("span", {}, `step ${step}`), h("span", { class: "reward" }, `reward ${formatNumber(s.reward)}`),
+          h("span", { class: "muted" }, `answer ${s.answer}`)),
+        h("pre", { class: "prompt" }, s.prompt),
+        h("pre", { class: "completion" }, s.completion));
+    });
+    this.el.samples.prepend(...items);
+    while (this.el.samples.children.length > MAX_SAMPLES) this.el.samples.lastElementChild.remove();
+  }
+
+  addEvent(kind, data) {
+    this.el.events.prepend(h("li", { "data-kind": kind },
+      h("span", { class: `kind kind-${kind}` }, kind),
+      h("span", { class: "num" }, data.step ?? ""),
+      h("span", {}, data.message ?? "")));
+    while (this.el.events.children.length > MAX_EVENTS) this.el.events.lastElementChild.remove();
+  }
+
+  async cancel() {
+    try {
+      await apiFetch(`${this.base}/cancel`, { method: "POST" });
+      this.refreshJob();
+    } catch (err) {
+      this.el.error.textContent = `Cancel failed: ${err.message}`;
+    }
+  }
+}

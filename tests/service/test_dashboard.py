@@ -1,0 +1,247 @@
+"""The web dashboard in headless Chromium against a live API server, Postgres and Redis.
+
+No worker runs: the test writes metrics, events and a checkpoint through the repository layer,
+exactly as a worker does, and checks that the open job page picks them up from the SSE stream
+(chart point counts, reincarnation marker, sampled completions) and downloads a checkpoint.
+Chromium comes from the distribution (apt-get install chromium); CI installs it, so a missing
+browser fails the test instead of skipping it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tarfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from service_testing import Caller
+from sqlalchemy.orm import Session
+
+from service.artifacts import checkpoint_key, get_artifact_store
+from service.main import create_app
+from service.models import JobStatus
+from service.repositories import job_outputs
+from service.repositories import jobs as jobs_repo
+from service.settings import Settings
+
+CHROMIUM = os.environ.get("REMIX_TEST_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+SCREENSHOT = Path(os.environ.get("REMIX_DASHBOARD_SCREENSHOT", "/tmp/remix-dashboard.png"))
+TIMEOUT_MS = 15_000
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def base_url(settings: Settings) -> Iterator[str]:
+    """The API (and so the dashboard) served by uvicorn on a free local port."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.started
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server.should_exit = True
+    thread.join(timeout=10)
+    sock.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not Path(CHROMIUM).is_file():
+        pytest.fail(
+            f"Chromium not found at {CHROMIUM}: install it with `apt-get install -y chromium` "
+            "(.ci/run does) or point REMIX_TEST_CHROMIUM at a Chromium binary"
+        )
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("the dashboard test needs the `playwright` package: pip install -e '.[dev]'")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1400, "height": 1100}, accept_downloads=True)
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.js_errors = []  # uncaught errors and console.error calls, checked at the end of a test
+    page.on("pageerror", lambda error: page.js_errors.append(str(error)))
+    page.on("console", lambda msg: msg.type == "error" and page.js_errors.append(msg.text))
+    yield page
+    context.close()
+
+
+def step_metrics(step: int, *, mix: bool) -> dict[str, Any]:
+    """The keys the trainer writes per step (values shaped like a real run)."""
+    metrics: dict[str, Any] = {
+        "step": step,
+        "phase": "mix" if mix else "on-policy",
+        "lambda": max(1.0 - 0.2 * step, 0.0),
+        "reward_mean": 0.1 * step,
+        "accuracy": 0.1 * step,
+        "response_length_fresh": 20.0 + step,
+        "fresh_samples": 8,
+        "replayed_samples": 4 if mix else 0,
+        "fresh_rollouts_total": 8 * step,
+        "replayed_samples_total": 4 * min(step, 3),
+        "kl_ref": 0.01 * step,
+        "kl_prev": 0.002 * step,
+        "loss": 1.0 / step,
+        "step_s": 0.5,
+        "gen_tokens_per_s": 800.0,
+    }
+    if mix:
+        metrics["response_length_replay"] = 18.0 + step
+    return metrics
+
+
+def chart_points(page: Any, title: str) -> int:
+    return int(page.get_attribute(f'[data-chart="{title}"]', "data-points") or 0)
+
+
+def wait_for_points(page: Any, title: str, count: int) -> None:
+    chart_has = '([title, count]) => document.querySelector(`[data-chart="${title}"]`)?.dataset.points'
+    page.wait_for_function(chart_has + " === String(count)", arg=[title, count])
+
+
+def write_checkpoint(db: Session, settings: Settings, job_id: uuid.UUID, step: int, folder: Path) -> None:
+    """Upload a small Hugging Face-style folder and register it, as the worker does after a save."""
+    (folder / "trainer_state").mkdir(parents=True)
+    (folder / "config.json").write_text('{"model_type": "llama"}')
+    (folder / "model.safetensors").write_bytes(b"\0" * 4096)
+    (folder / "trainer_state" / "optimizer.pt").write_bytes(b"resume-only")
+    key = checkpoint_key(job_id, step)
+    size = get_artifact_store(settings).put_dir(key, folder)
+    job_outputs.record_event(
+        db,
+        job_id,
+        "checkpoint",
+        step=step,
+        message=f"checkpoint saved at step {step}",
+        payload={"checkpoint": key},
+    )
+    job_outputs.record_checkpoint(db, job_id, step, uri=key, size_bytes=size, eval_score=0.5)
+    db.commit()
+
+
+def test_dashboard_follows_a_job_live(
+    page: Any, base_url: str, settings: Settings, alice: Caller, db: Session, tmp_path: Path
+) -> None:
+    # The root redirects to the dashboard, which asks for the API key once.
+    page.goto(f"{base_url}/")
+    assert page.url == f"{base_url}/dashboard/"
+    page.fill("#api-key", alice.key)
+    page.click("#login button[type=submit]")
+
+    # Submit a job with the dashboard's form; it appears in the (auto-refreshed) list.
+    page.fill("#submit-job input[name=name]", "dashboard-e2e")
+    page.fill("#submit-job input[name=total_steps]", "6")
+    page.click("#submit-job button[type=submit]")
+    row = page.locator("#jobs-table tr", has_text="dashboard-e2e")
+    row.wait_for()
+    assert "queued" in row.inner_text() and "0 / 6" in row.inner_text()
+    job_id = uuid.UUID(row.get_attribute("data-job-id"))
+    page.screenshot(path=str(SCREENSHOT.with_name(SCREENSHOT.stem + "-jobs.png")))
+    row.locator("a").click()
+    page.wait_for_url(f"**/dashboard/#/jobs/{job_id}")
+    page.locator("#events li[data-kind=queued]").wait_for()
+
+    # A worker claims the job and reports three mixed-policy steps.
+    assert jobs_repo.claim_job(db, job_id, worker_id="w-dashboard")
+    job_outputs.record_event(db, job_id, "started", step=0, message="started on w-dashboard")
+    job_outputs.record_event(
+        db,
+        job_id,
+        "evaluation",
+        step=0,
+        message="greedy accuracy 0.250",
+        payload={"accuracy": 0.25, "num_prompts": 8},
+    )
+    for step in (1, 2, 3):
+        job_outputs.record_metrics(db, job_id, step, step_metrics(step, mix=True))
+    db.commit()
+    wait_for_points(page, "Reward", 3)
+    assert page.inner_text("#metric-count") == "3"
+    assert chart_points(page, "Response length (tokens)") == 3
+    assert chart_points(page, "Accuracy") == 4  # steps 1-3 plus the evaluation before training
+    page.locator("#job-status .status-running").wait_for()
+
+    # Sampled completions and the reincarnation at step 3.
+    samples = [
+        {"prompt": "12+30=", "completion": "<b>42</b> \\boxed{42}", "answer": "42", "reward": 1.0},
+        {"prompt": "7+8=", "completion": "\\boxed{14}", "answer": "15", "reward": 0.0},
+    ]
+    job_outputs.record_event(
+        db, job_id, "samples", step=3, message="2 sampled completions", payload={"samples": samples}
+    )
+    job_outputs.record_event(
+        db,
+        job_id,
+        "reincarnated",
+        step=3,
+        message="policy reincarnation at step 3",
+        payload={"step": 3, "dropped_replay_responses": 12},
+    )
+    db.commit()
+    page.locator("#reincarnation", has_text="at step 3").wait_for()
+    page.locator("#samples li.sample").nth(1).wait_for()
+    first_sample = page.locator("#samples li.sample.good")
+    assert "<b>42</b> \\boxed{42}" in first_sample.inner_text()  # shown as text, never as HTML
+    assert "reward 1" in first_sample.inner_text()
+    assert page.locator("#samples b").count() == 0
+    assert all(
+        page.get_attribute(f'[data-chart="{t}"]', "data-markers") == "1" for t in ("Reward", "KL terms and λ")
+    )
+
+    # On-policy steps after the reincarnation extend the charts without a reload.
+    for step in (4, 5, 6):
+        job_outputs.record_metrics(db, job_id, step, step_metrics(step, mix=False))
+    db.commit()
+    wait_for_points(page, "Reward", 6)
+    assert page.inner_text("#phase") == "on-policy"
+    assert chart_points(page, "Response length (tokens)") == 6
+
+    # A checkpoint appears with a download button; the download is the tar.gz of the model folder.
+    write_checkpoint(db, settings, job_id, 6, tmp_path / "step-000006")
+    button = page.locator('#checkpoints button.download[data-step="6"]')
+    with page.expect_download() as download_info:
+        button.click()
+    download = download_info.value
+    assert download.suggested_filename == f"{job_id}-step-000006.tar.gz"
+    with tarfile.open(download.path(), "r:gz") as archive:
+        names = set(archive.getnames())
+    assert {"step-000006/config.json", "step-000006/model.safetensors"} <= names
+    assert not any("trainer_state" in name for name in names)
+
+    # The job finishes: the stream ends and the header shows the final state.
+    jobs_repo.finish_job(db, job_id, JobStatus.succeeded, summary={"accuracy_after": 0.6})
+    job_outputs.record_event(db, job_id, "succeeded", step=6, message="finished")
+    db.commit()
+    page.locator("#job-status .status-succeeded").wait_for()
+    page.locator("#stream-state", has_text="stream ended").wait_for()
+    page.wait_for_timeout(300)  # let the last chart frame paint before the picture
+    page.screenshot(path=str(SCREENSHOT), full_page=True)
+    assert page.js_errors == []
+
+
+def test_dashboard_rejects_a_wrong_api_key(page: Any, base_url: str) -> None:
+    page.goto(f"{base_url}/dashboard/")
+    page.fill("#api-key", "rmx_not_a_real_key")
+    page.click("#login button[type=submit]")
+    page.locator("#login .error", has_text="Key not accepted").wait_for()
+    assert page.evaluate("sessionStorage.getItem('remix.apiKey')") is None

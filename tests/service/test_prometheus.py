@@ -1,0 +1,128 @@
+"""GET /metrics: Prometheus text with HTTP, job-state, queue-depth and worker-progress metrics."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+from service_testing import Caller, submit
+from sqlalchemy.orm import Session
+
+from service.main import create_app
+from service.models import JobStatus
+from service.repositories import job_outputs
+from service.repositories import jobs as jobs_repo
+from service.settings import Settings
+
+
+def scrape(client: TestClient) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample of a /metrics scrape, keyed by (name, labels)."""
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(response.text)
+        for s in family.samples
+    }
+
+
+def value(samples: dict, name: str, **labels: str) -> float | None:
+    return samples.get((name, frozenset(labels.items())))
+
+
+def test_metrics_endpoint_lists_every_metric_family(client: TestClient, alice: Caller) -> None:
+    assert client.get("/v1/jobs", headers=alice.headers).status_code == 200
+    samples = scrape(client)
+    names = {name for name, _ in samples}
+    assert {
+        "remix_http_requests_total",
+        "remix_http_request_duration_seconds_bucket",
+        "remix_jobs",
+        "remix_queue_depth",
+        "remix_training_steps_total",
+        "remix_scrape_source_up",
+    } <= names
+    assert value(samples, "remix_scrape_source_up", source="database") == 1
+    assert value(samples, "remix_scrape_source_up", source="broker") == 1
+    assert {dict(labels)["state"] for name, labels in samples if name == "remix_jobs"} == {
+        s.value for s in JobStatus
+    }
+
+
+def test_metrics_endpoint_jobs_by_state_and_queue_depth_follow_the_database(
+    client: TestClient, settings: Settings, alice: Caller, db: Session
+) -> None:
+    before = scrape(client)
+    first = uuid.UUID(submit(client, alice)["id"])
+    submit(client, alice)
+    assert jobs_repo.claim_job(db, first, worker_id="w-prom")
+    db.commit()
+    after = scrape(client)
+
+    def delta(name: str, **labels: str) -> float:
+        return (value(after, name, **labels) or 0) - (value(before, name, **labels) or 0)
+
+    assert delta("remix_jobs", state="queued") == 1
+    assert delta("remix_jobs", state="running") == 1
+    assert delta("remix_queue_depth", queue=settings.task_queue) == 2  # nothing consumes the test queue
+
+    jobs_repo.finish_job(db, first, JobStatus.failed, error="boom")
+    db.commit()
+    final = scrape(client)
+    assert value(final, "remix_jobs", state="running") == value(before, "remix_jobs", state="running")
+    assert (
+        value(final, "remix_jobs", state="failed") == (value(before, "remix_jobs", state="failed") or 0) + 1
+    )
+
+
+def test_metrics_endpoint_reports_worker_progress_of_running_jobs(
+    client: TestClient, alice: Caller, db: Session
+) -> None:
+    job_id = uuid.UUID(submit(client, alice, config={"total_steps": 9})["id"])
+    assert jobs_repo.claim_job(db, job_id, worker_id="w-speed")
+    steps_before = value(scrape(client), "remix_training_steps_total")
+    job_outputs.record_metrics(db, job_id, 1, {"step_s": 9.0, "gen_tokens_per_s": 10.0})
+    job_outputs.record_metrics(db, job_id, 2, {"step_s": 1.5, "gen_tokens_per_s": 1234.0})
+    db.commit()
+
+    samples = scrape(client)
+    labels = {"job_id": str(job_id), "worker_id": "w-speed"}
+    assert value(samples, "remix_worker_step_seconds", **labels) == 1.5  # the latest step, not the first
+    assert value(samples, "remix_worker_gen_tokens_per_second", **labels) == 1234.0
+    assert value(samples, "remix_job_total_steps", **labels) == 9
+    assert value(samples, "remix_worker_heartbeat_age_seconds", **labels) is not None
+    assert value(samples, "remix_training_steps_total") == steps_before + 2
+
+    jobs_repo.finish_job(db, job_id, JobStatus.succeeded)
+    db.commit()
+    assert value(scrape(client), "remix_worker_step_seconds", **labels) is None  # only active jobs
+
+
+def test_metrics_endpoint_labels_requests_by_route_template(client: TestClient, alice: Caller) -> None:
+    missing = uuid.uuid4()
+    before = scrape(client)
+    for _ in range(3):
+        assert client.get(f"/v1/jobs/{missing}", headers=alice.headers).status_code == 404
+    after = scrape(client)
+    labels = {"method": "GET", "route": "/v1/jobs/{job_id}", "status": "404"}
+    count_before = value(before, "remix_http_requests_total", **labels) or 0
+    assert value(after, "remix_http_requests_total", **labels) == count_before + 3
+    assert value(after, "remix_http_request_duration_seconds_count", **labels) == count_before + 3
+    assert not any(str(missing) in dict(labels).get("route", "") for _, labels in after)
+
+
+@pytest.mark.parametrize("broken", ["database", "broker"])
+def test_metrics_endpoint_survives_an_unreachable_source(settings: Settings, broken: str) -> None:
+    overrides = (
+        {"database_url": settings.database_url.rsplit("/", 1)[0] + "/remix_no_such_db"}
+        if broken == "database"
+        else {"broker_url": "redis://127.0.0.1:1/0"}
+    )
+    with TestClient(create_app(settings.model_copy(update=overrides))) as client:
+        samples = scrape(client)
+    assert value(samples, "remix_scrape_source_up", source=broken) == 0
+    healthy = {"database", "broker"} - {broken}
+    assert all(value(samples, "remix_scrape_source_up", source=s) == 1 for s in healthy)
