@@ -34,17 +34,20 @@ class CurveRecorder:
     def on_step(self, step: int, metrics: dict[str, Any]) -> None:
         self.steps.append(dict(metrics))
         if "eval_accuracy" in metrics:
-            self.points.append({
-                "step": step,
-                "fresh_rollouts": float(metrics["fresh_rollouts_total"]),
-                "wall_s": time.perf_counter() - self.started,
-                "accuracy": float(metrics["eval_accuracy"]),
-            })
+            self.points.append(
+                {
+                    "step": step,
+                    "fresh_rollouts": float(metrics["fresh_rollouts_total"]),
+                    "wall_s": time.perf_counter() - self.started,
+                    "accuracy": float(metrics["eval_accuracy"]),
+                }
+            )
 
     def on_event(self, kind: str, step: int, message: str, payload: dict[str, Any]) -> None:
         if kind == "evaluation" and step == 0:
-            self.points.append({"step": 0, "fresh_rollouts": 0.0, "wall_s": 0.0,
-                                "accuracy": float(payload["accuracy"])})
+            self.points.append(
+                {"step": 0, "fresh_rollouts": 0.0, "wall_s": 0.0, "accuracy": float(payload["accuracy"])}
+            )
 
     def on_checkpoint(self, step: int, path: Path, metrics: dict[str, Any]) -> None:
         pass
@@ -53,28 +56,36 @@ class CurveRecorder:
         return False
 
 
-def job_config(algorithm: str, seed: int, steps: int, eval_every: int, args: argparse.Namespace) -> TrainConfig:
-    return TrainConfig.model_validate({
-        "model": {"name_or_path": TINY_MODEL_ID},
-        "data": {"eval_size": args.eval_size},
-        "rollout": {"prompts_per_step": args.prompts, "group_size": args.group_size, "max_new_tokens": 10},
-        "algorithm": {
-            "name": algorithm,
-            "off_policy_fraction": args.p,
-            "history_window": args.history,
-            "utd_ratio": args.utd,
-            "reincarnation_step": args.reincarnation_step,
-            "lambda_start_step": args.reincarnation_step,
-            "minibatch_size": args.prompts * args.group_size,
-        },
-        "optim": {"lr": args.lr, "critic_lr": args.lr},
-        "total_steps": steps,
-        "eval_every": eval_every,
-        "checkpoint_every": steps,
-        "keep_checkpoints": 1,
-        "log_completions": 0,
-        "seed": seed,
-    })
+def job_config(
+    algorithm: str, seed: int, steps: int, eval_every: int, args: argparse.Namespace
+) -> TrainConfig:
+    return TrainConfig.model_validate(
+        {
+            "model": {"name_or_path": TINY_MODEL_ID},
+            "data": {"eval_size": args.eval_size},
+            "rollout": {
+                "prompts_per_step": args.prompts,
+                "group_size": args.group_size,
+                "max_new_tokens": 10,
+            },
+            "algorithm": {
+                "name": algorithm,
+                "off_policy_fraction": args.p,
+                "history_window": args.history,
+                "utd_ratio": args.utd,
+                "reincarnation_step": args.reincarnation_step,
+                "lambda_start_step": args.reincarnation_step,
+                "minibatch_size": args.prompts * args.group_size,
+            },
+            "optim": {"lr": args.lr, "critic_lr": args.lr},
+            "total_steps": steps,
+            "eval_every": eval_every,
+            "checkpoint_every": steps,
+            "keep_checkpoints": 1,
+            "log_completions": 0,
+            "seed": seed,
+        }
+    )
 
 
 def first_reaching(points: list[dict[str, float]], target: float) -> dict[str, float] | None:
@@ -91,37 +102,48 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             out = Path(args.workdir) / f"{algorithm}-seed{seed}"
             Trainer(cfg, out, callbacks=recorder).train()
             hit = first_reaching(recorder.points, args.target)
-            runs.setdefault(algorithm, []).append({
-                "seed": seed,
-                "curve": recorder.points,
-                "reached": hit,
-                "final_accuracy": recorder.points[-1]["accuracy"],
-                "response_length": [m["response_length_fresh"] for m in recorder.steps],
-                "self_reflection": [m.get("kw_appear_self_reflection", 0.0) for m in recorder.steps],
-            })
-            print(f"{algorithm:>11} seed {seed}: final acc {recorder.points[-1]['accuracy']:.3f}, "
-                  f"target reached: {hit}", flush=True)
+            runs.setdefault(algorithm, []).append(
+                {
+                    "seed": seed,
+                    "curve": recorder.points,
+                    "reached": hit,
+                    "final_accuracy": recorder.points[-1]["accuracy"],
+                    "response_length": [m["response_length_fresh"] for m in recorder.steps],
+                    "self_reflection": [m.get("kw_appear_self_reflection", 0.0) for m in recorder.steps],
+                }
+            )
+            print(
+                f"{algorithm:>11} seed {seed}: final acc {recorder.points[-1]['accuracy']:.3f}, "
+                f"target reached: {hit}",
+                flush=True,
+            )
     return {"args": vars(args), "machine": machine(), "runs": runs}
 
 
 def machine() -> str:
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, " \
-           f"torch {torch.__version__}, Python {platform.python_version()}"
+    return (
+        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
+        f"torch {torch.__version__}, Python {platform.python_version()}"
+    )
 
 
 def summarise(result: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for algorithm, runs in result["runs"].items():
         hits = [r["reached"] for r in runs if r["reached"]]
-        rows.append({
-            "algorithm": algorithm,
-            "seeds_reaching_target": f"{len(hits)}/{len(runs)}",
-            "fresh_rollouts_to_target": statistics.mean(h["fresh_rollouts"] for h in hits) if hits else None,
-            "wall_s_to_target": statistics.mean(h["wall_s"] for h in hits) if hits else None,
-            "steps_to_target": statistics.mean(h["step"] for h in hits) if hits else None,
-            "final_accuracy": statistics.mean(r["final_accuracy"] for r in runs),
-            "initial_accuracy": statistics.mean(r["curve"][0]["accuracy"] for r in runs),
-        })
+        rows.append(
+            {
+                "algorithm": algorithm,
+                "seeds_reaching_target": f"{len(hits)}/{len(runs)}",
+                "fresh_rollouts_to_target": statistics.mean(h["fresh_rollouts"] for h in hits)
+                if hits
+                else None,
+                "wall_s_to_target": statistics.mean(h["wall_s"] for h in hits) if hits else None,
+                "steps_to_target": statistics.mean(h["step"] for h in hits) if hits else None,
+                "final_accuracy": statistics.mean(r["final_accuracy"] for r in runs),
+                "initial_accuracy": statistics.mean(r["curve"][0]["accuracy"] for r in runs),
+            }
+        )
     return rows
 
 
@@ -155,8 +177,13 @@ def plot(result: dict[str, Any], path: Path, target: float) -> None:
             xs = [p["fresh_rollouts"] for p in r["curve"]]
             ys = [p["accuracy"] for p in r["curve"]]
             axes[0].plot(xs, ys, color=_color(algorithm), alpha=0.8, label=algorithm if i == 0 else None)
-            axes[1].plot([p["wall_s"] for p in r["curve"]], ys, color=_color(algorithm), alpha=0.8,
-                         label=algorithm if i == 0 else None)
+            axes[1].plot(
+                [p["wall_s"] for p in r["curve"]],
+                ys,
+                color=_color(algorithm),
+                alpha=0.8,
+                label=algorithm if i == 0 else None,
+            )
     for ax, xlabel in zip(axes, ("fresh rollouts generated", "wall time (s)"), strict=True):
         ax.axhline(target, color="grey", linestyle="--", linewidth=1)
         ax.set_xlabel(xlabel)
@@ -176,7 +203,9 @@ def _color(algorithm: str) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="tiny smoke run")
     parser.add_argument("--algorithms", nargs="+", default=["remix-grpo", "grpo", "remix-ppo", "ppo"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])

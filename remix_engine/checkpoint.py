@@ -97,10 +97,17 @@ def load_trainer_state(path: Path) -> dict[str, Any]:
     return torch.load(path / STATE_DIR / "state.pt", map_location="cpu", weights_only=False)
 
 
-def prune_checkpoints(root: Path, keep: int, protect: set[Path] | None = None) -> list[Path]:
-    """Delete all but the `keep` newest checkpoints (and any in `protect`); return what was deleted."""
-    protect = protect or set()
-    doomed = [p for p in list_checkpoints(root)[:-keep] if p not in protect] if keep > 0 else []
+def prune_checkpoints(
+    root: Path, keep: int, protect: set[Path] | None = None, keep_best: int = 0
+) -> list[Path]:
+    """Delete all but the `keep` newest checkpoints, the `keep_best` with the highest eval_score
+    in their meta, and any in `protect`; return what was deleted."""
+    found = list_checkpoints(root)
+    kept = set(protect or set()) | set(found[-keep:] if keep > 0 else [])
+    scored = [(read_meta(p).get("eval_score"), p) for p in found]
+    best = sorted(((s, p) for s, p in scored if s is not None), key=lambda sp: (-sp[0], -found.index(sp[1])))
+    kept |= {p for _, p in best[:keep_best]}
+    doomed = [p for p in found if p not in kept]
     for path in doomed:
         shutil.rmtree(path, ignore_errors=True)
     return doomed

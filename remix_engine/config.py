@@ -179,6 +179,16 @@ class OptimConfig(_Strict):
         return value
 
 
+class EvalSetSpec(_Strict):
+    """An extra held-out set evaluated alongside the primary one (e.g. a math benchmark file)."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$", description="Metric prefix.")
+    path: str = Field(min_length=1, description="JSONL, JSON or parquet file with prompts and answers.")
+    prompt_field: str = Field("prompt", min_length=1, description="Column holding the prompt text.")
+    answer_field: str = Field("answer", min_length=1, description="Column holding the reference answer.")
+    size: int = Field(500, ge=1, description="At most this many prompts are evaluated.")
+
+
 class TrainConfig(_Strict):
     """A whole finetuning job: model, data, rollout, reward, algorithm, optimiser and schedule."""
 
@@ -191,8 +201,18 @@ class TrainConfig(_Strict):
     total_steps: int = Field(100, ge=1, le=1_000_000, description="Training steps (one rollout batch each).")
     seed: int = Field(0, ge=0, description="Seeds model init, data order and every sampled response.")
     eval_every: int = Field(0, ge=0, description="Evaluate greedy Pass@1 every K steps; 0: only at start and end.")
+    eval_sets: list[EvalSetSpec] = Field(
+        default_factory=list, description="Extra held-out sets, reported as eval_<name>/accuracy."
+    )
+    eval_samples: int = Field(
+        0, ge=0, le=64, description="k for avg@k Pass@1 with sampling (0: greedy Pass@1 only)."
+    )
+    eval_temperature: float = Field(0.6, gt=0.0, le=10.0, description="Sampling temperature of avg@k evaluation.")
     checkpoint_every: int = Field(10, ge=1, description="Save a checkpoint every K steps (and at the end).")
     keep_checkpoints: int = Field(2, ge=1, description="Most recent full checkpoints kept on disk.")
+    keep_best_checkpoints: int = Field(
+        0, ge=0, description="Also keep the k checkpoints with the best greedy eval accuracy; the rest are pruned."
+    )
     log_completions: int = Field(4, ge=0, description="Sampled completions recorded per step for inspection.")
 
     @model_validator(mode="after")

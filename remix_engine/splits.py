@@ -30,3 +30,11 @@ def load_train_eval(cfg: TrainConfig) -> tuple[list[Example], list[Example]]:
         return train, load_examples(data.eval_path, **fields)[: data.eval_size]
     picked = random.Random(cfg.seed).sample(range(len(train)), min(data.eval_size, len(train)))
     return train, [train[i] for i in sorted(picked)]
+
+
+def load_extra_eval_sets(cfg: TrainConfig) -> list[tuple[str, list[Example]]]:
+    """The extra held-out sets of `cfg.eval_sets`, each cut to its size."""
+    return [
+        (spec.name, load_examples(spec.path, prompt_field=spec.prompt_field, answer_field=spec.answer_field)[: spec.size])
+        for spec in cfg.eval_sets
+    ]

@@ -33,8 +33,8 @@ from remix_engine.batch import RolloutBatch
 from remix_engine.behavior import keyword_rates
 from remix_engine.config import TrainConfig
 from remix_engine.critic import ValueModel
-from remix_engine.evaluation import evaluate_greedy
-from remix_engine.splits import load_train_eval
+from remix_engine.evaluation import EvalSet, evaluate_sets
+from remix_engine.splits import load_extra_eval_sets, load_train_eval
 from remix_engine.losses import POLICY_LOSSES, entropy_bonus, kl_convex_loss, value_loss
 from remix_engine.modeling import load_policy, sequence_logprobs
 from remix_engine.replay import ReplayBuffer
@@ -111,6 +111,13 @@ class Trainer:
         self.prev_model = _frozen_copy(self.policy)  # precedent policy pi_{t-1}
         self.engine = make_rollout_engine(config.rollout, self.policy, self.tokenizer)
         self.train_examples, self.eval_examples = load_train_eval(config)
+        template = config.data.prompt_template
+        self.eval_sets = [EvalSet.from_examples("", self.eval_examples, template)] + [
+            EvalSet.from_examples(name, examples, template) for name, examples in load_extra_eval_sets(config)
+        ]
+        self.eval_engine = make_rollout_engine(
+            config.rollout.model_copy(update={"temperature": config.eval_temperature}), self.policy, self.tokenizer
+        )
         self.sampler = PromptSampler(len(self.train_examples), config.seed)
         self.buffer = ReplayBuffer(self.alg.history_window, self.tokenizer.pad_token_id)
         self.generator = torch.Generator().manual_seed(config.seed)  # minibatch order, replay draws
@@ -159,10 +166,14 @@ class Trainer:
         return f"greedy accuracy {result['accuracy']:.3f} on {int(result['num_prompts'])} held-out prompts"
 
     def evaluate(self) -> dict[str, float]:
-        spec = self.cfg.reward.functions[0]
-        prompts = [self._format(ex.prompt) for ex in self.eval_examples]
-        answers = [ex.answer for ex in self.eval_examples]
-        result = evaluate_greedy(self.engine, prompts, answers, spec, self.cfg.rollout.max_new_tokens)
+        result = evaluate_sets(
+            self.eval_engine,
+            self.eval_sets,
+            self.cfg.reward.functions[0],
+            max_new_tokens=self.cfg.rollout.max_new_tokens,
+            samples=self.cfg.eval_samples,
+            seed=self.cfg.seed,
+        )
         self._latest_eval = result
         return result
 
@@ -390,11 +401,21 @@ class Trainer:
             "reincarnated_at": self.reincarnated_at,
             "eval_before": self.eval_before,
         }
-        meta = {"config": self.cfg.model_dump(mode="json"), "metrics": metrics or {}}
+        metrics = metrics or {}
+        score = metrics.get("eval_accuracy")
+        meta = {"config": self.cfg.model_dump(mode="json"), "metrics": metrics, "eval_score": score}
         path = ckpt.save_checkpoint(self.checkpoint_root, self.step, self.policy, self.tokenizer, state, meta)
-        ckpt.prune_checkpoints(self.checkpoint_root, self.cfg.keep_checkpoints, protect={path})
-        self.callbacks.on_event("checkpoint", self.step, f"checkpoint saved at step {self.step}", {"path": str(path)})
-        self.callbacks.on_checkpoint(self.step, path, metrics or {})
+        self.callbacks.on_event(
+            "checkpoint", self.step, f"checkpoint saved at step {self.step}", {"path": str(path), "eval_score": score}
+        )
+        self.callbacks.on_checkpoint(self.step, path, metrics)
+        pruned = ckpt.prune_checkpoints(
+            self.checkpoint_root, self.cfg.keep_checkpoints, protect={path}, keep_best=self.cfg.keep_best_checkpoints
+        )
+        notify = getattr(self.callbacks, "on_checkpoint_pruned", None)
+        for old in pruned:
+            if notify is not None:
+                notify(int(old.name.removeprefix("step-")), old)
         return path
 
     @property

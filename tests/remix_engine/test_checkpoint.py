@@ -54,3 +54,13 @@ def test_incomplete_folder_is_ignored(tmp_path):
     assert ckpt.latest_checkpoint(tmp_path) is None
     with pytest.raises(FileNotFoundError):
         ckpt.load_trainer_state(tmp_path / "step-000009")
+
+
+def test_best_k_by_eval_score_survive_pruning(tmp_path):
+    model = tiny_model()
+    scores = {1: 0.2, 2: 0.9, 3: 0.1, 4: 0.5, 5: None, 6: 0.3}
+    for step, score in scores.items():
+        ckpt.save_checkpoint(tmp_path, step, model, _Tok(), {"step": step}, {"eval_score": score})
+    deleted = ckpt.prune_checkpoints(tmp_path, keep=1, keep_best=2)
+    assert sorted(p.name for p in deleted) == ["step-000001", "step-000003", "step-000005"]
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["step-000002", "step-000004", "step-000006"]
