@@ -1,0 +1,357 @@
+"""`remix`: the command line of the ReMix finetuning service, built on `RemixClient`.
+
+    remix submit examples/tiny-remix-grpo.yaml --follow
+    remix list --status running
+    remix follow JOB_ID
+    remix download JOB_ID -o out/
+
+The service address and API key come from --url/--api-key (before the command) or
+$REMIX_URL/$REMIX_API_KEY. Errors are printed to stderr; the exit status tells what happened
+(see `ExitCode`). `remix keys create` is a server-side command: it writes to the service
+database ($REMIX_DATABASE_URL) directly and needs the service package installed.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import itertools
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from remix_client import errors
+from remix_client.client import DEFAULT_URL, RemixClient
+from remix_client.follow import follow_job
+from remix_client.models import Dataset, Job
+
+F = TypeVar("F", bound=Callable[..., Any])
+JOB_REQUEST_KEYS = {"name", "base_model", "dataset_id", "eval_dataset_id", "config"}
+
+
+class ExitCode(enum.IntEnum):
+    """Exit statuses of `remix` (also of `submit --wait/--follow` and `follow`, by job outcome)."""
+
+    OK = 0  # done; a waited-for job succeeded
+    FAILED = 1  # the job failed, or the API answered an unexpected error
+    USAGE = 2  # bad command line or job file, or the API rejected the request (400/413/415/422)
+    NOT_FOUND = 3  # no such job, dataset or checkpoint (404/410)
+    AUTH = 4  # missing, invalid or revoked API key (401/403)
+    CONFLICT = 5  # the job's state forbids it (409), e.g. cancelling a finished job
+    CANCELLED = 6  # the waited-for job was cancelled
+    UNAVAILABLE = 7  # the service cannot be reached or stays unavailable (connection, 429, 5xx)
+
+
+EXIT_STATUS_HELP = (
+    "Exit status: 0 ok (job succeeded), 1 job failed or API error, 2 usage error or rejected request, "
+    "3 not found, 4 authentication, 5 conflict, 6 job cancelled, 7 service unreachable/unavailable."
+)
+app = typer.Typer(
+    help="Finetune language models with ReMix on a remote service.",
+    epilog=EXIT_STATUS_HELP,
+    no_args_is_help=True,
+)
+datasets_app = typer.Typer(help="Upload and inspect prompt/answer datasets.", no_args_is_help=True)
+keys_app = typer.Typer(
+    help="Server-side administration (writes to $REMIX_DATABASE_URL).", no_args_is_help=True
+)
+app.add_typer(datasets_app, name="datasets")
+app.add_typer(keys_app, name="keys")
+
+
+def stdout() -> Console:
+    return Console(highlight=False)
+
+
+def stderr() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+def job_exit_code(job: Job) -> ExitCode:
+    return {"succeeded": ExitCode.OK, "cancelled": ExitCode.CANCELLED}.get(job.status, ExitCode.FAILED)
+
+
+def _error_exit_code(exc: errors.RemixError) -> ExitCode:
+    table: list[tuple[type[errors.RemixError], ExitCode]] = [
+        (errors.NotFound, ExitCode.NOT_FOUND),
+        (errors.Unauthorized, ExitCode.AUTH),
+        (errors.Forbidden, ExitCode.AUTH),
+        (errors.Conflict, ExitCode.CONFLICT),
+        (errors.BadRequest, ExitCode.USAGE),
+        (errors.ValidationFailed, ExitCode.USAGE),
+        (errors.PayloadTooLarge, ExitCode.USAGE),
+        (errors.UnsupportedMediaType, ExitCode.USAGE),
+        (errors.ServerUnavailable, ExitCode.UNAVAILABLE),
+        (errors.RateLimited, ExitCode.UNAVAILABLE),
+        (errors.RemixConnectionError, ExitCode.UNAVAILABLE),
+    ]
+    return next((code for cls, code in table if isinstance(exc, cls)), ExitCode.FAILED)
+
+
+def _report(exc: errors.RemixError) -> None:
+    console = stderr()
+    if isinstance(exc, errors.RemixAPIError):
+        console.print(f"error: {exc.status} {exc.title}: {exc.detail}", markup=False)
+        for item in exc.body.get("errors") or []:
+            console.print(f"  {item.get('field')}: {item.get('message')}", markup=False)
+    else:
+        console.print(f"error: {exc}", markup=False)
+
+
+def api_command(fn: F) -> F:
+    """Turn client errors into a message on stderr and the matching exit status."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except errors.RemixError as exc:
+            _report(exc)
+            raise typer.Exit(_error_exit_code(exc)) from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    url: Annotated[str, typer.Option(envvar="REMIX_URL", help="Service base URL.")] = DEFAULT_URL,
+    api_key: Annotated[str | None, typer.Option(envvar="REMIX_API_KEY", help="API key (rmx_...).")] = None,
+    timeout: Annotated[float, typer.Option(min=1, help="Seconds per request.")] = 30.0,
+    max_retries: Annotated[int, typer.Option(min=0, help="Retries of a failed request (with backoff).")] = 3,
+) -> None:
+    """Configure the connection used by every command."""
+    ctx.obj = {"url": url, "api_key": api_key, "timeout": timeout, "max_retries": max_retries}
+
+
+def client_of(ctx: typer.Context) -> RemixClient:
+    options = ctx.find_root().obj or {}
+    if not options.get("api_key"):
+        stderr().print("error: no API key: pass --api-key or set REMIX_API_KEY", markup=False)
+        raise typer.Exit(ExitCode.AUTH)
+    return RemixClient(
+        options["url"], options["api_key"], timeout=options["timeout"], max_retries=options["max_retries"]
+    )
+
+
+# --------------------------------------------------------------------------- jobs
+
+
+def load_job_file(path: Path) -> dict[str, Any]:
+    """create_job keyword arguments from a YAML/JSON file: either a job request
+    {config, name?, base_model?, dataset_id?, eval_dataset_id?} or a bare TrainConfig mapping."""
+    try:
+        text = path.read_text()
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        raise typer.BadParameter(f"cannot read {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise typer.BadParameter(f"{path}: expected a mapping at the top level")
+    if "config" not in data:
+        return {"config": data}
+    unknown = sorted(set(data) - JOB_REQUEST_KEYS)
+    if unknown:
+        raise typer.BadParameter(f"{path}: unknown keys next to 'config': {', '.join(unknown)}")
+    return dict(data)
+
+
+@app.command()
+@api_command
+def submit(
+    ctx: typer.Context,
+    job_file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JOB.yaml or JOB.json")],
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Wait for the job to end (exit status by outcome).")
+    ] = False,
+    follow: Annotated[bool, typer.Option("--follow", help="Show live progress until the job ends.")] = False,
+    idempotency_key: Annotated[
+        str | None, typer.Option(help="Reuse to make a repeated submission return the same job.")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Job name (overrides the file's).")] = None,
+) -> None:
+    """Submit a job; prints its id on stdout."""
+    request = load_job_file(job_file)
+    if name is not None:
+        request["name"] = name
+    with client_of(ctx) as client:
+        job = client.create_job(**request, idempotency_key=idempotency_key)
+        typer.echo(str(job.id))
+        stderr().print(f"job {job.id} {job.status} ({job.total_steps} steps)", markup=False)
+        if follow:
+            raise typer.Exit(job_exit_code(follow_job(client, job.id, stdout())))
+        if wait:
+            job = client.wait(job.id)
+            stdout().print(f"job {job.id} {job.status}", markup=False)
+            raise typer.Exit(job_exit_code(job))
+
+
+@app.command("list")
+@api_command
+def list_jobs(
+    ctx: typer.Context,
+    status: Annotated[str | None, typer.Option(help="queued, running, succeeded, failed, ...")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="Show at most this many jobs.")] = 20,
+) -> None:
+    """List your jobs, newest first."""
+    with client_of(ctx) as client:
+        jobs = list(itertools.islice(client.list_jobs(status=status, page_size=min(limit, 100)), limit))
+    table = Table("id", "name", "status", "step", "base model", "created", title=f"{len(jobs)} job(s)")
+    for job in jobs:
+        table.add_row(
+            str(job.id),
+            job.name,
+            job.status,
+            f"{job.current_step}/{job.total_steps}",
+            job.base_model,
+            f"{job.created_at:%Y-%m-%d %H:%M:%S}",
+        )
+    stdout().print(table)
+
+
+@app.command()
+@api_command
+def show(ctx: typer.Context, job_id: Annotated[str, typer.Argument(help="Job id.")]) -> None:
+    """Show a job: status, progress, summary and its latest events."""
+    with client_of(ctx) as client:
+        job = client.get_job(job_id)
+        events = client.events(job_id)[-5:]
+    table = Table("field", "value", show_header=False, title=f"job {job.id}")
+    rows: list[tuple[str, Any]] = [
+        ("name", job.name),
+        ("status", job.status),
+        ("step", f"{job.current_step}/{job.total_steps}"),
+        ("base model", job.base_model),
+        ("dataset", job.dataset_id or "-"),
+        ("attempts", job.attempts),
+        ("created", job.created_at),
+        ("started", job.started_at or "-"),
+        ("finished", job.finished_at or "-"),
+    ]
+    if job.error:
+        rows.append(("error", job.error))
+    rows += [(f"summary.{k}", v) for k, v in sorted(job.summary.items())]
+    for field, value in rows:
+        table.add_row(field, str(value))
+    console = stdout()
+    console.print(table)
+    for event in events:
+        console.print(f"step {event.step}  {event.kind}: {event.message}", markup=False)
+
+
+@app.command()
+@api_command
+def follow(ctx: typer.Context, job_id: Annotated[str, typer.Argument(help="Job id.")]) -> None:
+    """Live progress (step, reward, accuracy, phase, ETA) until the job ends; exit status by outcome."""
+    with client_of(ctx) as client:
+        raise typer.Exit(job_exit_code(follow_job(client, job_id, stdout())))
+
+
+@app.command()
+@api_command
+def cancel(
+    ctx: typer.Context,
+    job_id: Annotated[str, typer.Argument(help="Job id.")],
+    checkpoint: Annotated[
+        bool, typer.Option("--checkpoint", help="Save a checkpoint before stopping.")
+    ] = False,
+) -> None:
+    """Cancel a job (a running job stops at the next step)."""
+    with client_of(ctx) as client:
+        job = client.cancel_job(job_id, checkpoint=checkpoint)
+    stdout().print(f"job {job.id} {job.status}", markup=False)
+
+
+@app.command()
+@api_command
+def download(
+    ctx: typer.Context,
+    job_id: Annotated[str, typer.Argument(help="Job id.")],
+    step: Annotated[int | None, typer.Option(min=0, help="Checkpoint step (default: the latest).")] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Directory to write to.")] = Path("."),
+    extract: Annotated[bool, typer.Option(help="Extract the archive (else keep the .tar.gz).")] = True,
+) -> None:
+    """Download a checkpoint; prints the path of the Hugging Face folder (or archive)."""
+    with client_of(ctx) as client:
+        path = client.download_checkpoint(job_id, step, output, extract=extract)
+    typer.echo(str(path))
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+def print_dataset(dataset: Dataset) -> None:
+    console = stdout()
+    console.print(
+        f"dataset {dataset.id}: {dataset.name}, {dataset.num_rows} rows, {dataset.format}", markup=False
+    )
+    # The preview holds rows as training reads them: {"prompt": ..., "answer": ...}.
+    table = Table(f"prompt ({dataset.prompt_field})", f"answer ({dataset.answer_field})", title="preview")
+    for row in dataset.preview:
+        values = [row.get("prompt", ""), row.get("answer", "")] if isinstance(row, dict) else [row, ""]
+        table.add_row(*(str(v) for v in values))
+    console.print(table)
+
+
+@datasets_app.command("upload")
+@api_command
+def datasets_upload(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help=".jsonl, .json or .parquet")],
+    prompt_field: Annotated[str, typer.Option(help="Column holding the prompt.")] = "prompt",
+    answer_field: Annotated[str, typer.Option(help="Column holding the verifiable answer.")] = "answer",
+    name: Annotated[str | None, typer.Option(help="Name (default: the file name).")] = None,
+) -> None:
+    """Upload a dataset (validated by the server); prints its id, then a preview."""
+    with client_of(ctx) as client:
+        dataset = client.upload_dataset(file, prompt_field=prompt_field, answer_field=answer_field, name=name)
+    typer.echo(str(dataset.id))
+    print_dataset(dataset)
+
+
+@datasets_app.command("show")
+@api_command
+def datasets_show(ctx: typer.Context, dataset_id: Annotated[str, typer.Argument(help="Dataset id.")]) -> None:
+    """Show a dataset and a preview of its first rows."""
+    with client_of(ctx) as client:
+        dataset = client.get_dataset(dataset_id)
+    print_dataset(dataset)
+
+
+@datasets_app.command("list")
+@api_command
+def datasets_list(ctx: typer.Context) -> None:
+    """List your datasets, newest first."""
+    with client_of(ctx) as client:
+        rows = list(client.list_datasets())
+    table = Table("id", "name", "rows", "format", "created", title=f"{len(rows)} dataset(s)")
+    for d in rows:
+        table.add_row(str(d.id), d.name, str(d.num_rows), d.format, f"{d.created_at:%Y-%m-%d %H:%M:%S}")
+    stdout().print(table)
+
+
+# --------------------------------------------------------------------------- keys (server side)
+
+
+@keys_app.command("create")
+def keys_create(
+    tenant: Annotated[str, typer.Option(help="Tenant name; created if it does not exist.")],
+    admin: Annotated[bool, typer.Option("--admin", help="Allow local model paths and remote code.")] = False,
+    name: Annotated[str, typer.Option(help="Label of the key.")] = "",
+) -> None:
+    """Create an API key in the service database ($REMIX_DATABASE_URL); prints it once."""
+    try:
+        from service import cli as service_cli
+    except ImportError as exc:
+        stderr().print(f"error: `remix keys` needs the service package installed: {exc}", markup=False)
+        raise typer.Exit(ExitCode.USAGE) from exc
+    service_cli.create_key(tenant=tenant, admin=admin, name=name)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,130 @@
+"""Typed response bodies of the ReMix finetuning API, as the client sees them.
+
+They mirror the service's public schemas (jobs, pages, metrics, events, checkpoints, datasets)
+without importing the service, so the client installs alone. Unknown members sent by a newer
+server are ignored; the stream items are the typed messages of `GET /v1/jobs/{id}/stream`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class Job(_Model):
+    id: uuid.UUID
+    object: str = "job"
+    name: str
+    status: str
+    base_model: str
+    dataset_id: uuid.UUID | None = None
+    config: dict[str, Any] = Field(default_factory=dict)
+    idempotency_key: str | None = None
+    attempts: int = 0
+    current_step: int = 0
+    total_steps: int = 0
+    cancel_requested: bool = False
+    checkpoint_on_cancel: bool = False
+    error: str | None = None
+    summary: dict[str, Any] = Field(default_factory=dict)
+    heartbeat_at: datetime | None = None
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @property
+    def is_terminal(self) -> bool:
+        """True once the job succeeded, failed or was cancelled (it will not change any more)."""
+        return self.status in TERMINAL_STATUSES
+
+
+class JobsPage(_Model):
+    data: list[Job]
+    has_more: bool
+    next_cursor: str | None = None
+
+
+class MetricPoint(_Model):
+    step: int
+    metrics: dict[str, Any]
+    created_at: datetime
+
+
+class Event(_Model):
+    id: int
+    kind: str
+    step: int | None = None
+    message: str = ""
+    payload: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime
+
+
+class Checkpoint(_Model):
+    id: uuid.UUID
+    job_id: uuid.UUID
+    step: int
+    size_bytes: int = 0
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    eval_score: float | None = None
+    created_at: datetime
+    download_url: str = ""
+
+
+class Dataset(_Model):
+    id: uuid.UUID
+    object: str = "dataset"
+    name: str
+    format: str
+    num_rows: int
+    size_bytes: int
+    prompt_field: str
+    answer_field: str
+    columns: list[Any] = Field(default_factory=list)
+    preview: list[Any] = Field(default_factory=list)
+    created_at: datetime
+
+
+class DatasetsPage(_Model):
+    data: list[Dataset]
+    has_more: bool
+    next_cursor: str | None = None
+
+
+# --------------------------------------------------------------------------- stream items
+
+
+class StreamMetric(_Model):
+    """One training step's metrics (SSE message `metric`)."""
+
+    kind: Literal["metric"] = "metric"
+    id: str
+    metric: MetricPoint
+
+
+class StreamEvent(_Model):
+    """One lifecycle event (SSE message named after the event kind: queued, started, checkpoint, ...)."""
+
+    kind: Literal["event"] = "event"
+    id: str
+    event: Event
+
+
+class StreamEnd(_Model):
+    """The last message: the job is terminal and everything before it was delivered."""
+
+    kind: Literal["end"] = "end"
+    id: str
+    job_id: uuid.UUID
+    status: str | None
+
+
+StreamItem = StreamMetric | StreamEvent | StreamEnd
