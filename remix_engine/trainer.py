@@ -76,9 +76,11 @@ class TrainResult:
     last_checkpoint: Path | None = None
 
 
-def make_rollout_engine(cfg: Any, model: torch.nn.Module, tokenizer: Any) -> RolloutEngine:
+def make_rollout_engine(
+    cfg: Any, model: torch.nn.Module, tokenizer: Any, max_prompt_tokens: int | None = None
+) -> RolloutEngine:
     if cfg.backend == "hf":
-        return HFRolloutEngine(model, tokenizer, cfg)
+        return HFRolloutEngine(model, tokenizer, cfg, max_prompt_tokens=max_prompt_tokens)
     raise ValueError(
         f"rollout.backend={cfg.backend!r} is not available in this worker: install the 'vllm' extra on a GPU worker"
     )
@@ -109,14 +111,19 @@ class Trainer:
         self.policy, self.tokenizer = load_policy(config.model, self.device)
         self.ref_model = _frozen_copy(self.policy)  # KL anchor: the base model until reincarnation
         self.prev_model = _frozen_copy(self.policy)  # precedent policy pi_{t-1}
-        self.engine = make_rollout_engine(config.rollout, self.policy, self.tokenizer)
+        self.engine = make_rollout_engine(
+            config.rollout, self.policy, self.tokenizer, config.data.max_prompt_tokens
+        )
         self.train_examples, self.eval_examples = load_train_eval(config)
         template = config.data.prompt_template
         self.eval_sets = [EvalSet.from_examples("", self.eval_examples, template)] + [
             EvalSet.from_examples(name, examples, template) for name, examples in load_extra_eval_sets(config)
         ]
         self.eval_engine = make_rollout_engine(
-            config.rollout.model_copy(update={"temperature": config.eval_temperature}), self.policy, self.tokenizer
+            config.rollout.model_copy(update={"temperature": config.eval_temperature}),
+            self.policy,
+            self.tokenizer,
+            config.data.max_prompt_tokens,
         )
         self.sampler = PromptSampler(len(self.train_examples), config.seed)
         self.buffer = ReplayBuffer(self.alg.history_window, self.tokenizer.pad_token_id)
