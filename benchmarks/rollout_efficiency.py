@@ -66,7 +66,7 @@ def job_config(
             "rollout": {
                 "prompts_per_step": args.prompts,
                 "group_size": args.group_size,
-                "max_new_tokens": 10,
+                "max_new_tokens": 16,
             },
             "algorithm": {
                 "name": algorithm,

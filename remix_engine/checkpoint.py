@@ -22,6 +22,44 @@ import torch
 SCHEMA_VERSION = 1
 STATE_DIR = "trainer_state"
 _PREFIX = "step-"
+_DISK_FULL_MARKERS = ("No space left", "StorageFull", "ENOSPC", "Disk quota exceeded")
+_NEARLY_FULL_BYTES = 1024 * 1024
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (full disk, quota, I/O error); earlier ones are intact."""
+
+    def __init__(self, message: str, errno: int | None = None) -> None:
+        super().__init__(message)  # one argument: str() is the message itself
+        self.errno = errno
+
+
+def _free_bytes(root: Path) -> int | None:
+    try:
+        return shutil.disk_usage(root).free
+    except OSError:
+        return None
+
+
+def _write_failure(error: BaseException, root: Path, step: int, free_at_failure: int | None) -> CheckpointWriteError:
+    # Writers report a full disk differently (OSError errno 28, safetensors' "StorageFull", torch's
+    # "unexpected pos"), so a failure while the filesystem is (nearly) full is called what it is.
+    first_line = str(error).splitlines()[0] if str(error) else ""
+    if isinstance(error, OSError) and error.errno is not None:
+        cause = os.strerror(error.errno)
+    elif (free_at_failure is not None and free_at_failure < _NEARLY_FULL_BYTES) or any(
+        marker in str(error) for marker in _DISK_FULL_MARKERS
+    ):
+        cause = os.strerror(28)  # "No space left on device"
+    else:
+        cause = f"{type(error).__name__}: {first_line}".rstrip(": ")
+    free = "free space unknown" if free_at_failure is None else f"{free_at_failure} bytes free at the failure"
+    previous = latest_checkpoint(root)
+    kept = f"the previous checkpoint {previous.name} is intact" if previous else "no earlier checkpoint exists"
+    return CheckpointWriteError(
+        f"could not write checkpoint {checkpoint_name(step)} under {root}: {cause} ({free}); {kept}",
+        errno=error.errno if isinstance(error, OSError) else None,
+    )
 
 
 def checkpoint_name(step: int) -> str:
@@ -54,8 +92,11 @@ def save_checkpoint(
             os.replace(final, stale)
             shutil.rmtree(stale, ignore_errors=True)
         os.replace(tmp, final)
-    except BaseException:
+    except BaseException as error:
+        free_at_failure = _free_bytes(root)  # measured before the partial folder is removed
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(error, Exception) and not isinstance(error, CheckpointWriteError):
+            raise _write_failure(error, root, step, free_at_failure) from error
         raise
     return final
 

@@ -79,18 +79,24 @@ def train(
     device: Annotated[str, typer.Option(help="torch device, e.g. cpu or cuda.")] = "cpu",
 ) -> None:
     """Train one job locally."""
+    from remix_engine.distributed import shutdown
     from remix_engine.trainer import Trainer
 
     cfg = read_config(config)
-    trainer = Trainer(cfg, output, device=device)
+    trainer = Trainer(cfg, output, device=device)  # under torchrun: one of WORLD_SIZE processes
     if resume and (latest := Trainer.latest_checkpoint(output)) is not None:
         trainer.resume(latest)
+    if not trainer.dist.is_main:  # only the main process logs, checkpoints and evaluates
+        trainer.train()
+        shutdown()
+        return
     logger = JsonlLogger(output, cfg.total_steps, trainer.step)
     trainer.callbacks = logger
     try:
         result = trainer.train()
     finally:
         logger.close()
+    shutdown()
     typer.echo(
         f"done: step {result.final_step}, greedy accuracy "
         f"{result.eval_before.get('accuracy', float('nan')):.3f} -> {result.eval_after.get('accuracy', float('nan')):.3f}, "

@@ -10,6 +10,9 @@ T=50, clip 0.2, beta=0.001, k3 KL, entropy bonus 0.001, token-mean aggregation.
 
 from __future__ import annotations
 
+import ast
+import math
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -17,7 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 Algorithm = Literal["remix-grpo", "remix-ppo", "grpo", "ppo"]
 KLEstimator = Literal["k1", "k2", "k3"]
 LossAggregation = Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum"]
-RewardName = Literal["math_verify", "exact_match", "regex", "format"]
+RewardName = Literal["math_verify", "exact_match", "regex", "format", "python"]
+# The "python" reward (remix_engine/sandbox.py): user code and the limits a job may set for it.
+PYTHON_REWARD_KWARGS = {"code", "timeout_s", "memory_mb"}
+PYTHON_REWARD_MAX_CODE_CHARS = 64 * 1024
 
 TINY_MODEL_ID = "builtin:tiny-arith"
 TOY_DATASET_ID = "builtin:addition"
@@ -95,7 +101,54 @@ class RewardSpec(_Strict):
 
     name: RewardName = Field(description="Registry key of the reward function.")
     weight: float = Field(1.0, description="Weight in the weighted sum of rewards.")
-    kwargs: dict[str, Any] = Field(default_factory=dict, description="Extra keyword arguments, e.g. {'pattern': ...}.")
+    kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description=(
+            "Extra keyword arguments, e.g. {'pattern': ...}. The 'python' reward takes 'code' defining "
+            "`def reward(completion: str, answer: str) -> float` (run sandboxed: no network, CPU, memory "
+            "and wall-clock limits), and optionally 'timeout_s' (<= 10) and 'memory_mb' (64..2048)."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _python_reward_kwargs(self) -> RewardSpec:
+        if self.name == "python":
+            _check_python_reward(self.kwargs)
+        return self
+
+
+def _check_python_reward(kwargs: dict[str, Any]) -> None:
+    """The 'python' reward needs source code defining reward(completion, answer); limits are bounded."""
+    unknown = set(kwargs) - PYTHON_REWARD_KWARGS
+    if unknown:
+        raise ValueError(f"python reward: unknown kwargs {sorted(unknown)}; allowed: {sorted(PYTHON_REWARD_KWARGS)}")
+    code = kwargs.get("code")
+    if not isinstance(code, str) or not code.strip():
+        raise ValueError("python reward needs kwargs.code: source defining def reward(completion, answer)")
+    if len(code) > PYTHON_REWARD_MAX_CODE_CHARS:
+        raise ValueError(f"python reward: code longer than {PYTHON_REWARD_MAX_CODE_CHARS} characters")
+    try:
+        module = ast.parse(code)
+    except SyntaxError as error:
+        raise ValueError(f"python reward: code does not parse: {error.msg} (line {error.lineno})") from None
+    functions = [n for n in module.body if isinstance(n, ast.FunctionDef) and n.name == "reward"]
+    if not functions:
+        raise ValueError("python reward: code must define a top-level def reward(completion, answer)")
+    args = functions[-1].args
+    positional = [*args.posonlyargs, *args.args]
+    required = len(positional) - len(args.defaults)
+    if not (required <= 2 <= len(positional) or (required <= 2 and args.vararg)) or args.kwonlyargs and any(
+        d is None for d in args.kw_defaults
+    ):
+        raise ValueError("python reward: reward must take exactly (completion, answer)")
+    timeout = kwargs.get("timeout_s", 2.0)
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= 10:
+        raise ValueError("python reward: timeout_s must be a number in (0, 10]")
+    if not math.isfinite(timeout):
+        raise ValueError("python reward: timeout_s must be finite")
+    memory = kwargs.get("memory_mb", 512)
+    if isinstance(memory, bool) or not isinstance(memory, int) or not 64 <= memory <= 2048:
+        raise ValueError("python reward: memory_mb must be an integer in [64, 2048]")
 
 
 class RewardConfig(_Strict):
@@ -134,6 +187,12 @@ class AlgorithmConfig(_Strict):
     ppo_epochs: int = Field(1, ge=1, le=100, description="Optimisation passes per batch in the on-policy phase.")
     minibatch_size: int = Field(
         512, ge=1, description="Responses per optimizer step; a batch is split into minibatches of this size."
+    )
+    log_inactive_kl: bool = Field(
+        True,
+        description="Also compute a KL-Convex term whose weight is 0 (the precedent while lambda == 1, "
+        "both when kl_coef == 0) so kl_ref and kl_prev are reported every step; false saves one "
+        "no-grad forward pass over the batch per inactive term.",
     )
     reset_optimizer_on_reincarnation: bool = Field(
         True, description="Start a fresh Adam state at reincarnation (the relaunch reading of the paper)."
@@ -189,6 +248,53 @@ class EvalSetSpec(_Strict):
     size: int = Field(500, ge=1, description="At most this many prompts are evaluated.")
 
 
+# Module names LoRA may target: attribute names only, never import paths or code.
+_MODULE_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+class LoraConfig(_Strict):
+    """Low-rank adapters (peft) on the policy: only the adapter weights are trained.
+
+    Not peft's class of the same name: this is the job's validated description of it.
+    Checkpoints hold the merged full weights (a plain transformers folder) plus the adapter
+    in an `adapter/` subfolder. The learner runs in eval mode so that log-probs are exact,
+    so `dropout` only matters to someone who keeps training the saved adapter elsewhere.
+    """
+
+    enabled: bool = Field(False, description="Train LoRA adapters instead of all weights.")
+    r: int = Field(16, ge=1, le=1024, description="Adapter rank.")
+    alpha: float = Field(32.0, gt=0.0, le=1e6, description="Adapter updates are scaled by alpha / r.")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Adapter input dropout (off in eval mode).")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
+        min_length=1,
+        max_length=64,
+        description="Names of the linear layers that get adapters (e.g. q_proj, v_proj, gate_proj).",
+    )
+
+    @field_validator("target_modules")
+    @classmethod
+    def _plain_module_names(cls, value: list[str]) -> list[str]:
+        bad = [name for name in value if not re.fullmatch(_MODULE_NAME, name)]
+        if bad:
+            raise ValueError(f"lora.target_modules must be plain module names like 'q_proj'; got {bad}")
+        if len(set(value)) != len(value):
+            raise ValueError("lora.target_modules lists a module twice")
+        return value
+
+
+class DistributedConfig(_Strict):
+    """How one job uses several processes (launched by torchrun); ignored by a single process."""
+
+    strategy: Literal["ddp", "fsdp"] = Field(
+        "ddp",
+        description=(
+            "'ddp': every process holds the whole model, gradients are averaged. "
+            "'fsdp': parameters, gradients and optimizer state are sharded (CUDA only)."
+        ),
+    )
+
+
 class TrainConfig(_Strict):
     """A whole finetuning job: model, data, rollout, reward, algorithm, optimiser and schedule."""
 
@@ -198,6 +304,8 @@ class TrainConfig(_Strict):
     reward: RewardConfig = Field(default_factory=RewardConfig)
     algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig)
     total_steps: int = Field(100, ge=1, le=1_000_000, description="Training steps (one rollout batch each).")
     seed: int = Field(0, ge=0, description="Seeds model init, data order and every sampled response.")
     eval_every: int = Field(0, ge=0, description="Evaluate greedy Pass@1 every K steps; 0: only at start and end.")

@@ -194,8 +194,8 @@ def kl_convex_loss(
 
     ref is pi_base (pi_T after reincarnation), prev the precedent policy pi_{k-1}. A term whose
     weight is exactly 0 is skipped, and its log-probs may then be None (saves a forward pass,
-    e.g. prev while lambda == 1; its metric is then 0.0). Metrics kl_ref / kl_prev are the
-    unweighted aggregated KLs, kl_loss the returned loss.
+    e.g. prev while lambda == 1; its metric is then absent, not a made-up 0). Metrics kl_ref /
+    kl_prev are the unweighted aggregated KLs, kl_loss the returned loss.
     """
     if not 0.0 <= lam <= 1.0:
         raise ValueError(f"KL-Convex lambda must be in [0, 1], got {lam}")
@@ -207,7 +207,6 @@ def kl_convex_loss(
         if anchor is None:
             if weight != 0.0:
                 raise ValueError(f"{name}: log-probs are required when its weight is {weight}")
-            metrics[name] = 0.0
             continue
         kl = kl_estimate(logp, _valid(anchor.detach(), mask), kind)  # (B, Lr)
         metrics[name] = float(agg_loss(kl.detach(), mask, agg))

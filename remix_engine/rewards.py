@@ -31,10 +31,12 @@ from typing import Any
 
 from remix_engine.config import RewardSpec
 from remix_engine.registry import Registry
+from remix_engine.sandbox import python_reward
 
 RewardFn = Callable[..., list[float | None]]
 
 REWARDS: Registry[RewardFn] = Registry("reward")
+ERRORS_SUFFIX = "/errors"
 
 # Longer strings skip the symbolic check (only the string fast path applies): sympy work on
 # arbitrary model output is unbounded and we run without math-verify's signal timeouts.
@@ -246,7 +248,8 @@ def compose_rewards(
 
     Returns ``(total, per_fn)``: ``per_fn`` maps each reward name (``name#2`` for a repeat) to its
     unweighted scores, in the order of ``specs`` (the first one defines accuracy). ``None``
-    (not applicable) counts as 0.0 both in ``per_fn`` and in the sum.
+    (not applicable) counts as 0.0 both in ``per_fn`` and in the sum. A reward that reports
+    per-sample errors (the sandboxed ``python`` reward) adds ``<name>/errors`` flags (1.0 = failed).
     """
     _check_lengths(completions, answers)
     total = [0.0] * len(completions)
@@ -258,6 +261,19 @@ def compose_rewards(
                 f"reward {spec.name!r} returned {len(raw)} scores for {len(completions)} completions"
             )
         scores = [0.0 if score is None else float(score) for score in raw]
-        per_fn[_unique_key(spec.name, per_fn)] = scores
+        key = _unique_key(spec.name, per_fn)
+        per_fn[key] = scores
+        errors = getattr(raw, "errors", None)  # sandboxed rewards report per-sample failures
+        if errors is not None:
+            per_fn[f"{key}{ERRORS_SUFFIX}"] = [float(error is not None) for error in errors]
         total = [acc + spec.weight * score for acc, score in zip(total, scores, strict=True)]
     return total, per_fn
+
+
+def count_reward_errors(per_fn: dict[str, list[float]]) -> int:
+    """Samples whose sandboxed reward failed (the ``<name>/errors`` entries of ``compose_rewards``)."""
+    return int(sum(sum(flags) for key, flags in per_fn.items() if key.endswith(ERRORS_SUFFIX)))
+
+
+# User code as a reward: runs in a separate, locked-down process (remix_engine/sandbox.py).
+REWARDS.register("python")(python_reward)

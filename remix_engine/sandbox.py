@@ -6,9 +6,10 @@ A job may define its own verifier as Python source in the reward kwargs::
 
 `python_reward` starts a child interpreter (`remix_engine/sandbox_child.py`) that has no network
 (an empty network namespace where the kernel allows it, and always an audit hook refusing sockets,
-subprocesses and ctypes), a CPU-time limit per sample (RLIMIT_CPU), an address-space limit
-(RLIMIT_AS), a clean environment, an empty working directory and, when started as root, an
-unprivileged uid. The parent enforces a wall-clock limit per sample. A sample whose call raises,
+subprocesses, ctypes and setrlimit), a CPU-time budget (RLIMIT_CPU: timeout_s per sample it runs),
+an address-space limit (RLIMIT_AS, memory_mb), a clean environment, an empty working directory and,
+when started as root with a world-readable Python, an unprivileged uid. The parent enforces a
+wall-clock limit (timeout_s) per sample. `RewardScores.isolation` says which mechanisms applied. A sample whose call raises,
 hangs, exhausts its memory or CPU, or kills the process (os._exit, a crash) scores None and gets an
 error message; the child is restarted for the remaining samples, so only that sample fails.
 Errors are returned on the scores list (`RewardScores.errors`) and counted in the step metric
@@ -47,9 +48,10 @@ STARTUP_GRACE_S = 15.0  # interpreter start and loading the code, before the fir
 class RewardScores(list):  # type: ignore[type-arg]
     """Scores (float or None) with one error message (or None) per sample."""
 
-    def __init__(self, scores: list[float | None], errors: list[str | None]) -> None:
+    def __init__(self, scores: list[float | None], errors: list[str | None], isolation: str = "") -> None:
         super().__init__(scores)
         self.errors = errors
+        self.isolation = isolation  # how the child was locked down, as it reported it
 
     @property
     def error_count(self) -> int:
@@ -84,10 +86,12 @@ def python_reward(
     scores: list[float | None] = [None] * len(completions)
     errors: list[str | None] = [None] * len(completions)
     pending = list(range(len(completions)))
+    isolation: list[str] = []
     while pending:
-        done = _run_child(code, [(i, completions[i], answers[i]) for i in pending], limits, scores, errors)
+        samples = [(i, completions[i], answers[i]) for i in pending]
+        done = _run_child(code, samples, limits, scores, errors, isolation)
         pending = [i for i in pending if i not in done]
-    result = RewardScores(scores, errors)
+    result = RewardScores(scores, errors, isolation[0] if isolation else "")
     if result.error_count:
         first = next(e for e in errors if e is not None)
         log.warning("python reward: %d of %d samples failed; first: %s", result.error_count, len(errors), first)
@@ -121,8 +125,8 @@ def _kill(child: subprocess.Popen[bytes]) -> None:
 
 def _death_reason(child: subprocess.Popen[bytes], limits: Limits) -> str:
     code = child.wait()
-    if code == -signal.SIGXCPU or code == -signal.SIGKILL:
-        return f"killed: CPU time limit of {limits.timeout_s:g}s exceeded"
+    if code in (-signal.SIGXCPU, -signal.SIGKILL):
+        return f"killed: CPU time ({limits.timeout_s:g}s per sample) or memory ({limits.memory_mb} MiB) limit exceeded"
     if code < 0:
         return f"the reward process crashed ({signal.Signals(-code).name})"
     return f"the reward process exited with code {code} before returning a score"
@@ -134,6 +138,7 @@ def _run_child(
     limits: Limits,
     scores: list[float | None],
     errors: list[str | None],
+    isolation: list[str],
 ) -> set[int]:
     """Score `samples` in one child until it finishes or dies; returns the indices settled."""
     done: set[int] = set()
@@ -143,7 +148,8 @@ def _run_child(
         request = {
             "code": code,
             "samples": [[i, [c, a]] for i, c, a in samples],
-            "cpu_seconds": limits.timeout_s,
+            # CPU budget of the whole child; each sample also has its own wall-clock limit below.
+            "cpu_seconds": int(limits.timeout_s * len(samples) + 1),
             "memory_bytes": limits.memory_mb * 1024 * 1024,
             "drop_to_uid": NOBODY_UID,
         }
@@ -159,7 +165,7 @@ def _run_child(
             for index, _c, _a in samples:
                 line = reader.next_line(deadline)
                 while line is not None and "isolation" in line:  # the child's start-up report
-                    log.debug("reward sandbox isolation: %s", line["isolation"])
+                    isolation.append(str(line["isolation"]))
                     line = reader.next_line(deadline)
                 if line is None:
                     if reader.eof:
@@ -168,7 +174,9 @@ def _run_child(
                         errors[index] = f"killed: wall-clock limit of {limits.timeout_s:g}s exceeded"
                     done.add(index)
                     return done
-                if "score" in line:
+                if line.get("i") != index:
+                    errors[index] = "the reward process wrote a malformed result"
+                elif "score" in line:
                     scores[index] = float(line["score"])
                 else:
                     errors[index] = str(line.get("error", "unknown error"))[:500]

@@ -2,7 +2,8 @@
 by the engine. Uses only the standard library.
 
 It reads one JSON request from stdin ({"code", "samples", "cpu_seconds", "memory_bytes",
-"drop_to_uid"}), cuts itself off the network, applies resource limits, then calls the user's
+"drop_to_uid"}), cuts itself off the network, applies resource limits (address space, and a CPU
+budget for all its samples; the parent enforces the per-sample wall clock), then calls the user's
 `reward(completion, answer)` once per sample and writes one JSON line per sample to the results
 descriptor: {"i": index, "score": float} or {"i": index, "error": "..."}. An exception fails only
 its sample; anything that kills the process (CPU limit, os._exit, a crash) is reported by the parent.
@@ -12,7 +13,8 @@ Network isolation, strongest first:
     else `unshare(CLONE_NEWUSER | CLONE_NEWNET)` where unprivileged user namespaces are allowed;
   - always, in addition, an audit hook (PEP 578) that refuses socket creation/connection, process
     spawning and ctypes, so the namespace cannot be escaped by a child process or foreign code.
-As root the child also drops to an unprivileged uid, so the limits below cannot be raised again.
+As root the child also drops to an unprivileged uid when the Python installation is readable by it;
+either way the audit hook refuses setrlimit/prlimit, so the limits cannot be raised again.
 """
 
 from __future__ import annotations
@@ -27,7 +29,16 @@ import traceback
 
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWNET = 0x40000000
-_BLOCKED_PREFIXES = ("socket.", "ctypes.", "subprocess.", "os.exec", "os.posix_spawn", "os.spawn")
+_BLOCKED_PREFIXES = (
+    "socket.",
+    "ctypes.",
+    "subprocess.",
+    "os.exec",
+    "os.posix_spawn",
+    "os.spawn",
+    "resource.setrlimit",  # the limits are final once the user code runs
+    "resource.prlimit",
+)
 _BLOCKED_EVENTS = {"os.fork", "os.forkpty", "os.system", "os.startfile", "pty.spawn"}
 
 
@@ -50,27 +61,40 @@ def _audit(event: str, _args: tuple[object, ...]) -> None:
         raise PermissionError(f"{event} is not allowed in a reward function")
 
 
-def drop_privileges(uid: int) -> None:
-    if os.geteuid() == 0:
-        os.setgroups([])
-        os.setgid(uid)
-        os.setuid(uid)
+def _readable_by_others(path: str) -> bool:
+    """Whether an unprivileged uid can reach and read `path` (every parent directory searchable)."""
+    current = os.path.realpath(path)
+    while True:
+        mode = os.stat(current).st_mode
+        if not mode & 0o001 or (current == os.path.realpath(path) and not mode & 0o004):
+            return False
+        parent = os.path.dirname(current)
+        if parent == current:
+            return True
+        current = parent
 
 
-def limit_resources(memory_bytes: int) -> None:
+def drop_privileges(uid: int) -> str:
+    """As root, become `uid` so limits and files are out of reach, if Python stays importable then."""
+    if os.geteuid() != 0:
+        return f"uid {os.geteuid()}"
+    paths = {os.path.dirname(os.__file__), *(p for p in sys.path if p.endswith("site-packages"))}
+    if not all(_readable_by_others(p) for p in paths):
+        return "uid 0 (the Python installation is private to root)"
+    os.setgroups([])
+    os.setgid(uid)
+    os.setuid(uid)
+    return f"uid {uid}"
+
+
+def limit_resources(memory_bytes: int, cpu_seconds: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+    # The CPU budget of the whole child (every sample it will run); SIGXCPU, then SIGKILL 1 s later.
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    soft = int(math.ceil(used.ru_utime + used.ru_stime + cpu_seconds))
+    resource.setrlimit(resource.RLIMIT_CPU, (soft, soft + 1))
     resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))  # no large files
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-
-
-def cpu_budget(seconds: float) -> None:
-    """SIGXCPU (fatal) after `seconds` more CPU time; the hard limit one second later is SIGKILL."""
-    used = resource.getrusage(resource.RUSAGE_SELF)
-    now = used.ru_utime + used.ru_stime
-    soft = int(math.ceil(now + seconds))
-    _soft, hard = resource.getrlimit(resource.RLIMIT_CPU)
-    wanted_hard = soft + 1 if hard == resource.RLIM_INFINITY else min(hard, soft + 1)
-    resource.setrlimit(resource.RLIMIT_CPU, (min(soft, wanted_hard), wanted_hard))
 
 
 def _score(value: object) -> float:
@@ -99,10 +123,10 @@ def main() -> None:
     os.dup2(devnull, 1)
     sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
 
-    mechanism = isolate_network()
-    drop_privileges(int(request["drop_to_uid"]))
-    limit_resources(int(request["memory_bytes"]))
-    results.write(json.dumps({"isolation": mechanism}) + "\n")
+    network = isolate_network()
+    identity = drop_privileges(int(request["drop_to_uid"]))
+    limit_resources(int(request["memory_bytes"]), int(request["cpu_seconds"]))
+    results.write(json.dumps({"isolation": f"{network}, {identity}, audit hook"}) + "\n")
     sys.addaudithook(_audit)  # permanent: nothing can remove it
 
     namespace: dict[str, object] = {"__name__": "reward_module"}
@@ -117,7 +141,6 @@ def main() -> None:
             results.write(json.dumps({"i": index, "error": message}) + "\n")
         return
     for index, (completion, answer) in request["samples"]:
-        cpu_budget(float(request["cpu_seconds"]))
         try:
             line = {"i": index, "score": _score(reward(completion, answer))}
         except BaseException as error:  # noqa: BLE001 - one sample's failure is reported, not fatal

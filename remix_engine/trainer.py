@@ -33,14 +33,23 @@ from remix_engine.batch import RolloutBatch
 from remix_engine.behavior import keyword_rates
 from remix_engine.config import TrainConfig
 from remix_engine.critic import ValueModel
+from remix_engine.distributed import (
+    RowMap,
+    check_shardable,
+    init_from_env,
+    local_minibatch,
+    wrap_for_training,
+)
 from remix_engine.evaluation import EvalSet, evaluate_sets
-from remix_engine.splits import load_extra_eval_sets, load_train_eval
+from remix_engine.lora import ADAPTER_DIR, AdapterSnapshot, LoraPolicy, MergedExport
 from remix_engine.losses import POLICY_LOSSES, entropy_bonus, kl_convex_loss, value_loss
 from remix_engine.modeling import load_policy, sequence_logprobs
+from remix_engine.preflight import check_fits, load_model_config
 from remix_engine.replay import ReplayBuffer
-from remix_engine.rewards import compose_rewards
+from remix_engine.rewards import compose_rewards, count_reward_errors
 from remix_engine.rollout import HFRolloutEngine, RolloutEngine
 from remix_engine.sampling import PromptSampler, response_seed
+from remix_engine.splits import load_extra_eval_sets, load_train_eval
 
 log = logging.getLogger(__name__)
 Metrics = dict[str, float | int | str]
@@ -65,6 +74,9 @@ class NullCallbacks:
 
     def should_stop(self) -> bool:
         return False
+
+
+_SILENT = NullCallbacks()  # what the non-main processes of a distributed job report to
 
 
 @dataclass
@@ -103,14 +115,21 @@ class Trainer:
         self.cfg = config
         self.alg = config.algorithm
         self.output_dir = Path(output_dir)
-        self.callbacks: TrainerCallbacks = callbacks or NullCallbacks()
-        self.device = torch.device(device)
+        # Under torchrun (WORLD_SIZE > 1) this process trains its shard of every step's batch.
+        self.dist, self.device = init_from_env(torch.device(device), config.distributed.strategy)
+        self.callbacks = callbacks  # type: ignore[assignment]
         random.seed(config.seed)
         torch.manual_seed(config.seed)
+        if self.device.type == "cuda":  # refuse a job that cannot fit before loading any weights
+            free, _ = torch.cuda.mem_get_info(self.device)
+            need = check_fits(config, free, load_model_config(config.model), world_size=self.dist.world_size)
+            log.info("memory pre-flight: about %.2f GiB of %.2f GiB free", need.total / 2**30, free / 2**30)
 
         self.policy, self.tokenizer = load_policy(config.model, self.device)
-        self.ref_model = _frozen_copy(self.policy)  # KL anchor: the base model until reincarnation
-        self.prev_model = _frozen_copy(self.policy)  # precedent policy pi_{t-1}
+        # With LoRA the policy object gains adapters in place and only they are trained.
+        self.lora = LoraPolicy(self.policy, config.lora) if config.lora.enabled else None
+        self.ref_model = self._policy_copy(base=True)  # KL anchor: the base model until reincarnation
+        self.prev_model = self._policy_copy(base=False)  # precedent policy pi_{t-1}
         self.engine = make_rollout_engine(
             config.rollout, self.policy, self.tokenizer, config.data.max_prompt_tokens
         )
@@ -128,12 +147,18 @@ class Trainer:
         self.sampler = PromptSampler(len(self.train_examples), config.seed)
         self.buffer = ReplayBuffer(self.alg.history_window, self.tokenizer.pad_token_id)
         self.generator = torch.Generator().manual_seed(config.seed)  # minibatch order, replay draws
-        self.optimizer = self._make_optimizer(self.policy.parameters(), config.optim.lr)
+        self.optimizer = self._make_optimizer(self._trainable(self.policy), config.optim.lr)
         self.critic: ValueModel | None = None
         self.critic_optimizer: torch.optim.Optimizer | None = None
         if self.alg.advantage_estimator == "gae":
             self.critic = ValueModel(self.policy).to(self.device)
-            self.critic_optimizer = self._make_optimizer(self.critic.parameters(), config.optim.critic_lr)
+            self.critic_optimizer = self._make_optimizer(self._trainable(self.critic), config.optim.critic_lr)
+        check_shardable(config, self.dist.world_size)
+        # What the learner differentiates through: DDP wrappers across processes, the modules otherwise.
+        self.train_policy = wrap_for_training(self.policy, self.dist, causal_lm=True)
+        self.train_critic = (
+            None if self.critic is None else wrap_for_training(self.critic, self.dist, causal_lm=False)
+        )
 
         self.step = 0
         self.fresh_rollouts = 0
@@ -141,31 +166,56 @@ class Trainer:
         self.eval_before: dict[str, float] = {}
         self._latest_eval: dict[str, float] = {}
 
+    @property
+    def callbacks(self) -> TrainerCallbacks:
+        """Only the main process reports; the other ranks of a distributed job stay silent."""
+        return self._callbacks if self.dist.is_main else _SILENT
+
+    @callbacks.setter
+    def callbacks(self, value: TrainerCallbacks | None) -> None:
+        self._callbacks = value or NullCallbacks()
+
+    def _policy_copy(self, *, base: bool) -> torch.nn.Module:
+        if self.lora is None:
+            return _frozen_copy(self.policy)
+        return AdapterSnapshot(self.lora, None if base else self.lora.adapter_state())
+
+    def _policy_state(self) -> dict[str, torch.Tensor]:
+        """A copy of the trained weights: the whole model, or only the adapters with LoRA."""
+        if self.lora is not None:
+            return self.lora.adapter_state()
+        return {k: v.detach().clone() for k, v in self.policy.state_dict().items()}
+
+    @staticmethod
+    def _trainable(module: torch.nn.Module) -> list[torch.nn.Parameter]:
+        return [p for p in module.parameters() if p.requires_grad]
+
     def _make_optimizer(self, params: Any, lr: float) -> torch.optim.Optimizer:
         o = self.cfg.optim
         return torch.optim.AdamW(params, lr=lr, betas=o.betas, weight_decay=o.weight_decay)
 
     # ------------------------------------------------------------------ loop
     def train(self) -> TrainResult:
-        if self.step == 0 and not self.eval_before:
+        if self.step == 0 and not self.eval_before and self.dist.is_main:
             self.eval_before = self.evaluate()
             self.callbacks.on_event("evaluation", 0, self._eval_message(self.eval_before), self.eval_before)
         stopped = False
         last: Path | None = None
         while self.step < self.cfg.total_steps:
-            if self.callbacks.should_stop():
+            if self.dist.main_decides(self.callbacks.should_stop()):
                 stopped = True
                 break
             metrics = self.train_step()
             is_last = self.step == self.cfg.total_steps
-            if is_last or (self.cfg.eval_every and self.step % self.cfg.eval_every == 0):
+            evaluate_now = is_last or (self.cfg.eval_every and self.step % self.cfg.eval_every == 0)
+            if evaluate_now and self.dist.is_main:
                 result = self.evaluate()
                 metrics.update({f"eval_{k}": v for k, v in result.items()})
                 self.callbacks.on_event("evaluation", self.step, self._eval_message(result), result)
             self.callbacks.on_step(self.step, metrics)
             if is_last or self.step % self.cfg.checkpoint_every == 0:
                 last = self.save_checkpoint(metrics)
-        eval_after = {} if stopped else (self._latest_eval or self.evaluate())
+        eval_after = {} if stopped or not self.dist.is_main else (self._latest_eval or self.evaluate())
         return TrainResult(self.step, stopped, self.eval_before, eval_after, last)
 
     @staticmethod
@@ -173,6 +223,8 @@ class Trainer:
         return f"greedy accuracy {result['accuracy']:.3f} on {int(result['num_prompts'])} held-out prompts"
 
     def evaluate(self) -> dict[str, float]:
+        if not self.dist.is_main:  # the weights are the same everywhere: the main process evaluates
+            return {}
         result = evaluate_sets(
             self.eval_engine,
             self.eval_sets,
@@ -199,55 +251,67 @@ class Trainer:
         prompts_per_step = self.cfg.rollout.prompts_per_step
         wanted_replay = round(self.alg.off_policy_fraction * prompts_per_step) if mix else 0
         n_replay = min(wanted_replay, self.buffer.num_groups)
-        fresh = self._rollout(t, prompts_per_step - n_replay)
+        num_fresh = prompts_per_step - n_replay
+        fresh = self._rollout(t, num_fresh)  # this process's share of the fresh groups
         rollout_s = time.perf_counter() - started
 
         learner_started = time.perf_counter()
-        self._prepare_fresh(fresh)
-        replay = self.buffer.sample(n_replay, self.generator)
-        parts = [fresh] if replay is None else [fresh, replay.to(self.device)]
-        batch = RolloutBatch.concat(parts, self.tokenizer.pad_token_id)
-        self._attach_reference_logprobs(batch)
-        snapshot = {k: v.detach().clone() for k, v in self.policy.state_dict().items()}  # pi_t
+        fresh_all = self._prepare_fresh(fresh)  # the whole step's fresh batch, scored
+        replay_all = self.buffer.sample(n_replay, self.generator)
+        replay, replay_rows = self.dist.own_groups(replay_all)
+        lam = self.alg.lambda_at(t)
+        batch = self._attach_reference_logprobs(fresh, None if replay is None else replay.to(self.device), lam)
+        first_fresh_row = self.dist.shard_range(num_fresh)[0] * self.cfg.rollout.group_size
+        rows = RowMap(
+            torch.cat([first_fresh_row + torch.arange(len(fresh)), len(fresh_all) + replay_rows]),
+            len(fresh_all) + (0 if replay_all is None else len(replay_all)),
+        )
+        snapshot = self._policy_state()  # pi_t
         epochs = self.alg.ppo_epochs * (self.alg.utd_ratio if mix else 1)
-        update_metrics = self._update(batch, self.alg.lambda_at(t), epochs)
+        update_metrics = self._update(batch, lam, epochs, rows)
         self.prev_model.load_state_dict(snapshot)
         self.engine.sync_weights(self.policy)
         if mix:
-            self.buffer.add(t, fresh)
-        self.fresh_rollouts += len(fresh)
+            self.buffer.add(t, fresh_all)
+        self.fresh_rollouts += len(fresh_all)
         self.step = t
         learner_s = time.perf_counter() - learner_started
 
-        metrics = self._step_metrics(t, mix, fresh, replay, update_metrics)
+        metrics = self._step_metrics(t, mix, fresh_all, replay_all, update_metrics)
+        learner_tokens = float(fresh_all.response_mask.sum()) + (
+            0.0 if replay_all is None else float(replay_all.response_mask.sum())
+        )
         metrics.update(
             rollout_s=rollout_s,
             learner_s=learner_s,
             step_s=time.perf_counter() - started,
-            gen_tokens_per_s=float(fresh.response_mask.sum()) / max(rollout_s, 1e-9),
-            learner_tokens_per_s=epochs * float(batch.response_mask.sum()) / max(learner_s, 1e-9),
+            gen_tokens_per_s=float(fresh_all.response_mask.sum()) / max(rollout_s, 1e-9),
+            learner_tokens_per_s=epochs * learner_tokens / max(learner_s, 1e-9),
         )
-        self._emit_samples(t, fresh)
+        self._emit_samples(t, fresh_all)
         if self.alg.effective_reincarnation_step == t:
             self.reincarnate()
         return metrics
 
     def _rollout(self, step: int, num_prompts: int) -> RolloutBatch:
-        indices = self.sampler.take(num_prompts)
-        examples = [self.train_examples[i] for i in indices]
+        indices = self.sampler.take(num_prompts)  # every process draws the same prompts
+        start, stop = self.dist.shard_range(num_prompts)  # and samples its own slots of them
+        examples = [self.train_examples[i] for i in indices[start:stop]]
         group = self.cfg.rollout.group_size
-        seeds = [response_seed(self.cfg.seed, step, i, j) for i in range(num_prompts) for j in range(group)]
+        seeds = [response_seed(self.cfg.seed, step, i, j) for i in range(start, stop) for j in range(group)]
         batch = self.engine.generate(
             [self._format(ex.prompt) for ex in examples],
             [ex.answer for ex in examples],
-            indices,
+            indices[start:stop],
             group_size=group,
             seeds=seeds,
             policy_version=step,
-            group_id_start=(step - 1) * self.cfg.rollout.prompts_per_step,
+            group_id_start=(step - 1) * self.cfg.rollout.prompts_per_step + start,
         )
         batch = batch.to(self.device)
         total, per_fn = compose_rewards(self.cfg.reward.functions, batch.completions, batch.answers)
+        # Failed sandboxed reward calls this step (all processes).
+        self._reward_errors = int(self.dist.all_sum(count_reward_errors(per_fn)))
         batch.rewards = torch.tensor(total, dtype=torch.float32, device=self.device)
         first = per_fn[self.cfg.reward.functions[0].name]
         batch.correct = torch.tensor([s > 0 for s in first], dtype=torch.bool, device=self.device)
@@ -265,22 +329,52 @@ class Trainer:
         return torch.cat(chunks, dim=0)
 
     @torch.no_grad()
-    def _prepare_fresh(self, fresh: RolloutBatch) -> None:
-        """Behaviour log-probs of fresh data are the learner's own, so ratios start at exactly 1."""
+    def _prepare_fresh(self, fresh: RolloutBatch) -> RolloutBatch:
+        """Behaviour log-probs of fresh data are the learner's own, so ratios start at exactly 1.
+
+        Returns the whole step's fresh batch: `fresh` itself, or all processes' shards gathered, on
+        which advantages are computed (whitening and metrics see the whole batch) before each
+        process takes back the rows of its shard.
+        """
         fresh.behavior_logp = self._logprobs(self.policy, fresh)
         if self.critic is not None:
             fresh.values = self.critic(fresh).detach()
             _, fresh.returns = gae_returns(
                 fresh.rewards, fresh.values, fresh.response_mask, self.alg.gae_gamma, self.alg.gae_lambda
             )
-        fresh.advantages, self._adv_metrics = ADVANTAGES.get(self.alg.advantage_estimator)(fresh, cfg=self.alg)
+        scored = self.dist.gather_batch(fresh, self.tokenizer.pad_token_id)
+        estimator = ADVANTAGES.get(self.alg.advantage_estimator)
+        scored.advantages, self._adv_metrics = estimator(scored, cfg=self.alg)
+        if scored is not fresh:
+            group = self.cfg.rollout.group_size
+            first = self.dist.shard_range(len(scored) // group)[0] * group
+            own = scored.advantages[first : first + len(fresh), : fresh.response_ids.shape[1]]
+            fresh.advantages = own.contiguous()
+        return scored
 
-    def _attach_reference_logprobs(self, batch: RolloutBatch) -> None:
-        batch.old_logp = self._logprobs(self.policy, batch)
-        batch.ref_logp = self._logprobs(self.ref_model, batch)
-        batch.prev_logp = self._logprobs(self.prev_model, batch)
+    def _attach_reference_logprobs(self, fresh: RolloutBatch, replay: RolloutBatch | None, lam: float) -> RolloutBatch:
+        """The step's batch with the log-probs its loss compares against.
 
-    def _update(self, batch: RolloutBatch, lam: float, epochs: int) -> dict[str, float]:
+        old_logp (pi_k, this step's starting policy) of fresh rows is their behaviour log-prob,
+        computed by the same model just before; only replayed rows need a pass. Anchor log-probs
+        are computed only for KL terms with a non-zero weight unless `log_inactive_kl` asks for
+        them all.
+        """
+        fresh.old_logp = fresh.behavior_logp
+        parts = [fresh]
+        if replay is not None:
+            replay.old_logp = self._logprobs(self.policy, replay)
+            parts.append(replay)
+        batch = RolloutBatch.concat(parts, self.tokenizer.pad_token_id)
+        coef, log_all = self.alg.kl_coef, self.alg.log_inactive_kl
+        batch.ref_logp = self._logprobs(self.ref_model, batch) if log_all or lam * coef != 0 else None
+        batch.prev_logp = self._logprobs(self.prev_model, batch) if log_all or (1 - lam) * coef != 0 else None
+        return batch
+
+    def _update(
+        self, batch: RolloutBatch, lam: float, epochs: int, rows: RowMap | None = None
+    ) -> dict[str, float]:
+        """Optimiser steps over minibatches of the step's batch; `rows` places this process's rows in it."""
         alg = self.alg
         loss_fn = POLICY_LOSSES.get("mix_ppg" if alg.uses_replay else "ppo_clip")
         sums: dict[str, float] = defaultdict(float)
@@ -291,12 +385,15 @@ class Trainer:
                 sums[key] += float(value)
                 counts[key] += 1
 
+        total = len(batch) if rows is None else rows.total
         for _ in range(epochs):
-            order = torch.randperm(len(batch), generator=self.generator)
-            for rows in order.split(alg.minibatch_size):
-                mb = batch.select(rows)
+            order = torch.randperm(total, generator=self.generator)
+            for global_rows in order.split(alg.minibatch_size):
+                mb, share = self._minibatch(batch, global_rows, rows)
                 mask = mb.response_mask
-                logp, entropy = sequence_logprobs(self.policy, mb, temperature=self.cfg.rollout.temperature)
+                logp, entropy = sequence_logprobs(
+                    self.train_policy, mb, temperature=self.cfg.rollout.temperature
+                )
                 pg, pg_m = loss_fn(
                     logp, mb.old_logp, mb.behavior_logp, mb.advantages, mask,
                     clip_eps=alg.clip_eps, agg=alg.loss_aggregation,
@@ -308,24 +405,37 @@ class Trainer:
                 )
                 loss = pg + ent + kl
                 self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                (loss if share == 1.0 else loss * share).backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.cfg.optim.grad_clip)
                 self.optimizer.step()
-                record({**pg_m, **ent_m, **kl_m, "loss": float(loss.detach()), "grad_norm": float(grad_norm)})
-                record(_replay_ratio_stats(logp.detach(), mb))
+                # This process's part of the minibatch loss; the parts add up over processes.
+                record({"loss": float(loss.detach()) * share / self.dist.world_size})
+                if share > 0 or not self.dist.enabled:  # a placeholder minibatch has nothing to report
+                    record({**pg_m, **ent_m, **kl_m, "grad_norm": float(grad_norm)})
+                    record(_replay_ratio_stats(logp.detach(), mb))
                 if self.critic is not None:
-                    record(self._critic_step(mb))
-        return {key: sums[key] / counts[key] for key in sums}
+                    critic_metrics = self._critic_step(mb, share)
+                    if share > 0 or not self.dist.enabled:
+                        record(critic_metrics)
+        return self.dist.combine_metrics({key: sums[key] / counts[key] for key in sums}, summed=("loss",))
 
-    def _critic_step(self, mb: RolloutBatch) -> dict[str, float]:
-        assert self.critic is not None and self.critic_optimizer is not None
-        values = self.critic(mb)
+    def _minibatch(
+        self, batch: RolloutBatch, global_rows: torch.Tensor, rows: RowMap | None
+    ) -> tuple[RolloutBatch, float]:
+        """This process's rows of a minibatch and the weight of its loss (1 for a single process)."""
+        if rows is None or not self.dist.enabled:
+            return batch.select(global_rows), 1.0
+        return local_minibatch(batch, rows.local_rows(global_rows), self.dist, self.alg.loss_aggregation)
+
+    def _critic_step(self, mb: RolloutBatch, share: float = 1.0) -> dict[str, float]:
+        assert self.critic is not None and self.critic_optimizer is not None and self.train_critic is not None
+        values = self.train_critic(mb)
         loss, metrics = value_loss(
             values, mb.values, mb.returns, mb.response_mask,
             clip=self.alg.value_clip, agg=self.alg.loss_aggregation,
         )
         self.critic_optimizer.zero_grad(set_to_none=True)
-        (self.alg.value_coef * loss).backward()
+        (self.alg.value_coef * loss * share).backward()
         torch.nn.utils.clip_grad_norm_(self.critic.parameters(), self.cfg.optim.grad_clip)
         self.critic_optimizer.step()
         return metrics
@@ -333,11 +443,11 @@ class Trainer:
     # ------------------------------------------------------------------ reincarnation
     def reincarnate(self) -> None:
         """Policy reincarnation: the KL anchor becomes the current policy; replay stops."""
-        self.ref_model.load_state_dict(self.policy.state_dict())
+        self.ref_model.load_state_dict(self._policy_state())
         dropped = len(self.buffer)
         self.buffer.clear()
         if self.alg.reset_optimizer_on_reincarnation:
-            self.optimizer = self._make_optimizer(self.policy.parameters(), self.cfg.optim.lr)
+            self.optimizer = self._make_optimizer(self._trainable(self.policy), self.cfg.optim.lr)
         self.reincarnated_at = self.step
         self.callbacks.on_event(
             "reincarnated",
@@ -359,6 +469,7 @@ class Trainer:
             "lambda": self.alg.lambda_at(step),
             "reward_mean": float(fresh.rewards.mean()),
             "reward_std": float(fresh.rewards.std()) if len(fresh) > 1 else 0.0,
+            "reward_errors": getattr(self, "_reward_errors", 0),
             "accuracy": float(fresh.correct.float().mean()),
             "response_length_fresh": float(lengths.mean()),
             "response_length_fresh_correct": _masked_mean(lengths, fresh.correct),
@@ -393,6 +504,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self, metrics: Metrics | None = None) -> Path:
+        if not self.dist.is_main:  # every process holds the same state; the main one writes it
+            return self.checkpoint_root / ckpt.checkpoint_name(self.step)
         state = {
             "step": self.step,
             "optimizer": self.optimizer.state_dict(),
@@ -411,7 +524,8 @@ class Trainer:
         metrics = metrics or {}
         score = metrics.get("eval_accuracy")
         meta = {"config": self.cfg.model_dump(mode="json"), "metrics": metrics, "eval_score": score}
-        path = ckpt.save_checkpoint(self.checkpoint_root, self.step, self.policy, self.tokenizer, state, meta)
+        exported = self.policy if self.lora is None else MergedExport(self.lora)  # LoRA: merged + adapter/
+        path = ckpt.save_checkpoint(self.checkpoint_root, self.step, exported, self.tokenizer, state, meta)
         self.callbacks.on_event(
             "checkpoint", self.step, f"checkpoint saved at step {self.step}", {"path": str(path), "eval_score": score}
         )
@@ -436,8 +550,11 @@ class Trainer:
     def resume(self, checkpoint_dir: Path) -> None:
         """Restore everything needed for the next step to be identical to an uninterrupted run."""
         state = ckpt.load_trainer_state(Path(checkpoint_dir))
-        saved = AutoModelForCausalLM.from_pretrained(checkpoint_dir, dtype=self.policy.dtype)
-        self.policy.load_state_dict(saved.state_dict())
+        if self.lora is not None:
+            self.lora.load_adapter_dir(Path(checkpoint_dir) / ADAPTER_DIR)
+        else:
+            saved = AutoModelForCausalLM.from_pretrained(checkpoint_dir, dtype=self.policy.dtype)
+            self.policy.load_state_dict(saved.state_dict())
         self.prev_model.load_state_dict(state["prev_model"])
         if state["ref_model"] is not None:
             self.ref_model.load_state_dict(state["ref_model"])

@@ -77,7 +77,7 @@ def serve(
 @app.command()
 def demo(
     steps: Annotated[int, typer.Option(min=2, help="Training steps of the demo job.")] = 40,
-    prompts_per_step: Annotated[int, typer.Option(min=2, help="Prompts per step, 8 samples each.")] = 64,
+    prompts_per_step: Annotated[int, typer.Option(min=2, help="Prompts per step, 8 samples each.")] = 16,
     eval_size: Annotated[int, typer.Option(min=1, help="Held-out prompts evaluated before/after.")] = 200,
     port: Annotated[int, typer.Option(help="API port (0: pick a free one).")] = 0,
 ) -> None:

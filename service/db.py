@@ -20,6 +20,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.settings import Settings, get_settings
 
+# Connections per server-database engine; the API admits fewer concurrent requests (inflight_limit).
+POOL_SIZE, MAX_OVERFLOW = 10, 20
+POOL_CAPACITY = POOL_SIZE + MAX_OVERFLOW
+
 _engines: dict[str, Engine] = {}
 _factories: dict[str, sessionmaker[Session]] = {}
 _lock = threading.Lock()
@@ -47,7 +51,7 @@ def create_db_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args=_prepare_sqlite(url))
         event.listen(engine, "connect", _enable_sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(url, pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=MAX_OVERFLOW)
 
 
 def get_engine(url: str | None = None) -> Engine:

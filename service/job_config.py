@@ -16,12 +16,15 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from remix_engine.config import TrainConfig
+from remix_engine.config import TINY_MODEL_ID, TOY_DATASET_ID, TrainConfig
 from service.errors import FieldValidationError, ProblemError, pydantic_errors
 from service.models import Dataset
 from service.schemas import JobCreate
+from service.storable import REASON, first_unstorable
 
 BUILTIN_PREFIX = "builtin:"
+BUILTIN_MODELS = (TINY_MODEL_ID,)
+BUILTIN_DATASETS = (TOY_DATASET_ID,)
 # 'name' or 'org/name' as on the Hugging Face hub; no path tricks.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 
@@ -52,6 +55,44 @@ def _check_user_data_paths(data: dict[str, Any], *, is_admin: bool) -> None:
                 }
             ]
         )
+
+
+def _check_builtin_ids(config: TrainConfig) -> None:
+    """Builtin ids are known here, so an unknown one is refused now rather than failing on a worker."""
+    errors = []
+    if config.model.name_or_path.startswith(BUILTIN_PREFIX) and config.model.name_or_path not in BUILTIN_MODELS:
+        errors.append(
+            {
+                "field": "config.model.name_or_path",
+                "message": f"unknown builtin model; available: {', '.join(BUILTIN_MODELS)}",
+            }
+        )
+    for key in ("train_path", "eval_path"):
+        value = getattr(config.data, key)
+        if value and value.startswith(BUILTIN_PREFIX) and value not in BUILTIN_DATASETS:
+            errors.append(
+                {
+                    "field": f"config.data.{key}",
+                    "message": f"unknown builtin dataset; available: {', '.join(BUILTIN_DATASETS)}",
+                }
+            )
+    if errors:
+        raise FieldValidationError(errors)
+
+
+def _check_eval_set_paths(config: TrainConfig, *, is_admin: bool) -> None:
+    # Extra eval sets are read by path on the worker: a tenant could name any file there.
+    if is_admin or not config.eval_sets:
+        return
+    raise FieldValidationError(
+        [
+            {
+                "field": f"config.eval_sets.{index}.path",
+                "message": "server paths are reserved to admin keys; upload the set and pass eval_dataset_id",
+            }
+            for index in range(len(config.eval_sets))
+        ]
+    )
 
 
 def _check_model_name(name: str, *, is_admin: bool) -> None:
@@ -102,6 +143,9 @@ def build_train_config(
     body: JobCreate, *, train: Dataset | None, evaluation: Dataset | None, is_admin: bool
 ) -> TrainConfig:
     """Merge and validate; errors name the offending field (e.g. config.algorithm.clip_eps)."""
+    unstorable = first_unstorable(body.model_dump(mode="json"))
+    if unstorable is not None:
+        raise FieldValidationError([{"field": unstorable, "message": REASON}])
     if isinstance(body.config.get("data"), dict):
         _check_user_data_paths(body.config["data"], is_admin=is_admin)
     merged = _merge_request(body, train, evaluation)
@@ -110,6 +154,8 @@ def build_train_config(
     except ValidationError as exc:
         raise FieldValidationError(pydantic_errors(exc.errors(), prefix=("config",))) from exc
     _check_model_name(config.model.name_or_path, is_admin=is_admin)
+    _check_builtin_ids(config)
+    _check_eval_set_paths(config, is_admin=is_admin)
     if config.model.trust_remote_code and not is_admin:
         raise ProblemError(
             403,

@@ -11,8 +11,10 @@ import logging
 from fastapi import FastAPI
 
 from service.api.routes import checkpoints, config, datasets, health, jobs, streams
+from service.body_limit import BodySizeLimit
 from service.dashboard import mount_dashboard
 from service.errors import install_problem_handlers
+from service.inflight_limit import InflightLimit
 from service.prometheus import install_metrics
 from service.settings import Settings, get_settings
 
@@ -40,6 +42,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router)
     # Observability and UI: Prometheus /metrics (+ request middleware) and the static dashboard.
     install_metrics(app, effective)
+    # Admission before any thread or connection is taken, then (outermost) the body-size cap.
+    app.add_middleware(InflightLimit)
+    app.add_middleware(BodySizeLimit)
     mount_dashboard(app)
     logging.getLogger("service").setLevel(logging.INFO)
     return app

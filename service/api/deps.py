@@ -38,9 +38,15 @@ def get_current_tenant(
     if credentials is None:
         raise UnauthorizedError("Missing API key: send 'Authorization: Bearer <key>'", invalid_token=False)
     key = find_active_key(session, credentials.credentials)
-    if key is None:
+    principal = None if key is None else Principal(tenant_id=key.tenant_id, api_key_id=key.id, is_admin=key.is_admin)
+    # End the read-only transaction now: the connection goes back to the pool while this request
+    # waits for a worker thread to run its route. Holding it across that wait deadlocks the API once
+    # more requests are in flight than the pool has connections (every thread then waits for a
+    # connection held by a request that waits for a thread).
+    session.commit()
+    if principal is None:
         raise UnauthorizedError("Invalid or revoked API key", invalid_token=True)
-    return Principal(tenant_id=key.tenant_id, api_key_id=key.id, is_admin=key.is_admin)
+    return principal
 
 
 def get_store(settings: SettingsDep) -> ArtifactStore:

@@ -86,12 +86,24 @@ def test_fresh_data_has_unit_ratio_and_clip_centre(random_model_dir, tmp_path):
     trainer = Trainer(small_config(random_model_dir), tmp_path)
     fresh = trainer._rollout(1, 3)
     trainer._prepare_fresh(fresh)
-    trainer._attach_reference_logprobs(fresh)
-    assert torch.equal(fresh.old_logp, fresh.behavior_logp)
-    assert torch.equal(fresh.ref_logp, fresh.behavior_logp)  # anchor == base == policy at step 1
+    batch = trainer._attach_reference_logprobs(fresh, None, lam=1.0)
+    recomputed = trainer._logprobs(trainer.policy, batch)
+    assert torch.equal(batch.old_logp, recomputed)  # pi_k of fresh rows is their behaviour policy
+    assert torch.equal(batch.ref_logp, recomputed)  # anchor == base == policy at step 1
     # The rollout engine's own log-probs agree with the learner's.
     diff = (fresh.rollout_logp - fresh.behavior_logp).abs() * fresh.response_mask
     assert float(diff.max()) < 1e-4
+
+
+def test_inactive_kl_terms_skip_their_pass_without_changing_the_update(random_model_dir, tmp_path):
+    logged = Trainer(small_config(random_model_dir), tmp_path / "logged")
+    lean = Trainer(small_config(random_model_dir, log_inactive_kl=False), tmp_path / "lean")
+    assert lean.alg.lambda_at(1) == 1.0
+    a, b = logged.train_step(), lean.train_step()
+    assert "kl_prev" in a and "kl_prev" not in b  # precedent weight (1 - lambda) is 0: not computed
+    assert a["loss"] == pytest.approx(b["loss"], abs=1e-7)
+    for (name, p), q in zip(logged.policy.named_parameters(), lean.policy.parameters(), strict=True):
+        torch.testing.assert_close(p, q, atol=1e-6, rtol=0, msg=name)
 
 
 def test_every_parameter_changes_and_loss_is_finite(random_model_dir, tmp_path):

@@ -19,7 +19,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 def test_demo_config_is_a_valid_train_config():
     config = TrainConfig.model_validate(demo_config(40))
     assert config.algorithm.name == "remix-grpo"
-    assert config.algorithm.reincarnation_step == 20
+    assert config.algorithm.reincarnation_step == 12
     assert config.total_steps == 40 and config.checkpoint_every == 10
 
 

@@ -16,6 +16,7 @@ from service.errors import FieldValidationError, NotFoundError, ProblemError
 from service.pagination import decode_cursor, encode_cursor
 from service.repositories import datasets as datasets_repo
 from service.schemas import DatasetPublic, DatasetsPage
+from service.storable import REASON, first_unstorable
 from service.uploads import Upload, read_upload
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
@@ -61,6 +62,9 @@ def _form_fields(upload: Upload) -> dict[str, str]:
     ]
     if too_long:
         raise FieldValidationError(too_long)
+    unstorable = first_unstorable({**fields, "file": upload.filename})
+    if unstorable is not None:
+        raise FieldValidationError([{"field": unstorable, "message": REASON}])
     return fields
 
 
@@ -81,6 +85,12 @@ def _validate(upload: Upload, prompt_field: str, answer_field: str) -> tuple[str
             field=exc.field,
             reason=exc.reason,
         ) from exc
+    unstorable = first_unstorable({"columns": summary.columns, "rows": summary.preview})
+    if unstorable is not None:
+        # Training could read such rows, but the preview and column names are stored in the database.
+        raise ProblemError(
+            400, f"dataset {unstorable}: {REASON}", title="Invalid dataset", slug="invalid-dataset", field="file"
+        )
     return fmt, summary
 
 

@@ -1,0 +1,277 @@
+"""Data-parallel training of one job over several processes (torchrun), equal to one process.
+
+Launched as `torchrun --nproc_per_node=N -m remix_engine.cli train job.yaml` (see
+`torchrun_command`), every process runs the same Trainer on the same seed. Per step:
+  rollout    each rank samples a contiguous shard of the step's prompt groups; response seeds depend
+             on the global prompt slot, so the union of the shards is the single-process batch.
+             GRPO groups are never split across ranks.
+  scoring    rewards, behaviour log-probs and values are computed on the shard; the scored shards are
+             gathered so advantages (group normalisation, GAE whitening) and step metrics are computed
+             on the whole batch by every rank, exactly as one process would.
+  replay     every rank keeps the whole buffer (it is filled from the gathered batch) and draws from
+             it with the shared generator, then trains on its own groups of the draw. Replicating the
+             buffer (CPU memory, token ids) keeps draws identical and a rank-0 checkpoint complete,
+             so a job resumes with any number of processes.
+  learner    minibatches are the single-process ones (same permutation over global row ids); each rank
+             computes the loss on its rows, weighted by its share of the global aggregation
+             denominator (e.g. its valid tokens over all ranks' tokens for token-mean), and DDP averages
+             gradients, so the update equals the single-process update up to float summation order.
+  output     only rank 0 calls the callbacks and writes checkpoints, metrics and evaluations.
+
+Deliberately omitted: FSDP (the 'fsdp' strategy is accepted by the config and refused at start: the
+HF rollout engine would need every rank to run the same number of decoding steps over sharded
+weights), tensor/pipeline parallelism, and multi-node rendezvous beyond what torchrun provides.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from remix_engine.batch import RolloutBatch
+from remix_engine.config import TrainConfig
+
+# Rank 0 alone evaluates and writes checkpoints while the others wait in the next collective:
+# allow that much longer than NCCL's default 10 minutes.
+PROCESS_GROUP_TIMEOUT = timedelta(hours=3)
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """This process's place in the job; the default is a single process (every helper is then a no-op)."""
+
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def shard_range(self, count: int) -> tuple[int, int]:
+        """This rank's contiguous [start, stop) of `count` items, sizes differing by at most one."""
+        base, extra = divmod(count, self.world_size)
+        start = self.rank * base + min(self.rank, extra)
+        return start, start + base + (1 if self.rank < extra else 0)
+
+    # ------------------------------------------------------------------ collectives
+    def all_sum(self, value: float) -> float:
+        if not self.enabled:
+            return value
+        tensor = torch.tensor([value], dtype=torch.float64, device=_comm_device())
+        dist.all_reduce(tensor)
+        return float(tensor.item())
+
+    def main_decides(self, flag: bool) -> bool:
+        """Rank 0's flag on every rank (e.g. cancellation, which only rank 0's callbacks see)."""
+        if not self.enabled:
+            return flag
+        holder = [flag]
+        dist.broadcast_object_list(holder, src=0)
+        return bool(holder[0])
+
+    def gather_batch(self, batch: RolloutBatch, pad_token_id: int) -> RolloutBatch:
+        """All ranks' batches joined in rank order, on every rank."""
+        if not self.enabled:
+            return batch
+        parts: list[Any] = [None] * self.world_size
+        dist.all_gather_object(parts, batch.to("cpu"))
+        return RolloutBatch.concat(parts, pad_token_id).to(batch.response_ids.device)
+
+    def combine_metrics(self, metrics: dict[str, float], summed: tuple[str, ...] = ()) -> dict[str, float]:
+        """Keys in `summed` add up over ranks; the others are averaged over the ranks that report them."""
+        if not self.enabled:
+            return metrics
+        reports: list[Any] = [None] * self.world_size
+        dist.all_gather_object(reports, metrics)
+        keys = sorted({k for report in reports for k in report})
+        out: dict[str, float] = {}
+        for key in keys:
+            values = [report[key] for report in reports if key in report]
+            out[key] = sum(values) if key in summed else sum(values) / len(values)
+        return out
+
+    def own_groups(self, batch: RolloutBatch | None) -> tuple[RolloutBatch | None, torch.Tensor]:
+        """This rank's contiguous share of the whole prompt groups of `batch`, and their row positions."""
+        if batch is None:
+            return None, torch.zeros(0, dtype=torch.long)
+        if not self.enabled:
+            return batch, torch.arange(len(batch))
+        groups = list(dict.fromkeys(batch.group_ids.tolist()))  # in order of first appearance
+        start, stop = self.shard_range(len(groups))
+        wanted = torch.tensor(groups[start:stop], dtype=torch.long, device=batch.group_ids.device)
+        rows = torch.nonzero(torch.isin(batch.group_ids, wanted)).flatten().cpu()
+        return (batch.select(rows) if len(rows) else None), rows
+
+
+class RowMap:
+    """Where the rows of this rank's batch sit in the step's global batch (fresh rows, then replayed)."""
+
+    def __init__(self, global_index: torch.Tensor, total: int) -> None:
+        self.global_index = global_index  # (B_local,) global row id of each local row
+        self.total = total
+        self._local = torch.full((total,), -1, dtype=torch.long)
+        self._local[global_index] = torch.arange(len(global_index))
+
+    def local_rows(self, global_rows: torch.Tensor) -> torch.Tensor:
+        """Local positions of those of `global_rows` this rank holds, in the order given."""
+        positions = self._local[global_rows]
+        return positions[positions >= 0]
+
+
+def local_minibatch(
+    batch: RolloutBatch, local_rows: torch.Tensor, ctx: DistContext, aggregation: str
+) -> tuple[RolloutBatch, float]:
+    """This process's rows of a minibatch, and the weight of its loss (collective: every rank calls it).
+
+    Each process's loss is normalised by its own aggregation denominator (e.g. its valid tokens);
+    weighting it by world_size * local / global denominator makes DDP's gradient average equal the
+    gradient of the single-process loss over the whole minibatch. A process holding none of the
+    rows still runs a forward and backward (DDP needs every process) on a fully masked row, weight 0.
+    """
+    if len(local_rows) == 0:
+        placeholder = batch.select([0])
+        placeholder.response_mask = torch.zeros_like(placeholder.response_mask)
+        ctx.all_sum(0.0)
+        return placeholder, 0.0
+    mb = batch.select(local_rows)
+    local_den = agg_denominator(mb.response_mask, aggregation)
+    global_den = ctx.all_sum(local_den)
+    return mb, ctx.world_size * local_den / max(global_den, 1.0)
+
+
+def check_shardable(cfg: TrainConfig, world_size: int) -> None:
+    """Every process needs at least one fresh prompt group in every step."""
+    fewest_fresh = cfg.rollout.prompts_per_step
+    if cfg.algorithm.uses_replay:
+        fewest_fresh -= round(cfg.algorithm.off_policy_fraction * fewest_fresh)
+    if fewest_fresh < world_size:
+        raise ValueError(
+            f"{world_size} processes need at least as many fresh prompt groups per step, "
+            f"but a step can have only {fewest_fresh}: raise rollout.prompts_per_step"
+        )
+
+
+def agg_denominator(mask: torch.Tensor, mode: str) -> float:
+    """The denominator `losses.agg_loss` divides by, before clamping: the quantity ranks must add up."""
+    mask = mask.bool()
+    if mode == "token-mean":
+        return float(mask.sum())
+    if mode == "seq-mean-token-mean":
+        return float((mask.sum(dim=-1) > 0).sum())
+    if mode == "seq-mean-token-sum":
+        return float(mask.shape[0])
+    raise ValueError(f"unknown loss aggregation '{mode}'")
+
+
+class CausalLMDDP(DistributedDataParallel):
+    """DDP whose forward names `logits_to_keep`, so log-prob passes still skip the prompt's logits."""
+
+    def forward(  # type: ignore[override]
+        self,
+        *,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor,
+        use_cache: bool = False,
+        logits_to_keep: int = 0,
+    ) -> Any:
+        extra = {"logits_to_keep": logits_to_keep} if logits_to_keep else {}
+        return super().forward(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+            use_cache=use_cache, **extra,
+        )
+
+
+def wrap_for_training(module: torch.nn.Module, ctx: DistContext, *, causal_lm: bool) -> torch.nn.Module:
+    """The module the learner differentiates through: DDP across ranks, the module itself otherwise."""
+    if not ctx.enabled:
+        return module
+    wrapper = CausalLMDDP if causal_lm else DistributedDataParallel
+    # device_ids=None: inputs are already on this process's device (and the critic takes a
+    # RolloutBatch, which DDP need not move). Buffers (rotary tables) are the same on every
+    # rank, so they are synced once at construction and not before every forward.
+    return wrapper(module, device_ids=None, forward_sync_buffers=False)
+
+
+def init_from_env(device: torch.device, strategy: str) -> tuple[DistContext, torch.device]:
+    """Join the process group torchrun describes (WORLD_SIZE > 1); a single process gets DistContext().
+
+    On CUDA each process uses the GPU of its LOCAL_RANK (nccl); on CPU the gloo backend.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return DistContext(), device
+    if strategy == "fsdp":
+        raise NotImplementedError(
+            "distributed.strategy 'fsdp' is not available yet: use 'ddp' (with lora.enabled for models "
+            "whose full optimizer state does not fit on one GPU)"
+        )
+    rank = int(os.environ["RANK"])
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend, timeout=PROCESS_GROUP_TIMEOUT)
+    if dist.get_world_size() != world_size or dist.get_rank() != rank:
+        raise RuntimeError("the process group does not match WORLD_SIZE/RANK of the environment")
+    return DistContext(rank=rank, world_size=world_size), device
+
+
+def shutdown() -> None:
+    """Wait for every rank, then leave the process group (end of a torchrun job)."""
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def _comm_device() -> torch.device:
+    backend = dist.get_backend()
+    return torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
+
+
+def torchrun_command(
+    config_path: str | os.PathLike[str],
+    output_dir: str | os.PathLike[str],
+    nproc_per_node: int,
+    *,
+    resume: bool = True,
+    device: str = "cuda",
+    master_port: int | None = None,
+) -> list[str]:
+    """argv that trains one job on `nproc_per_node` local processes (one per GPU).
+
+    The worker runs it as a subprocess (cwd anywhere, same Python environment) and reads the
+    job's metrics.jsonl / events.jsonl / checkpoints from output_dir. A single process is just
+    `python -m remix_engine.cli train ...`. `master_port` avoids clashes when several jobs share a host
+    (torchrun's --standalone picks a free rendezvous port otherwise).
+    """
+    if nproc_per_node < 1:
+        raise ValueError(f"nproc_per_node must be >= 1, got {nproc_per_node}")
+    train = ["-m", "remix_engine.cli", "train", str(config_path), "--output", str(output_dir)]
+    train += ["--device", device]
+    if resume:
+        train.append("--resume")
+    if nproc_per_node == 1:
+        return [sys.executable, *train]
+    rendezvous = ["--standalone"]
+    if master_port is not None:
+        rendezvous = ["--master_addr=127.0.0.1", f"--master_port={master_port}"]
+    launcher = [sys.executable, "-m", "torch.distributed.run", *rendezvous]
+    return [*launcher, f"--nproc_per_node={nproc_per_node}", *train]
+
+
+def format_command(argv: list[str]) -> str:
+    return shlex.join(argv)

@@ -1,0 +1,267 @@
+"""Throwaway servers and processes for fault tests: a private Redis, a private PostgreSQL cluster, the
+API under uvicorn and Celery workers as subprocesses. Fault tests stop and restart these, never the
+shared servers on 5432/6379 that other test sessions use.
+
+Each class starts on a free loopback port, can be stopped (gracefully or with SIGKILL /
+`pg_ctl -m immediate`) and restarted on the same port and data, and removes everything it
+created in `close()`. The fixtures `redis_server` and `postgres_server` (registered by conftest.py)
+hand them to tests and clean up afterwards.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+import redis
+from reliability_testing import REPO_ROOT, free_port, wait_for
+
+from service.settings import Settings
+
+
+class ManagedProcess:
+    """A subprocess in its own process group, logging to a file."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log_path: Path, cwd: Path = REPO_ROOT) -> None:
+        self.args, self.env, self.log_path, self.cwd = args, env, log_path, cwd
+        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            args, cwd=cwd, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: nothing gets to clean up."""
+        self._signal_group(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def stop(self, timeout: float = 20) -> None:
+        if self.alive():
+            self._signal_group(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._signal_group(signal.SIGKILL)  # children that outlived their parent
+        if not self._log.closed:
+            self._log.close()
+
+    def _signal_group(self, sig: signal.Signals) -> None:
+        try:
+            os.killpg(self.proc.pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+# ----------------------------------------------------------------------------- Redis
+
+
+class RedisServer:
+    """`redis-server` on a free port, without persistence: a restart loses every queued message."""
+
+    def __init__(self, workdir: Path) -> None:
+        if shutil.which("redis-server") is None:
+            pytest.fail("redis-server is not installed; the Redis fault tests need the binary")
+        self.workdir = workdir
+        self.port = free_port()
+        self.process: ManagedProcess | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        args += ["--daemonize", "no", "--dir", str(self.workdir)]
+        self.process = ManagedProcess(args, dict(os.environ), self.workdir / "redis.log", cwd=self.workdir)
+        wait_for(self._answers, timeout=20, what=f"redis on port {self.port}", on_timeout=self.process.log_text)
+
+    def _answers(self) -> bool:
+        try:
+            return bool(redis.Redis(port=self.port, socket_timeout=1).ping())
+        except redis.RedisError:
+            return False
+
+    def stop(self) -> None:
+        """A crash: SIGKILL, so clients see their connections drop."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.stop()
+            self.process = None
+
+    def restart(self, down_for: float = 0.0) -> None:
+        self.stop()
+        time.sleep(down_for)
+        self.start()
+
+    def close(self) -> None:
+        self.stop()
+
+
+# ----------------------------------------------------------------------------- PostgreSQL
+
+
+def _postgres_bin(name: str) -> str:
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), key=lambda p: int(p.split("/")[4]))
+    if found:
+        return found[-1]
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"PostgreSQL's {name} was not found (looked in /usr/lib/postgresql/*/bin and PATH)")
+    return path
+
+
+class PostgresServer:
+    """A private cluster (`initdb` in a temporary folder) on a free port, trust auth, fsync off.
+
+    `initdb` refuses to run as root, so as root the cluster belongs to the `postgres` system user
+    and the commands run through `runuser`."""
+
+    def __init__(self) -> None:
+        self.owner = self._owner()
+        self.root = Path(tempfile.mkdtemp(prefix="remix-pg-"))
+        self.data = self.root / "data"
+        self.port = free_port()
+        if self.owner is not None:
+            shutil.chown(self.root, user=self.owner)
+        self._run(_postgres_bin("initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+        self.start()
+
+    @staticmethod
+    def _owner() -> str | None:
+        if os.geteuid() != 0:
+            return None
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.fail("running as root needs a 'postgres' system user to own the throwaway cluster")
+        return "postgres"
+
+    def _run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        command = list(args) if self.owner is None else ["runuser", "-u", self.owner, "--", *args]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=self.root)
+        if result.returncode != 0:
+            pytest.fail(f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def admin_url(self, database: str = "postgres") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def sqlalchemy_url(self, database: str) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=60"
+        pg_ctl = _postgres_bin("pg_ctl")
+        self._run(pg_ctl, "-D", str(self.data), "-o", options, "-l", str(self.root / "server.log"), "-w", "start")
+
+    def stop(self, mode: str = "immediate") -> None:
+        """`immediate` is a crash: every connection drops, nothing is shut down cleanly."""
+        self._run(_postgres_bin("pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
+
+    def create_database(self, name: str) -> str:
+        with psycopg.connect(self.admin_url(), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.sqlalchemy_url(name)
+
+    def close(self) -> None:
+        if (self.data / "postmaster.pid").exists():
+            subprocess.run(
+                (["runuser", "-u", self.owner, "--"] if self.owner else [])
+                + [_postgres_bin("pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop"],
+                capture_output=True,
+                timeout=60,
+            )
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- API and workers
+
+
+def service_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """Environment of an API/worker subprocess pointed at `settings`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REMIX_")}
+    fields = {
+        "DATABASE_URL": settings.database_url,
+        "BROKER_URL": settings.broker_url,
+        "ARTIFACTS_DIR": settings.artifacts_dir,
+        "TASK_QUEUE": settings.task_queue,
+        "HEARTBEAT_SECONDS": str(settings.heartbeat_seconds),
+        "STALE_AFTER_SECONDS": str(settings.stale_after_seconds),
+        "MAX_ATTEMPTS": str(settings.max_attempts),
+        "SSE_POLL_SECONDS": str(settings.sse_poll_seconds),
+        "MAX_UPLOAD_BYTES": str(settings.max_upload_bytes),
+        "DB_RETRY_AFTER_SECONDS": str(settings.db_retry_after_seconds),
+    }
+    env.update({f"REMIX_{k}": v for k, v in fields.items()})
+    env.update(PYTHONUNBUFFERED="1", **extra)
+    if "REMIX_CACHE_DIR" in os.environ:
+        env["REMIX_CACHE_DIR"] = os.environ["REMIX_CACHE_DIR"]
+    return env
+
+
+def start_api(settings: Settings, log_path: Path, **extra_env: str) -> tuple[ManagedProcess, str]:
+    """uvicorn serving service.main:app in a subprocess; returns (process, base URL) once /healthz answers."""
+    port = free_port()
+    args = [sys.executable, "-m", "uvicorn", "service.main:app", "--host", "127.0.0.1", "--port", str(port)]
+    api = ManagedProcess(args + ["--log-level", "warning"], service_env(settings, **extra_env), log_path)
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        assert api.alive(), api.log_text()
+        try:
+            return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    wait_for(healthy, timeout=60, what="the API to answer /healthz", on_timeout=api.log_text)
+    return api, url
+
+
+def start_worker(settings: Settings, log_path: Path, name: str, **extra_env: str) -> ManagedProcess:
+    """A real `celery worker` consuming the training and maintenance queues, one job at a time."""
+    args = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q"]
+    args += [f"{settings.task_queue},maintenance", "-c", "1", "--pool", "prefork", "-n", f"{name}@%h"]
+    args += ["--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"]
+    return ManagedProcess(args, service_env(settings, **extra_env), log_path)
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A private Redis the test may crash and restart."""
+    server = RedisServer(tmp_path)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def postgres_server() -> Iterator[PostgresServer]:
+    """A private PostgreSQL cluster the test may crash and restart; deleted afterwards."""
+    server = PostgresServer()
+    try:
+        yield server
+    finally:
+        server.close()

@@ -1,0 +1,146 @@
+"""Data-parallel training: 2 gloo processes reproduce one process; sharding helpers; torchrun argv."""
+
+import json
+import os
+import socket
+import sys
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from remix_engine.config import TrainConfig
+from remix_engine.distributed import DistContext, RowMap, agg_denominator, check_shardable, torchrun_command
+from remix_engine.losses import AGG_MODES, agg_loss
+from remix_engine.toy import build_char_tokenizer, build_untrained_model
+from remix_engine.trainer import Trainer
+
+COMPARED = ("loss", "reward_mean", "accuracy", "adv_mean", "adv_std", "fresh_samples", "replayed_samples",
+            "replay_buffer_size", "fresh_rollouts_total", "response_length_fresh")
+
+
+@pytest.fixture(scope="module")
+def random_model_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("random-llama")
+    tokenizer = build_char_tokenizer()
+    build_untrained_model(tokenizer, seed=1).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+def dp_config(model_path, **algorithm):
+    return TrainConfig.model_validate({
+        "model": {"name_or_path": model_path},
+        "data": {"eval_size": 4},
+        "rollout": {"prompts_per_step": 5, "group_size": 2, "max_new_tokens": 6},
+        "reward": {"functions": [{"name": "regex", "kwargs": {"pattern": "[0-9]", "target": "completion"}}]},
+        "algorithm": {"off_policy_fraction": 0.4, "utd_ratio": 2, "reincarnation_step": 5,
+                      "lambda_start_step": 1, "lambda_interval": 1, "minibatch_size": 6, **algorithm},
+        "optim": {"lr": 1e-3},
+        "seed": 3,
+    })
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _train_rank(rank, world_size, port, config_json, out_dir, steps):
+    """One torchrun-like process: the environment torchrun would set, then the ordinary Trainer."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size))
+    torch.set_num_threads(1)
+    from remix_engine.distributed import shutdown
+
+    trainer = Trainer(TrainConfig.model_validate_json(config_json), out_dir)
+    metrics = [trainer.train_step() for _ in range(steps)]
+    if rank == 0:
+        torch.save({"metrics": metrics, "weights": trainer.policy.state_dict(),
+                    "critic": None if trainer.critic is None else trainer.critic.state_dict(),
+                    "buffer": len(trainer.buffer)}, os.path.join(out_dir, "rank0.pt"))
+    shutdown()
+
+
+def run_two_processes(cfg, tmp_path, steps=2):
+    mp.start_processes(
+        _train_rank, args=(2, _free_port(), cfg.model_dump_json(), str(tmp_path), steps),
+        nprocs=2, join=True, start_method="spawn",
+    )
+    return torch.load(tmp_path / "rank0.pt", weights_only=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("algorithm", "aggregation"), [("remix-grpo", "token-mean"),
+                                                         ("remix-ppo", "seq-mean-token-mean")])
+def test_two_processes_match_one(random_model_dir, tmp_path, algorithm, aggregation):
+    cfg = dp_config(random_model_dir, name=algorithm, loss_aggregation=aggregation)
+    single = Trainer(cfg, tmp_path / "single")
+    expected = [single.train_step() for _ in range(2)]
+    got = run_two_processes(cfg, tmp_path)
+
+    assert [m["replayed_samples"] for m in got["metrics"]] == [0, 4]  # step 2 mixes in replayed groups
+    for want, have in zip(expected, got["metrics"], strict=True):
+        for key in COMPARED:
+            assert have[key] == pytest.approx(want[key], abs=1e-5), key
+    for name, value in single.policy.state_dict().items():
+        torch.testing.assert_close(got["weights"][name], value, atol=1e-5, rtol=0, msg=name)
+    if single.critic is not None:
+        for name, value in single.critic.state_dict().items():
+            torch.testing.assert_close(got["critic"][name], value, atol=1e-5, rtol=0, msg=name)
+    assert got["buffer"] == len(single.buffer)  # every process keeps the whole replay buffer
+
+
+def test_shards_are_contiguous_balanced_and_cover_everything():
+    shards = [DistContext(rank=r, world_size=3).shard_range(8) for r in range(3)]
+    assert shards == [(0, 3), (3, 6), (6, 8)]
+    assert DistContext().shard_range(5) == (0, 5)
+
+
+def test_row_map_keeps_minibatch_order_and_drops_other_ranks_rows():
+    rows = RowMap(torch.tensor([4, 5, 10, 11]), total=12)  # two fresh rows, then two replayed ones
+    assert rows.local_rows(torch.tensor([11, 0, 5, 7, 4])).tolist() == [3, 1, 0]
+    assert rows.local_rows(torch.tensor([1, 2])).tolist() == []
+
+
+@pytest.mark.parametrize("mode", AGG_MODES)
+def test_denominators_make_shard_losses_add_up_to_the_whole(mode):
+    generator = torch.Generator().manual_seed(0)
+    loss = torch.randn(6, 5, generator=generator)
+    mask = torch.rand(6, 5, generator=generator) > 0.4
+    mask[2] = False  # an empty response
+    whole = agg_loss(loss, mask, mode)
+    parts = [(loss[:2], mask[:2]), (loss[2:], mask[2:])]
+    total = sum(agg_denominator(m, mode) for _, m in parts)
+    combined = sum(agg_loss(part, m, mode) * agg_denominator(m, mode) / total for part, m in parts)
+    torch.testing.assert_close(combined, whole, atol=1e-6, rtol=1e-5)
+
+
+def test_torchrun_command():
+    argv = torchrun_command("/jobs/1/config.yaml", "/jobs/1", 4, master_port=29611)
+    assert argv == [sys.executable, "-m", "torch.distributed.run", "--master_addr=127.0.0.1",
+                    "--master_port=29611", "--nproc_per_node=4", "-m", "remix_engine.cli", "train",
+                    "/jobs/1/config.yaml", "--output", "/jobs/1", "--device", "cuda", "--resume"]
+    single = torchrun_command("c.yaml", "out", 1, resume=False, device="cpu")
+    assert single == [sys.executable, "-m", "remix_engine.cli", "train", "c.yaml", "--output", "out",
+                      "--device", "cpu"]
+    assert "--standalone" in torchrun_command("c.yaml", "out", 2)
+    with pytest.raises(ValueError, match="nproc_per_node"):
+        torchrun_command("c.yaml", "out", 0)
+
+
+def test_too_few_fresh_groups_for_the_processes_is_refused(random_model_dir):
+    cfg = dp_config(random_model_dir)  # 5 prompts per step, 2 of them replayed: 3 fresh
+    check_shardable(cfg, 3)
+    with pytest.raises(ValueError, match="4 processes need at least as many fresh prompt groups.*only 3"):
+        check_shardable(cfg, 4)
+    check_shardable(dp_config(random_model_dir, name="grpo"), 5)  # no replay: all 5 are fresh
+
+
+def test_single_process_has_no_process_group(random_model_dir, tmp_path, monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    trainer = Trainer(dp_config(random_model_dir), tmp_path)
+    assert not trainer.dist.enabled and trainer.train_policy is trainer.policy
+    assert not torch.distributed.is_initialized()
+    json.dumps(trainer.train_step(), default=str)  # metrics stay plain values

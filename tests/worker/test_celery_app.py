@@ -1,0 +1,60 @@
+"""Configuration of the Celery application and the registered tasks."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from service.settings import Settings
+from worker.celery_app import MAINTENANCE_QUEUE, REAP_TASK, create_celery_app, reap_interval
+
+
+def test_app_is_configured_for_long_single_gpu_jobs():
+    settings = Settings(
+        broker_url="redis://127.0.0.1:6379/13", task_queue="gpu-a100", stale_after_seconds=120
+    )
+    app = create_celery_app(settings)
+    conf = app.conf
+
+    assert app.main == "remix"
+    assert conf.broker_url == "redis://127.0.0.1:6379/13"
+    assert (conf.task_serializer, list(conf.accept_content)) == ("json", ["json"])
+    assert conf.worker_prefetch_multiplier == 1
+    assert conf.worker_disable_prefetch is True
+    assert conf.task_acks_late is False
+    assert conf.task_ignore_result is True
+    assert conf.worker_max_tasks_per_child == 1
+    assert conf.broker_connection_retry_on_startup is True
+    assert conf.task_routes == {
+        "worker.train_job": {"queue": "gpu-a100"},
+        REAP_TASK: {"queue": MAINTENANCE_QUEUE},
+    }
+    schedule = conf.beat_schedule["reap-stale-jobs"]
+    assert schedule["task"] == REAP_TASK
+    assert schedule["schedule"] == 30.0
+    assert schedule["options"]["queue"] == MAINTENANCE_QUEUE
+
+
+def test_reaper_runs_often_enough_for_short_stale_limits():
+    assert reap_interval(Settings(stale_after_seconds=600)) == 30.0
+    assert reap_interval(Settings(stale_after_seconds=4)) == 1.0
+
+
+def test_embedded_sqlite_broker_gets_its_folder(tmp_path):
+    broker = tmp_path / "var" / "broker.db"
+    app = create_celery_app(Settings(broker_url=f"sqla+sqlite:///{broker}"))
+
+    assert broker.parent.is_dir()
+    assert app.conf.worker_disable_prefetch is False  # a Redis-only option
+
+
+def test_tasks_are_registered_without_importing_torch():
+    # The maintenance worker and beat must stay light: torch is imported inside the training task only.
+    code = (
+        "import sys, worker.tasks as t;"
+        "assert 'torch' not in sys.modules, 'torch imported';"
+        "assert 'remix_engine.trainer' not in sys.modules;"
+        "print(sorted(n for n in t.app.tasks if n.startswith('worker.')))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "['worker.reap_stale_jobs', 'worker.train_job']"

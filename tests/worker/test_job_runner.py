@@ -1,0 +1,376 @@
+"""Claiming, guarded writes, cancellation polling, heartbeats and retries of a job's attempt,
+against the real Postgres test database (no trainer involved)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, select, text, update
+from sqlalchemy.orm import sessionmaker
+from worker_testing import tiny_job_config
+
+from service.artifacts import LocalArtifactStore
+from service.models import (
+    Checkpoint,
+    Dataset,
+    Job,
+    JobAttempt,
+    JobEvent,
+    JobMetric,
+    JobStatus,
+    Tenant,
+    utcnow,
+)
+from worker.job_runner import (
+    DbCallbacks,
+    Heartbeat,
+    claim_job,
+    job_output_dir,
+    resolve_config,
+    run_job,
+    worker_identity,
+)
+from worker.job_writer import JobWriter, LeaseLost, jsonable
+
+
+def _job(sessions, job_id) -> Job:
+    with sessions() as session:
+        return session.get_one(Job, job_id)
+
+
+def _claimed_writer(sessions, make_job, **job_overrides) -> JobWriter:
+    job = make_job(**job_overrides)
+    claim = claim_job(sessions, job.id, worker_id="test-host-1")
+    assert claim is not None
+    return JobWriter(sessions, job.id, claim.attempt)
+
+
+def test_second_claim_and_second_run_are_no_ops(sessions, make_job, settings):
+    # given a queued job
+    job = make_job()
+
+    # when it is claimed twice, then delivered again to run_job
+    first = claim_job(sessions, job.id, worker_id="host-a-1", celery_task_id="task-1")
+    second = claim_job(sessions, job.id, worker_id="host-b-2", celery_task_id="task-2")
+    outcome = run_job(str(job.id), settings=settings, sessions=sessions, celery_task_id="task-3")
+
+    # then only the first claim took it
+    assert first is not None and first.attempt == 1
+    assert second is None
+    assert outcome == "skipped"
+    row = _job(sessions, job.id)
+    assert (row.status, row.attempts, row.worker_id) == ("running", 1, "host-a-1")
+    assert row.started_at is not None and row.heartbeat_at is not None
+    with sessions() as session:
+        attempts = session.scalars(select(JobAttempt).where(JobAttempt.job_id == job.id)).all()
+        kinds = session.scalars(select(JobEvent.kind).where(JobEvent.job_id == job.id)).all()
+    assert [(a.attempt, a.worker_id, a.celery_task_id) for a in attempts] == [(1, "host-a-1", "task-1")]
+    assert kinds == ["started"]
+
+
+@pytest.mark.parametrize("status", ["succeeded", "failed", "cancelled", "cancelling"])
+def test_jobs_that_are_not_queued_are_left_alone(sessions, make_job, settings, status):
+    job = make_job(status=status)
+
+    assert run_job(str(job.id), settings=settings, sessions=sessions) == "skipped"
+
+    row = _job(sessions, job.id)
+    assert (row.status, row.attempts, row.worker_id) == (status, 0, None)
+
+
+@pytest.mark.parametrize("job_id", [str(uuid.uuid4()), "not-a-uuid"])
+def test_unknown_or_malformed_ids_are_skipped(sessions, settings, job_id):
+    assert run_job(job_id, settings=settings, sessions=sessions) == "skipped"
+
+
+def test_worker_identity_names_host_and_process():
+    assert worker_identity() == f"{socket.gethostname()}-{os.getpid()}"
+
+
+def test_metrics_are_upserted_by_step(sessions, make_job):
+    writer = _claimed_writer(sessions, make_job)
+
+    writer.record_step(1, {"loss": 1.0, "phase": "mix"})
+    writer.record_step(2, {"loss": 0.5})
+    writer.record_step(1, {"loss": 0.25, "nan": float("nan")})  # step 1 re-run after a crash
+
+    with sessions() as session:
+        rows = session.execute(
+            select(JobMetric.step, JobMetric.metrics)
+            .where(JobMetric.job_id == writer.job_id)
+            .order_by(JobMetric.step)
+        ).all()
+    assert [(r.step, r.metrics) for r in rows] == [(1, {"loss": 0.25, "nan": None}), (2, {"loss": 0.5})]
+    assert _job(sessions, writer.job_id).current_step == 1  # the last reported step
+
+
+def test_resume_discards_metrics_after_the_checkpoint(sessions, make_job):
+    writer = _claimed_writer(sessions, make_job)
+    for step in (1, 2, 3):
+        writer.record_step(step, {"loss": float(step)})
+
+    dropped = writer.prepare_resume(2)
+
+    with sessions() as session:
+        steps = session.scalars(select(JobMetric.step).where(JobMetric.job_id == writer.job_id)).all()
+        attempt = session.scalars(select(JobAttempt).where(JobAttempt.job_id == writer.job_id)).one()
+    assert dropped == 1
+    assert sorted(steps) == [1, 2]
+    assert attempt.resumed_from_step == 2
+    assert _job(sessions, writer.job_id).current_step == 2
+
+
+def test_writes_of_an_attempt_that_lost_the_job_are_refused(sessions, make_job):
+    # given attempt 1 presumed dead: the job was re-queued and claimed again by attempt 2
+    old = _claimed_writer(sessions, make_job)
+    with sessions.begin() as session:
+        session.execute(update(Job).where(Job.id == old.job_id).values(status="queued"))
+    new_claim = claim_job(sessions, old.job_id, worker_id="test-host-2")
+    assert new_claim is not None and new_claim.attempt == 2
+
+    # when the old attempt wakes up and reports a step
+    with pytest.raises(LeaseLost):
+        old.record_step(5, {"loss": 9.0})
+
+    # then nothing it wrote survives and it knows it lost the job
+    assert old.lost.is_set()
+    with sessions() as session:
+        assert session.scalars(select(JobMetric).where(JobMetric.job_id == old.job_id)).all() == []
+    assert _job(sessions, old.job_id).current_step == 0
+
+
+def test_finish_sets_the_outcome_on_job_attempt_and_events(sessions, make_job):
+    writer = _claimed_writer(sessions, make_job)
+
+    writer.finish(JobStatus.succeeded, step=4, message="done", summary={"accuracy_after": 0.5})
+
+    row = _job(sessions, writer.job_id)
+    assert (row.status, row.current_step, row.summary, row.error) == (
+        "succeeded",
+        4,
+        {"accuracy_after": 0.5},
+        None,
+    )
+    assert row.finished_at is not None
+    with sessions() as session:
+        attempt = session.scalars(select(JobAttempt).where(JobAttempt.job_id == writer.job_id)).one()
+        last_event = session.scalars(
+            select(JobEvent).where(JobEvent.job_id == writer.job_id).order_by(JobEvent.id.desc())
+        ).first()
+    assert attempt.outcome == "succeeded" and attempt.ended_at is not None
+    assert (last_event.kind, last_event.step, last_event.message) == ("succeeded", 4, "done")
+    with pytest.raises(LeaseLost):  # a finished job accepts no more writes
+        writer.record_step(5, {})
+
+
+def test_should_stop_reads_cancel_requests_at_most_once_per_interval(sessions, make_job, tmp_path):
+    writer = _claimed_writer(sessions, make_job)
+    store = LocalArtifactStore(tmp_path)
+    throttled = DbCallbacks(writer, store, upload_checkpoints=False, poll_interval=3600)
+    eager = DbCallbacks(writer, store, upload_checkpoints=False, poll_interval=0)
+    assert throttled.should_stop() is False
+    assert eager.should_stop() is False
+
+    with sessions.begin() as session:
+        session.execute(
+            update(Job).where(Job.id == writer.job_id).values(cancel_requested=True, status="cancelling")
+        )
+
+    assert eager.should_stop() is True
+    assert throttled.should_stop() is False  # cached until its interval passes
+
+
+def test_should_stop_raises_once_the_job_belongs_to_another_attempt(sessions, make_job, tmp_path):
+    writer = _claimed_writer(sessions, make_job)
+    callbacks = DbCallbacks(writer, LocalArtifactStore(tmp_path), upload_checkpoints=False, poll_interval=0)
+    with sessions.begin() as session:
+        session.execute(update(Job).where(Job.id == writer.job_id).values(status="queued"))
+
+    with pytest.raises(LeaseLost):
+        callbacks.should_stop()
+
+
+def _fake_checkpoint(root: Path, step: int, size: int) -> Path:
+    folder = root / f"step-{step:06d}"
+    (folder / "trainer_state").mkdir(parents=True)
+    (folder / "model.safetensors").write_bytes(b"x" * size)
+    (folder / "trainer_state" / "meta.json").write_text("{}")
+    return folder
+
+
+def _checkpoint_rows(sessions, job_id) -> list[tuple[int, str, int]]:
+    with sessions() as session:
+        rows = session.scalars(
+            select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.step)
+        )
+        return [(r.step, r.uri, r.size_bytes) for r in rows]
+
+
+def test_checkpoints_pruned_by_the_trainer_are_unregistered(sessions, make_job, tmp_path):
+    writer = _claimed_writer(sessions, make_job)
+    store = LocalArtifactStore(tmp_path / "store")
+    callbacks = DbCallbacks(writer, store, upload_checkpoints=False)
+    root = store.path_for(f"jobs/{writer.job_id}/checkpoints")
+
+    first = _fake_checkpoint(root, 2, 100)
+    callbacks.on_checkpoint(2, first, {"loss": 1.0})
+    callbacks.on_checkpoint(4, _fake_checkpoint(root, 4, 300), {"loss": 0.1})
+    assert [step for step, _uri, _size in _checkpoint_rows(sessions, writer.job_id)] == [2, 4]
+
+    shutil.rmtree(first)  # retention: the trainer deletes the older folder, then reports it
+    callbacks.on_checkpoint_pruned(2, first)
+
+    assert _checkpoint_rows(sessions, writer.job_id) == [
+        (4, f"jobs/{writer.job_id}/checkpoints/step-000004/", 302)
+    ]
+
+
+def test_rows_of_checkpoint_folders_that_vanished_are_dropped(sessions, make_job, tmp_path):
+    # given a row left by a crashed attempt whose folder is gone (pruned before it could report it)
+    writer = _claimed_writer(sessions, make_job)
+    store = LocalArtifactStore(tmp_path / "store")
+    callbacks = DbCallbacks(writer, store, upload_checkpoints=False)
+    root = store.path_for(f"jobs/{writer.job_id}/checkpoints")
+    first = _fake_checkpoint(root, 2, 100)
+    callbacks.on_checkpoint(2, first, {})
+    shutil.rmtree(first)
+
+    # when the next checkpoint is registered
+    callbacks.on_checkpoint(4, _fake_checkpoint(root, 4, 300), {})
+
+    # then only downloadable checkpoints are listed
+    assert [step for step, _uri, _size in _checkpoint_rows(sessions, writer.job_id)] == [4]
+
+
+def test_checkpoint_rows_upsert_keeps_latest_metrics(sessions, make_job, tmp_path):
+    writer = _claimed_writer(sessions, make_job)
+    store = LocalArtifactStore(tmp_path / "store")
+    callbacks = DbCallbacks(writer, store, upload_checkpoints=False)
+    folder = _fake_checkpoint(store.path_for(f"jobs/{writer.job_id}/checkpoints"), 2, 10)
+
+    callbacks.on_checkpoint(2, folder, {"loss": 1.0})
+    callbacks.on_checkpoint(2, folder, {"loss": 0.5, "eval_accuracy": 0.25})
+
+    with sessions() as session:
+        row = session.scalars(select(Checkpoint).where(Checkpoint.job_id == writer.job_id)).one()
+    assert (row.step, row.metrics, row.eval_score) == (2, {"loss": 0.5, "eval_accuracy": 0.25}, 0.25)
+
+
+def test_heartbeat_thread_keeps_a_long_step_fresh(sessions, make_job):
+    writer = _claimed_writer(sessions, make_job)
+    old = utcnow() - timedelta(hours=1)
+    with sessions.begin() as session:
+        session.execute(update(Job).where(Job.id == writer.job_id).values(heartbeat_at=old))
+
+    with Heartbeat(writer, interval=0.1):
+        time.sleep(0.6)  # one "long step" with no callbacks at all
+
+    assert _job(sessions, writer.job_id).heartbeat_at > utcnow() - timedelta(seconds=5)
+
+
+def test_writes_survive_a_dropped_database_connection(sessions, make_job, database_url, caplog):
+    # given a writer whose only pooled connection is killed by the server (no pre-ping to hide it)
+    job = make_job()
+    claim = claim_job(sessions, job.id, worker_id="host-1")
+    fragile = create_engine(database_url, pool_size=1, max_overflow=0, pool_pre_ping=False)
+    writer = JobWriter(sessionmaker(fragile, expire_on_commit=False), job.id, claim.attempt)
+    writer.record_step(1, {"loss": 1.0})
+    with fragile.connect() as conn:
+        backend = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+    with sessions.begin() as session:
+        assert session.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": backend}).scalar_one()
+
+    # when the next write runs on the dead connection
+    with caplog.at_level(logging.WARNING, logger="worker.job_writer"):
+        writer.record_step(2, {"loss": 0.5})
+
+    # then it was retried on a new connection and landed
+    assert "transient database error" in caplog.text
+    with sessions() as session:
+        steps = session.scalars(select(JobMetric.step).where(JobMetric.job_id == job.id)).all()
+    assert sorted(steps) == [1, 2]
+    fragile.dispose()
+
+
+def test_jsonable_turns_tensors_and_non_finite_numbers_into_plain_json():
+    import torch
+
+    value = {"a": torch.tensor(1.5), "b": [float("inf"), 2], "c": {"d": True, "e": Path("x")}}
+    assert jsonable(value) == {"a": 1.5, "b": [None, 2], "c": {"d": True, "e": "x"}}
+
+
+def test_uploaded_datasets_resolve_to_files_of_the_artifact_store(sessions, make_job, settings):
+    # given a dataset stored under its artifact key, referenced by a job the way the API stores it
+    store = LocalArtifactStore(settings.artifacts_dir)
+    key = "datasets/0b0e7a4c/train.jsonl"
+    store.put_bytes(key, b'{"prompt": "1+1=", "answer": "2"}\n')
+    eval_key = "datasets/5d1f2a9e/eval.jsonl"
+    store.put_bytes(eval_key, b'{"prompt": "2+2=", "answer": "4"}\n')
+    with sessions.begin() as session:
+        tenant = Tenant(name="data-owner")
+        session.add(tenant)
+        session.flush()
+        dataset = Dataset(
+            tenant_id=tenant.id,
+            name="train",
+            format="jsonl",
+            uri=key,
+            num_rows=1,
+            size_bytes=34,
+            prompt_field="prompt",
+            answer_field="answer",
+        )
+        session.add(dataset)
+    job = make_job(
+        dataset_id=dataset.id, config=tiny_job_config(data={"train_path": key, "eval_path": eval_key})
+    )
+
+    config = resolve_config(job, sessions, store, Path(settings.artifacts_dir) / ".cache")
+
+    assert config.data.train_path == str(store.path_for(key))
+    assert config.data.eval_path == str(store.path_for(eval_key))
+    assert Path(config.data.train_path).read_text().startswith('{"prompt": "1+1="')
+
+
+def test_builtin_data_is_left_as_is(sessions, make_job, tmp_path):
+    job = make_job()
+    config = resolve_config(job, sessions, LocalArtifactStore(tmp_path), tmp_path)
+    assert config.data.train_path == "builtin:addition"
+
+
+def test_output_dir_is_the_jobs_folder_of_the_local_store(tmp_path):
+    store = LocalArtifactStore(tmp_path)
+    job_id = uuid.uuid4()
+
+    path, upload = job_output_dir(store, job_id, tmp_path / "cache")
+
+    assert path == store.path_for(f"jobs/{job_id}/") and path.is_dir()
+    assert upload is False
+
+
+@pytest.mark.slow
+def test_a_job_that_cannot_train_fails_with_its_error(sessions, make_job, settings):
+    job = make_job(config=tiny_job_config(data={"train_path": "/nonexistent/train.jsonl"}))
+
+    outcome = run_job(str(job.id), settings=settings, sessions=sessions)
+
+    assert outcome == "failed"
+    row = _job(sessions, job.id)
+    assert row.status == "failed" and row.finished_at is not None
+    assert row.error.startswith("DatasetError: ") and "train.jsonl" in row.error
+    with sessions() as session:
+        attempt = session.scalars(select(JobAttempt).where(JobAttempt.job_id == job.id)).one()
+        last_event = session.scalars(
+            select(JobEvent).where(JobEvent.job_id == job.id).order_by(JobEvent.id.desc())
+        ).first()
+    assert (attempt.outcome, attempt.error) == ("failed", row.error)
+    assert (last_event.kind, last_event.message) == ("failed", row.error)
+    assert claim_job(sessions, job.id, worker_id="another") is None  # a failed job is never retried

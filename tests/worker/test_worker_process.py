@@ -1,0 +1,325 @@
+"""Real processes end to end: a uvicorn API and Celery workers on Postgres + Redis train the tiny model.
+
+Covers submission over HTTP through to a downloadable checkpoint, recovery of a job whose worker
+was killed with SIGKILL (reaped, resumed from its last checkpoint, one metric row per step),
+cancellation between steps, and the beat-driven reaper of a maintenance worker.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+import tarfile
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+
+import httpx
+import pytest
+import redis
+from sqlalchemy import select, update
+from worker_testing import (
+    ManagedProcess,
+    free_port,
+    queued_train_jobs,
+    service_env,
+    tiny_job_config,
+    wait_for,
+)
+
+from service.models import Checkpoint, Job, JobAttempt, JobEvent, JobMetric, utcnow
+from service.repositories.tenants import create_api_key, get_or_create_tenant
+from service.settings import Settings
+from worker.celery_app import create_celery_app
+from worker.job_runner import claim_job
+
+pytestmark = pytest.mark.slow
+
+JOB_TIMEOUT = 600  # first use builds the tiny model (~90 s) into the shared cache
+
+
+@pytest.fixture(scope="module")
+def settings(database_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """One artifact store for the module: the API and the workers must see the same files."""
+    return Settings(
+        database_url=database_url,
+        broker_url=redis_url,
+        artifacts_dir=str(tmp_path_factory.mktemp("artifacts")),
+        heartbeat_seconds=0.5,
+        stale_after_seconds=3.0,
+        max_attempts=3,
+    )
+
+
+@pytest.fixture(scope="module")
+def api_url(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    log = tmp_path_factory.mktemp("api") / "api.log"
+    api = ManagedProcess(
+        [sys.executable, "-m", "uvicorn", "service.main:app", "--host", "127.0.0.1", "--port", str(port)],
+        service_env(settings),
+        log,
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        assert api.alive(), api.log_text()
+        try:
+            return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    wait_for(healthy, timeout=60, what="the API to answer /healthz", on_timeout=api.log_text)
+    yield url
+    api.stop()
+
+
+@pytest.fixture
+def client(api_url: str, sessions) -> Iterator[httpx.Client]:
+    with sessions() as session:  # the repository functions commit
+        _row, key = create_api_key(session, get_or_create_tenant(session, f"t-{uuid.uuid4().hex[:8]}"))
+    with httpx.Client(base_url=api_url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as http:
+        yield http
+
+
+def _submit(client: httpx.Client, config: dict) -> str:
+    response = client.post("/v1/jobs", json={"name": "worker-test", "config": config})
+    assert response.status_code == 202, response.text
+    return response.json()["id"]
+
+
+def _job(sessions, job_id) -> Job:
+    with sessions() as session:
+        return session.get_one(Job, uuid.UUID(str(job_id)))
+
+
+def _wait_status(
+    sessions, job_id, statuses: set[str], worker: ManagedProcess, timeout: float = JOB_TIMEOUT
+) -> Job:
+    def reached() -> Job | None:
+        job = _job(sessions, job_id)
+        return job if job.status in statuses else None
+
+    return wait_for(
+        reached, timeout=timeout, what=f"job {job_id} to become {statuses}", on_timeout=worker.log_text
+    )
+
+
+def _metric_steps(sessions, job_id) -> list[int]:
+    with sessions() as session:
+        steps = session.scalars(select(JobMetric.step).where(JobMetric.job_id == uuid.UUID(str(job_id))))
+        return sorted(steps)
+
+
+def _event_kinds(sessions, job_id) -> list[str]:
+    with sessions() as session:
+        return list(
+            session.scalars(
+                select(JobEvent.kind).where(JobEvent.job_id == uuid.UUID(str(job_id))).order_by(JobEvent.id)
+            )
+        )
+
+
+def test_job_submitted_over_http_is_trained_and_its_checkpoint_loads(
+    client, sessions, start_worker, tmp_path
+):
+    # given a running worker and a job submitted over HTTP
+    worker = start_worker("e2e")
+    job_id = _submit(client, tiny_job_config())
+
+    # when the worker has trained it
+    _wait_status(sessions, job_id, {"succeeded", "failed"}, worker)
+    job = client.get(f"/v1/jobs/{job_id}").json()
+
+    # then status, summary, metrics, events and checkpoints come back over REST
+    assert job["status"] == "succeeded", job["error"]
+    assert (job["current_step"], job["attempts"]) == (4, 1)
+    assert 0.0 <= job["summary"]["accuracy_before"] <= 1.0
+    assert 0.0 <= job["summary"]["accuracy_after"] <= 1.0
+    metrics = client.get(f"/v1/jobs/{job_id}/metrics").json()["data"]
+    assert [m["step"] for m in metrics] == [1, 2, 3, 4]
+    assert all("reward_mean" in m["metrics"] for m in metrics)
+    kinds = [
+        e["kind"] for e in client.get(f"/v1/jobs/{job_id}/events", params={"limit": 1000}).json()["data"]
+    ]
+    for kind in ("started", "evaluation", "checkpoint", "reincarnated", "succeeded"):
+        assert kind in kinds
+    assert kinds[-1] == "succeeded"
+    checkpoints = client.get(f"/v1/jobs/{job_id}/checkpoints").json()["data"]
+    assert [c["step"] for c in checkpoints] == [2, 4]
+
+    # and the final checkpoint downloads as an archive that transformers loads
+    archive = client.get(checkpoints[-1]["download_url"])
+    assert archive.status_code == 200
+    with tarfile.open(fileobj=io.BytesIO(archive.content), mode="r:gz") as tar:
+        tar.extractall(tmp_path, filter="data")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "step-000004")
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "step-000004")
+    ids = tokenizer("12+34=", return_tensors="pt")["input_ids"]
+    assert model(input_ids=ids).logits.shape[:2] == ids.shape
+
+
+def test_killed_worker_is_reaped_and_the_job_resumes_from_its_checkpoint(sessions, settings, start_worker):
+    # given a job being trained by a worker
+    total = 8
+    job_id = _submit_direct(sessions, settings, tiny_job_config(total_steps=total, checkpoint_every=2))
+    first = start_worker("doomed")
+
+    # when the worker dies with SIGKILL after a checkpoint and before the end
+    def checkpointed_mid_job() -> bool:
+        job = _job(sessions, job_id)
+        with sessions() as session:
+            has_checkpoint = session.scalar(select(Checkpoint.id).where(Checkpoint.job_id == job.id).limit(1))
+        return bool(has_checkpoint) and job.current_step >= 3 and job.status == "running"
+
+    wait_for(
+        checkpointed_mid_job,
+        timeout=JOB_TIMEOUT,
+        what="a checkpoint mid-job",
+        interval=0.05,
+        on_timeout=first.log_text,
+    )
+    first.kill()
+    killed_at = _job(sessions, job_id).current_step
+    assert killed_at < total, "the job finished before the worker could be killed"
+
+    # and, once its heartbeat is stale, a new worker starts
+    wait_for(
+        lambda: (
+            _job(sessions, job_id).heartbeat_at < utcnow() - timedelta(seconds=settings.stale_after_seconds)
+        ),
+        timeout=30,
+        what="the heartbeat to go stale",
+    )
+    second = start_worker("successor")
+
+    # then the start-up reaper re-queues it and the new worker resumes and finishes it
+    job = _wait_status(sessions, job_id, {"succeeded", "failed"}, second)
+    assert job.status == "succeeded", job.error
+    assert job.attempts == 2
+    assert _metric_steps(sessions, job_id) == list(range(1, total + 1))
+    with sessions() as session:
+        attempts = session.scalars(
+            select(JobAttempt).where(JobAttempt.job_id == job.id).order_by(JobAttempt.attempt)
+        )
+        attempts = list(attempts)
+        early_metrics = session.scalars(
+            select(JobMetric).where(
+                JobMetric.job_id == job.id, JobMetric.step <= attempts[1].resumed_from_step
+            )
+        ).all()
+    assert [a.outcome for a in attempts] == ["stalled", "succeeded"]
+    assert 2 <= attempts[1].resumed_from_step <= killed_at
+    # steps up to the checkpoint were not trained again: their rows predate the second attempt
+    assert early_metrics and all(m.created_at < attempts[1].started_at for m in early_metrics)
+    kinds = _event_kinds(sessions, job_id)
+    assert kinds.count("started") == 2
+    for kind in ("stalled", "requeued", "resumed"):
+        assert kind in kinds
+    assert kinds[-1] == "succeeded"
+
+
+def _submit_direct(sessions, settings: Settings, config: dict) -> str:
+    """Insert a queued job and send its task, as the API does (keeps this test independent of HTTP)."""
+    with sessions() as session:  # get_or_create_tenant commits
+        tenant = get_or_create_tenant(session, f"t-{uuid.uuid4().hex[:8]}")
+        job = Job(
+            tenant_id=tenant.id,
+            base_model=config["model"]["name_or_path"],
+            config=config,
+            total_steps=config["total_steps"],
+        )
+        session.add(job)
+        session.commit()
+    create_celery_app(settings).send_task(
+        "worker.train_job", kwargs={"job_id": str(job.id)}, queue=settings.task_queue
+    )
+    return str(job.id)
+
+
+def test_cancelling_a_running_job_stops_it_between_steps(client, sessions, start_worker):
+    worker = start_worker("cancel")
+    job_id = _submit(client, tiny_job_config(total_steps=200, checkpoint_every=100))
+    wait_for(
+        lambda: _job(sessions, job_id).current_step >= 2,
+        timeout=JOB_TIMEOUT,
+        what="two trained steps",
+        on_timeout=worker.log_text,
+    )
+
+    response = client.post(f"/v1/jobs/{job_id}/cancel", params={"checkpoint": "true"})
+    assert response.status_code == 202, response.text
+
+    job = _wait_status(sessions, job_id, {"cancelled", "failed"}, worker, timeout=120)
+    assert job.status == "cancelled", job.error
+    assert 2 <= job.current_step < 200
+    assert _metric_steps(sessions, job_id) == list(range(1, job.current_step + 1))
+    checkpoints = client.get(f"/v1/jobs/{job_id}/checkpoints").json()["data"]
+    assert [c["step"] for c in checkpoints] == [job.current_step]  # saved on request before stopping
+    kinds = _event_kinds(sessions, job_id)
+    assert kinds.index("cancel_requested") < kinds.index("cancelled")
+    assert kinds[-1] == "cancelled"
+    with sessions() as session:
+        attempt = session.scalars(select(JobAttempt).where(JobAttempt.job_id == job.id)).one()
+    assert attempt.outcome == "cancelled"
+
+
+def test_beat_reaps_jobs_orphaned_after_the_worker_started(sessions, settings, tmp_path, redis_url):
+    # given a maintenance-only worker with embedded beat, as deployed (solo pool, no training queue)
+    redis.Redis.from_url(redis_url).delete(settings.task_queue)
+    log = tmp_path / "maintenance.log"
+    maintenance = ManagedProcess(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "worker.celery_app",
+            "worker",
+            "-Q",
+            "maintenance",
+            "--pool",
+            "solo",
+            "-n",
+            "maint@%h",
+            "-B",
+            "-s",
+            str(tmp_path / "beat-schedule"),
+            "--loglevel",
+            "INFO",
+        ],
+        service_env(settings),
+        log,
+    )
+    try:
+        wait_for(
+            lambda: "ready." in maintenance.log_text(),
+            timeout=60,
+            what="the maintenance worker",
+            on_timeout=maintenance.log_text,
+        )
+        # when a job's worker dies after the start-up reaper already ran
+        with sessions() as session:  # get_or_create_tenant commits
+            tenant = get_or_create_tenant(session, "orphans")
+            job = Job(
+                tenant_id=tenant.id, base_model="builtin:tiny-arith", config=tiny_job_config(), total_steps=4
+            )
+            session.add(job)
+            session.commit()
+        claim_job(sessions, job.id, worker_id="vanished-host-1")
+        with sessions.begin() as session:
+            session.execute(
+                update(Job).where(Job.id == job.id).values(heartbeat_at=utcnow() - timedelta(minutes=5))
+            )
+
+        # then the periodic reaper re-queues it onto the training queue
+        _wait_status(sessions, job.id, {"queued"}, maintenance, timeout=60)
+        wait_for(
+            lambda: queued_train_jobs(redis_url, settings.task_queue) == [str(job.id)],
+            timeout=30,
+            what="the re-sent train_job message",
+        )
+    finally:
+        maintenance.stop()

@@ -1,0 +1,6 @@
+"""Celery workers of the service: run training jobs and re-queue jobs whose worker died.
+
+`worker.celery_app` holds the Celery application, `worker.tasks` the two tasks
+(`worker.train_job`, `worker.reap_stale_jobs`), `worker.job_runner` the claim/train/finish logic,
+`worker.job_writer` the guarded database writes and `worker.reaper` the stale-job reaper.
+"""

@@ -1,0 +1,396 @@
+"""Run one training job on this worker: claim it, train it, stream results to the database, finish it.
+
+`run_job(job_id)` is what the Celery task calls. It is safe to run twice for the same id:
+the claim is a conditional `UPDATE jobs SET status='running' ... WHERE status='queued'`, so a
+redelivered message, a job already running elsewhere, or a cancelled or finished job is left alone.
+Each claim records a `JobAttempt`. If an earlier attempt left checkpoints in the job's folder,
+training resumes from the latest one; metric rows are upserted by (job_id, step), so a crash
+neither loses nor duplicates steps. `DbCallbacks` is the `TrainerCallbacks` implementation
+that writes metrics, events and checkpoints and polls for cancellation; a background
+`Heartbeat` keeps `heartbeat_at` fresh even while one long step runs. A crashed worker is not
+handled here but by the reaper (worker/reaper.py), which re-queues jobs whose heartbeat went stale.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import func, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from remix_engine.config import TrainConfig
+from service.artifacts import ArtifactStore, LocalArtifactStore, checkpoint_key, get_artifact_store
+from service.db import session_factory
+from service.models import Dataset, Job, JobAttempt, JobEvent, JobStatus, utcnow
+from service.settings import Settings, get_settings
+from worker.job_writer import ACTIVE_STATUSES, JobWriter, LeaseLost, retry_db
+
+if TYPE_CHECKING:  # the trainer (and torch) are imported only inside run_job
+    from remix_engine.trainer import TrainResult
+
+log = logging.getLogger(__name__)
+
+CANCEL_POLL_SECONDS = 1.0
+ARTIFACT_CACHE = ".worker-cache"
+
+
+def worker_identity() -> str:
+    """hostname-pid: tells apart two workers on one machine and a restarted worker."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class Claim:
+    job_id: uuid.UUID
+    attempt: int
+    worker_id: str
+
+
+def claim_job(
+    sessions: sessionmaker[Session],
+    job_id: uuid.UUID,
+    *,
+    worker_id: str,
+    celery_task_id: str | None = None,
+    retry_window: float = 0.0,
+) -> Claim | None:
+    """Atomically move a queued job to running and record the attempt; None if it was not queued."""
+
+    def operation() -> Claim | None:
+        now = utcnow()
+        with sessions.begin() as session:
+            claimed = session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status == JobStatus.queued.value)
+                .values(
+                    status=JobStatus.running.value,
+                    attempts=Job.attempts + 1,
+                    worker_id=worker_id,
+                    heartbeat_at=now,
+                    started_at=func.coalesce(Job.started_at, now),
+                    celery_task_id=func.coalesce(celery_task_id, Job.celery_task_id),
+                    error=None,
+                )
+                .returning(Job.attempts, Job.current_step)
+                .execution_options(synchronize_session=False)
+            ).one_or_none()
+            if claimed is None:
+                return None
+            attempt, step = claimed
+            session.add(
+                JobAttempt(
+                    job_id=job_id,
+                    attempt=attempt,
+                    worker_id=worker_id,
+                    celery_task_id=celery_task_id,
+                    started_at=now,
+                )
+            )
+            session.add(
+                JobEvent(
+                    job_id=job_id,
+                    kind="started",
+                    step=step,
+                    message=f"attempt {attempt} started on {worker_id}",
+                    payload={"attempt": attempt, "worker_id": worker_id},
+                )
+            )
+            return Claim(job_id, attempt, worker_id)
+
+    return retry_db(operation, what=f"claim of job {job_id}", window=retry_window)
+
+
+class Heartbeat:
+    """Renews heartbeat_at every `interval` seconds from a daemon thread while the block runs."""
+
+    def __init__(self, writer: JobWriter, interval: float) -> None:
+        self.writer = writer
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{writer.job_id}", daemon=True)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.writer.heartbeat()
+            except LeaseLost:
+                log.warning("job %s was taken away from this worker; stopping heartbeats", self.writer.job_id)
+                return
+            except Exception:  # a missed beat is not fatal: the next one may succeed
+                log.exception("heartbeat of job %s failed", self.writer.job_id)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+def _folder_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _checkpoint_steps(root: Path) -> set[int]:
+    steps = set()
+    for folder in root.glob("step-*"):
+        suffix = folder.name.removeprefix("step-")
+        if folder.is_dir() and suffix.isdigit():
+            steps.add(int(suffix))
+    return steps
+
+
+class DbCallbacks:
+    """TrainerCallbacks that stream one attempt's progress into the database."""
+
+    def __init__(
+        self,
+        writer: JobWriter,
+        store: ArtifactStore,
+        *,
+        upload_checkpoints: bool,
+        poll_interval: float = CANCEL_POLL_SECONDS,
+    ) -> None:
+        self.writer = writer
+        self.store = store
+        self.upload_checkpoints = upload_checkpoints  # False when the output dir already is the store
+        self.poll_interval = poll_interval
+        self.cancel_requested = False
+        self._last_poll = -math.inf
+
+    def on_step(self, step: int, metrics: Mapping[str, Any]) -> None:
+        self.writer.record_step(step, metrics)
+
+    def on_event(self, kind: str, step: int, message: str, payload: Mapping[str, Any]) -> None:
+        self.writer.add_event(kind, step, message, self._public_payload(payload))
+
+    def _public_payload(self, payload: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Events are shown to the tenant: name checkpoints by artifact key, not by worker-local path."""
+        path = payload.get("path")
+        if not isinstance(path, str | Path) or not Path(path).name.startswith("step-"):
+            return payload
+        suffix = Path(path).name.removeprefix("step-")
+        if not suffix.isdigit():
+            return payload
+        public = {k: v for k, v in payload.items() if k != "path"}
+        public["checkpoint"] = checkpoint_key(self.writer.job_id, int(suffix))
+        return public
+
+    def on_checkpoint(self, step: int, path: Path, metrics: Mapping[str, Any]) -> None:
+        key = checkpoint_key(self.writer.job_id, step)
+        if self.upload_checkpoints:
+            self.store.put_dir(key, path)
+        pruned = self.writer.register_checkpoint(
+            step, key, _folder_size(path), metrics, _checkpoint_steps(path.parent)
+        )
+        if self.upload_checkpoints:
+            for old_key in pruned:
+                self.store.delete(old_key)
+
+    def on_checkpoint_pruned(self, step: int, path: Path) -> None:  # noqa: ARG002 - the row names the key
+        """The trainer deleted an older checkpoint (retention): it is no longer downloadable."""
+        key = self.writer.forget_checkpoint(step)
+        if self.upload_checkpoints and key:
+            self.store.delete(key)
+
+    def should_stop(self) -> bool:
+        """Cancellation check between steps; reads the job row at most every `poll_interval` seconds."""
+        if self.writer.lost.is_set():
+            raise LeaseLost(f"job {self.writer.job_id} was re-queued while this worker ran it")
+        now = time.monotonic()
+        if now - self._last_poll < self.poll_interval:
+            return self.cancel_requested
+        self._last_poll = now
+        view = self.writer.read_status()
+        if view is None or view.attempts != self.writer.attempt or view.status not in ACTIVE_STATUSES:
+            self.writer.lost.set()
+            raise LeaseLost(f"job {self.writer.job_id} is no longer owned by attempt {self.writer.attempt}")
+        self.cancel_requested = view.cancel_requested or view.status == JobStatus.cancelling.value
+        return self.cancel_requested
+
+
+def resolve_config(
+    job: Job, sessions: sessionmaker[Session], store: ArtifactStore, cache: Path
+) -> TrainConfig:
+    """The job's TrainConfig with uploaded datasets (artifact keys) replaced by local file paths."""
+    config = TrainConfig.model_validate(job.config)
+    data = config.data
+    updates: dict[str, str] = {}
+    if job.dataset_id is not None:
+        with sessions() as session:
+            dataset = session.get_one(Dataset, job.dataset_id)
+        updates["train_path"] = str(store.local_path(dataset.uri, cache))
+    elif data.train_path.startswith("datasets/"):
+        updates["train_path"] = str(store.local_path(data.train_path, cache))
+    if data.eval_path and data.eval_path.startswith("datasets/"):
+        updates["eval_path"] = str(store.local_path(data.eval_path, cache))
+    if not updates:
+        return config
+    return config.model_copy(update={"data": data.model_copy(update=updates)})
+
+
+def job_output_dir(store: ArtifactStore, job_id: uuid.UUID, cache: Path) -> tuple[Path, bool]:
+    """Where the trainer writes (`jobs/<id>/` of the store) and whether checkpoints must be uploaded."""
+    prefix = f"jobs/{job_id}/"
+    if isinstance(store, LocalArtifactStore):
+        path = store.path_for(prefix)
+        path.mkdir(parents=True, exist_ok=True)
+        return path, False
+    if store.exists(prefix + "checkpoints/"):  # a remote store: fetch earlier checkpoints to resume
+        store.local_path(prefix + "checkpoints/", cache)
+    path = cache / "jobs" / str(job_id)
+    path.mkdir(parents=True, exist_ok=True)
+    return path, True
+
+
+def pick_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def run_job(
+    job_id: str,
+    *,
+    settings: Settings | None = None,
+    sessions: sessionmaker[Session] | None = None,
+    celery_task_id: str | None = None,
+    device: str | None = None,
+) -> str:
+    """Claim and run a job; returns the outcome: skipped, succeeded, cancelled, failed or lost."""
+    settings = settings or get_settings()
+    sessions = sessions or session_factory(settings.database_url)
+    try:
+        job_uuid = uuid.UUID(str(job_id))
+    except ValueError:
+        log.error("ignoring train_job with an invalid job id %r", job_id)
+        return "skipped"
+    window = settings.worker_db_retry_seconds
+    claim = claim_job(
+        sessions, job_uuid, worker_id=worker_identity(), celery_task_id=celery_task_id, retry_window=window
+    )
+    if claim is None:
+        log.info(
+            "job %s is not queued (missing, running elsewhere, cancelled or finished); nothing to do", job_id
+        )
+        return "skipped"
+    log.info("job %s: attempt %d claimed by %s", job_id, claim.attempt, claim.worker_id)
+    writer = JobWriter(sessions, claim.job_id, claim.attempt, retry_window=window)
+    try:
+        with Heartbeat(writer, settings.heartbeat_seconds):
+            return _train_and_finish(writer, settings, device)
+    except LeaseLost as lost:
+        log.warning("job %s: %s; leaving it to its new owner", job_id, lost)
+        return "lost"
+    except Exception as error:
+        log.exception("job %s failed", job_id)
+        _record_failure(writer, error)
+        return "failed"
+
+
+def _train_and_finish(writer: JobWriter, settings: Settings, device: str | None) -> str:
+    from remix_engine.trainer import Trainer  # heavy: torch and transformers
+
+    store = get_artifact_store(settings)
+    cache = Path(settings.artifacts_dir).expanduser() / ARTIFACT_CACHE
+    job = writer.read_job()
+    config = resolve_config(job, writer.sessions, store, cache)
+    output_dir, upload = job_output_dir(store, job.id, cache)
+    callbacks = DbCallbacks(writer, store, upload_checkpoints=upload)
+    trainer = Trainer(config, output_dir, callbacks=callbacks, device=device or pick_device())
+    checkpoint = Trainer.latest_checkpoint(output_dir)
+    if checkpoint is not None:
+        trainer.resume(checkpoint)
+    # Steps after the starting point are re-run: forget what a crashed attempt wrote for them.
+    dropped = writer.prepare_resume(trainer.step)
+    if checkpoint is not None or dropped:
+        log.info("job %s starts at step %d (%d later metric rows discarded)", job.id, trainer.step, dropped)
+    result = trainer.train()
+    if result.stopped:
+        return _finish_cancelled(writer, trainer, result)
+    summary = {
+        "final_step": result.final_step,
+        "attempts": writer.attempt,
+        "accuracy_before": result.eval_before.get("accuracy"),
+        "accuracy_after": result.eval_after.get("accuracy"),
+        "eval_before": result.eval_before,
+        "eval_after": result.eval_after,
+        "last_checkpoint": _checkpoint_key_of(writer.job_id, result.last_checkpoint),
+    }
+    accuracy = f"{_fmt(summary['accuracy_before'])} -> {_fmt(summary['accuracy_after'])}"
+    writer.finish(
+        JobStatus.succeeded,
+        step=result.final_step,
+        summary=summary,
+        event_payload=summary,
+        message=f"finished {result.final_step} steps; held-out greedy accuracy {accuracy}",
+    )
+    return "succeeded"
+
+
+def _finish_cancelled(writer: JobWriter, trainer: Any, result: TrainResult) -> str:
+    last = result.last_checkpoint
+    if (
+        writer.read_job().checkpoint_on_cancel
+        and trainer.step > 0
+        and (last is None or last.name != _step_name(trainer.step))
+    ):
+        last = trainer.save_checkpoint()
+    summary = {
+        "final_step": trainer.step,
+        "attempts": writer.attempt,
+        "eval_before": result.eval_before,
+        "accuracy_before": result.eval_before.get("accuracy"),
+        "last_checkpoint": _checkpoint_key_of(writer.job_id, last),
+    }
+    writer.finish(
+        JobStatus.cancelled,
+        step=trainer.step,
+        summary=summary,
+        event_payload=summary,
+        message=f"cancelled after step {trainer.step}",
+    )
+    return "cancelled"
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, float | int) else "n/a"
+
+
+def _step_name(step: int) -> str:
+    return f"step-{step:06d}"
+
+
+def _checkpoint_key_of(job_id: uuid.UUID, folder: Path | None) -> str | None:
+    if folder is None:
+        return None
+    return checkpoint_key(job_id, int(folder.name.removeprefix("step-")))
+
+
+def _record_failure(writer: JobWriter, error: BaseException) -> None:
+    message = f"{type(error).__name__}: {error}"
+    try:
+        step = writer.read_job().current_step
+        writer.finish(
+            JobStatus.failed,
+            step=step,
+            error=message,
+            message=message,
+            event_payload={"error_type": type(error).__name__},
+        )
+    except LeaseLost:
+        log.warning("job %s failed after it was re-queued; its new owner decides its fate", writer.job_id)
+    except Exception:
+        log.exception("could not record the failure of job %s; the reaper will pick it up", writer.job_id)

@@ -1,0 +1,318 @@
+"""Database writes of a running job, guarded by ownership and retried on transient errors
+(through a database outage of up to `worker_db_retry_seconds`, training waiting meanwhile).
+
+Every write of a training attempt happens in one short transaction that first renews the
+heartbeat with `UPDATE jobs ... WHERE attempts = <my attempt> AND status IN (running, cancelling)`.
+If that matches no row the job was re-queued (or finished) behind this worker's back, so the
+write is rolled back and `LeaseLost` is raised: a worker that was presumed dead never overwrites
+the work of its successor. Metrics and checkpoints are upserts keyed by (job_id, step), so a
+step that is re-run after a crash replaces its row instead of duplicating it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sqlalchemy import delete, exc, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.models import Checkpoint, Job, JobAttempt, JobEvent, JobMetric, JobStatus, utcnow
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+ACTIVE_STATUSES = (JobStatus.running.value, JobStatus.cancelling.value)
+RETRY_ATTEMPTS = 5
+RETRY_BASE_DELAY_S = 0.25
+RETRY_MAX_DELAY_S = 4.0
+
+
+class LeaseLost(RuntimeError):
+    """The job no longer belongs to this attempt (re-queued by the reaper, or finished)."""
+
+
+def is_transient(error: BaseException) -> bool:
+    """Connection drops, server restarts, failovers: worth retrying; constraint errors are not."""
+    if isinstance(error, exc.DBAPIError) and error.connection_invalidated:
+        return True
+    return isinstance(error, exc.OperationalError | exc.InterfaceError)
+
+
+def retry_db(
+    operation: Callable[[], T], *, what: str, attempts: int = RETRY_ATTEMPTS, window: float = 0.0
+) -> T:
+    """Run `operation` (one whole transaction), retrying transient errors with exponential backoff.
+
+    Gives up after `attempts` tries or, if that is later, once `window` seconds have passed since the
+    first failure: with a window, a worker rides out a database restart instead of failing its job."""
+    first_failure: float | None = None
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return operation()
+        except exc.DBAPIError as error:
+            now = time.monotonic()
+            first_failure = now if first_failure is None else first_failure
+            outage = now - first_failure
+            if not is_transient(error) or (attempt >= attempts and outage >= window):
+                raise
+            delay = min(RETRY_BASE_DELAY_S * 2 ** min(attempt - 1, 16), RETRY_MAX_DELAY_S)
+            log.warning(
+                "transient database error during %s (try %d, %.1fs since the first), retrying in %.2fs: %s",
+                what,
+                attempt,
+                outage,
+                delay,
+                error,
+            )
+            time.sleep(delay)
+
+
+def upsert(
+    session: Session,
+    model: type[Any],
+    values: Mapping[str, Any],
+    keys: Iterable[str],
+    update_columns: Iterable[str],
+) -> None:
+    """INSERT ... ON CONFLICT (keys) DO UPDATE, with the dialect's own insert (Postgres or SQLite)."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        raise NotImplementedError(f"upsert is not implemented for the {dialect} dialect")
+    stmt = insert(model).values(**values)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=list(keys), set_={col: stmt.excluded[col] for col in update_columns}
+    )
+    session.execute(stmt)
+
+
+def jsonable(value: Any) -> Any:
+    """Plain JSON: numpy/torch scalars become numbers and NaN/inf become None (Postgres rejects them)."""
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, bool | int | str) or value is None:
+        return value
+    if hasattr(value, "item"):  # numpy / torch scalar
+        value = value.item()
+        return jsonable(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    return str(value)
+
+
+@dataclass(frozen=True)
+class JobStatusView:
+    """What a running attempt needs to know about its job, read cheaply."""
+
+    status: str
+    attempts: int
+    cancel_requested: bool
+
+
+class JobWriter:
+    """All writes of one attempt (`attempt`) of one job, each guarded by ownership and retried.
+
+    A write that meets a database outage is retried with backoff for up to `retry_window` seconds
+    (the worker's `worker_db_retry_seconds`); training waits for it meanwhile, so nothing is lost."""
+
+    def __init__(
+        self, sessions: sessionmaker[Session], job_id: uuid.UUID, attempt: int, *, retry_window: float = 0.0
+    ) -> None:
+        self.sessions = sessions
+        self.job_id = job_id
+        self.attempt = attempt
+        self.retry_window = retry_window
+        self.lost = threading.Event()  # set once any write finds the job owned by someone else
+
+    # ------------------------------------------------------------------ plumbing
+    def _transaction(
+        self,
+        body: Callable[[Session], T],
+        *,
+        what: str,
+        guarded: bool = True,
+        extra: Mapping[str, Any] | None = None,
+    ) -> T:
+        def operation() -> T:
+            with self.sessions.begin() as session:
+                if guarded:
+                    self._renew(session, extra or {})
+                return body(session)
+
+        return retry_db(operation, what=what, window=self.retry_window)
+
+    def _renew(self, session: Session, extra: Mapping[str, Any]) -> None:
+        changed = session.execute(
+            update(Job)
+            .where(Job.id == self.job_id, Job.attempts == self.attempt, Job.status.in_(ACTIVE_STATUSES))
+            .values(heartbeat_at=utcnow(), **extra)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        if changed != 1:
+            self.lost.set()
+            raise LeaseLost(f"job {self.job_id} is no longer owned by attempt {self.attempt}")
+
+    # ------------------------------------------------------------------ during training
+    def heartbeat(self) -> None:
+        self._transaction(lambda _s: None, what="heartbeat")
+
+    def record_step(self, step: int, metrics: Mapping[str, Any]) -> None:
+        def body(session: Session) -> None:
+            values = {
+                "job_id": self.job_id,
+                "step": step,
+                "metrics": jsonable(metrics),
+                "created_at": utcnow(),
+            }
+            upsert(session, JobMetric, values, ("job_id", "step"), ("metrics", "created_at"))
+
+        self._transaction(body, what=f"metrics of step {step}", extra={"current_step": step})
+
+    def add_event(self, kind: str, step: int | None, message: str, payload: Mapping[str, Any]) -> None:
+        clean = jsonable(payload)
+
+        def body(session: Session) -> None:  # a fresh object per try: a rolled-back one can't be re-added
+            session.add(JobEvent(job_id=self.job_id, kind=kind, step=step, message=message, payload=clean))
+
+        self._transaction(body, what=f"{kind} event")
+
+    def register_checkpoint(
+        self, step: int, key: str, size_bytes: int, metrics: Mapping[str, Any], kept_steps: set[int]
+    ) -> list[str]:
+        """Upsert the checkpoint row of `step`; drop the rows of checkpoints pruned from disk.
+
+        Returns the artifact keys of the dropped rows."""
+        clean = jsonable(metrics)
+        score = clean.get("eval_accuracy") if isinstance(clean, dict) else None
+
+        def body(session: Session) -> list[str]:
+            values = {
+                "job_id": self.job_id,
+                "step": step,
+                "uri": key,
+                "size_bytes": size_bytes,
+                "metrics": clean,
+                "eval_score": score if isinstance(score, float | int) else None,
+                "created_at": utcnow(),
+            }
+            upsert(
+                session,
+                Checkpoint,
+                values,
+                ("job_id", "step"),
+                ("uri", "size_bytes", "metrics", "eval_score", "created_at"),
+            )
+            pruned = session.execute(
+                delete(Checkpoint)
+                .where(Checkpoint.job_id == self.job_id, Checkpoint.step.not_in(kept_steps | {step}))
+                .returning(Checkpoint.uri)
+                .execution_options(synchronize_session=False)
+            )
+            return list(pruned.scalars())
+
+        return self._transaction(body, what=f"checkpoint of step {step}")
+
+    def forget_checkpoint(self, step: int) -> str | None:
+        """Delete the row of a checkpoint the trainer pruned from disk; returns its artifact key."""
+
+        def body(session: Session) -> str | None:
+            removed = session.execute(
+                delete(Checkpoint)
+                .where(Checkpoint.job_id == self.job_id, Checkpoint.step == step)
+                .returning(Checkpoint.uri)
+                .execution_options(synchronize_session=False)
+            )
+            return removed.scalar_one_or_none()
+
+        return self._transaction(body, what=f"pruning the checkpoint of step {step}")
+
+    def prepare_resume(self, step: int) -> int:
+        """Forget metrics a crashed attempt wrote after its last checkpoint: those steps are re-run.
+
+        Returns how many metric rows were discarded."""
+
+        def body(session: Session) -> int:
+            dropped = session.execute(
+                delete(JobMetric)
+                .where(JobMetric.job_id == self.job_id, JobMetric.step > step)
+                .execution_options(synchronize_session=False)
+            ).rowcount
+            session.execute(
+                update(JobAttempt)
+                .where(JobAttempt.job_id == self.job_id, JobAttempt.attempt == self.attempt)
+                .values(resumed_from_step=step)
+            )
+            return int(dropped)
+
+        return self._transaction(body, what="resume bookkeeping", extra={"current_step": step})
+
+    def read_status(self) -> JobStatusView | None:
+        def operation() -> JobStatusView | None:
+            with self.sessions() as session:
+                row = session.execute(
+                    select(Job.status, Job.attempts, Job.cancel_requested).where(Job.id == self.job_id)
+                ).one_or_none()
+            return None if row is None else JobStatusView(row.status, row.attempts, row.cancel_requested)
+
+        return retry_db(operation, what="status poll", window=self.retry_window)
+
+    def read_job(self) -> Job:
+        def operation() -> Job:
+            with self.sessions() as session:
+                return session.get_one(Job, self.job_id)
+
+        return retry_db(operation, what="job read", window=self.retry_window)
+
+    # ------------------------------------------------------------------ outcome
+    def finish(
+        self,
+        status: JobStatus,
+        *,
+        message: str,
+        step: int,
+        summary: Mapping[str, Any] | None = None,
+        error: str | None = None,
+        event_payload: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Terminal state, final event and the attempt's outcome, in one transaction."""
+        now = utcnow()
+        values: dict[str, Any] = {
+            "status": status.value,
+            "finished_at": now,
+            "error": error,
+            "current_step": step,
+        }
+        if summary is not None:
+            values["summary"] = jsonable(summary)
+
+        def body(session: Session) -> None:
+            session.add(
+                JobEvent(
+                    job_id=self.job_id,
+                    kind=status.value,
+                    step=step,
+                    message=message,
+                    payload=jsonable(event_payload or {}),
+                )
+            )
+            session.execute(
+                update(JobAttempt)
+                .where(JobAttempt.job_id == self.job_id, JobAttempt.attempt == self.attempt)
+                .values(outcome=status.value, error=error, ended_at=now)
+            )
+
+        self._transaction(body, what=f"{status.value} outcome", extra=values)
