@@ -1,247 +1,248 @@
-"""Rollout efficiency: ReMix vs its on-policy baseline on the builtin addition task.
+"""Rollout efficiency: ReMix against its on-policy baseline on the builtin addition task.
 
-For each algorithm and seed, trains the pretrained tiny model and evaluates held-out greedy
-accuracy every few steps. Reports, per algorithm, the fresh rollouts (responses generated) and
-wall time until the target accuracy is first reached, and the final accuracy; writes a JSON of
-all curves, a markdown table and a plot of accuracy against fresh rollouts.
+For each algorithm and seed, trains the pretrained tiny model and evaluates held-out greedy accuracy
+every few steps. Reports, per algorithm: fresh rollouts (responses generated), steps and training
+seconds until the target accuracy is first reached, and held-out accuracy once a fixed budget of
+fresh rollouts is spent; and, per ReMix/baseline pair, how many times fewer fresh rollouts ReMix
+needed. Writes the raw curves (JSON), a table and a plot of accuracy against fresh rollouts and
+against training time; a full run also rewrites its section of docs/benchmarks.md.
 
-    python benchmarks/rollout_efficiency.py                 # full: 4 algorithms x 3 seeds
-    python benchmarks/rollout_efficiency.py --quick         # smoke run: 2 algorithms, 1 seed, few steps
+    python -m benchmarks.rollout_efficiency            # full: 4 algorithms x 3 seeds
+    python -m benchmarks.rollout_efficiency --quick    # smoke run: 2 algorithms, 1 seed, 2 steps
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from remix_engine.config import TINY_MODEL_ID, TrainConfig
+from benchmarks import common
 from remix_engine.trainer import Trainer
 
-
-class CurveRecorder:
-    def __init__(self) -> None:
-        self.started = time.perf_counter()
-        self.points: list[dict[str, float]] = []
-        self.steps: list[dict[str, Any]] = []
-
-    def on_step(self, step: int, metrics: dict[str, Any]) -> None:
-        self.steps.append(dict(metrics))
-        if "eval_accuracy" in metrics:
-            self.points.append(
-                {
-                    "step": step,
-                    "fresh_rollouts": float(metrics["fresh_rollouts_total"]),
-                    "wall_s": time.perf_counter() - self.started,
-                    "accuracy": float(metrics["eval_accuracy"]),
-                }
-            )
-
-    def on_event(self, kind: str, step: int, message: str, payload: dict[str, Any]) -> None:
-        if kind == "evaluation" and step == 0:
-            self.points.append(
-                {"step": 0, "fresh_rollouts": 0.0, "wall_s": 0.0, "accuracy": float(payload["accuracy"])}
-            )
-
-    def on_checkpoint(self, step: int, path: Path, metrics: dict[str, Any]) -> None:
-        pass
-
-    def should_stop(self) -> bool:
-        return False
+NAME = "rollout_efficiency"
+PAIRS = {"remix-grpo": "grpo", "remix-ppo": "ppo"}
+COLORS = {"remix-grpo": "tab:red", "grpo": "tab:blue", "remix-ppo": "tab:orange", "ppo": "tab:cyan"}
 
 
-def job_config(
-    algorithm: str, seed: int, steps: int, eval_every: int, args: argparse.Namespace
-) -> TrainConfig:
-    return TrainConfig.model_validate(
-        {
-            "model": {"name_or_path": TINY_MODEL_ID},
-            "data": {"eval_size": args.eval_size},
-            "rollout": {
-                "prompts_per_step": args.prompts,
-                "group_size": args.group_size,
-                "max_new_tokens": 16,
-            },
-            "algorithm": {
-                "name": algorithm,
-                "off_policy_fraction": args.p,
-                "history_window": args.history,
-                "utd_ratio": args.utd,
-                "reincarnation_step": args.reincarnation_step,
-                "lambda_start_step": args.reincarnation_step,
-                "minibatch_size": args.prompts * args.group_size,
-            },
-            "optim": {"lr": args.lr, "critic_lr": args.lr},
-            "total_steps": steps,
-            "eval_every": eval_every,
-            "checkpoint_every": steps,
-            "keep_checkpoints": 1,
-            "log_completions": 0,
-            "seed": seed,
+def run_one(algorithm: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    remix = algorithm.startswith("remix-")
+    overrides: dict[str, Any] = {"lambda_start_step": args.reincarnation_step, "log_inactive_kl": False}
+    if remix:
+        overrides |= {
+            "off_policy_fraction": args.p,
+            "history_window": args.history,
+            "utd_ratio": args.utd,
+            "reincarnation_step": args.reincarnation_step,
         }
+    cfg = common.toy_train_config(
+        algorithm,
+        seed=seed,
+        steps=args.steps,
+        prompts=args.prompts,
+        group_size=args.group_size,
+        lr=args.lr,
+        max_new_tokens=args.max_new_tokens,
+        eval_size=args.eval_size,
+        eval_every=args.eval_every,
+        **overrides,
     )
+    recorder = common.TrainingRecorder()
+    Trainer(cfg, Path(args.workdir) / f"{algorithm}-seed{seed}", callbacks=recorder).train()
+    curve = recorder.points
+    within_budget = [p for p in curve if p["fresh_rollouts"] <= args.budget]
+    return {
+        "seed": seed,
+        "curve": curve,
+        "reached": common.first_reaching(curve, args.target),
+        "accuracy_at_budget": within_budget[-1]["accuracy"],
+        "final_accuracy": curve[-1]["accuracy"],
+        "median_step_s": common.median([m["step_s"] for m in recorder.steps]),
+        "response_length": [m["response_length_fresh"] for m in recorder.steps],
+    }
 
 
-def first_reaching(points: list[dict[str, float]], target: float) -> dict[str, float] | None:
-    return next((p for p in points if p["accuracy"] >= target), None)
+def summarise(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    def mean_or_none(values: list[float]) -> float | None:
+        return statistics.mean(values) if values else None
 
-
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    torch.set_num_threads(args.threads)
-    runs: dict[str, list[dict[str, Any]]] = {}
-    for algorithm in args.algorithms:
-        for seed in args.seeds:
-            recorder = CurveRecorder()
-            cfg = job_config(algorithm, seed, args.steps, args.eval_every, args)
-            out = Path(args.workdir) / f"{algorithm}-seed{seed}"
-            Trainer(cfg, out, callbacks=recorder).train()
-            hit = first_reaching(recorder.points, args.target)
-            runs.setdefault(algorithm, []).append(
-                {
-                    "seed": seed,
-                    "curve": recorder.points,
-                    "reached": hit,
-                    "final_accuracy": recorder.points[-1]["accuracy"],
-                    "response_length": [m["response_length_fresh"] for m in recorder.steps],
-                    "self_reflection": [m.get("kw_appear_self_reflection", 0.0) for m in recorder.steps],
-                }
-            )
-            print(
-                f"{algorithm:>11} seed {seed}: final acc {recorder.points[-1]['accuracy']:.3f}, "
-                f"target reached: {hit}",
-                flush=True,
-            )
-    return {"args": vars(args), "machine": machine(), "runs": runs}
-
-
-def machine() -> str:
-    return (
-        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
-        f"torch {torch.__version__}, Python {platform.python_version()}"
-    )
-
-
-def summarise(result: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
-    for algorithm, runs in result["runs"].items():
-        hits = [r["reached"] for r in runs if r["reached"]]
+    for algorithm, results in runs.items():
+        hits = [r["reached"] for r in results if r["reached"]]
+        all_reached = len(hits) == len(results)
         rows.append(
             {
                 "algorithm": algorithm,
-                "seeds_reaching_target": f"{len(hits)}/{len(runs)}",
-                "fresh_rollouts_to_target": statistics.mean(h["fresh_rollouts"] for h in hits)
-                if hits
-                else None,
-                "wall_s_to_target": statistics.mean(h["wall_s"] for h in hits) if hits else None,
-                "steps_to_target": statistics.mean(h["step"] for h in hits) if hits else None,
-                "final_accuracy": statistics.mean(r["final_accuracy"] for r in runs),
-                "initial_accuracy": statistics.mean(r["curve"][0]["accuracy"] for r in runs),
+                "seeds_reaching_target": f"{len(hits)}/{len(results)}",
+                # Means over seeds are only comparable when every seed got there.
+                "fresh_rollouts_to_target": mean_or_none([h["fresh_rollouts"] for h in hits]) if all_reached else None,
+                "steps_to_target": mean_or_none([h["step"] for h in hits]) if all_reached else None,
+                "train_s_to_target": mean_or_none([h["train_s"] for h in hits]) if all_reached else None,
+                "median_step_s": common.median([r["median_step_s"] for r in results]),
+                "initial_accuracy": statistics.mean(r["curve"][0]["accuracy"] for r in results),
+                "accuracy_at_budget": statistics.mean(r["accuracy_at_budget"] for r in results),
+                "final_accuracy": statistics.mean(r["final_accuracy"] for r in results),
             }
         )
     return rows
 
 
-def markdown_table(rows: list[dict[str, Any]], target: float) -> str:
-    def fmt(value: Any, pattern: str) -> str:
-        return "not reached" if value is None else pattern.format(value)
-
-    lines = [
-        f"| algorithm | seeds reaching {target:.0%} | fresh rollouts to target | steps to target | "
-        "wall s to target | initial acc | final acc |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['algorithm']} | {r['seeds_reaching_target']} | {fmt(r['fresh_rollouts_to_target'], '{:,.0f}')} | "
-            f"{fmt(r['steps_to_target'], '{:.1f}')} | {fmt(r['wall_s_to_target'], '{:.1f}')} | "
-            f"{r['initial_accuracy']:.3f} | {r['final_accuracy']:.3f} |"
+def pair_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """For each ReMix/baseline pair: baseline rollouts (and time) to target divided by ReMix's."""
+    by_name = {r["algorithm"]: r for r in rows}
+    out = []
+    for remix, baseline in PAIRS.items():
+        if remix not in by_name or baseline not in by_name:
+            continue
+        r, b = by_name[remix], by_name[baseline]
+        rollouts = r["fresh_rollouts_to_target"], b["fresh_rollouts_to_target"]
+        seconds = r["train_s_to_target"], b["train_s_to_target"]
+        out.append(
+            {
+                "remix": remix,
+                "baseline": baseline,
+                "rollout_saving": None if None in rollouts else rollouts[1] / rollouts[0],
+                "time_ratio": None if None in seconds else seconds[0] / seconds[1],
+            }
         )
-    return "\n".join(lines)
+    return out
 
 
-def plot(result: dict[str, Any], path: Path, target: float) -> None:
-    import matplotlib
+def report_body(rows: list[dict[str, Any]], ratios: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    setup = (
+        f"Setup: {args.prompts} prompts x {args.group_size} responses per step, {args.steps} steps, lr {args.lr:g} "
+        f"(constant), max {args.max_new_tokens} new tokens, temperature 1, clip 0.2, KL (k3) 0.001; ReMix "
+        f"p={args.p}, N={args.history}, UTD m={args.utd}, reincarnation at step {args.reincarnation_step} "
+        f"(lambda schedule from the same step); held-out greedy accuracy on {args.eval_size} prompts every "
+        f"{args.eval_every} steps; target {args.target:.0%}; rollout budget {args.budget:,}; seeds {args.seeds}; "
+        f"{args.threads} torch thread(s). Training seconds exclude evaluation."
+    )
+    table = common.markdown_table(
+        [
+            "algorithm",
+            f"seeds reaching {args.target:.0%}",
+            "fresh rollouts to target",
+            "steps to target",
+            "training s to target",
+            "median s/step",
+            "initial acc",
+            f"acc at {args.budget:,} rollouts",
+            f"acc after {args.steps} steps",
+        ],
+        [
+            [
+                r["algorithm"],
+                r["seeds_reaching_target"],
+                common.fmt(r["fresh_rollouts_to_target"], "{:,.0f}"),
+                common.fmt(r["steps_to_target"], "{:.1f}"),
+                common.fmt(r["train_s_to_target"], "{:.1f}"),
+                f"{r['median_step_s']:.2f}",
+                f"{r['initial_accuracy']:.3f}",
+                f"{r['accuracy_at_budget']:.3f}",
+                f"{r['final_accuracy']:.3f}",
+            ]
+            for r in rows
+        ],
+    )
+    lines = []
+    for pair in ratios:
+        saving = pair["rollout_saving"]
+        lines.append(
+            f"- {pair['remix']} reaches {args.target:.0%} with "
+            + ("(not comparable: a seed missed the target)" if saving is None else f"**{saving:.2f}x fewer** fresh rollouts")
+            + f" than {pair['baseline']}"
+            + ("" if pair["time_ratio"] is None else f", in {pair['time_ratio']:.2f}x its training time")
+            + "."
+        )
+    return f"{setup}\n\n{table}\n\n" + "\n".join(lines) + f"\n\n![{NAME}](benchmarks/{NAME}.png)\n"
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
+def plot(runs: dict[str, list[dict[str, Any]]], path: Path, args: argparse.Namespace) -> None:
+    plt = common.pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    for algorithm, runs in result["runs"].items():
-        for i, r in enumerate(runs):
-            xs = [p["fresh_rollouts"] for p in r["curve"]]
+    for algorithm, results in runs.items():
+        for i, r in enumerate(results):
+            label = algorithm if i == 0 else None
             ys = [p["accuracy"] for p in r["curve"]]
-            axes[0].plot(xs, ys, color=_color(algorithm), alpha=0.8, label=algorithm if i == 0 else None)
-            axes[1].plot(
-                [p["wall_s"] for p in r["curve"]],
-                ys,
-                color=_color(algorithm),
-                alpha=0.8,
-                label=algorithm if i == 0 else None,
-            )
-    for ax, xlabel in zip(axes, ("fresh rollouts generated", "wall time (s)"), strict=True):
-        ax.axhline(target, color="grey", linestyle="--", linewidth=1)
+            color = COLORS.get(algorithm, "black")
+            axes[0].plot([p["fresh_rollouts"] for p in r["curve"]], ys, color=color, alpha=0.8, label=label)
+            axes[1].plot([p["train_s"] for p in r["curve"]], ys, color=color, alpha=0.8, label=label)
+    for ax, xlabel in zip(axes, ("fresh rollouts generated", "training time (s)"), strict=True):
+        ax.axhline(args.target, color="grey", linestyle="--", linewidth=1)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("held-out greedy accuracy")
         ax.grid(alpha=0.3)
         ax.legend()
+    axes[0].axvline(args.budget, color="grey", linestyle=":", linewidth=1)
     fig.suptitle("ReMix vs on-policy baselines, 2-digit addition, tiny Llama (one line per seed)")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-
-
-def _color(algorithm: str) -> str:
-    return {"remix-grpo": "tab:red", "grpo": "tab:blue", "remix-ppo": "tab:orange", "ppo": "tab:cyan"}.get(
-        algorithm, "black"
-    )
+    plt.close(fig)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--quick", action="store_true", help="tiny smoke run")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smoke run: 2 algorithms, 1 seed, 2 tiny steps")
     parser.add_argument("--algorithms", nargs="+", default=["remix-grpo", "grpo", "remix-ppo", "ppo"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--eval-every", type=int, default=2)
     parser.add_argument("--eval-size", type=int, default=200)
-    parser.add_argument("--prompts", type=int, default=64)
+    parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--group-size", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--p", type=float, default=0.4)
-    parser.add_argument("--history", type=int, default=2)
-    parser.add_argument("--utd", type=int, default=2)
-    parser.add_argument("--reincarnation-step", type=int, default=20)
-    parser.add_argument("--target", type=float, default=0.6)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--workdir", default="var/bench/rollout_efficiency")
-    parser.add_argument("--out", default="docs/benchmarks/rollout_efficiency")
+    parser.add_argument("--max-new-tokens", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument("--p", type=float, default=0.5, help="off-policy fraction of ReMix")
+    parser.add_argument("--history", type=int, default=2, help="N: policies replayed")
+    parser.add_argument("--utd", type=int, default=2, help="m: update-to-data ratio in the Mix phase")
+    parser.add_argument("--reincarnation-step", type=int, default=12)
+    parser.add_argument("--target", type=float, default=0.5)
+    parser.add_argument("--budget", type=int, default=1536, help="fresh rollouts after which accuracy is compared")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--no-docs", action="store_true", help="write under var/bench/ and leave docs/ alone")
+    parser.add_argument("--workdir", default=str(common.QUICK_DIR / NAME / "runs"))
     args = parser.parse_args(argv)
     if args.quick:
         args.algorithms, args.seeds, args.steps, args.eval_every = ["remix-grpo", "grpo"], [0], 2, 1
-        args.prompts, args.group_size, args.eval_size, args.reincarnation_step = 8, 4, 20, 1
-        args.out = str(Path(args.workdir) / "quick")
+        args.prompts, args.group_size, args.eval_size, args.reincarnation_step = 4, 4, 8, 2
+        args.budget = 16
     return args
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    result = run(args)
-    rows = summarise(result)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({**result, "summary": rows}, indent=2))
-    table = markdown_table(rows, args.target)
-    out.with_suffix(".md").write_text(table + "\n")
-    plot(result, out.with_suffix(".png"), args.target)
-    print(table)
+    torch.set_num_threads(args.threads)
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for algorithm in args.algorithms:
+        for seed in args.seeds:
+            result = run_one(algorithm, seed, args)
+            runs.setdefault(algorithm, []).append(result)
+            print(
+                f"{algorithm:>11} seed {seed}: final acc {result['final_accuracy']:.3f}, "
+                f"target reached at {result['reached']}",
+                flush=True,
+            )
+    rows = summarise(runs)
+    ratios = pair_ratios(rows)
+    data_dir, figures = common.output_paths(NAME, args.quick or args.no_docs)
+    result = {"args": vars(args), "machine": common.machine_description(), "summary": rows, "pairs": ratios, "runs": runs}
+    common.write_json(data_dir / f"{NAME}.json", result)
+    body = report_body(rows, ratios, args)
+    (data_dir / f"{NAME}.md").write_text(body)
+    plot(runs, figures / f"{NAME}.png", args)
+    if not (args.quick or args.no_docs):
+        common.update_report_section(
+            NAME,
+            common.section_text(
+                command=common.command_line(f"benchmarks.{NAME}", argv),
+                machine=common.machine_description(),
+                body=body,
+            ),
+        )
+    print(body)
     return result
 
 

@@ -42,10 +42,18 @@ def outputs(out: Path, name: str) -> dict[str, Any]:
 
 
 def test_rollout_efficiency_quick(tmp_path: Path) -> None:
-    run_quick("benchmarks.rollout_efficiency", tmp_path, "--workdir", str(tmp_path / "rollout_efficiency"))
-    result = json.loads((tmp_path / "rollout_efficiency" / "quick.json").read_text())
+    run_quick("benchmarks.rollout_efficiency", tmp_path, "--workdir", str(tmp_path / "runs"))
+    result = outputs(tmp_path, "rollout_efficiency")
     assert set(result["runs"]) == {"remix-grpo", "grpo"}
-    assert (tmp_path / "rollout_efficiency" / "quick.png").is_file()
+    rows = {row["algorithm"]: row for row in result["summary"]}
+    for row in rows.values():
+        assert 0.0 <= row["accuracy_at_budget"] <= 1.0 and row["median_step_s"] > 0
+    remix_curve = result["runs"]["remix-grpo"][0]["curve"]
+    assert [p["step"] for p in remix_curve] == [0, 1, 2]  # evaluated before training and every step
+    # The second step replays half of the batch, so ReMix generated fewer fresh rollouts than grpo.
+    grpo_curve = result["runs"]["grpo"][0]["curve"]
+    assert remix_curve[-1]["fresh_rollouts"] < grpo_curve[-1]["fresh_rollouts"]
+    assert [pair["remix"] for pair in result["pairs"]] == ["remix-grpo"]
 
 
 def test_analysis_signals_quick(tmp_path: Path) -> None:
