@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 from fastapi.testclient import TestClient
-from reliability_testing import Caller, create_database, drop_database, make_caller
+from reliability_testing import Caller, UPLOAD_LIMIT, create_database, drop_database, make_caller
 from servers import postgres_server, redis_server  # noqa: F401 - fixtures for the fault tests
 from sqlalchemy.orm import Session
 
@@ -23,7 +23,6 @@ from service.migrate import upgrade
 from service.settings import Settings, get_settings
 
 REDIS_URL = os.environ.get("REMIX_TEST_RELIABILITY_REDIS", "redis://127.0.0.1:6379/12")
-UPLOAD_LIMIT = 64 * 1024
 
 
 @pytest.fixture(scope="session")

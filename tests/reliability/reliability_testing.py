@@ -19,6 +19,8 @@ from sqlalchemy.orm import Session
 from service.db import session_factory
 from service.repositories.tenants import create_api_key, get_or_create_tenant
 
+UPLOAD_LIMIT = 64 * 1024  # REMIX_MAX_UPLOAD_BYTES of the reliability suite's API
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ADMIN_PG = os.environ.get("REMIX_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 # Every table the service writes; "nothing written" means none of these counts moved.

@@ -12,9 +12,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import UPLOAD_LIMIT
 from fastapi.testclient import TestClient
-from reliability_testing import Caller, assert_problem, files_under, row_counts
+from reliability_testing import Caller, UPLOAD_LIMIT, assert_problem, files_under, row_counts
 from sqlalchemy.orm import Session
 
 from service.settings import Settings

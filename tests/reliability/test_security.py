@@ -14,10 +14,9 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from conftest import UPLOAD_LIMIT
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
-from reliability_testing import Caller, assert_problem, files_under, make_caller, row_counts
+from reliability_testing import Caller, UPLOAD_LIMIT, assert_problem, files_under, make_caller, row_counts
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
