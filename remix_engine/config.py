@@ -81,6 +81,30 @@ class DataConfig(_Strict):
         return value
 
 
+class VllmConfig(_Strict):
+    """The colocated vLLM engine of `rollout.backend: vllm` (one engine per training process, same GPU)."""
+
+    gpu_memory_utilization: float = Field(
+        0.3,
+        gt=0.0,
+        le=0.95,
+        description=(
+            "Fraction of the GPU's memory vLLM may take for its weights copy and KV cache; the learner "
+            "needs the rest. A memory knob: lower it when the learner runs out of memory."
+        ),
+    )
+    enable_sleep_mode: bool = Field(
+        True,
+        description=(
+            "Release vLLM's weights and KV cache while the learner runs (sleep level 2) and reload the "
+            "learner's weights before the next rollout. Ignored when the installed vLLM lacks sleep mode."
+        ),
+    )
+    enforce_eager: bool = Field(
+        False, description="Disable CUDA graphs (slower decoding, faster start and less memory)."
+    )
+
+
 class RolloutConfig(_Strict):
     """How responses are sampled from the current policy."""
 
@@ -93,6 +117,9 @@ class RolloutConfig(_Strict):
     top_k: int = Field(0, ge=0, description="Top-k filter; 0 disables it.")
     generation_batch_size: int = Field(
         512, ge=1, description="Sequences generated per forward batch (memory knob, not an algorithm knob)."
+    )
+    vllm: VllmConfig = Field(
+        default_factory=VllmConfig, description="Options of the 'vllm' backend (ignored by 'hf')."
     )
 
 
@@ -293,6 +320,16 @@ class DistributedConfig(_Strict):
             "'fsdp': parameters, gradients and optimizer state are sharded (CUDA only)."
         ),
     )
+    num_processes: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description=(
+            "Training processes of this job on its worker machine (data parallel, launched with torchrun): "
+            "one per GPU on a GPU worker (the worker refuses a job asking for more GPUs than it sees), "
+            "gloo processes on a CPU worker. Each step needs at least this many fresh prompt groups."
+        ),
+    )
 
 
 class TrainConfig(_Strict):
@@ -335,7 +372,22 @@ class TrainConfig(_Strict):
                 )
         if alg.advantage_estimator == "grpo" and self.rollout.group_size < 2:
             raise ValueError("rollout.group_size must be >= 2 for GRPO group-normalised advantages")
+        processes = self.distributed.num_processes
+        if processes > 1 and self.fewest_fresh_groups < processes:
+            raise ValueError(
+                f"distributed.num_processes={processes} needs at least {processes} fresh prompt groups per "
+                f"step, but a step can have only {self.fewest_fresh_groups}: raise rollout.prompts_per_step "
+                "or lower distributed.num_processes"
+            )
         return self
+
+    @property
+    def fewest_fresh_groups(self) -> int:
+        """Fresh prompt groups in a step that replays the most (each training process needs one)."""
+        fresh = self.rollout.prompts_per_step
+        if self.algorithm.uses_replay:
+            fresh -= round(self.algorithm.off_policy_fraction * fresh)
+        return fresh
 
 
 def load_config(data: dict[str, Any]) -> TrainConfig:

@@ -1,7 +1,8 @@
 """Data-parallel training of one job over several processes (torchrun), equal to one process.
 
 Launched as `torchrun --nproc_per_node=N -m remix_engine.cli train job.yaml` (see
-`torchrun_command`), every process runs the same Trainer on the same seed. Per step:
+`torchrun_command`), or by the worker for a job with `distributed.num_processes: N`
+(worker/distributed_entry.py), every process runs the same Trainer on the same seed. Per step:
   rollout    each rank samples a contiguous shard of the step's prompt groups; response seeds depend
              on the global prompt slot, so the union of the shards is the single-process batch.
              GRPO groups are never split across ranks.
@@ -153,9 +154,7 @@ def local_minibatch(
 
 def check_shardable(cfg: TrainConfig, world_size: int) -> None:
     """Every process needs at least one fresh prompt group in every step."""
-    fewest_fresh = cfg.rollout.prompts_per_step
-    if cfg.algorithm.uses_replay:
-        fewest_fresh -= round(cfg.algorithm.off_policy_fraction * fewest_fresh)
+    fewest_fresh = cfg.fewest_fresh_groups
     if fewest_fresh < world_size:
         raise ValueError(
             f"{world_size} processes need at least as many fresh prompt groups per step, "
@@ -242,6 +241,24 @@ def _comm_device() -> torch.device:
     return torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
 
 
+def torchrun_argv(
+    nproc_per_node: int, module: str, module_args: list[str], *, master_port: int | None = None
+) -> list[str]:
+    """argv that runs `python -m module module_args...` in `nproc_per_node` local processes under torchrun.
+
+    torchrun gives every process RANK, LOCAL_RANK and WORLD_SIZE (what `init_from_env` reads) and stops
+    all of them when one fails (no restarts). `master_port` pins the rendezvous port; without it
+    `--standalone` picks a free one, so several jobs can share a host.
+    """
+    if nproc_per_node < 1:
+        raise ValueError(f"nproc_per_node must be >= 1, got {nproc_per_node}")
+    rendezvous = ["--standalone"]
+    if master_port is not None:
+        rendezvous = ["--master_addr=127.0.0.1", f"--master_port={master_port}"]
+    launcher = [sys.executable, "-m", "torch.distributed.run", *rendezvous]
+    return [*launcher, f"--nproc_per_node={nproc_per_node}", "-m", module, *module_args]
+
+
 def torchrun_command(
     config_path: str | os.PathLike[str],
     output_dir: str | os.PathLike[str],
@@ -251,26 +268,21 @@ def torchrun_command(
     device: str = "cuda",
     master_port: int | None = None,
 ) -> list[str]:
-    """argv that trains one job on `nproc_per_node` local processes (one per GPU).
+    """argv that trains one job file with the CLI on `nproc_per_node` local processes (one per GPU).
 
-    The worker runs it as a subprocess (cwd anywhere, same Python environment) and reads the
-    job's metrics.jsonl / events.jsonl / checkpoints from output_dir. A single process is just
-    `python -m remix_engine.cli train ...`. `master_port` avoids clashes when several jobs share a host
-    (torchrun's --standalone picks a free rendezvous port otherwise).
+    Run it as a subprocess (cwd anywhere, same Python environment) and read the job's
+    metrics.jsonl / events.jsonl / checkpoints from output_dir. A single process is just
+    `python -m remix_engine.cli train ...`. (The Celery worker launches database-backed jobs with
+    `worker.distributed_entry` instead; see docs/scaling.md.)
     """
     if nproc_per_node < 1:
         raise ValueError(f"nproc_per_node must be >= 1, got {nproc_per_node}")
-    train = ["-m", "remix_engine.cli", "train", str(config_path), "--output", str(output_dir)]
-    train += ["--device", device]
+    train = ["train", str(config_path), "--output", str(output_dir), "--device", device]
     if resume:
         train.append("--resume")
     if nproc_per_node == 1:
-        return [sys.executable, *train]
-    rendezvous = ["--standalone"]
-    if master_port is not None:
-        rendezvous = ["--master_addr=127.0.0.1", f"--master_port={master_port}"]
-    launcher = [sys.executable, "-m", "torch.distributed.run", *rendezvous]
-    return [*launcher, f"--nproc_per_node={nproc_per_node}", *train]
+        return [sys.executable, "-m", "remix_engine.cli", *train]
+    return torchrun_argv(nproc_per_node, "remix_engine.cli", train, master_port=master_port)
 
 
 def format_command(argv: list[str]) -> str:

@@ -15,9 +15,15 @@ The learner and the rollout alternate, so total = resident + max(learner, rollou
 estimates, meant to refuse jobs that cannot fit with an actionable message, not to pack a GPU to
 the last megabyte; `check_fits` therefore keeps a headroom for the CUDA context and fragmentation.
 
-The model shape comes from a transformers config (`AutoConfig.from_pretrained`, no weights) or a
-bare parameter count (then only the weight-sized terms are known: a lower bound). This module does
-not import torch, so the HTTP API can run it before accepting a job.
+The model shape comes from a transformers config (`AutoConfig.from_pretrained`, no weights), a plain
+config.json dict, or a bare parameter count (then only the weight-sized terms are known: a lower
+bound). This module does not import torch or transformers: the HTTP API runs `check_fits` with
+`offline_model_shape(cfg.model)` (builtin models, local folders, hub ids already in the local
+Hugging Face cache; never the network) before it accepts a job.
+
+With `rollout.backend: vllm` the rollout's working memory is vLLM's own pool,
+`rollout.vllm.gpu_memory_utilization` of the device; with its sleep mode the pool is released while
+the learner runs (so it alternates with the learner), without it the pool stays allocated.
 
 Deliberately omitted: mixture-of-experts and vision towers (counted as a dense text decoder),
 activation checkpointing, the CUDA caching allocator's rounding.
@@ -25,10 +31,16 @@ activation checkpointing, the CUDA caching allocator's rounding.
 
 from __future__ import annotations
 
+import json
+import logging
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from remix_engine.config import TINY_MODEL_ID, ModelConfig, TrainConfig
+
+log = logging.getLogger(__name__)
 
 GiB = 1024**3
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -40,6 +52,25 @@ ADAM_MOMENTS = 2
 DEFAULT_HEADROOM = 0.10  # of the available memory, for the CUDA context and fragmentation
 # Architectures whose MLP has two matrices (up, down); the others are gated (gate, up, down).
 _UNGATED_MLP = {"gpt2", "gpt_neox", "gptj", "opt", "bloom", "falcon", "phi", "gpt_bigcode", "starcoder2"}
+# config.json names of the same quantity in other architectures (transformers' attribute_map).
+_CONFIG_ALIASES = {
+    "hidden_size": ("n_embd", "d_model"),
+    "num_hidden_layers": ("n_layer", "num_layers"),
+    "num_attention_heads": ("n_head", "num_heads"),
+    "intermediate_size": ("n_inner", "ffn_dim"),
+}
+# The builtin tiny Llama (remix_engine/toy.py: build_untrained_model), described without torch.
+TINY_MODEL_CONFIG = {
+    "model_type": "llama",
+    "vocab_size": 101,
+    "hidden_size": 128,
+    "intermediate_size": 256,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 4,
+    "tie_word_embeddings": True,
+}
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 
 
 class InsufficientMemoryError(RuntimeError):
@@ -99,6 +130,11 @@ class ModelShape:
             tied_embeddings=tied,
         )
 
+    @staticmethod
+    def from_dict(config: dict[str, Any]) -> ModelShape:
+        """The shape from a config.json as a plain dict (no transformers needed)."""
+        return ModelShape.from_config(_DictConfig(config))
+
     def lora_params(self, r: int, target_modules: list[str]) -> int:
         """Adapter parameters: r * (fan_in + fan_out) per targeted matrix per layer."""
         if not self.known:
@@ -109,6 +145,26 @@ class ModelShape:
                 "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
         per_layer = sum(r * sum(fans.get(name, (h, h))) for name in target_modules)  # type: ignore[arg-type]
         return self.num_layers * per_layer  # type: ignore[operator]
+
+
+class _DictConfig:
+    """Attribute access to a config.json dict, with the common aliases and a nested text_config."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self._data = data
+
+    def __getattr__(self, name: str) -> Any:
+        data = self.__dict__["_data"]
+        for key in (name, *_CONFIG_ALIASES.get(name, ())):
+            if data.get(key) is not None:
+                return data[key]
+        if name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size"):
+            raise AttributeError(f"config.json has no {name}")
+        return None
+
+    def get_text_config(self) -> _DictConfig:
+        text = self._data.get("text_config")
+        return _DictConfig({**self._data, **text}) if isinstance(text, dict) else self
 
 
 @dataclass(frozen=True)
@@ -122,16 +178,25 @@ class MemoryEstimate:
         return sorted(self.breakdown.items(), key=lambda kv: -kv[1])[:count]
 
 
-def estimate_memory(cfg: TrainConfig, model_config: Any, *, world_size: int = 1) -> MemoryEstimate:
+def estimate_memory(
+    cfg: TrainConfig, model_config: Any, *, world_size: int = 1, device_bytes: int | None = None
+) -> MemoryEstimate:
     """Bytes per process for `cfg` on the model described by a transformers config or a parameter count.
 
     With world_size > 1 every process holds its share of each step's rollouts and minibatches;
     with the 'fsdp' strategy weights, gradients and optimizer moments are sharded too.
+    `device_bytes` (the accelerator's memory) sizes vLLM's pool for `rollout.backend: vllm`.
     """
     shape = _shape_of(model_config)
     resident = _resident_bytes(cfg, shape, world_size)
     learner = _learner_work_bytes(cfg, shape, world_size)
-    rollout = _rollout_work_bytes(cfg, shape)
+    rollout = _rollout_work_bytes(cfg, shape, world_size)
+    if cfg.rollout.backend == "vllm" and device_bytes is not None:
+        pool = int(cfg.rollout.vllm.gpu_memory_utilization * device_bytes)
+        rollout = {"vllm_pool": pool}  # vLLM's copy of the weights, its KV cache and buffers
+        if not cfg.rollout.vllm.enable_sleep_mode:  # allocated all the time
+            resident = {**resident, **rollout}
+            rollout = {}
     resident_total = sum(resident.values())
     return MemoryEstimate(
         learner_bytes=resident_total + sum(learner.values()),
@@ -182,11 +247,12 @@ def _learner_work_bytes(cfg: TrainConfig, shape: ModelShape, world_size: int) ->
     return {"activations": shape.num_layers * per_layer, "logits": logits}  # type: ignore[operator]
 
 
-def _rollout_work_bytes(cfg: TrainConfig, shape: ModelShape) -> dict[str, int]:
+def _rollout_work_bytes(cfg: TrainConfig, shape: ModelShape, world_size: int = 1) -> dict[str, int]:
     if not shape.known:
         return {}
     p = DTYPE_BYTES[cfg.model.dtype]
-    rows = min(cfg.rollout.generation_batch_size, _rows_per_step(cfg))
+    # Each process samples its share of the step's responses, generation_batch_size at a time.
+    rows = min(cfg.rollout.generation_batch_size, -(-_rows_per_step(cfg) // world_size))
     seq = cfg.data.max_prompt_tokens + cfg.rollout.max_new_tokens
     kv_per_token = 2 * shape.num_layers * shape.num_kv_heads * shape.head_dim * p  # type: ignore[operator]
     return {
@@ -206,14 +272,17 @@ def check_fits(
     *,
     world_size: int = 1,
     headroom: float = DEFAULT_HEADROOM,
+    device_bytes: int | None = None,
 ) -> MemoryEstimate:
     """The estimate if it fits in (1 - headroom) * available_bytes; else InsufficientMemoryError.
 
     model_config defaults to the job's own model config, read without weights (`load_model_config`).
+    `device_bytes` is the device's total memory (vLLM sizes its pool from it); default available_bytes.
     """
     if model_config is None:
         model_config = load_model_config(cfg.model)
-    estimate = estimate_memory(cfg, model_config, world_size=world_size)
+    device = available_bytes if device_bytes is None else device_bytes
+    estimate = estimate_memory(cfg, model_config, world_size=world_size, device_bytes=device)
     budget = int(available_bytes * (1.0 - headroom))
     if estimate.total <= budget:
         return estimate
@@ -235,6 +304,9 @@ def _suggestions(cfg: TrainConfig, estimate: MemoryEstimate) -> list[str]:
         (b.get("kv_cache", 0) + b.get("sampling_buffers", 0),
          f"lower rollout.generation_batch_size (now {cfg.rollout.generation_batch_size}) "
          f"or rollout.max_new_tokens (now {cfg.rollout.max_new_tokens})"),
+        (b.get("vllm_pool", 0),
+         f"lower rollout.vllm.gpu_memory_utilization (now {cfg.rollout.vllm.gpu_memory_utilization})"
+         + ("" if cfg.rollout.vllm.enable_sleep_mode else " or set rollout.vllm.enable_sleep_mode: true")),
     ]
     if not cfg.lora.enabled:
         tips.append((weight_terms, "enable LoRA (lora.enabled: true) to train adapters, not all weights"))
@@ -261,3 +333,38 @@ def load_model_config(model_cfg: ModelConfig) -> Any:
     from transformers import AutoConfig
 
     return AutoConfig.from_pretrained(name, trust_remote_code=model_cfg.trust_remote_code)
+
+
+def offline_model_shape(model_cfg: ModelConfig) -> ModelShape | None:
+    """The model's shape when its config.json can be read here without network, torch or transformers.
+
+    Builtin models are known; a local folder is read directly; a hub id is looked up in the local
+    Hugging Face cache only. None when the config is not available (or not understood): the caller
+    then skips the check, and the worker's own pre-flight (on CUDA) still runs before training.
+    """
+    name = model_cfg.name_or_path
+    if name == TINY_MODEL_ID:
+        return ModelShape.from_dict(TINY_MODEL_CONFIG)
+    if name.startswith("builtin:"):
+        return None
+    path = _local_config_path(name)
+    if path is None:
+        return None
+    try:
+        data = json.loads(path.read_text())
+        return ModelShape.from_dict(data) if isinstance(data, dict) else None
+    except (OSError, ValueError, TypeError, AttributeError, ZeroDivisionError) as error:
+        log.info("memory pre-flight skipped: cannot read the shape of %s from %s (%s)", name, path, error)
+        return None
+
+
+def _local_config_path(name: str) -> Path | None:
+    folder = Path(name).expanduser()
+    if (folder / "config.json").is_file():
+        return folder / "config.json"
+    if not _HUB_ID.match(name) or ".." in name:
+        return None
+    from huggingface_hub import try_to_load_from_cache  # no network: the cache only
+
+    cached = try_to_load_from_cache(name, "config.json")
+    return Path(cached) if isinstance(cached, str) else None

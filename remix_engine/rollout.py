@@ -8,8 +8,10 @@ prompts share its batch, and the log-prob of every sampled token (`rollout_logp`
 filtered distribution it was drawn from. With top_k=0 and top_p=1 this equals the learner's
 `sequence_logprobs` at the same temperature.
 
-Deliberately omitted: a vLLM engine (a later backend implements the same `RolloutEngine` protocol;
-`sync_weights` exists for it) and stop strings other than the EOS tokens.
+The vLLM engine (`rollout.backend: vllm`, vllm_rollout.py) implements the same `RolloutEngine` protocol;
+`sync_weights` is how it follows the learner.
+
+Deliberately omitted: stop strings other than the EOS tokens.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ import logging
 import random
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -50,6 +51,7 @@ from remix_engine.rewards import compose_rewards, count_reward_errors
 from remix_engine.rollout import HFRolloutEngine, RolloutEngine
 from remix_engine.sampling import PromptSampler, response_seed
 from remix_engine.splits import load_extra_eval_sets, load_train_eval
+from remix_engine.vllm_rollout import VLLMRolloutEngine, check_backend_available
 
 log = logging.getLogger(__name__)
 Metrics = dict[str, float | int | str]
@@ -91,11 +93,10 @@ class TrainResult:
 def make_rollout_engine(
     cfg: Any, model: torch.nn.Module, tokenizer: Any, max_prompt_tokens: int | None = None
 ) -> RolloutEngine:
+    """The HF engine; the vLLM engine needs more context and is built by the Trainer."""
     if cfg.backend == "hf":
         return HFRolloutEngine(model, tokenizer, cfg, max_prompt_tokens=max_prompt_tokens)
-    raise ValueError(
-        f"rollout.backend={cfg.backend!r} is not available in this worker: install the 'vllm' extra on a GPU worker"
-    )
+    raise ValueError(f"rollout.backend={cfg.backend!r} is built by the Trainer (see vllm_rollout.py)")
 
 
 def _frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
@@ -118,11 +119,14 @@ class Trainer:
         # Under torchrun (WORLD_SIZE > 1) this process trains its shard of every step's batch.
         self.dist, self.device = init_from_env(torch.device(device), config.distributed.strategy)
         self.callbacks = callbacks  # type: ignore[assignment]
+        check_backend_available(config.rollout, self.device)  # e.g. vLLM without CUDA: refuse at start
         random.seed(config.seed)
         torch.manual_seed(config.seed)
         if self.device.type == "cuda":  # refuse a job that cannot fit before loading any weights
-            free, _ = torch.cuda.mem_get_info(self.device)
-            need = check_fits(config, free, load_model_config(config.model), world_size=self.dist.world_size)
+            free, total = torch.cuda.mem_get_info(self.device)
+            need = check_fits(
+                config, free, load_model_config(config.model), world_size=self.dist.world_size, device_bytes=total
+            )
             log.info("memory pre-flight: about %.2f GiB of %.2f GiB free", need.total / 2**30, free / 2**30)
 
         self.policy, self.tokenizer = load_policy(config.model, self.device)
@@ -130,20 +134,19 @@ class Trainer:
         self.lora = LoraPolicy(self.policy, config.lora) if config.lora.enabled else None
         self.ref_model = self._policy_copy(base=True)  # KL anchor: the base model until reincarnation
         self.prev_model = self._policy_copy(base=False)  # precedent policy pi_{t-1}
-        self.engine = make_rollout_engine(
-            config.rollout, self.policy, self.tokenizer, config.data.max_prompt_tokens
-        )
+        self.engine = self._make_engine()
         self.train_examples, self.eval_examples = load_train_eval(config)
         template = config.data.prompt_template
         self.eval_sets = [EvalSet.from_examples("", self.eval_examples, template)] + [
             EvalSet.from_examples(name, examples, template) for name, examples in load_extra_eval_sets(config)
         ]
-        self.eval_engine = make_rollout_engine(
-            config.rollout.model_copy(update={"temperature": config.eval_temperature}),
-            self.policy,
-            self.tokenizer,
-            config.data.max_prompt_tokens,
-        )
+        eval_rollout = config.rollout.model_copy(update={"temperature": config.eval_temperature})
+        if isinstance(self.engine, VLLMRolloutEngine):  # one vLLM engine per process, shared
+            self.eval_engine: RolloutEngine = self.engine.with_config(eval_rollout)
+        else:
+            self.eval_engine = make_rollout_engine(
+                eval_rollout, self.policy, self.tokenizer, config.data.max_prompt_tokens
+            )
         self.sampler = PromptSampler(len(self.train_examples), config.seed)
         self.buffer = ReplayBuffer(self.alg.history_window, self.tokenizer.pad_token_id)
         self.generator = torch.Generator().manual_seed(config.seed)  # minibatch order, replay draws
@@ -174,6 +177,27 @@ class Trainer:
     @callbacks.setter
     def callbacks(self, value: TrainerCallbacks | None) -> None:
         self._callbacks = value or NullCallbacks()
+
+    def _make_engine(self) -> RolloutEngine:
+        cfg = self.cfg
+        if cfg.rollout.backend == "vllm":
+            return VLLMRolloutEngine(
+                self.policy,
+                self.tokenizer,
+                cfg.rollout,
+                model_cfg=cfg.model,
+                weights=self._rollout_weights,
+                max_prompt_tokens=cfg.data.max_prompt_tokens,
+                seed=cfg.seed,
+                device=self.device,
+            )
+        return make_rollout_engine(cfg.rollout, self.policy, self.tokenizer, cfg.data.max_prompt_tokens)
+
+    def _rollout_weights(self) -> Iterable[tuple[str, torch.Tensor]]:
+        """The policy's weights under the base model's names (merged with LoRA), for a rollout engine."""
+        if self.lora is not None:
+            return self.lora.merged_state_dict().items()
+        return self.policy.state_dict().items()
 
     def _policy_copy(self, *, base: bool) -> torch.nn.Module:
         if self.lora is None:

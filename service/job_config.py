@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from remix_engine.config import TINY_MODEL_ID, TOY_DATASET_ID, TrainConfig
+from remix_engine.preflight import GiB, InsufficientMemoryError, check_fits, offline_model_shape
 from service.errors import FieldValidationError, ProblemError, pydantic_errors
 from service.models import Dataset
 from service.schemas import JobCreate
@@ -139,10 +140,44 @@ def _merge_request(body: JobCreate, train: Dataset | None, evaluation: Dataset |
     return config
 
 
+def check_gpu_memory(config: TrainConfig, gpu_memory_gib: float | None) -> None:
+    """Refuse (422) a job whose pre-flight estimate does not fit one GPU of `gpu_memory_gib`.
+
+    Runs when the model's config can be read without network (builtin models, local folders, hub ids
+    in the local Hugging Face cache); otherwise the worker's own pre-flight decides at job start.
+    """
+    if gpu_memory_gib is None:
+        return
+    shape = offline_model_shape(config.model)
+    if shape is None:
+        return
+    available = int(gpu_memory_gib * GiB)
+    try:
+        check_fits(config, available, shape, world_size=config.distributed.num_processes)
+    except InsufficientMemoryError as error:
+        raise ProblemError(
+            422,
+            str(error),
+            title="Job does not fit in GPU memory",
+            slug="insufficient-gpu-memory",
+            estimate_gib=round(error.estimate.total / GiB, 2),
+            available_gib=round(available / GiB, 2),
+            largest={name: round(size / GiB, 2) for name, size in error.estimate.largest()},
+        ) from error
+
+
 def build_train_config(
-    body: JobCreate, *, train: Dataset | None, evaluation: Dataset | None, is_admin: bool
+    body: JobCreate,
+    *,
+    train: Dataset | None,
+    evaluation: Dataset | None,
+    is_admin: bool,
+    gpu_memory_gib: float | None = None,
 ) -> TrainConfig:
-    """Merge and validate; errors name the offending field (e.g. config.algorithm.clip_eps)."""
+    """Merge and validate; errors name the offending field (e.g. config.algorithm.clip_eps).
+
+    With `gpu_memory_gib` (the REMIX_GPU_MEMORY_GIB setting) a job that cannot fit is refused too.
+    """
     unstorable = first_unstorable(body.model_dump(mode="json"))
     if unstorable is not None:
         raise FieldValidationError([{"field": unstorable, "message": REASON}])
@@ -163,4 +198,5 @@ def build_train_config(
             slug="forbidden",
             field="config.model",
         )
+    check_gpu_memory(config, gpu_memory_gib)
     return config

@@ -67,7 +67,13 @@ def submit_job(
     """Create (or replay) the job and make sure it was dispatched; returns (job, replayed)."""
     train = _dataset(session, submitter, body.dataset_id, "dataset_id")
     evaluation = _dataset(session, submitter, body.eval_dataset_id, "eval_dataset_id")
-    config = build_train_config(body, train=train, evaluation=evaluation, is_admin=submitter.is_admin)
+    config = build_train_config(
+        body,
+        train=train,
+        evaluation=evaluation,
+        is_admin=submitter.is_admin,
+        gpu_memory_gib=settings.gpu_memory_gib,
+    )
     draft = jobs_repo.NewJob(
         tenant_id=submitter.tenant_id,
         name=body.name,

@@ -46,6 +46,18 @@ class Settings(BaseSettings):
     sse_poll_seconds: float = Field(0.5, gt=0, description="How often the event stream polls the database.")
     sse_keepalive_seconds: float = Field(15.0, gt=0, description="Idle time before an SSE comment is sent.")
     db_retry_after_seconds: int = Field(5, ge=1, description="Retry-After sent when the database is down.")
+    gpu_memory_gib: float | None = Field(
+        None,
+        gt=0,
+        description="Memory of one GPU of the workers, in GiB (e.g. 80). When set, the API refuses (422) a "
+        "job whose memory pre-flight estimate does not fit, before it is queued; unset: no API-side check.",
+    )
+    worker_db_retry_seconds: float = Field(
+        120.0,
+        ge=0,
+        description="How long a worker retries a database write through an outage (training waits) "
+        "before it fails the job.",
+    )
 
     @model_validator(mode="after")
     def _refuse_embedded_defaults_in_prod(self) -> Settings:

@@ -9,6 +9,10 @@ neither loses nor duplicates steps. `DbCallbacks` is the `TrainerCallbacks` impl
 that writes metrics, events and checkpoints and polls for cancellation; a background
 `Heartbeat` keeps `heartbeat_at` fresh even while one long step runs. A crashed worker is not
 handled here but by the reaper (worker/reaper.py), which re-queues jobs whose heartbeat went stale.
+
+A job with `distributed.num_processes > 1` is claimed here all the same, then trained by that many
+processes under torchrun (worker/distributed_launch.py); their rank 0 runs `train_and_finish` with
+`DbCallbacks` exactly as this process would, while this process keeps the heartbeat.
 """
 
 from __future__ import annotations
@@ -125,10 +129,23 @@ class Heartbeat:
             try:
                 self.writer.heartbeat()
             except LeaseLost:
-                log.warning("job %s was taken away from this worker; stopping heartbeats", self.writer.job_id)
+                if self._finished_by_this_attempt():  # e.g. by rank 0 of a multi-process job
+                    log.info("job %s has finished; stopping heartbeats", self.writer.job_id)
+                else:
+                    log.warning(
+                        "job %s was taken away from this worker; stopping heartbeats", self.writer.job_id
+                    )
                 return
             except Exception:  # a missed beat is not fatal: the next one may succeed
                 log.exception("heartbeat of job %s failed", self.writer.job_id)
+
+    def _finished_by_this_attempt(self) -> bool:
+        try:
+            view = self.writer.read_status()
+        except Exception:  # only chooses a log message
+            return False
+        finished = {JobStatus.succeeded.value, JobStatus.failed.value, JobStatus.cancelled.value}
+        return view is not None and view.attempts == self.writer.attempt and view.status in finished
 
     def __enter__(self) -> Heartbeat:
         self._thread.start()
@@ -296,27 +313,43 @@ def run_job(
         return "lost"
     except Exception as error:
         log.exception("job %s failed", job_id)
-        _record_failure(writer, error)
+        record_failure(writer, error)
         return "failed"
 
 
 def _train_and_finish(writer: JobWriter, settings: Settings, device: str | None) -> str:
-    from remix_engine.trainer import Trainer  # heavy: torch and transformers
-
     store = get_artifact_store(settings)
     cache = Path(settings.artifacts_dir).expanduser() / ARTIFACT_CACHE
     job = writer.read_job()
     config = resolve_config(job, writer.sessions, store, cache)
     output_dir, upload = job_output_dir(store, job.id, cache)
+    if config.distributed.num_processes > 1:
+        from worker.distributed_launch import run_distributed
+
+        return run_distributed(writer, settings, config, output_dir, upload_checkpoints=upload, device=device)
+
+    from remix_engine.trainer import Trainer  # heavy: torch and transformers
+
     callbacks = DbCallbacks(writer, store, upload_checkpoints=upload)
     trainer = Trainer(config, output_dir, callbacks=callbacks, device=device or pick_device())
-    checkpoint = Trainer.latest_checkpoint(output_dir)
+    return train_and_finish(writer, trainer, output_dir)
+
+
+def train_and_finish(writer: JobWriter, trainer: Any, output_dir: Path) -> str:
+    """Resume from the job's latest checkpoint, train, and record the outcome (the main process's part).
+
+    `trainer` reports through a `DbCallbacks` of `writer`. Used in-process and by rank 0 of a
+    distributed job (worker/distributed_entry.py), whose other ranks resume from the same checkpoint.
+    """
+    checkpoint = type(trainer).latest_checkpoint(output_dir)
     if checkpoint is not None:
         trainer.resume(checkpoint)
     # Steps after the starting point are re-run: forget what a crashed attempt wrote for them.
     dropped = writer.prepare_resume(trainer.step)
     if checkpoint is not None or dropped:
-        log.info("job %s starts at step %d (%d later metric rows discarded)", job.id, trainer.step, dropped)
+        log.info(
+            "job %s starts at step %d (%d later metric rows discarded)", writer.job_id, trainer.step, dropped
+        )
     result = trainer.train()
     if result.stopped:
         return _finish_cancelled(writer, trainer, result)
@@ -379,7 +412,7 @@ def _checkpoint_key_of(job_id: uuid.UUID, folder: Path | None) -> str | None:
     return checkpoint_key(job_id, int(folder.name.removeprefix("step-")))
 
 
-def _record_failure(writer: JobWriter, error: BaseException) -> None:
+def record_failure(writer: JobWriter, error: BaseException) -> None:
     message = f"{type(error).__name__}: {error}"
     try:
         step = writer.read_job().current_step

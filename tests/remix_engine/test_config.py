@@ -68,3 +68,20 @@ def test_every_shipped_config_validates():
 def test_json_round_trip_is_lossless():
     cfg = TrainConfig.model_validate({"algorithm": {"name": "remix-ppo", "reincarnation_step": None}})
     assert TrainConfig.model_validate(cfg.model_dump(mode="json")) == cfg
+
+
+def test_processes_and_vllm_options_have_safe_defaults_and_bounds():
+    cfg = TrainConfig()
+    assert cfg.distributed.num_processes == 1
+    assert (cfg.rollout.vllm.gpu_memory_utilization, cfg.rollout.vllm.enable_sleep_mode) == (0.3, True)
+    assert cfg.fewest_fresh_groups == 64 - round(0.4 * 64)  # replay takes the rest of the step
+    assert TrainConfig.model_validate({"algorithm": {"name": "grpo"}}).fewest_fresh_groups == 64
+    bad_values = ({"distributed": {"num_processes": 0}}, {"rollout": {"vllm": {"gpu_memory_utilization": 1}}})
+    for bad in bad_values:
+        with pytest.raises(ValidationError):
+            TrainConfig.model_validate(bad)
+    with pytest.raises(ValidationError, match="num_processes=4 needs at least 4 fresh prompt groups.*only 3"):
+        TrainConfig.model_validate({"rollout": {"prompts_per_step": 5}, "distributed": {"num_processes": 4}})
+    assert TrainConfig.model_validate(
+        {"rollout": {"prompts_per_step": 5}, "distributed": {"num_processes": 3}}
+    ).distributed.num_processes == 3

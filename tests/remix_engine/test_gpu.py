@@ -1,6 +1,8 @@
-"""The HF backend on CUDA in bfloat16: full and LoRA training steps, checkpoints, the memory pre-flight.
+"""On CUDA: the HF backend in bfloat16 (full and LoRA training steps, checkpoints, the memory pre-flight)
+and the colocated vLLM rollout backend (log-probs, per-sample seeds, weight sync, sleep mode).
 
-Marked `gpu`; skipped on machines without CUDA (run them with `pytest -m gpu` on a GPU host).
+Marked `gpu`; skipped on machines without CUDA (run them with `pytest -m gpu` on a GPU host). The vLLM
+tests are also skipped when the vllm package is not installed.
 """
 
 import pytest
@@ -83,3 +85,88 @@ def test_preflight_refuses_a_job_larger_than_free_memory(random_model_dir, tmp_p
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda _device=None: (1024**2, 80 * 1024**3))
     with pytest.raises(InsufficientMemoryError, match="is available"):
         Trainer(gpu_config(random_model_dir), tmp_path, device="cuda")
+
+
+# ----------------------------------------------------------------------------------- vLLM backend
+# One colocated vLLM engine per process: the tests below share one trainer (module scope, in file order)
+# and release it at the end. They need the vllm package (pip install 'remix-rft[vllm]').
+
+
+@pytest.fixture(scope="module")
+def vllm_trainer(random_model_dir, tmp_path_factory):
+    pytest.importorskip("vllm")
+    import gc
+    import os
+
+    saved_env = dict(os.environ)
+    cfg = gpu_config(
+        random_model_dir,
+        model={"dtype": "float32"},  # float32 on both sides: log-probs and greedy tokens agree closely
+        rollout={"backend": "vllm", "vllm": {"gpu_memory_utilization": 0.3, "enforce_eager": True}},
+    )
+    trainer = Trainer(cfg, tmp_path_factory.mktemp("vllm-run"), device="cuda")
+    yield trainer
+    del trainer
+    gc.collect()
+    try:
+        from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
+
+        cleanup_dist_env_and_memory()
+    except ImportError:
+        pass
+    torch.cuda.empty_cache()
+    os.environ.clear()
+    os.environ.update(saved_env)
+
+
+def test_vllm_engine_is_colocated_and_shared_with_evaluation(vllm_trainer):
+    from remix_engine.vllm_rollout import VLLMRolloutEngine
+
+    assert isinstance(vllm_trainer.engine, VLLMRolloutEngine)
+    assert vllm_trainer.eval_engine.llm is vllm_trainer.engine.llm
+    inner = vllm_trainer.engine.llm._inner_model()
+    if inner is not None:  # vLLM's own copy holds the learner's weights (vocab rows may be padded)
+        vocab = vllm_trainer.policy.config.vocab_size
+        embed = inner.model.embed_tokens.weight[:vocab].float()
+        torch.testing.assert_close(embed, vllm_trainer.policy.model.embed_tokens.weight.float())
+
+
+def test_vllm_log_probs_match_the_learner_and_seeds_reproduce(vllm_trainer):
+    first = vllm_trainer._rollout(1, 4)
+    vllm_trainer._prepare_fresh(first)
+    diff = (first.rollout_logp - first.behavior_logp).abs() * first.response_mask
+    assert float(diff.max()) < 1e-2  # vLLM's processed log-probs of the sampled tokens, float32
+    again = vllm_trainer.engine.generate(
+        first.prompts[::4], first.answers[::4], first.prompt_index[::4].tolist(), group_size=4,
+        seeds=first.seeds.tolist(), policy_version=1, group_id_start=0,
+    )
+    assert torch.equal(again.response_ids.cpu(), first.response_ids.cpu())  # per-sample seeds
+
+
+def test_vllm_samples_the_updated_policy_after_each_step(vllm_trainer):
+    from remix_engine.rollout import HFRolloutEngine
+
+    for _ in range(2):
+        metrics = vllm_trainer.train_step()  # lr 1e-2: the policy moves a lot
+        assert metrics["rollout_logp_mismatch_max"] < 1e-2  # sampled by the policy the learner scores
+    prompts = [f"{a}+{a + 11}=" for a in range(10, 18)]
+    hf = HFRolloutEngine(vllm_trainer.policy, vllm_trainer.tokenizer, vllm_trainer.cfg.rollout)
+    assert vllm_trainer.engine.greedy(prompts) == hf.greedy(prompts)
+
+
+def test_vllm_releases_its_memory_while_the_learner_runs(vllm_trainer):
+    llm = vllm_trainer.engine.llm
+    if not llm.sleep_mode:
+        pytest.skip("the installed vLLM has no sleep mode")
+    vllm_trainer.engine.sync_weights(vllm_trainer.policy)
+    with llm.awake():
+        awake_free, total = torch.cuda.mem_get_info()
+    asleep_free, _ = torch.cuda.mem_get_info()
+    assert asleep_free - awake_free > 0.15 * total  # most of the 0.3 pool is the KV cache
+
+
+def test_vllm_job_checkpoints_load_with_transformers(vllm_trainer):
+    path = vllm_trainer.save_checkpoint()
+    reloaded = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to("cuda")
+    for name, value in vllm_trainer.policy.state_dict().items():
+        assert torch.equal(reloaded.state_dict()[name], value), name

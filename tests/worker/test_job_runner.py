@@ -374,3 +374,15 @@ def test_a_job_that_cannot_train_fails_with_its_error(sessions, make_job, settin
     assert (attempt.outcome, attempt.error) == ("failed", row.error)
     assert (last_event.kind, last_event.message) == ("failed", row.error)
     assert claim_job(sessions, job.id, worker_id="another") is None  # a failed job is never retried
+
+
+def test_a_vllm_job_on_a_worker_without_cuda_or_vllm_fails_at_start(sessions, make_job, settings):
+    job = make_job(config=tiny_job_config(rollout={"backend": "vllm"}))
+
+    outcome = run_job(str(job.id), settings=settings, sessions=sessions, device="cpu")
+
+    row = _job(sessions, job.id)
+    assert outcome == "failed" and row.status == "failed"
+    assert row.error.startswith("RolloutBackendUnavailable: rollout.backend 'vllm' needs a CUDA GPU")
+    assert "use rollout.backend 'hf' on this worker" in row.error
+    assert row.current_step == 0

@@ -1,0 +1,375 @@
+"""Rollouts with vLLM, colocated with the learner on the same GPU (`rollout.backend: vllm`).
+
+`VLLMRolloutEngine` implements the `RolloutEngine` protocol of rollout.py. Each training process
+(each rank of a data-parallel job) owns one in-process vLLM engine on its own GPU
+(`distributed_executor_backend="external_launcher"`, tensor parallel size 1), sized by
+`rollout.vllm.gpu_memory_utilization`; the learner keeps the rest of the GPU.
+
+- Weights: vLLM loads the base checkpoint once; after every training step the trainer calls
+  `sync_weights`, which streams the learner's current weights (merged W + BA with LoRA) into vLLM's
+  model in memory (`model.load_weights`, the loader vLLM itself uses for checkpoints) and resets
+  the prefix cache, whose keys and values were computed with the old weights.
+- Sleep mode (`rollout.vllm.enable_sleep_mode`, when the installed vLLM has `LLM.sleep`): after each
+  generation vLLM goes to sleep at level 2 (weights and KV cache released), so the learner has the GPU
+  to itself; the next `sync_weights` wakes the weights before loading them, and the next generation
+  wakes the KV cache (and syncs first if the weights were released and not reloaded since).
+- Sampling: one request per response, each with its own `SamplingParams(seed=...)`, so a response
+  depends only on its prompt and seed. vLLM reports the log-prob of each sampled token after
+  temperature and top-k/top-p (`logprobs_mode="processed_logprobs"`), which is `rollout_logp`; the
+  trainer recomputes behaviour log-probs with the learner and logs the largest difference as
+  `rollout_logp_mismatch_max` (different kernels and, in bfloat16, different rounding).
+- The model's generation_config.json is ignored (`generation_config="vllm"`), like the HF engine
+  hides it: no repetition penalty or default top-p that the learner would not know about.
+
+vLLM is imported only when an engine is built; nothing else in the project needs it. On a worker
+without CUDA or without the vllm package, `check_backend_available` refuses the job at start.
+
+Deliberately omitted: tensor parallelism (one GPU per vLLM engine), a separate inference server,
+vLLM's own LoRA adapters (merged weights are loaded instead), and stop strings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import importlib.util
+import logging
+import math
+import os
+import socket
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import torch
+
+from remix_engine.batch import RolloutBatch
+from remix_engine.config import ModelConfig, RolloutConfig
+from remix_engine.rollout import _pad_cat, _stop_token_ids, response_mask_until_stop
+
+log = logging.getLogger(__name__)
+
+NamedWeights = Iterable[tuple[str, torch.Tensor]]
+INSTALL_HINT = "pip install 'remix-rft[vllm]', or build the worker image with --build-arg INSTALL_VLLM=true"
+
+
+class RolloutBackendUnavailable(RuntimeError):
+    """The configured rollout backend cannot run in this process (no GPU, or the package is missing)."""
+
+
+def backend_unavailable_reason(device: torch.device | str) -> str | None:
+    """Why `rollout.backend: vllm` cannot run here, or None when it can."""
+    device = torch.device(device)
+    missing = []
+    if device.type != "cuda" or not torch.cuda.is_available():
+        missing.append(f"a CUDA GPU (this job runs on {device.type})")
+    if importlib.util.find_spec("vllm") is None:
+        missing.append(f"the vllm package, which is not installed on this worker ({INSTALL_HINT})")
+    if not missing:
+        return None
+    return f"rollout.backend 'vllm' needs {' and '.join(missing)}; use rollout.backend 'hf' on this worker"
+
+
+def check_backend_available(cfg: RolloutConfig, device: torch.device | str) -> None:
+    """Raise RolloutBackendUnavailable before any weights are loaded if the backend cannot run here."""
+    if cfg.backend != "vllm":
+        return
+    reason = backend_unavailable_reason(device)
+    if reason is not None:
+        raise RolloutBackendUnavailable(reason)
+
+
+def _prepare_external_launcher_env() -> None:
+    """vLLM's external launcher reads torchrun's variables; a single process gets a world of one."""
+    os.environ.setdefault("RANK", "0")
+    os.environ.setdefault("LOCAL_RANK", "0")
+    os.environ.setdefault("WORLD_SIZE", "1")
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    if "MASTER_PORT" not in os.environ:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            os.environ["MASTER_PORT"] = str(sock.getsockname()[1])
+    # The engine core must live in this process: its model is updated in place from the learner.
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+
+
+class ColocatedLLM:
+    """One vLLM engine in this process, its sleep state, and where its weights come from."""
+
+    def __init__(
+        self,
+        *,
+        source: str,
+        model_cfg: ModelConfig,
+        rollout_cfg: RolloutConfig,
+        weights: Callable[[], NamedWeights],
+        max_model_len: int | None,
+        seed: int,
+    ) -> None:
+        _prepare_external_launcher_env()
+        from vllm import LLM
+
+        options = rollout_cfg.vllm
+        self.sleep_mode = options.enable_sleep_mode and callable(getattr(LLM, "sleep", None))
+        if options.enable_sleep_mode and not self.sleep_mode:
+            log.warning("the installed vLLM has no sleep mode: its memory stays allocated during learning")
+        kwargs: dict[str, Any] = {
+            "model": source,
+            # Prompts arrive as token ids from the learner's tokenizer and responses are decoded by it;
+            # stop tokens are passed explicitly, so vLLM needs no tokenizer of its own.
+            "skip_tokenizer_init": True,
+            "dtype": model_cfg.dtype,
+            "trust_remote_code": model_cfg.trust_remote_code,
+            "seed": seed,
+            "tensor_parallel_size": 1,
+            "distributed_executor_backend": "external_launcher",
+            "gpu_memory_utilization": options.gpu_memory_utilization,
+            "enforce_eager": options.enforce_eager,
+            "max_num_seqs": rollout_cfg.generation_batch_size,
+            "logprobs_mode": "processed_logprobs",
+            "generation_config": "vllm",
+            "enable_sleep_mode": self.sleep_mode,
+        }
+        if max_model_len is not None:
+            kwargs["max_model_len"] = max_model_len
+        self.llm = LLM(**kwargs)
+        self.weights = weights
+        self.weights_awake = True  # vLLM holds weights (initially the base checkpoint's)
+        self.kv_awake = True
+        self.weights_current = False  # loaded from the learner since they were last released?
+
+    def sync(self) -> None:
+        """Copy the learner's current weights into vLLM (waking its weight memory first)."""
+        if self.sleep_mode and not self.weights_awake:
+            torch.cuda.empty_cache()  # hand back what the learner's allocator cached
+            self.llm.wake_up(tags=["weights"])
+            self.weights_awake = True
+        self._load(self.weights())
+        self.llm.reset_prefix_cache()  # cached prompt KV was computed with the old weights
+        self.weights_current = True
+
+    def _load(self, named: NamedWeights) -> None:
+        model = self._inner_model()
+        if model is not None:
+            model.load_weights(named)
+            return
+        self.llm.apply_model(lambda inner: inner.load_weights(named))
+
+    def _inner_model(self) -> Any:
+        """The in-process torch model of vLLM's only worker, when this vLLM exposes it."""
+        try:
+            return self.llm.llm_engine.model_executor.driver_worker.model_runner.model
+        except AttributeError:
+            return None
+
+    @contextlib.contextmanager
+    def awake(self) -> Iterator[Any]:
+        """The engine ready to generate with the learner's weights; asleep again afterwards."""
+        if not self.weights_current:
+            self.sync()
+        if self.sleep_mode and not self.kv_awake:
+            self.llm.wake_up(tags=["kv_cache"])
+            self.kv_awake = True
+        try:
+            yield self.llm
+        finally:
+            if self.sleep_mode:
+                self.llm.sleep(level=2)  # weights and KV cache released: the learner gets the memory
+                self.weights_awake = self.kv_awake = self.weights_current = False
+
+
+class VLLMRolloutEngine:
+    """RolloutEngine on a colocated vLLM engine; `with_config` gives a view (e.g. for evaluation)."""
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        cfg: RolloutConfig,
+        *,
+        model_cfg: ModelConfig,
+        weights: Callable[[], NamedWeights],
+        max_prompt_tokens: int | None = None,
+        seed: int = 0,
+        device: torch.device | str = "cuda",
+        llm: ColocatedLLM | None = None,
+    ) -> None:
+        check_backend_available(cfg, device)
+        if tokenizer.pad_token_id is None:
+            raise ValueError("the tokenizer needs a pad token (load_policy sets it to eos when missing)")
+        self.tokenizer, self.cfg = tokenizer, cfg
+        self.max_prompt_tokens = max_prompt_tokens
+        self.device = torch.device(device)
+        self.stop_ids = _stop_token_ids(model, tokenizer)
+        if llm is None:
+            from remix_engine.modeling import resolve_model_source
+
+            llm = ColocatedLLM(
+                source=resolve_model_source(model_cfg.name_or_path),
+                model_cfg=model_cfg,
+                rollout_cfg=cfg,
+                weights=weights,
+                max_model_len=_max_model_len(model, max_prompt_tokens, cfg.max_new_tokens),
+                seed=seed,
+            )
+            llm.sync()  # the learner's weights, not the checkpoint's (LoRA merges, resumed jobs)
+        self.llm = llm
+
+    def with_config(self, cfg: RolloutConfig) -> VLLMRolloutEngine:
+        """A view on the same vLLM engine that samples with other settings (e.g. the eval temperature)."""
+        view = copy.copy(self)
+        view.cfg = cfg
+        return view
+
+    def sync_weights(self, model: torch.nn.Module) -> None:  # noqa: ARG002 - weights come from `weights`
+        """Load the learner's weights into vLLM, in memory (called after every training step)."""
+        self.llm.sync()
+
+    # ------------------------------------------------------------------------------------ sampling
+    def generate(
+        self,
+        prompts: list[str],
+        answers: list[str],
+        prompt_index: list[int],
+        *,
+        group_size: int,
+        seeds: list[int],
+        policy_version: int,
+        group_id_start: int,
+    ) -> RolloutBatch:
+        if not (len(prompts) == len(answers) == len(prompt_index)):
+            raise ValueError("prompts, answers and prompt_index must have the same length")
+        if len(seeds) != len(prompts) * group_size:
+            raise ValueError(
+                f"need len(prompts) * group_size = {len(prompts) * group_size} seeds, got {len(seeds)}"
+            )
+        from vllm import SamplingParams
+
+        rows = [i for i in range(len(prompts)) for _ in range(group_size)]  # prompt of each response
+        prompt_ids = self._encode(prompts)
+        params = [
+            SamplingParams(
+                n=1,
+                temperature=self.cfg.temperature,
+                top_p=self.cfg.top_p,
+                top_k=self.cfg.top_k,  # 0: no top-k filter
+                min_p=0.0,
+                repetition_penalty=1.0,
+                presence_penalty=0.0,
+                frequency_penalty=0.0,
+                max_tokens=self.cfg.max_new_tokens,
+                min_tokens=0,
+                seed=int(seed),
+                logprobs=0,  # the sampled token's log-prob only
+                stop_token_ids=self.stop_ids,
+                detokenize=False,
+            )
+            for seed in seeds
+        ]
+        requests = [{"prompt_token_ids": prompt_ids[i]} for i in rows]
+        with self.llm.awake() as llm:
+            outputs = llm.generate(requests, sampling_params=params, use_tqdm=False)
+        tokens, logps = [], []
+        for output in outputs:
+            sample = output.outputs[0]
+            tokens.append(list(sample.token_ids))
+            logps.append(_sampled_logprobs(sample.token_ids, sample.logprobs))
+        return self._batch(
+            [prompt_ids[i] for i in rows],
+            tokens,
+            logps,
+            policy_version=policy_version,
+            seeds=seeds,
+            group_ids=[group_id_start + i for i in rows],
+            prompt_index=[prompt_index[i] for i in rows],
+            answers=[answers[i] for i in rows],
+            prompts=[prompts[i] for i in rows],
+        )
+
+    def greedy(self, prompts: list[str], max_new_tokens: int | None = None) -> list[str]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(
+            n=1,
+            temperature=0.0,
+            max_tokens=max_new_tokens or self.cfg.max_new_tokens,
+            stop_token_ids=self.stop_ids,
+            detokenize=False,
+        )
+        requests = [{"prompt_token_ids": ids} for ids in self._encode(prompts)]
+        with self.llm.awake() as llm:
+            outputs = llm.generate(requests, sampling_params=params, use_tqdm=False)
+        responses = [list(output.outputs[0].token_ids) for output in outputs]
+        ids, mask = self._responses(responses)
+        pad = self.tokenizer.pad_token_id
+        return self.tokenizer.batch_decode(ids.masked_fill(~mask, pad), skip_special_tokens=True)
+
+    # ------------------------------------------------------------------------------------ internals
+    def _encode(self, prompts: list[str]) -> list[list[int]]:
+        """Token ids of each prompt, left-truncated to max_prompt_tokens (as the HF engine does)."""
+        encoded = self.tokenizer(prompts, padding=False)["input_ids"]
+        limit = self.max_prompt_tokens
+        return [list(ids[-limit:]) if limit is not None else list(ids) for ids in encoded]
+
+    def _responses(self, responses: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, Lr) right-padded ids and the mask of tokens up to and including the first stop token."""
+        width = max((len(r) for r in responses), default=0) or 1
+        pad = self.tokenizer.pad_token_id
+        ids = torch.tensor([r + [pad] * (width - len(r)) for r in responses], dtype=torch.long)
+        generated = torch.arange(width).unsqueeze(0) < torch.tensor([len(r) for r in responses]).unsqueeze(1)
+        return ids, response_mask_until_stop(ids, self.stop_ids) & generated
+
+    def _batch(
+        self,
+        prompt_ids: list[list[int]],
+        responses: list[list[int]],
+        logps: list[list[float]],
+        *,
+        policy_version: int,
+        seeds: list[int],
+        group_ids: list[int],
+        prompt_index: list[int],
+        answers: list[str],
+        prompts: list[str],
+    ) -> RolloutBatch:
+        pad = self.tokenizer.pad_token_id
+        prompt_rows = [torch.tensor(ids, dtype=torch.long).view(1, -1) for ids in prompt_ids]
+        pids = _pad_cat(prompt_rows, left=True)  # (B, Lp)
+        pmask = _pad_cat([torch.ones_like(row, dtype=torch.bool) for row in prompt_rows], left=True)
+        rids, rmask = self._responses(responses)  # (B, Lr)
+        width = rids.shape[1]
+        rlogp = torch.tensor([lp + [0.0] * (width - len(lp)) for lp in logps], dtype=torch.float32)
+        device = self.device
+        return RolloutBatch(
+            prompt_ids=pids.masked_fill(~pmask, pad).to(device),
+            prompt_mask=pmask.to(device),
+            response_ids=rids.masked_fill(~rmask, pad).to(device),
+            response_mask=rmask.to(device),
+            rollout_logp=rlogp.masked_fill(~rmask, 0.0).to(device),
+            policy_version=torch.full((len(responses),), policy_version, dtype=torch.long, device=device),
+            seeds=torch.tensor(seeds, dtype=torch.long, device=device),
+            group_ids=torch.tensor(group_ids, dtype=torch.long, device=device),
+            prompt_index=torch.tensor(prompt_index, dtype=torch.long, device=device),
+            completions=self.tokenizer.batch_decode(rids.masked_fill(~rmask, pad), skip_special_tokens=True),
+            answers=answers,
+            prompts=prompts,
+        )
+
+
+def _sampled_logprobs(token_ids: Any, logprobs: Any) -> list[float]:
+    """The log-prob vLLM reports for each sampled token (its entry in that position's logprobs)."""
+    if logprobs is None:
+        raise RuntimeError("vLLM returned no log-probs; SamplingParams(logprobs=0) should request them")
+    out = []
+    for token, position in zip(token_ids, logprobs, strict=True):
+        value = position[token].logprob
+        out.append(float("nan") if value is None or math.isnan(value) else float(value))
+    return out
+
+
+def _max_model_len(model: Any, max_prompt_tokens: int | None, max_new_tokens: int) -> int | None:
+    """Room for the longest prompt plus the response, within the model's position limit."""
+    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if max_prompt_tokens is None:
+        return None
+    needed = max_prompt_tokens + max_new_tokens
+    return min(needed, int(limit)) if limit else needed
