@@ -280,7 +280,12 @@ class Trainer:
         rollout_s = time.perf_counter() - started
 
         learner_started = time.perf_counter()
-        fresh_all = self._prepare_fresh(fresh)  # the whole step's fresh batch, scored
+        epochs = self.alg.ppo_epochs * (self.alg.utd_ratio if mix else 1)
+        # One optimizer step over on-policy data: the learner's own forward gives pi_k's log-probs.
+        single_pass = (
+            not mix and epochs == 1 and self.alg.minibatch_size >= len(fresh) and not self.dist.enabled
+        )
+        fresh_all = self._prepare_fresh(fresh, behaviour_pass=not single_pass)  # the whole step's batch, scored
         replay_all = self.buffer.sample(n_replay, self.generator)
         replay, replay_rows = self.dist.own_groups(replay_all)
         lam = self.alg.lambda_at(t)
@@ -291,7 +296,6 @@ class Trainer:
             len(fresh_all) + (0 if replay_all is None else len(replay_all)),
         )
         snapshot = self._policy_state()  # pi_t
-        epochs = self.alg.ppo_epochs * (self.alg.utd_ratio if mix else 1)
         update_metrics = self._update(batch, lam, epochs, rows)
         self.prev_model.load_state_dict(snapshot)
         self.engine.sync_weights(self.policy)
@@ -353,14 +357,17 @@ class Trainer:
         return torch.cat(chunks, dim=0)
 
     @torch.no_grad()
-    def _prepare_fresh(self, fresh: RolloutBatch) -> RolloutBatch:
+    def _prepare_fresh(self, fresh: RolloutBatch, *, behaviour_pass: bool = True) -> RolloutBatch:
         """Behaviour log-probs of fresh data are the learner's own, so ratios start at exactly 1.
+
+        Without `behaviour_pass` they are left to the learner's single forward pass (see `_update`).
 
         Returns the whole step's fresh batch: `fresh` itself, or all processes' shards gathered, on
         which advantages are computed (whitening and metrics see the whole batch) before each
         process takes back the rows of its shard.
         """
-        fresh.behavior_logp = self._logprobs(self.policy, fresh)
+        if behaviour_pass:
+            fresh.behavior_logp = self._logprobs(self.policy, fresh)
         if self.critic is not None:
             fresh.values = self.critic(fresh).detach()
             _, fresh.returns = gae_returns(
@@ -418,6 +425,11 @@ class Trainer:
                 logp, entropy = sequence_logprobs(
                     self.train_policy, mb, temperature=self.cfg.rollout.temperature
                 )
+                if mb.old_logp is None:  # the single pass over on-policy data: pi_k is this very forward
+                    mb.old_logp = mb.behavior_logp = logp.detach()
+                    batch.behavior_logp = torch.zeros_like(mb.old_logp)
+                    batch.behavior_logp[global_rows] = mb.old_logp
+                    batch.old_logp = batch.behavior_logp
                 pg, pg_m = loss_fn(
                     logp, mb.old_logp, mb.behavior_logp, mb.advantages, mask,
                     clip_eps=alg.clip_eps, agg=alg.loss_aggregation,

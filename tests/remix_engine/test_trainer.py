@@ -106,6 +106,25 @@ def test_inactive_kl_terms_skip_their_pass_without_changing_the_update(random_mo
         torch.testing.assert_close(p, q, atol=1e-6, rtol=0, msg=name)
 
 
+class _AlwaysBehaviourPass(Trainer):
+    def _prepare_fresh(self, fresh, *, behaviour_pass=True):
+        return super()._prepare_fresh(fresh, behaviour_pass=True)
+
+
+def test_single_on_policy_pass_reuses_the_learner_forward_for_pi_k(random_model_dir, tmp_path):
+    cfg = small_config(random_model_dir, name="grpo", minibatch_size=64)  # one minibatch: one pass
+    lean = Trainer(cfg, tmp_path / "lean")
+    full = _AlwaysBehaviourPass(cfg, tmp_path / "full")
+    a, b = lean.train_step(), full.train_step()
+    assert lean.train_step()["step"] == 2  # and the next step runs as well
+    full.train_step()
+    assert a["loss"] == pytest.approx(b["loss"], abs=1e-7)
+    assert a["clip_frac"] == b["clip_frac"] == 0.0  # ratios are exactly 1 on the first pass
+    assert a["rollout_logp_mismatch_max"] == pytest.approx(b["rollout_logp_mismatch_max"], abs=1e-6)
+    for (name, p), q in zip(lean.policy.named_parameters(), full.policy.parameters(), strict=True):
+        torch.testing.assert_close(p, q, atol=1e-6, rtol=0, msg=name)
+
+
 def test_every_parameter_changes_and_loss_is_finite(random_model_dir, tmp_path):
     trainer = Trainer(small_config(random_model_dir), tmp_path)
     before = {k: v.clone() for k, v in trainer.policy.named_parameters()}
