@@ -230,9 +230,7 @@ def markdown(rows: list[dict[str, Any]], signals: dict[str, Any], args: argparse
         "kw_appear_hypotheticals",
         "kw_appear_uncertainty_markers",
     ]:
-        signal_rows.append(
-            [f"`{key}`", *(common.fmt(signals[p][key], "{:.4f}", "n/a") for p in ("mix", "on-policy"))]
-        )
+        signal_rows.append([f"`{key}`", *(common.fmt(signals[p][key], "{:.4f}", "n/a") for p in ("mix", "on-policy"))])
     signal_table = common.markdown_table(
         ["signal (full remix-grpo, mean over steps and seeds)", "mix phase", "on-policy phase"], signal_rows
     )
@@ -263,9 +261,7 @@ def plot(runs: list[dict[str, Any]], rows: list[dict[str, Any]], figures: Path) 
             color="tab:blue",
             label="fresh" if i == 0 else None,
         )
-        replay = [
-            (m["step"], m["response_length_replay"]) for m in r["metrics"] if "response_length_replay" in m
-        ]
+        replay = [(m["step"], m["response_length_replay"]) for m in r["metrics"] if "response_length_replay" in m]
         if replay:
             axes[0].plot(
                 *zip(*replay, strict=True),
@@ -332,18 +328,12 @@ def plot(runs: list[dict[str, Any]], rows: list[dict[str, Any]], figures: Path) 
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--quick", action="store_true", help="seconds-long smoke run writing under var/bench/"
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="seconds-long smoke run writing under var/bench/")
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--budget", type=int, default=2400, help="fresh rollouts per run")
-    parser.add_argument(
-        "--max-steps", type=int, default=200, help="upper bound; the budget normally stops first"
-    )
+    parser.add_argument("--max-steps", type=int, default=200, help="upper bound; the budget normally stops first")
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--group-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=5e-5)

@@ -105,9 +105,7 @@ def api_server(env: dict[str, str], workers: int) -> Iterator[str]:
         "--log-level",
         "warning",
     ]
-    process = subprocess.Popen(
-        command, cwd=common.REPO_ROOT, env={**os.environ, **env}, start_new_session=True
-    )
+    process = subprocess.Popen(command, cwd=common.REPO_ROOT, env={**os.environ, **env}, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
         _wait_until_ready(base, process)
@@ -154,9 +152,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(rank, len(ordered)) - 1]
 
 
-async def run_load(
-    count: int, concurrency: int, send: Callable[[int], Awaitable[httpx.Response]]
-) -> dict[str, Any]:
+async def run_load(count: int, concurrency: int, send: Callable[[int], Awaitable[httpx.Response]]) -> dict[str, Any]:
     """`count` requests, at most `concurrency` in flight; latency per request and overall throughput."""
     semaphore = asyncio.Semaphore(concurrency)
     latencies: list[float] = []
@@ -192,9 +188,7 @@ async def http_phases(base: str, key: str, args: argparse.Namespace) -> dict[str
     limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
     headers = {"Authorization": f"Bearer {key}"}
     async with httpx.AsyncClient(base_url=base, headers=headers, limits=limits, timeout=60) as client:
-        create = await run_load(
-            args.creates, args.concurrency, lambda _i: client.post("/v1/jobs", json=JOB_BODY)
-        )
+        create = await run_load(args.creates, args.concurrency, lambda _i: client.post("/v1/jobs", json=JOB_BODY))
         job_ids = [body["id"] for body in create.pop("bodies")]
         if not job_ids:
             raise RuntimeError(f"no job was created: statuses {create['statuses']}")
@@ -274,9 +268,7 @@ def ingest(database_url: str, writers: int, steps: int) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------- report
 
 
-def markdown(
-    http: dict[str, dict[str, Any]], ingest_rows: list[dict[str, Any]], args: argparse.Namespace
-) -> str:
+def markdown(http: dict[str, dict[str, Any]], ingest_rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     http_table = common.markdown_table(
         [
             "operation",
@@ -334,9 +326,7 @@ def plot(http: dict[str, dict[str, Any]], ingest_rows: list[dict[str, Any]], pat
     axes[0].bar([x + width / 2 for x in xs], [r["p99_ms"] for r in http.values()], width, label="p99")
     axes[0].set(xticks=list(xs), xticklabels=names, ylabel="latency (ms)", title="HTTP latency under load")
     axes[0].legend()
-    axes[1].bar(
-        [str(r["writers"]) for r in ingest_rows], [r["rows_per_s"] for r in ingest_rows], color="tab:green"
-    )
+    axes[1].bar([str(r["writers"]) for r in ingest_rows], [r["rows_per_s"] for r in ingest_rows], color="tab:green")
     axes[1].set(xlabel="concurrent writers", ylabel="metric rows per second", title="Metric ingest")
     for ax in axes:
         ax.grid(alpha=0.3, axis="y")
@@ -346,12 +336,8 @@ def plot(http: dict[str, dict[str, Any]], ingest_rows: list[dict[str, Any]], pat
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--quick", action="store_true", help="seconds-long smoke run writing under var/bench/"
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="seconds-long smoke run writing under var/bench/")
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
     parser.add_argument("--concurrency", type=int, default=32, help="requests in flight")
     parser.add_argument("--creates", type=int, default=1000)

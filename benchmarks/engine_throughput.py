@@ -94,9 +94,7 @@ def model_sources(args: argparse.Namespace) -> dict[str, str]:
 
     sources = {"tiny (builtin)": str(build_tiny_model())}
     if not args.quick:
-        sources["small (hidden 384, 6 layers)"] = str(
-            build_small_llama(common.QUICK_DIR / NAME / "small-llama")
-        )
+        sources["small (hidden 384, 6 layers)"] = str(build_small_llama(common.QUICK_DIR / NAME / "small-llama"))
     return sources
 
 
@@ -303,22 +301,14 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--quick", action="store_true", help="seconds-long smoke run writing under var/bench/"
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="seconds-long smoke run writing under var/bench/")
     parser.add_argument("--algorithms", nargs="+", default=["grpo", "remix-grpo"])
     parser.add_argument("--steps", type=int, default=5, help="measured steps per configuration")
-    parser.add_argument(
-        "--warmup", type=int, default=2, help="unmeasured steps first (remix-grpo needs 2 to replay)"
-    )
+    parser.add_argument("--warmup", type=int, default=2, help="unmeasured steps first (remix-grpo needs 2 to replay)")
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--group-size", type=int, default=8)
-    parser.add_argument(
-        "--utd", type=int, default=2, help="the config's default UTD ratio (for token counts)"
-    )
+    parser.add_argument("--utd", type=int, default=2, help="the config's default UTD ratio (for token counts)")
     parser.add_argument("--max-new-tokens", type=int, default=16)
     parser.add_argument(
         "--threads",

@@ -155,7 +155,8 @@ def report_body(rows: list[dict[str, Any]], ratios: list[dict[str, Any]], args: 
             continue
         time_note = "" if pair["time_ratio"] is None else f", in {pair['time_ratio']:.2f}x its training time"
         lines.append(
-            f"- {remix} reaches {args.target:.0%} with **{saving:.2f}x fewer** fresh rollouts than {baseline}{time_note}."
+            f"- {remix} reaches {args.target:.0%} with **{saving:.2f}x fewer** fresh rollouts "
+            f"than {baseline}{time_note}."
         )
     return f"{setup}\n\n{table}\n\n" + "\n".join(lines) + f"\n\n![{NAME}](benchmarks/{NAME}.png)\n"
 
@@ -228,7 +229,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows = summarise(runs)
     ratios = pair_ratios(rows)
     data_dir, figures = common.output_paths(NAME, args.quick or args.no_docs)
-    result = {"args": vars(args), "machine": common.machine_description(), "summary": rows, "pairs": ratios, "runs": runs}
+    result = {
+        "args": vars(args),
+        "machine": common.machine_description(),
+        "summary": rows,
+        "pairs": ratios,
+        "runs": runs,
+    }
     common.write_json(data_dir / f"{NAME}.json", result)
     body = report_body(rows, ratios, args)
     (data_dir / f"{NAME}.md").write_text(body)

@@ -78,9 +78,7 @@ def our_config(system: str, seed: int, args: argparse.Namespace) -> TrainConfig:
 
 def run_ours(system: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     recorder = common.TrainingRecorder()
-    Trainer(
-        our_config(system, seed, args), Path(args.workdir) / f"{system}-seed{seed}", callbacks=recorder
-    ).train()
+    Trainer(our_config(system, seed, args), Path(args.workdir) / f"{system}-seed{seed}", callbacks=recorder).train()
     return {
         "step_s": [float(m["step_s"]) for m in recorder.steps],
         "curve": recorder.points,
@@ -231,9 +229,7 @@ def summarise(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
                 "seeds_reaching_target": f"{len(hits)}/{len(group)}",
                 "median_step_s": common.median(step_times),
                 "mean_step_s": statistics.mean(step_times),
-                "fresh_rollouts_to_target": statistics.mean(h["fresh_rollouts"] for h in hits)
-                if hits
-                else None,
+                "fresh_rollouts_to_target": statistics.mean(h["fresh_rollouts"] for h in hits) if hits else None,
                 "steps_to_target": statistics.mean(h["step"] for h in hits) if hits else None,
                 "train_s_to_target": statistics.mean(h["train_s"] for h in hits) if hits else None,
                 "initial_accuracy": statistics.mean(r["curve"][0]["accuracy"] for r in group),
@@ -283,9 +279,7 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
             by_system["trl-grpo"]["train_s_to_target"],
         )
         if ours is not None and theirs is not None:
-            lines.append(
-                f"- remix-grpo reaches {args.target:.0%} in {ours / theirs:.2f}x TRL's training time."
-            )
+            lines.append(f"- remix-grpo reaches {args.target:.0%} in {ours / theirs:.2f}x TRL's training time.")
         else:
             lines.append(
                 f"- Target {args.target:.0%} reached by remix-grpo: {ours is not None}, "
@@ -303,9 +297,7 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     return f"{setup}\n\n{table}\n\n" + "\n".join(lines) + "\n"
 
 
-def plot(
-    runs: dict[str, list[dict[str, Any]]], rows: list[dict[str, Any]], path: Path, target: float
-) -> None:
+def plot(runs: dict[str, list[dict[str, Any]]], rows: list[dict[str, Any]], path: Path, target: float) -> None:
     plt = common.pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
     for system, group in runs.items():
@@ -314,9 +306,7 @@ def plot(
             ys = [p["accuracy"] for p in r["curve"]]
             axes[0].plot([p["train_s"] for p in r["curve"]], ys, color=COLORS[system], label=label)
             axes[1].plot([p["fresh_rollouts"] for p in r["curve"]], ys, color=COLORS[system], label=label)
-    for ax, xlabel in zip(
-        axes[:2], ("training seconds (evaluation excluded)", "fresh rollouts"), strict=True
-    ):
+    for ax, xlabel in zip(axes[:2], ("training seconds (evaluation excluded)", "fresh rollouts"), strict=True):
         ax.axhline(target, color="grey", linestyle="--", linewidth=1)
         ax.set(xlabel=xlabel, ylabel="held-out greedy accuracy")
         ax.legend()
@@ -334,12 +324,8 @@ def plot(
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--quick", action="store_true", help="seconds-long smoke run writing under var/bench/"
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="seconds-long smoke run writing under var/bench/")
     parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=40)

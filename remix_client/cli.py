@@ -58,9 +58,7 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 datasets_app = typer.Typer(help="Upload and inspect prompt/answer datasets.", no_args_is_help=True)
-keys_app = typer.Typer(
-    help="Server-side administration (writes to $REMIX_DATABASE_URL).", no_args_is_help=True
-)
+keys_app = typer.Typer(help="Server-side administration (writes to $REMIX_DATABASE_URL).", no_args_is_help=True)
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(keys_app, name="keys")
 
@@ -166,9 +164,7 @@ def load_job_file(path: Path) -> dict[str, Any]:
 def submit(
     ctx: typer.Context,
     job_file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JOB.yaml or JOB.json")],
-    wait: Annotated[
-        bool, typer.Option("--wait", help="Wait for the job to end (exit status by outcome).")
-    ] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for the job to end (exit status by outcome).")] = False,
     follow: Annotated[bool, typer.Option("--follow", help="Show live progress until the job ends.")] = False,
     idempotency_key: Annotated[
         str | None, typer.Option(help="Reuse to make a repeated submission return the same job.")
@@ -257,9 +253,7 @@ def follow(ctx: typer.Context, job_id: Annotated[str, typer.Argument(help="Job i
 def cancel(
     ctx: typer.Context,
     job_id: Annotated[str, typer.Argument(help="Job id.")],
-    checkpoint: Annotated[
-        bool, typer.Option("--checkpoint", help="Save a checkpoint before stopping.")
-    ] = False,
+    checkpoint: Annotated[bool, typer.Option("--checkpoint", help="Save a checkpoint before stopping.")] = False,
 ) -> None:
     """Cancel a job (a running job stops at the next step)."""
     with client_of(ctx) as client:
@@ -287,9 +281,7 @@ def download(
 
 def print_dataset(dataset: Dataset) -> None:
     console = stdout()
-    console.print(
-        f"dataset {dataset.id}: {dataset.name}, {dataset.num_rows} rows, {dataset.format}", markup=False
-    )
+    console.print(f"dataset {dataset.id}: {dataset.name}, {dataset.num_rows} rows, {dataset.format}", markup=False)
     # The preview holds rows as training reads them: {"prompt": ..., "answer": ...}.
     table = Table(f"prompt ({dataset.prompt_field})", f"answer ({dataset.answer_field})", title="preview")
     for row in dataset.preview:

@@ -141,9 +141,7 @@ class RemixClient:
     def get_job(self, job_id: JobId) -> Job:
         return Job.model_validate(self._get(f"/v1/jobs/{job_id}"))
 
-    def list_jobs_page(
-        self, *, status: str | None = None, limit: int = 20, after: str | None = None
-    ) -> JobsPage:
+    def list_jobs_page(self, *, status: str | None = None, limit: int = 20, after: str | None = None) -> JobsPage:
         """One page of the caller's jobs, newest first; pass `next_cursor` as `after` for the next."""
         return JobsPage.model_validate(self._get("/v1/jobs", status=status, limit=limit, after=after))
 
@@ -162,9 +160,7 @@ class RemixClient:
         params = {"checkpoint": "true" if checkpoint else "false"}
         return Job.model_validate(self.send("POST", f"/v1/jobs/{job_id}/cancel", params=params).json())
 
-    def metrics(
-        self, job_id: JobId, from_step: int | None = None, to_step: int | None = None
-    ) -> list[MetricPoint]:
+    def metrics(self, job_id: JobId, from_step: int | None = None, to_step: int | None = None) -> list[MetricPoint]:
         """Per-step metrics with from_step <= step <= to_step, ascending (all pages)."""
         out: list[MetricPoint] = []
         while True:

@@ -27,9 +27,7 @@ WHITEN_EPS = 1e-8
 
 
 class AdvantageEstimator(Protocol):
-    def __call__(
-        self, batch: RolloutBatch, *, cfg: AlgorithmConfig
-    ) -> tuple[torch.Tensor, dict[str, float]]: ...
+    def __call__(self, batch: RolloutBatch, *, cfg: AlgorithmConfig) -> tuple[torch.Tensor, dict[str, float]]: ...
 
 
 ADVANTAGES: Registry[AdvantageEstimator] = Registry("advantage estimator")

@@ -138,9 +138,7 @@ def load_trainer_state(path: Path) -> dict[str, Any]:
     return torch.load(path / STATE_DIR / "state.pt", map_location="cpu", weights_only=False)
 
 
-def prune_checkpoints(
-    root: Path, keep: int, protect: set[Path] | None = None, keep_best: int = 0
-) -> list[Path]:
+def prune_checkpoints(root: Path, keep: int, protect: set[Path] | None = None, keep_best: int = 0) -> list[Path]:
     """Delete all but the `keep` newest checkpoints, the `keep_best` with the highest eval_score
     in their meta, and any in `protect`; return what was deleted."""
     found = list_checkpoints(root)

@@ -45,7 +45,7 @@ class JsonlLogger:
         self._events = open(output_dir / "events.jsonl", "a")
         self._bar = tqdm(total=total, initial=start, desc="train", unit="step")
 
-    def on_step(self, step: int, metrics: dict[str, Any]) -> None:
+    def on_step(self, step: int, metrics: dict[str, Any]) -> None:  # noqa: ARG002 - callbacks protocol
         self._metrics.write(json.dumps(metrics) + "\n")
         self._metrics.flush()
         self._bar.set_postfix(
@@ -97,9 +97,10 @@ def train(
     finally:
         logger.close()
     shutdown()
+    before = result.eval_before.get("accuracy", float("nan"))
+    after = result.eval_after.get("accuracy", float("nan"))
     typer.echo(
-        f"done: step {result.final_step}, greedy accuracy "
-        f"{result.eval_before.get('accuracy', float('nan')):.3f} -> {result.eval_after.get('accuracy', float('nan')):.3f}, "
+        f"done: step {result.final_step}, greedy accuracy {before:.3f} -> {after:.3f}, "
         f"checkpoint {result.last_checkpoint}"
     )
 

@@ -118,9 +118,7 @@ class RolloutConfig(_Strict):
     generation_batch_size: int = Field(
         512, ge=1, description="Sequences generated per forward batch (memory knob, not an algorithm knob)."
     )
-    vllm: VllmConfig = Field(
-        default_factory=VllmConfig, description="Options of the 'vllm' backend (ignored by 'hf')."
-    )
+    vllm: VllmConfig = Field(default_factory=VllmConfig, description="Options of the 'vllm' backend (ignored by 'hf').")
 
 
 class RewardSpec(_Strict):
@@ -164,8 +162,10 @@ def _check_python_reward(kwargs: dict[str, Any]) -> None:
     args = functions[-1].args
     positional = [*args.posonlyargs, *args.args]
     required = len(positional) - len(args.defaults)
-    if not (required <= 2 <= len(positional) or (required <= 2 and args.vararg)) or args.kwonlyargs and any(
-        d is None for d in args.kw_defaults
+    if (
+        not (required <= 2 <= len(positional) or (required <= 2 and args.vararg))
+        or args.kwonlyargs
+        and any(d is None for d in args.kw_defaults)
     ):
         raise ValueError("python reward: reward must take exactly (completion, answer)")
     timeout = kwargs.get("timeout_s", 2.0)
@@ -193,14 +193,18 @@ class AlgorithmConfig(_Strict):
 
     name: Algorithm = Field("remix-grpo", description="remix-grpo, remix-ppo, or the baselines grpo, ppo.")
     off_policy_fraction: float = Field(
-        0.4, ge=0.0, lt=1.0, description="p: fraction of each batch replayed from the last N policies, in [0, 1)."
+        0.4,
+        ge=0.0,
+        lt=1.0,
+        description="p: fraction of each batch replayed from the last N policies, in [0, 1).",
     )
     history_window: int = Field(2, ge=1, le=1000, description="N: number of past policies whose rollouts are replayed.")
     utd_ratio: int = Field(2, ge=1, le=100, description="m: optimisation passes over each mixed batch (Mix phase).")
     reincarnation_step: int | None = Field(
         50,
         ge=0,
-        description="T: after step T the KL anchor becomes the current policy and training goes on-policy. null: never.",
+        description="T: after step T the KL anchor becomes the current policy and training goes on-policy. "
+        "null: never.",
     )
     clip_eps: float = Field(0.2, gt=0.0, lt=1.0, description="epsilon: half-width of the clip window.")
     kl_coef: float = Field(0.001, ge=0.0, description="beta: coefficient of the KL-Convex loss term.")
@@ -349,14 +353,14 @@ class TrainConfig(_Strict):
     eval_sets: list[EvalSetSpec] = Field(
         default_factory=list, description="Extra held-out sets, reported as eval_<name>/accuracy."
     )
-    eval_samples: int = Field(
-        0, ge=0, le=64, description="k for avg@k Pass@1 with sampling (0: greedy Pass@1 only)."
-    )
+    eval_samples: int = Field(0, ge=0, le=64, description="k for avg@k Pass@1 with sampling (0: greedy Pass@1 only).")
     eval_temperature: float = Field(0.6, gt=0.0, le=10.0, description="Sampling temperature of avg@k evaluation.")
     checkpoint_every: int = Field(10, ge=1, description="Save a checkpoint every K steps (and at the end).")
     keep_checkpoints: int = Field(2, ge=1, description="Most recent full checkpoints kept on disk.")
     keep_best_checkpoints: int = Field(
-        0, ge=0, description="Also keep the k checkpoints with the best greedy eval accuracy; the rest are pruned."
+        0,
+        ge=0,
+        description="Also keep the k checkpoints with the best greedy eval accuracy; the rest are pruned.",
     )
     log_completions: int = Field(4, ge=0, description="Sampled completions recorded per step for inspection.")
 

@@ -146,9 +146,7 @@ def _json_list(document: Any, source: str | None) -> list[Any]:
         if len(lists) == 1:
             return lists[0]
     expected = " or ".join(repr(key) for key in JSON_LIST_KEYS[:2])
-    raise DatasetError(
-        f"expected a JSON list of objects, or an object with a list under {expected}", source=source
-    )
+    raise DatasetError(f"expected a JSON list of objects, or an object with a list under {expected}", source=source)
 
 
 def _json_rows(data: bytes, source: str | None) -> _Rows:
@@ -254,11 +252,7 @@ def _example(record: Any, prompt_field: str, answer_field: str) -> Example:
         raise DatasetError(f"field {prompt_field!r} must be a non-empty string", field=prompt_field)
     answer, alternatives = _answer_text(raw_answer, answer_field)
     if answer is None:
-        kind = (
-            "contain a \\boxed{} answer"
-            if answer_field in BOXED_ONLY_FIELDS
-            else "be a non-empty string or number"
-        )
+        kind = "contain a \\boxed{} answer" if answer_field in BOXED_ONLY_FIELDS else "be a non-empty string or number"
         raise DatasetError(f"field {answer_field!r} must {kind}", field=answer_field)
     used = {prompt_field.split(".")[0], answer_field.split(".")[0]}
     extra = {key: value for key, value in record.items() if key not in used}
@@ -291,18 +285,14 @@ def _parse_examples(
         try:
             examples.append(_example(record, prompt_name, answer_name))
         except DatasetError as error:
-            raise DatasetError(
-                error.reason, line=number, field=error.field, source=source, unit=rows.unit
-            ) from None
+            raise DatasetError(error.reason, line=number, field=error.field, source=source, unit=rows.unit) from None
     return examples, rows.columns
 
 
 # --------------------------------------------------------------------------- public entry points
 
 
-def load_examples(
-    path: str | Path, *, prompt_field: str = "prompt", answer_field: str = "answer"
-) -> list[Example]:
+def load_examples(path: str | Path, *, prompt_field: str = "prompt", answer_field: str = "answer") -> list[Example]:
     """Examples of a JSONL/JSON/parquet file (format from the extension); raises DatasetError."""
     path = Path(path)
     fmt = detect_format(path.name)
@@ -310,9 +300,7 @@ def load_examples(
         data = path.read_bytes()
     except OSError as error:
         raise DatasetError(f"cannot read file: {error.strerror or error}", source=path.name) from None
-    examples, _ = _parse_examples(
-        data, fmt, prompt_field=prompt_field, answer_field=answer_field, source=path.name
-    )
+    examples, _ = _parse_examples(data, fmt, prompt_field=prompt_field, answer_field=answer_field, source=path.name)
     return examples
 
 

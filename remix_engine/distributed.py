@@ -188,8 +188,11 @@ class CausalLMDDP(DistributedDataParallel):
     ) -> Any:
         extra = {"logits_to_keep": logits_to_keep} if logits_to_keep else {}
         return super().forward(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-            use_cache=use_cache, **extra,
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=use_cache,
+            **extra,
         )
 
 

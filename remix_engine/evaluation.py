@@ -54,7 +54,13 @@ def evaluate_sampled(
     """avg@k Pass@1 and pass@k; the engine samples with its configured max length and filters."""
     seeds = [response_seed(seed, EVAL_SEED_STEP, i, j) for i in range(len(prompts)) for j in range(k)]
     batch = engine.generate(  # type: ignore[attr-defined]
-        prompts, answers, list(range(len(prompts))), group_size=k, seeds=seeds, policy_version=0, group_id_start=0
+        prompts,
+        answers,
+        list(range(len(prompts))),
+        group_size=k,
+        seeds=seeds,
+        policy_version=0,
+        group_id_start=0,
     )
     correct = _correct(spec, batch.completions, batch.answers)
     per_prompt = [correct[i * k : (i + 1) * k] for i in range(len(prompts))]

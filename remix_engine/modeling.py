@@ -41,12 +41,7 @@ def _builtin_model_dir(model_id: str) -> Path:
 
 def _looks_like_local_path(name: str) -> bool:
     # Hub ids are "name" or "org/name"; anything else that is path-shaped must be local.
-    return (
-        name.startswith(("/", "./", "../", "~", ".\\"))
-        or name.count("/") > 1
-        or os.sep != "/"
-        and os.sep in name
-    )
+    return name.startswith(("/", "./", "../", "~", ".\\")) or name.count("/") > 1 or os.sep != "/" and os.sep in name
 
 
 def resolve_model_source(model_id: str) -> str:
@@ -57,8 +52,7 @@ def resolve_model_source(model_id: str) -> str:
     if path.exists():
         if not (path / "config.json").is_file():
             raise ModelLoadError(
-                f"cannot load model {model_id!r}: {path} is not a Hugging Face model directory "
-                "(no config.json)"
+                f"cannot load model {model_id!r}: {path} is not a Hugging Face model directory (no config.json)"
             )
         return str(path)
     if _looks_like_local_path(model_id):
@@ -87,9 +81,7 @@ def load_policy(model_cfg: ModelConfig, device: str | torch.device = "cpu") -> t
             raise ModelLoadError(f"cannot load model {model_id!r}: {_first_line(hub_exc)}") from hub_exc
     if tokenizer.pad_token_id is None:
         if tokenizer.eos_token is None:
-            raise ModelLoadError(
-                f"cannot load model {model_id!r}: its tokenizer has neither a pad nor an eos token"
-            )
+            raise ModelLoadError(f"cannot load model {model_id!r}: its tokenizer has neither a pad nor an eos token")
         tokenizer.pad_token = tokenizer.eos_token  # masks, not the pad id, decide what is padding
     tokenizer.padding_side = "left"
     if model.generation_config.pad_token_id is None:
@@ -119,18 +111,15 @@ def _require_on_hub(model_id: str) -> None:
         HfApi().model_info(model_id, timeout=10)
     except HFValidationError as exc:
         raise ModelLoadError(
-            f"cannot load model {model_id!r}: not an existing local path and not a valid hub id "
-            f"({_first_line(exc)})"
+            f"cannot load model {model_id!r}: not an existing local path and not a valid hub id ({_first_line(exc)})"
         ) from exc
     except OfflineModeIsEnabled as exc:
         raise ModelLoadError(
-            f"cannot load model {model_id!r}: it is not in the local Hugging Face cache "
-            "and HF_HUB_OFFLINE is set"
+            f"cannot load model {model_id!r}: it is not in the local Hugging Face cache and HF_HUB_OFFLINE is set"
         ) from exc
     except HfHubHTTPError as exc:  # includes repository-not-found and gated/private repositories
         raise ModelLoadError(
-            f"cannot load model {model_id!r}: not found on the Hugging Face Hub or not accessible "
-            f"({_first_line(exc)})"
+            f"cannot load model {model_id!r}: not found on the Hugging Face Hub or not accessible ({_first_line(exc)})"
         ) from exc
     except Exception as exc:  # network errors surface as httpx/requests/OSError types depending on version
         raise ModelLoadError(

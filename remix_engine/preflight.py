@@ -109,9 +109,7 @@ class ModelShape:
         heads = int(text.num_attention_heads)
         kv_heads = int(getattr(text, "num_key_value_heads", None) or heads)
         head_dim = int(getattr(text, "head_dim", None) or hidden // heads)
-        intermediate = int(
-            getattr(text, "intermediate_size", None) or getattr(text, "n_inner", None) or 4 * hidden
-        )
+        intermediate = int(getattr(text, "intermediate_size", None) or getattr(text, "n_inner", None) or 4 * hidden)
         vocab = int(text.vocab_size)
         mlp_matrices = 2 if getattr(text, "model_type", "") in _UNGATED_MLP else 3
         attention = hidden * heads * head_dim * 2 + hidden * kv_heads * head_dim * 2  # q, o and k, v
@@ -141,8 +139,15 @@ class ModelShape:
             raise ValueError("LoRA memory estimates need the model config, not only a parameter count")
         h, i = self.hidden_size, self.intermediate_size
         q, kv = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim  # type: ignore[operator]
-        fans = {"q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (q, h),
-                "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
+        fans = {
+            "q_proj": (h, q),
+            "k_proj": (h, kv),
+            "v_proj": (h, kv),
+            "o_proj": (q, h),
+            "gate_proj": (h, i),
+            "up_proj": (h, i),
+            "down_proj": (i, h),
+        }
         per_layer = sum(r * sum(fans.get(name, (h, h))) for name in target_modules)  # type: ignore[arg-type]
         return self.num_layers * per_layer  # type: ignore[operator]
 
@@ -299,14 +304,20 @@ def _suggestions(cfg: TrainConfig, estimate: MemoryEstimate) -> list[str]:
     b = estimate.breakdown
     weight_terms = sum(b.get(k, 0) for k in ("policy_copies", "gradients", "optimizer_states", "critic"))
     tips: list[tuple[int, str]] = [
-        (b.get("activations", 0) + b.get("logits", 0),
-         f"lower algorithm.minibatch_size (now {cfg.algorithm.minibatch_size})"),
-        (b.get("kv_cache", 0) + b.get("sampling_buffers", 0),
-         f"lower rollout.generation_batch_size (now {cfg.rollout.generation_batch_size}) "
-         f"or rollout.max_new_tokens (now {cfg.rollout.max_new_tokens})"),
-        (b.get("vllm_pool", 0),
-         f"lower rollout.vllm.gpu_memory_utilization (now {cfg.rollout.vllm.gpu_memory_utilization})"
-         + ("" if cfg.rollout.vllm.enable_sleep_mode else " or set rollout.vllm.enable_sleep_mode: true")),
+        (
+            b.get("activations", 0) + b.get("logits", 0),
+            f"lower algorithm.minibatch_size (now {cfg.algorithm.minibatch_size})",
+        ),
+        (
+            b.get("kv_cache", 0) + b.get("sampling_buffers", 0),
+            f"lower rollout.generation_batch_size (now {cfg.rollout.generation_batch_size}) "
+            f"or rollout.max_new_tokens (now {cfg.rollout.max_new_tokens})",
+        ),
+        (
+            b.get("vllm_pool", 0),
+            f"lower rollout.vllm.gpu_memory_utilization (now {cfg.rollout.vllm.gpu_memory_utilization})"
+            + ("" if cfg.rollout.vllm.enable_sleep_mode else " or set rollout.vllm.enable_sleep_mode: true"),
+        ),
     ]
     if not cfg.lora.enabled:
         tips.append((weight_terms, "enable LoRA (lora.enabled: true) to train adapters, not all weights"))

@@ -51,7 +51,7 @@ class ReplayBuffer:
             raise ValueError("only rollouts with behavior_logp and advantages can be replayed")
         if self._entries and step <= self._entries[-1][0]:
             raise ValueError(f"replay steps must increase: got {step} after {self._entries[-1][0]}")
-        stored = replace(batch.to("cpu"), **{name: None for name in _STEP_LOCAL_FIELDS})
+        stored = replace(batch.to("cpu"), **dict.fromkeys(_STEP_LOCAL_FIELDS))
         stored.is_replay = torch.ones(len(stored), dtype=torch.bool)
         self._entries.append((step, stored))
         while self._entries and self._entries[0][0] <= step - self.history_window:
@@ -90,6 +90,4 @@ class ReplayBuffer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.history_window = int(state["history_window"])
         self.total_replayed = int(state["total_replayed"])
-        self._entries = deque(
-            (int(step), RolloutBatch.from_state_dict(batch)) for step, batch in state["entries"]
-        )
+        self._entries = deque((int(step), RolloutBatch.from_state_dict(batch)) for step, batch in state["entries"])

@@ -143,9 +143,7 @@ def _parse_math(answer: str) -> tuple[Any, ...]:
 
 def is_equivalent(candidate: str, reference: str) -> bool:
     """True when ``candidate`` equals ``reference`` as strings after normalisation or symbolically."""
-    return normalize_answer(candidate) == normalize_answer(reference) or symbolic_equivalent(
-        candidate, reference
-    )
+    return normalize_answer(candidate) == normalize_answer(reference) or symbolic_equivalent(candidate, reference)
 
 
 def symbolic_equivalent(candidate: str, reference: str) -> bool:
@@ -257,9 +255,7 @@ def compose_rewards(
     for spec in specs:
         raw = REWARDS.get(spec.name)(completions, answers, **spec.kwargs)
         if len(raw) != len(completions):
-            raise ValueError(
-                f"reward {spec.name!r} returned {len(raw)} scores for {len(completions)} completions"
-            )
+            raise ValueError(f"reward {spec.name!r} returned {len(raw)} scores for {len(completions)} completions")
         scores = [0.0 if score is None else float(score) for score in raw]
         key = _unique_key(spec.name, per_fn)
         per_fn[key] = scores

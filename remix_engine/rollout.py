@@ -54,9 +54,17 @@ class RolloutEngine(Protocol):
         ...
 
 
-def filtered_logprobs(
-    logits: torch.Tensor, *, temperature: float, top_k: int = 0, top_p: float = 1.0
-) -> torch.Tensor:
+def check_generate_args(
+    prompts: list[str], answers: list[str], prompt_index: list[int], group_size: int, seeds: list[int]
+) -> None:
+    """The argument checks every RolloutEngine.generate makes."""
+    if not (len(prompts) == len(answers) == len(prompt_index)):
+        raise ValueError("prompts, answers and prompt_index must have the same length")
+    if len(seeds) != len(prompts) * group_size:
+        raise ValueError(f"need len(prompts) * group_size = {len(prompts) * group_size} seeds, got {len(seeds)}")
+
+
+def filtered_logprobs(logits: torch.Tensor, *, temperature: float, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
     """log softmax(logits / temperature) over the top-k / nucleus set; others get -inf. (B, V) -> (B, V)."""
     scores = logits.float() / temperature  # (B, V)
     if 0 < top_k < scores.shape[-1]:
@@ -80,9 +88,7 @@ class SeededGumbelSampler(LogitsProcessor):
     log-prob of the token chosen at the previous step (`input_ids[:, -1]`); `finish` collects the last one.
     """
 
-    def __init__(
-        self, seeds: list[int], *, temperature: float, top_k: int, top_p: float, device: torch.device
-    ):
+    def __init__(self, seeds: list[int], *, temperature: float, top_k: int, top_p: float, device: torch.device):
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
         self.generators = [torch.Generator(device=device).manual_seed(int(seed)) for seed in seeds]
         self.token_logp: list[torch.Tensor] = []  # per step: (B,) log-prob of the chosen token
@@ -132,9 +138,7 @@ def _inference_mode(model: torch.nn.Module) -> Iterator[None]:
 class HFRolloutEngine:
     """Rollouts with transformers' generate on the learner's own model object (no weight copy)."""
 
-    def __init__(
-        self, model: Any, tokenizer: Any, cfg: RolloutConfig, *, max_prompt_tokens: int | None = None
-    ):
+    def __init__(self, model: Any, tokenizer: Any, cfg: RolloutConfig, *, max_prompt_tokens: int | None = None):
         self.model, self.tokenizer, self.cfg = model, tokenizer, cfg
         self.max_prompt_tokens = max_prompt_tokens
         if tokenizer.pad_token_id is None:
@@ -157,12 +161,7 @@ class HFRolloutEngine:
         policy_version: int,
         group_id_start: int,
     ) -> RolloutBatch:
-        if not (len(prompts) == len(answers) == len(prompt_index)):
-            raise ValueError("prompts, answers and prompt_index must have the same length")
-        if len(seeds) != len(prompts) * group_size:
-            raise ValueError(
-                f"need len(prompts) * group_size = {len(prompts) * group_size} seeds, got {len(seeds)}"
-            )
+        check_generate_args(prompts, answers, prompt_index, group_size, seeds)
         rows = [i for i in range(len(prompts)) for _ in range(group_size)]  # prompt of each response
         size = self.cfg.generation_batch_size
         chunks = [
@@ -226,9 +225,7 @@ class HFRolloutEngine:
             device=prompt_ids.device,
         )
         with _inference_mode(self.model):
-            sequences = self._run_generate(
-                prompt_ids, prompt_mask, self.cfg.max_new_tokens, logits_processor=sampler
-            )
+            sequences = self._run_generate(prompt_ids, prompt_mask, self.cfg.max_new_tokens, logits_processor=sampler)
         response_ids = sequences[:, prompt_ids.shape[1] :]  # (b, Lr)
         rollout_logp = sampler.finish(response_ids[:, -1])  # (b, Lr)
         response_mask = response_mask_until_stop(response_ids, self.stop_ids)

@@ -9,9 +9,10 @@ A job may define its own verifier as Python source in the reward kwargs::
 subprocesses, ctypes and setrlimit), a CPU-time budget (RLIMIT_CPU: timeout_s per sample it runs),
 an address-space limit (RLIMIT_AS, memory_mb), a clean environment, an empty working directory and,
 when started as root with a world-readable Python, an unprivileged uid. The parent enforces a
-wall-clock limit (timeout_s) per sample. `RewardScores.isolation` says which mechanisms applied. A sample whose call raises,
-hangs, exhausts its memory or CPU, or kills the process (os._exit, a crash) scores None and gets an
-error message; the child is restarted for the remaining samples, so only that sample fails.
+wall-clock limit (timeout_s) per sample. `RewardScores.isolation` says which mechanisms applied.
+A sample whose call raises, hangs, exhausts its memory or CPU, or kills the process (os._exit, a
+crash) scores None and gets an error message; the child is restarted for the remaining samples,
+so only that sample fails.
 Errors are returned on the scores list (`RewardScores.errors`) and counted in the step metric
 `reward_errors`.
 

@@ -35,6 +35,9 @@ def load_train_eval(cfg: TrainConfig) -> tuple[list[Example], list[Example]]:
 def load_extra_eval_sets(cfg: TrainConfig) -> list[tuple[str, list[Example]]]:
     """The extra held-out sets of `cfg.eval_sets`, each cut to its size."""
     return [
-        (spec.name, load_examples(spec.path, prompt_field=spec.prompt_field, answer_field=spec.answer_field)[: spec.size])
+        (
+            spec.name,
+            load_examples(spec.path, prompt_field=spec.prompt_field, answer_field=spec.answer_field)[: spec.size],
+        )
         for spec in cfg.eval_sets
     ]

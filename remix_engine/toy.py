@@ -182,9 +182,7 @@ def _encode_pairs(
 
 
 @torch.no_grad()
-def greedy_accuracy(
-    model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, pairs: list[tuple[int, int]]
-) -> float:
+def greedy_accuracy(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, pairs: list[tuple[int, int]]) -> float:
     """Fraction of pairs whose greedy completion is exactly "\\boxed{a+b}" followed by <eos>."""
     was_training = model.training
     model.eval()
@@ -210,9 +208,7 @@ def _lr_at(step: int) -> float:
     return SFT_LR * min(1.0, (step + 1) / SFT_WARMUP_STEPS)
 
 
-def pretrain(
-    model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, seed: int
-) -> dict[str, float | int]:
+def pretrain(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, seed: int) -> dict[str, float | int]:
     """Supervised training on the train split, stopping once held-out greedy accuracy reaches the target."""
     train_ids, train_loss_mask = _encode_pairs(tokenizer, addition_pairs("train"))
     check_pairs = sample_pairs("eval", SFT_CHECK_SIZE, seed)
@@ -223,9 +219,7 @@ def pretrain(
     for step in range(1, SFT_MAX_STEPS + 1):
         rows = torch.randint(len(train_ids), (SFT_BATCH_SIZE,), generator=generator)
         loss = _sft_step(model, optimizer, train_ids[rows], train_loss_mask[rows], lr=_lr_at(step - 1))
-        check_every = (
-            SFT_CHECK_EVERY_FAST if accuracy >= SFT_FAST_CHECKS_FROM_ACCURACY else SFT_CHECK_EVERY_SLOW
-        )
+        check_every = SFT_CHECK_EVERY_FAST if accuracy >= SFT_FAST_CHECKS_FROM_ACCURACY else SFT_CHECK_EVERY_SLOW
         if step - last_check >= check_every:
             accuracy, last_check = greedy_accuracy(model, tokenizer, check_pairs), step
             if accuracy >= SFT_TARGET_ACCURACY:

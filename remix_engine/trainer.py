@@ -125,7 +125,11 @@ class Trainer:
         if self.device.type == "cuda":  # refuse a job that cannot fit before loading any weights
             free, total = torch.cuda.mem_get_info(self.device)
             need = check_fits(
-                config, free, load_model_config(config.model), world_size=self.dist.world_size, device_bytes=total
+                config,
+                free,
+                load_model_config(config.model),
+                world_size=self.dist.world_size,
+                device_bytes=total,
             )
             log.info("memory pre-flight: about %.2f GiB of %.2f GiB free", need.total / 2**30, free / 2**30)
 
@@ -159,9 +163,7 @@ class Trainer:
         check_shardable(config, self.dist.world_size)
         # What the learner differentiates through: DDP wrappers across processes, the modules otherwise.
         self.train_policy = wrap_for_training(self.policy, self.dist, causal_lm=True)
-        self.train_critic = (
-            None if self.critic is None else wrap_for_training(self.critic, self.dist, causal_lm=False)
-        )
+        self.train_critic = None if self.critic is None else wrap_for_training(self.critic, self.dist, causal_lm=False)
 
         self.step = 0
         self.fresh_rollouts = 0
@@ -282,9 +284,7 @@ class Trainer:
         learner_started = time.perf_counter()
         epochs = self.alg.ppo_epochs * (self.alg.utd_ratio if mix else 1)
         # One optimizer step over on-policy data: the learner's own forward gives pi_k's log-probs.
-        single_pass = (
-            not mix and epochs == 1 and self.alg.minibatch_size >= len(fresh) and not self.dist.enabled
-        )
+        single_pass = not mix and epochs == 1 and self.alg.minibatch_size >= len(fresh) and not self.dist.enabled
         fresh_all = self._prepare_fresh(fresh, behaviour_pass=not single_pass)  # the whole step's batch, scored
         replay_all = self.buffer.sample(n_replay, self.generator)
         replay, replay_rows = self.dist.own_groups(replay_all)
@@ -402,9 +402,7 @@ class Trainer:
         batch.prev_logp = self._logprobs(self.prev_model, batch) if log_all or (1 - lam) * coef != 0 else None
         return batch
 
-    def _update(
-        self, batch: RolloutBatch, lam: float, epochs: int, rows: RowMap | None = None
-    ) -> dict[str, float]:
+    def _update(self, batch: RolloutBatch, lam: float, epochs: int, rows: RowMap | None = None) -> dict[str, float]:
         """Optimiser steps over minibatches of the step's batch; `rows` places this process's rows in it."""
         alg = self.alg
         loss_fn = POLICY_LOSSES.get("mix_ppg" if alg.uses_replay else "ppo_clip")
@@ -422,22 +420,31 @@ class Trainer:
             for global_rows in order.split(alg.minibatch_size):
                 mb, share = self._minibatch(batch, global_rows, rows)
                 mask = mb.response_mask
-                logp, entropy = sequence_logprobs(
-                    self.train_policy, mb, temperature=self.cfg.rollout.temperature
-                )
+                logp, entropy = sequence_logprobs(self.train_policy, mb, temperature=self.cfg.rollout.temperature)
                 if mb.old_logp is None:  # the single pass over on-policy data: pi_k is this very forward
                     mb.old_logp = mb.behavior_logp = logp.detach()
                     batch.behavior_logp = torch.zeros_like(mb.old_logp)
                     batch.behavior_logp[global_rows] = mb.old_logp
                     batch.old_logp = batch.behavior_logp
                 pg, pg_m = loss_fn(
-                    logp, mb.old_logp, mb.behavior_logp, mb.advantages, mask,
-                    clip_eps=alg.clip_eps, agg=alg.loss_aggregation,
+                    logp,
+                    mb.old_logp,
+                    mb.behavior_logp,
+                    mb.advantages,
+                    mask,
+                    clip_eps=alg.clip_eps,
+                    agg=alg.loss_aggregation,
                 )
                 ent, ent_m = entropy_bonus(entropy, mask, coef=alg.entropy_coef, agg=alg.loss_aggregation)
                 kl, kl_m = kl_convex_loss(
-                    logp, mb.ref_logp, mb.prev_logp, mask,
-                    lam=lam, coef=alg.kl_coef, kind=alg.kl_estimator, agg=alg.loss_aggregation,
+                    logp,
+                    mb.ref_logp,
+                    mb.prev_logp,
+                    mask,
+                    lam=lam,
+                    coef=alg.kl_coef,
+                    kind=alg.kl_estimator,
+                    agg=alg.loss_aggregation,
                 )
                 loss = pg + ent + kl
                 self.optimizer.zero_grad(set_to_none=True)
@@ -467,8 +474,12 @@ class Trainer:
         assert self.critic is not None and self.critic_optimizer is not None and self.train_critic is not None
         values = self.train_critic(mb)
         loss, metrics = value_loss(
-            values, mb.values, mb.returns, mb.response_mask,
-            clip=self.alg.value_clip, agg=self.alg.loss_aggregation,
+            values,
+            mb.values,
+            mb.returns,
+            mb.response_mask,
+            clip=self.alg.value_clip,
+            agg=self.alg.loss_aggregation,
         )
         self.critic_optimizer.zero_grad(set_to_none=True)
         (self.alg.value_coef * loss * share).backward()
@@ -490,8 +501,11 @@ class Trainer:
             self.step,
             f"policy reincarnation at step {self.step}: KL anchor reset to the current policy, "
             f"replay buffer emptied ({dropped} responses), training continues on-policy",
-            {"step": self.step, "dropped_replay_responses": dropped,
-             "optimizer_reset": self.alg.reset_optimizer_on_reincarnation},
+            {
+                "step": self.step,
+                "dropped_replay_responses": dropped,
+                "optimizer_reset": self.alg.reset_optimizer_on_reincarnation,
+            },
         )
 
     # ------------------------------------------------------------------ metrics
@@ -532,8 +546,12 @@ class Trainer:
         if not count:
             return
         samples = [
-            {"prompt": fresh.prompts[i], "completion": fresh.completions[i], "answer": fresh.answers[i],
-             "reward": float(fresh.rewards[i])}
+            {
+                "prompt": fresh.prompts[i],
+                "completion": fresh.completions[i],
+                "answer": fresh.answers[i],
+                "reward": float(fresh.rewards[i]),
+            }
             for i in range(count)
         ]
         self.callbacks.on_event("samples", step, f"{count} sampled completions", {"samples": samples})
@@ -551,8 +569,11 @@ class Trainer:
             "prev_model": self.prev_model.state_dict(),
             "replay": self.buffer.state_dict(),
             "sampler": self.sampler.state_dict(),
-            "rng": {"torch": torch.get_rng_state(), "generator": self.generator.get_state(),
-                    "python": random.getstate()},
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "generator": self.generator.get_state(),
+                "python": random.getstate(),
+            },
             "fresh_rollouts": self.fresh_rollouts,
             "reincarnated_at": self.reincarnated_at,
             "eval_before": self.eval_before,
@@ -563,11 +584,17 @@ class Trainer:
         exported = self.policy if self.lora is None else MergedExport(self.lora)  # LoRA: merged + adapter/
         path = ckpt.save_checkpoint(self.checkpoint_root, self.step, exported, self.tokenizer, state, meta)
         self.callbacks.on_event(
-            "checkpoint", self.step, f"checkpoint saved at step {self.step}", {"path": str(path), "eval_score": score}
+            "checkpoint",
+            self.step,
+            f"checkpoint saved at step {self.step}",
+            {"path": str(path), "eval_score": score},
         )
         self.callbacks.on_checkpoint(self.step, path, metrics)
         pruned = ckpt.prune_checkpoints(
-            self.checkpoint_root, self.cfg.keep_checkpoints, protect={path}, keep_best=self.cfg.keep_best_checkpoints
+            self.checkpoint_root,
+            self.cfg.keep_checkpoints,
+            protect={path},
+            keep_best=self.cfg.keep_best_checkpoints,
         )
         notify = getattr(self.callbacks, "on_checkpoint_pruned", None)
         for old in pruned:
@@ -609,7 +636,10 @@ class Trainer:
         self.eval_before = dict(state["eval_before"])
         self.engine.sync_weights(self.policy)
         self.callbacks.on_event(
-            "resumed", self.step, f"resumed from checkpoint at step {self.step}", {"path": str(checkpoint_dir)}
+            "resumed",
+            self.step,
+            f"resumed from checkpoint at step {self.step}",
+            {"path": str(checkpoint_dir)},
         )
 
 

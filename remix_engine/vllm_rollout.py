@@ -44,7 +44,7 @@ import torch
 
 from remix_engine.batch import RolloutBatch
 from remix_engine.config import ModelConfig, RolloutConfig
-from remix_engine.rollout import _pad_cat, _stop_token_ids, response_mask_until_stop
+from remix_engine.rollout import _pad_cat, _stop_token_ids, check_generate_args, response_mask_until_stop
 
 log = logging.getLogger(__name__)
 
@@ -236,12 +236,7 @@ class VLLMRolloutEngine:
         policy_version: int,
         group_id_start: int,
     ) -> RolloutBatch:
-        if not (len(prompts) == len(answers) == len(prompt_index)):
-            raise ValueError("prompts, answers and prompt_index must have the same length")
-        if len(seeds) != len(prompts) * group_size:
-            raise ValueError(
-                f"need len(prompts) * group_size = {len(prompts) * group_size} seeds, got {len(seeds)}"
-            )
+        check_generate_args(prompts, answers, prompt_index, group_size, seeds)
         from vllm import SamplingParams
 
         rows = [i for i in range(len(prompts)) for _ in range(group_size)]  # prompt of each response

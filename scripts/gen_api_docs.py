@@ -141,11 +141,7 @@ def _operations(spec: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
 def render(spec: dict[str, Any]) -> str:
     """docs/api.md for an OpenAPI document."""
     info = spec["info"]
-    out = [
-        HEADER.format(
-            title=info["title"], version=info["version"], description=_cell(info.get("description", ""))
-        )
-    ]
+    out = [HEADER.format(title=info["title"], version=info["version"], description=_cell(info.get("description", "")))]
     operations = _operations(spec)
     out += ["## Endpoints", "", "| method | path | summary |", "|---|---|---|"]
     out += [

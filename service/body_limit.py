@@ -30,7 +30,11 @@ class BodySizeLimit:
     """Reject request bodies over `limit` bytes with 413, except where `exempt(scope)` is true."""
 
     def __init__(
-        self, app: ASGIApp, *, limit: int = JSON_BODY_LIMIT, exempt: Callable[[Scope], bool] = is_dataset_upload
+        self,
+        app: ASGIApp,
+        *,
+        limit: int = JSON_BODY_LIMIT,
+        exempt: Callable[[Scope], bool] = is_dataset_upload,
     ) -> None:
         self.app = app
         self.limit = limit

@@ -28,9 +28,7 @@ def create_key(
         row, clear = create_api_key(session, get_or_create_tenant(session, tenant), name=name, is_admin=admin)
         prefix = row.prefix
     typer.echo(clear)
-    typer.echo(
-        f"tenant={tenant} prefix={prefix} admin={admin} (store this key now: it is not shown again)", err=True
-    )
+    typer.echo(f"tenant={tenant} prefix={prefix} admin={admin} (store this key now: it is not shown again)", err=True)
 
 
 @app.command("revoke-key")

@@ -221,9 +221,7 @@ def _report(job: dict[str, Any], checkpoint_dir: Path, config: dict[str, Any]) -
     table.add_column("measured by")
     table.add_column("before", justify="right")
     table.add_column("after", justify="right")
-    table.add_row(
-        "worker (job summary)", _fmt(summary.get("accuracy_before")), _fmt(summary.get("accuracy_after"))
-    )
+    table.add_row("worker (job summary)", _fmt(summary.get("accuracy_before")), _fmt(summary.get("accuracy_after")))
     table.add_row("this process (downloaded checkpoint)", _fmt(base), _fmt(tuned))
     console.print(table)
 
@@ -236,8 +234,7 @@ def run_demo(*, steps: int = 40, prompts_per_step: int = 16, eval_size: int = 20
     out_dir.mkdir(parents=True, exist_ok=True)
     console.rule("[bold]ReMix finetuning service demo")
     console.print(
-        f"database  {settings.database_url}\nbroker    {settings.broker_url}\n"
-        f"artifacts {settings.artifacts_dir}"
+        f"database  {settings.database_url}\nbroker    {settings.broker_url}\nartifacts {settings.artifacts_dir}"
     )
     key = _prepare(settings)
     port = port or _free_port()
@@ -280,8 +277,7 @@ def run_demo(*, steps: int = 40, prompts_per_step: int = 16, eval_size: int = 20
             )
             job = response.raise_for_status().json()
             console.print(
-                f"submitted job [bold]{job['id']}[/] "
-                f"({response.status_code}, Location {response.headers['location']})"
+                f"submitted job [bold]{job['id']}[/] ({response.status_code}, Location {response.headers['location']})"
             )
             _follow(client, job["id"], steps, procs)
             job = client.get(f"/v1/jobs/{job['id']}").raise_for_status().json()

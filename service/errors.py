@@ -102,9 +102,7 @@ def problem_response(request: Request, problem: ProblemError) -> JSONResponse:
         "instance": request.url.path,
         **jsonable_encoder(problem.extensions),
     }
-    return JSONResponse(
-        body, status_code=problem.status, headers=problem.headers, media_type=PROBLEM_MEDIA_TYPE
-    )
+    return JSONResponse(body, status_code=problem.status, headers=problem.headers, media_type=PROBLEM_MEDIA_TYPE)
 
 
 async def _on_problem(request: Request, exc: Exception) -> JSONResponse:

@@ -31,9 +31,7 @@ class Submitter:
     is_admin: bool
 
 
-def _dataset(
-    session: Session, submitter: Submitter, dataset_id: uuid.UUID | None, field: str
-) -> Dataset | None:
+def _dataset(session: Session, submitter: Submitter, dataset_id: uuid.UUID | None, field: str) -> Dataset | None:
     if dataset_id is None:
         return None
     dataset = datasets_repo.get_dataset(session, submitter.tenant_id, dataset_id)

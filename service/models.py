@@ -102,9 +102,7 @@ class Job(Base):
     __tablename__ = "jobs"
     __table_args__ = (
         UniqueConstraint("tenant_id", "idempotency_key", name="uq_jobs_tenant_idempotency_key"),
-        CheckConstraint(
-            "status IN (" + ", ".join(f"'{s}'" for s in JOB_STATUSES) + ")", name="ck_jobs_status"
-        ),
+        CheckConstraint("status IN (" + ", ".join(f"'{s}'" for s in JOB_STATUSES) + ")", name="ck_jobs_status"),
         # Keyset pagination of a tenant's jobs, newest first (GET /v1/jobs).
         Index("ix_jobs_tenant_created_id", "tenant_id", "created_at", "id"),
     )

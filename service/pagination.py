@@ -35,9 +35,7 @@ def decode_cursor(cursor: str, *, param: str = "after") -> tuple[datetime, uuid.
         data = json.loads(raw)
         return as_utc(datetime.fromisoformat(data["t"])), uuid.UUID(data["id"])
     except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
-        raise ProblemError(
-            400, f"{param}: not a valid pagination cursor", slug="invalid-cursor", field=param
-        ) from exc
+        raise ProblemError(400, f"{param}: not a valid pagination cursor", slug="invalid-cursor", field=param) from exc
 
 
 def older_than(created_col: Any, id_col: Any, cursor: tuple[datetime, uuid.UUID]) -> ColumnElement[bool]:

@@ -123,9 +123,7 @@ class ServiceStateCollector(Collector):
         return []  # no collect() at registration time: that would query the database on import
 
     def collect(self) -> Iterator[Metric]:
-        up = GaugeMetricFamily(
-            "remix_scrape_source_up", "1 if the source answered this scrape.", labels=["source"]
-        )
+        up = GaugeMetricFamily("remix_scrape_source_up", "1 if the source answered this scrape.", labels=["source"])
         try:
             yield from self._database_metrics()
             up.add_metric(["database"], 1)
@@ -162,9 +160,7 @@ class ServiceStateCollector(Collector):
 
     def _queue_depth(self) -> Metric:
         if self._redis is None:
-            self._redis = redis.Redis.from_url(
-                self.settings.broker_url, socket_timeout=2, socket_connect_timeout=2
-            )
+            self._redis = redis.Redis.from_url(self.settings.broker_url, socket_timeout=2, socket_connect_timeout=2)
         queue = self.settings.task_queue
         depth = GaugeMetricFamily("remix_queue_depth", "Tasks waiting in the broker queue.", labels=["queue"])
         # Celery's Redis transport keeps a queue as a list named after it.

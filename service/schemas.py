@@ -32,9 +32,7 @@ class JobCreate(BaseModel):
     dataset_id: uuid.UUID | None = Field(
         None, description="An uploaded dataset (POST /v1/datasets) used as config.data.train_path."
     )
-    eval_dataset_id: uuid.UUID | None = Field(
-        None, description="An uploaded dataset used as config.data.eval_path."
-    )
+    eval_dataset_id: uuid.UUID | None = Field(None, description="An uploaded dataset used as config.data.eval_path.")
     config: dict[str, Any] = Field(
         default_factory=dict,
         description="TrainConfig hyperparameters (model, data, rollout, reward, algorithm, optim, ...).",

@@ -38,9 +38,7 @@ class Settings(BaseSettings):
     artifacts_s3_endpoint: str | None = Field(None, description="S3-compatible endpoint (MinIO, R2, ...).")
     max_upload_bytes: int = Field(50 * MIB, ge=1, description="Largest accepted dataset upload.")
     heartbeat_seconds: float = Field(10.0, gt=0, description="How often a running job writes heartbeat_at.")
-    stale_after_seconds: float = Field(
-        120.0, gt=0, description="A running job without heartbeat is re-queued."
-    )
+    stale_after_seconds: float = Field(120.0, gt=0, description="A running job without heartbeat is re-queued.")
     max_attempts: int = Field(3, ge=1, description="Attempts before a repeatedly crashing job is failed.")
     task_queue: str = Field("gpu", min_length=1, description="Celery queue the training tasks go to.")
     sse_poll_seconds: float = Field(0.5, gt=0, description="How often the event stream polls the database.")

@@ -81,14 +81,10 @@ def _poll(database_url: str, job_id: uuid.UUID, cursor: StreamCursor) -> tuple[s
         if is_event:
             cursor = replace(cursor, event_id=row.id)
             name = _EVENT_NAME.sub("_", row.kind) or "event"
-            out.append(
-                _Item(created_at, name, EventPublic.model_validate(row).model_dump(mode="json"), cursor)
-            )
+            out.append(_Item(created_at, name, EventPublic.model_validate(row).model_dump(mode="json"), cursor))
         else:
             cursor = replace(cursor, metric_step=row.step)
-            out.append(
-                _Item(created_at, "metric", MetricPoint.model_validate(row).model_dump(mode="json"), cursor)
-            )
+            out.append(_Item(created_at, "metric", MetricPoint.model_validate(row).model_dump(mode="json"), cursor))
     return status, out, len(metrics) == BATCH or len(events) == BATCH
 
 
@@ -112,9 +108,7 @@ async def job_stream(
         if full:
             continue  # drain the backlog before sleeping
         if status is None or JobStatus(status).is_terminal:
-            yield format_message(
-                name="end", data={"job_id": str(job_id), "status": status}, ident=cursor.encode()
-            )
+            yield format_message(name="end", data={"job_id": str(job_id), "status": status}, ident=cursor.encode())
             return
         if await is_disconnected():
             return

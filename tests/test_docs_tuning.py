@@ -42,15 +42,24 @@ def resolves(path: str) -> bool:
 
 
 def test_every_backticked_config_path_is_a_train_config_field(text):
-    paths = {
-        p for p in DOTTED.findall(text) if not p.startswith(NOT_CONFIG) and not p.endswith(FILE_SUFFIXES)
-    }
+    paths = {p for p in DOTTED.findall(text) if not p.startswith(NOT_CONFIG) and not p.endswith(FILE_SUFFIXES)}
     assert len(paths) >= 15, sorted(paths)  # the guide covers every knob
     assert sorted(p for p in paths if not resolves(p)) == []
-    for knob in ("algorithm.off_policy_fraction", "algorithm.history_window", "algorithm.utd_ratio",
-                 "algorithm.reincarnation_step", "algorithm.lambda_start_step", "algorithm.kl_coef",
-                 "algorithm.kl_estimator", "algorithm.clip_eps", "algorithm.entropy_coef",
-                 "algorithm.loss_aggregation", "rollout.group_size", "rollout.prompts_per_step", "optim.lr"):
+    for knob in (
+        "algorithm.off_policy_fraction",
+        "algorithm.history_window",
+        "algorithm.utd_ratio",
+        "algorithm.reincarnation_step",
+        "algorithm.lambda_start_step",
+        "algorithm.kl_coef",
+        "algorithm.kl_estimator",
+        "algorithm.clip_eps",
+        "algorithm.entropy_coef",
+        "algorithm.loss_aggregation",
+        "rollout.group_size",
+        "rollout.prompts_per_step",
+        "optim.lr",
+    ):
         assert knob in paths, knob
 
 
@@ -89,22 +98,27 @@ def emitted_metric_keys(tmp_path_factory):
     tokenizer.save_pretrained(model_dir)
     keys: set[str] = set()
     for name, steps in (("remix-grpo", 3), ("remix-ppo", 2)):
-        cfg = TrainConfig.model_validate({
-            "model": {"name_or_path": str(model_dir)},
-            "data": {"eval_size": 8},
-            "rollout": {"prompts_per_step": 5, "group_size": 2, "max_new_tokens": 6},
-            # An untrained model never boxes an answer; rewarding any digit gives rewards with variance.
-            "reward": {
-                "functions": [{"name": "regex", "kwargs": {"pattern": "[0-9]", "target": "completion"}}]
-            },
-            "algorithm": {"name": name, "reincarnation_step": 2, "lambda_start_step": 1, "lambda_interval": 1,
-                          "minibatch_size": 6},
-            "optim": {"lr": 1e-3},
-            "total_steps": steps,
-            "checkpoint_every": steps,
-            "log_completions": 0,
-            "seed": 7,
-        })
+        cfg = TrainConfig.model_validate(
+            {
+                "model": {"name_or_path": str(model_dir)},
+                "data": {"eval_size": 8},
+                "rollout": {"prompts_per_step": 5, "group_size": 2, "max_new_tokens": 6},
+                # An untrained model never boxes an answer; rewarding any digit gives rewards with variance.
+                "reward": {"functions": [{"name": "regex", "kwargs": {"pattern": "[0-9]", "target": "completion"}}]},
+                "algorithm": {
+                    "name": name,
+                    "reincarnation_step": 2,
+                    "lambda_start_step": 1,
+                    "lambda_interval": 1,
+                    "minibatch_size": 6,
+                },
+                "optim": {"lr": 1e-3},
+                "total_steps": steps,
+                "checkpoint_every": steps,
+                "log_completions": 0,
+                "seed": 7,
+            }
+        )
         recorder = KeyRecorder()
         Trainer(cfg, tmp_path_factory.mktemp(name), callbacks=recorder).train()
         keys |= recorder.keys
@@ -119,11 +133,20 @@ def test_metric_names_in_the_guide_are_emitted_by_the_trainer(text, emitted_metr
     # Outside the tables, a backticked snake_case word is a metric unless it is a job field or an event.
     prose = METRIC_BLOCK.sub("", text)
     names |= {
-        span for span in CODE_SPAN.findall(prose)
+        span
+        for span in CODE_SPAN.findall(prose)
         if SNAKE.fullmatch(span) and span not in TrainConfig.model_fields and span not in EVENT_KINDS
     }
-    assert {"clip_frac", "kl_ref", "kl_prev", "lambda", "phase", "fresh_rollouts_total",
-            "replay_ratio_max", "response_length_replay"} <= names
+    assert {
+        "clip_frac",
+        "kl_ref",
+        "kl_prev",
+        "lambda",
+        "phase",
+        "fresh_rollouts_total",
+        "replay_ratio_max",
+        "response_length_replay",
+    } <= names
     assert sorted(names - emitted_metric_keys) == []
 
 
@@ -133,7 +156,11 @@ def test_linked_images_and_files_exist(text):
         if "://" in target or target.startswith("#"):
             continue
         (images if bang else files).append(target.split("#")[0])
-    assert {"benchmarks/analysis_signals.png", "benchmarks/analysis_signals_ablation.png",
-            "benchmarks/trl_comparison.png", "benchmarks/rollout_efficiency.png"} <= set(images)
+    assert {
+        "benchmarks/analysis_signals.png",
+        "benchmarks/analysis_signals_ablation.png",
+        "benchmarks/trl_comparison.png",
+        "benchmarks/rollout_efficiency.png",
+    } <= set(images)
     missing = [t for t in images + files if not (DOCS / t).exists()]
     assert missing == []

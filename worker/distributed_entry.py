@@ -42,9 +42,7 @@ LIFELINE_INTERVAL_S = 0.5
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m worker.distributed_entry", description="One rank of a job"
-    )
+    parser = argparse.ArgumentParser(prog="python -m worker.distributed_entry", description="One rank of a job")
     parser.add_argument("job_id", type=uuid.UUID)
     parser.add_argument("attempt", type=int, help="the attempt number of the worker's claim")
     parser.add_argument("--config", required=True, type=Path, help="the job's resolved TrainConfig (JSON)")

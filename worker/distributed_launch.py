@@ -216,8 +216,7 @@ class RankProcesses:
             except (ValueError, KeyError, TypeError):
                 continue
         return [
-            f"{'rank' if len(ranks) == 1 else 'ranks'} {', '.join(ranks)}: {error}"
-            for error, ranks in ranks_of.items()
+            f"{'rank' if len(ranks) == 1 else 'ranks'} {', '.join(ranks)}: {error}" for error, ranks in ranks_of.items()
         ]
 
 
@@ -255,9 +254,7 @@ def _outcome(writer: JobWriter, returncode: int, ranks: RankProcesses, processes
     # the ranks' errors, never worker-local paths; the full output stays in the worker's log file.
     errors = ranks.rank_errors()
     log.error("%s: the ranks failed; their output is in %s", ranks.label, ranks.log_path)
-    detail = (
-        "; ".join(errors) if errors else "no rank reported an error (killed by a signal, or out of memory?)"
-    )
+    detail = "; ".join(errors) if errors else "no rank reported an error (killed by a signal, or out of memory?)"
     raise DistributedTrainingError(
         f"the {processes} training processes exited with code {returncode} before finishing the job: {detail}"
     )

@@ -132,9 +132,7 @@ class Heartbeat:
                 if self._finished_by_this_attempt():  # e.g. by rank 0 of a multi-process job
                     log.info("job %s has finished; stopping heartbeats", self.writer.job_id)
                 else:
-                    log.warning(
-                        "job %s was taken away from this worker; stopping heartbeats", self.writer.job_id
-                    )
+                    log.warning("job %s was taken away from this worker; stopping heartbeats", self.writer.job_id)
                 return
             except Exception:  # a missed beat is not fatal: the next one may succeed
                 log.exception("heartbeat of job %s failed", self.writer.job_id)
@@ -209,9 +207,7 @@ class DbCallbacks:
         key = checkpoint_key(self.writer.job_id, step)
         if self.upload_checkpoints:
             self.store.put_dir(key, path)
-        pruned = self.writer.register_checkpoint(
-            step, key, _folder_size(path), metrics, _checkpoint_steps(path.parent)
-        )
+        pruned = self.writer.register_checkpoint(step, key, _folder_size(path), metrics, _checkpoint_steps(path.parent))
         if self.upload_checkpoints:
             for old_key in pruned:
                 self.store.delete(old_key)
@@ -238,9 +234,7 @@ class DbCallbacks:
         return self.cancel_requested
 
 
-def resolve_config(
-    job: Job, sessions: sessionmaker[Session], store: ArtifactStore, cache: Path
-) -> TrainConfig:
+def resolve_config(job: Job, sessions: sessionmaker[Session], store: ArtifactStore, cache: Path) -> TrainConfig:
     """The job's TrainConfig with uploaded datasets (artifact keys) replaced by local file paths."""
     config = TrainConfig.model_validate(job.config)
     data = config.data
@@ -299,9 +293,7 @@ def run_job(
         sessions, job_uuid, worker_id=worker_identity(), celery_task_id=celery_task_id, retry_window=window
     )
     if claim is None:
-        log.info(
-            "job %s is not queued (missing, running elsewhere, cancelled or finished); nothing to do", job_id
-        )
+        log.info("job %s is not queued (missing, running elsewhere, cancelled or finished); nothing to do", job_id)
         return "skipped"
     log.info("job %s: attempt %d claimed by %s", job_id, claim.attempt, claim.worker_id)
     writer = JobWriter(sessions, claim.job_id, claim.attempt, retry_window=window)
@@ -347,9 +339,7 @@ def train_and_finish(writer: JobWriter, trainer: Any, output_dir: Path) -> str:
     # Steps after the starting point are re-run: forget what a crashed attempt wrote for them.
     dropped = writer.prepare_resume(trainer.step)
     if checkpoint is not None or dropped:
-        log.info(
-            "job %s starts at step %d (%d later metric rows discarded)", writer.job_id, trainer.step, dropped
-        )
+        log.info("job %s starts at step %d (%d later metric rows discarded)", writer.job_id, trainer.step, dropped)
     result = trainer.train()
     if result.stopped:
         return _finish_cancelled(writer, trainer, result)

@@ -45,9 +45,7 @@ def is_transient(error: BaseException) -> bool:
     return isinstance(error, exc.OperationalError | exc.InterfaceError)
 
 
-def retry_db(
-    operation: Callable[[], T], *, what: str, attempts: int = RETRY_ATTEMPTS, window: float = 0.0
-) -> T:
+def retry_db(operation: Callable[[], T], *, what: str, attempts: int = RETRY_ATTEMPTS, window: float = 0.0) -> T:
     """Run `operation` (one whole transaction), retrying transient errors with exponential backoff.
 
     Gives up after `attempts` tries or, if that is later, once `window` seconds have passed since the

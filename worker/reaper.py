@@ -36,9 +36,7 @@ def _stale_condition(cutoff: datetime) -> Any:
 
 def find_stale_jobs(session: Session, cutoff: datetime) -> list[uuid.UUID]:
     rows = session.execute(
-        select(Job.id)
-        .where(Job.status.in_(ACTIVE_STATUSES), _stale_condition(cutoff))
-        .order_by(Job.created_at)
+        select(Job.id).where(Job.status.in_(ACTIVE_STATUSES), _stale_condition(cutoff)).order_by(Job.created_at)
     )
     return list(rows.scalars())
 
@@ -71,18 +69,14 @@ def _reap_one(session: Session, job_id: uuid.UUID, cutoff: datetime, settings: S
         values.update(finished_at=now)
     changed = session.execute(
         update(Job)
-        .where(
-            Job.id == job_id, Job.status == job.status, Job.attempts == job.attempts, _stale_condition(cutoff)
-        )
+        .where(Job.id == job_id, Job.status == job.status, Job.attempts == job.attempts, _stale_condition(cutoff))
         .values(**values)
         .execution_options(synchronize_session=False)
     ).rowcount
     if changed != 1:  # a heartbeat or another reaper got there first
         return None
     payload = {"attempt": job.attempts, "worker_id": job.worker_id, "last_heartbeat": last_beat}
-    session.add(
-        JobEvent(job_id=job_id, kind="stalled", step=job.current_step, message=reason, payload=payload)
-    )
+    session.add(JobEvent(job_id=job_id, kind="stalled", step=job.current_step, message=reason, payload=payload))
     session.execute(
         update(JobAttempt)
         .where(JobAttempt.job_id == job_id, JobAttempt.attempt == job.attempts, JobAttempt.ended_at.is_(None))

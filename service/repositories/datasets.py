@@ -13,9 +13,7 @@ from service.models import Dataset
 from service.pagination import older_than
 
 
-def create_dataset(
-    session: Session, *, dataset_id: uuid.UUID, tenant_id: uuid.UUID, **fields: Any
-) -> Dataset:
+def create_dataset(session: Session, *, dataset_id: uuid.UUID, tenant_id: uuid.UUID, **fields: Any) -> Dataset:
     """Insert a dataset row (commits)."""
     row = Dataset(id=dataset_id, tenant_id=tenant_id, **fields)
     session.add(row)
@@ -35,7 +33,5 @@ def list_datasets(
     query = select(Dataset).where(Dataset.tenant_id == tenant_id)
     if after is not None:
         query = query.where(older_than(Dataset.created_at, Dataset.id, after))
-    rows = list(
-        session.scalars(query.order_by(Dataset.created_at.desc(), Dataset.id.desc()).limit(limit + 1))
-    )
+    rows = list(session.scalars(query.order_by(Dataset.created_at.desc(), Dataset.id.desc()).limit(limit + 1)))
     return rows[:limit], len(rows) > limit

@@ -61,9 +61,7 @@ def record_checkpoint(
 ) -> None:
     """Upsert the checkpoint of one step (a re-saved step replaces the row's data)."""
     values = {"uri": uri, "size_bytes": size_bytes, "metrics": metrics or {}, "eval_score": eval_score}
-    stmt = _insert(session, Checkpoint).values(
-        id=uuid.uuid4(), job_id=job_id, step=step, created_at=utcnow(), **values
-    )
+    stmt = _insert(session, Checkpoint).values(id=uuid.uuid4(), job_id=job_id, step=step, created_at=utcnow(), **values)
     stmt = stmt.on_conflict_do_update(
         index_elements=["job_id", "step"], set_={k: getattr(stmt.excluded, k) for k in values}
     )
@@ -88,9 +86,7 @@ def metrics_after(session: Session, job_id: uuid.UUID, step: int, limit: int) ->
     return list(session.scalars(query.order_by(JobMetric.step).limit(limit)))
 
 
-def list_events(
-    session: Session, job_id: uuid.UUID, *, after: int | None, limit: int
-) -> tuple[list[JobEvent], bool]:
+def list_events(session: Session, job_id: uuid.UUID, *, after: int | None, limit: int) -> tuple[list[JobEvent], bool]:
     """Events with id > after, ascending; returns (page, has_more)."""
     query = select(JobEvent).where(JobEvent.job_id == job_id)
     if after is not None:
@@ -100,9 +96,7 @@ def list_events(
 
 
 def list_checkpoints(session: Session, job_id: uuid.UUID) -> list[Checkpoint]:
-    return list(
-        session.scalars(select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.step))
-    )
+    return list(session.scalars(select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.step)))
 
 
 def get_checkpoint(session: Session, job_id: uuid.UUID, step: int) -> Checkpoint | None:

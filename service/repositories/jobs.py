@@ -122,9 +122,7 @@ def claim_dispatch(session: Session, job: Job) -> str | None:
 
 def release_dispatch(session: Session, job: Job, task_id: str) -> None:
     """Undo `claim_dispatch` after a failed send so a retry dispatches again (commits)."""
-    session.execute(
-        update(Job).where(Job.id == job.id, Job.celery_task_id == task_id).values(celery_task_id=None)
-    )
+    session.execute(update(Job).where(Job.id == job.id, Job.celery_task_id == task_id).values(celery_task_id=None))
     session.commit()
     job.celery_task_id = None
 
@@ -163,9 +161,7 @@ def request_cancel(session: Session, job: Job, *, checkpoint: bool) -> CancelOut
         .values(status=JobStatus.cancelled.value, cancel_requested=True, finished_at=now)
     )
     if _rowcount(cancelled) == 1:
-        session.add(
-            JobEvent(job_id=job.id, kind="cancelled", step=job.current_step, message="cancelled while queued")
-        )
+        session.add(JobEvent(job_id=job.id, kind="cancelled", step=job.current_step, message="cancelled while queued"))
         return _commit_outcome(session, job, CancelOutcome.cancelled)
     requested = session.execute(
         update(Job)

@@ -27,9 +27,7 @@ def get_or_create_tenant(session: Session, name: str) -> Tenant:
     return tenant
 
 
-def create_api_key(
-    session: Session, tenant: Tenant, *, name: str = "", is_admin: bool = False
-) -> tuple[ApiKey, str]:
+def create_api_key(session: Session, tenant: Tenant, *, name: str = "", is_admin: bool = False) -> tuple[ApiKey, str]:
     """Store a new key for `tenant` (commits); returns the row and the clear key, shown once."""
     clear = generate_api_key()
     row = ApiKey(

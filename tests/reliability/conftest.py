@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 from fastapi.testclient import TestClient
-from reliability_testing import Caller, UPLOAD_LIMIT, create_database, drop_database, make_caller
+from reliability_testing import UPLOAD_LIMIT, Caller, create_database, drop_database, make_caller
 from servers import postgres_server, redis_server  # noqa: F401 - fixtures for the fault tests
 from sqlalchemy.orm import Session
 

@@ -20,7 +20,10 @@ def serve(settings: Settings, *, limit_concurrency: int | None = None) -> Iterat
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     config = uvicorn.Config(
-        create_app(settings), log_level="warning", limit_concurrency=limit_concurrency, timeout_graceful_shutdown=5
+        create_app(settings),
+        log_level="warning",
+        limit_concurrency=limit_concurrency,
+        timeout_graceful_shutdown=5,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

@@ -89,7 +89,17 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        args = [
+            "redis-server",
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]
         args += ["--daemonize", "no", "--dir", str(self.workdir)]
         self.process = ManagedProcess(args, dict(os.environ), self.workdir / "redis.log", cwd=self.workdir)
         wait_for(self._answers, timeout=20, what=f"redis on port {self.port}", on_timeout=self.process.log_text)

@@ -17,9 +17,9 @@ from typing import Any
 import hypothesis
 import pytest
 import schemathesis
-from schemathesis import GenerationMode
 from fastapi.testclient import TestClient
 from reliability_testing import Caller, make_caller
+from schemathesis import GenerationMode
 from sqlalchemy import text
 
 from service.api.deps import SessionDep
@@ -41,7 +41,11 @@ def owner(database_url: str) -> Caller:
 
 @pytest.fixture(scope="module")
 def resources(
-    client: TestClient, owner: Caller, database_url: str, settings: Settings, tmp_path_factory: pytest.TempPathFactory
+    client: TestClient,
+    owner: Caller,
+    database_url: str,
+    settings: Settings,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> dict[str, str]:
     """A finished job of `owner` with a metric, events and a downloadable checkpoint, and a dataset."""
     from service.db import session_factory

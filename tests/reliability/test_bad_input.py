@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
-from reliability_testing import Caller, UPLOAD_LIMIT, assert_problem, files_under, row_counts
+from reliability_testing import UPLOAD_LIMIT, Caller, assert_problem, files_under, row_counts
 from sqlalchemy.orm import Session
 
 from service.settings import Settings
@@ -169,7 +169,9 @@ BAD_DATA_PATHS = [
         {"eval_sets": [{"name": "leak", "path": "/etc/passwd.jsonl"}]}, "config.eval_sets", id="eval-set-path"
     ),
     pytest.param(
-        {"eval_sets": [{"name": "../../x", "path": "builtin:addition"}]}, "config.eval_sets.0.name", id="eval-name"
+        {"eval_sets": [{"name": "../../x", "path": "builtin:addition"}]},
+        "config.eval_sets.0.name",
+        id="eval-name",
     ),
 ]
 
@@ -297,7 +299,7 @@ def test_bad_upload_envelopes(client: TestClient, alice: Caller) -> None:
     assert_problem(two_files, 400, "malformed multipart body")
     broken = client.post(
         "/v1/datasets",
-        content=b"--xyz\r\nContent-Disposition: form-data; name=\"file\"",
+        content=b'--xyz\r\nContent-Disposition: form-data; name="file"',
         headers=alice.headers | {"Content-Type": "multipart/form-data; boundary=xyz"},
     )
     assert broken.status_code in (400, 422), broken.text

@@ -55,9 +55,7 @@ HOSTILE_NAMES = [
 
 
 @pytest.fixture
-def checkpointed_job(
-    client: TestClient, alice: Caller, db: Session, settings: Settings, tmp_path: Path
-) -> uuid.UUID:
+def checkpointed_job(client: TestClient, alice: Caller, db: Session, settings: Settings, tmp_path: Path) -> uuid.UUID:
     """Alice's job with a registered checkpoint whose folder also holds trainer state (never served)."""
     created = client.post("/v1/jobs", json={"config": {"total_steps": 3}}, headers=alice.headers)
     assert created.status_code == 202, created.text
@@ -143,9 +141,7 @@ def _raw_get(url: str, path: str, authorization: str) -> tuple[int, bytes]:
     """Send `path` byte for byte (no client-side dot-segment normalisation); returns (status, reply)."""
     host, port = url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=30) as conn:
-        head = (
-            f"GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {authorization}\r\nConnection: close\r\n\r\n"
-        )
+        head = f"GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {authorization}\r\nConnection: close\r\n\r\n"
         conn.sendall(head.encode())
         reply = b""
         while chunk := conn.recv(65536):

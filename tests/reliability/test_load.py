@@ -58,7 +58,10 @@ async def _submit(http: httpx.AsyncClient, body: dict[str, Any], key: str) -> di
         response = await http.post("/v1/jobs", json=body, headers={"Idempotency-Key": key})
         if response.status_code != 503:
             assert response.status_code == 202, response.text
-            return {"id": response.json()["id"], "replayed": response.headers.get("idempotent-replayed") == "true"}
+            return {
+                "id": response.json()["id"],
+                "replayed": response.headers.get("idempotent-replayed") == "true",
+            }
         assert response.headers["content-type"] == "application/problem+json"
         await asyncio.sleep(float(response.headers.get("retry-after", "1")) / 5)
     raise AssertionError(f"submission with key {key} kept failing with 503")
@@ -78,7 +81,11 @@ def _jobs_of(db: Session, caller: Caller) -> list[Job]:
 
 @pytest.mark.parametrize(
     "distinct_keys",
-    [pytest.param(1, id="all-one-key"), pytest.param(40, id="40-keys-x5"), pytest.param(SUBMISSIONS, id="all-distinct")],
+    [
+        pytest.param(1, id="all-one-key"),
+        pytest.param(40, id="40-keys-x5"),
+        pytest.param(SUBMISSIONS, id="all-distinct"),
+    ],
 )
 def test_concurrent_submissions_make_exactly_one_job_per_key(
     api_url: str,
@@ -176,9 +183,7 @@ async def _follow_all(url: str, caller: Caller, job_id: str, start: threading.Ev
         return followers
 
 
-def test_fifty_sse_followers_each_get_every_step_once_and_the_end(
-    api_url: str, database_url: str, db: Session
-) -> None:
+def test_fifty_sse_followers_each_get_every_step_once_and_the_end(api_url: str, database_url: str, db: Session) -> None:
     caller = make_caller(database_url)
     created = httpx.post(f"{api_url}/v1/jobs", json={"config": {"total_steps": STEPS}}, headers=caller.headers)
     assert created.status_code == 202, created.text
@@ -195,18 +200,24 @@ def test_fifty_sse_followers_each_get_every_step_once_and_the_end(
     for index, follower in enumerate(followers):
         assert follower.error is None, (index, follower.error)
         assert follower.steps == list(range(1, STEPS + 1)), (index, follower.steps)
-        assert follower.kinds == ["queued", "started", "checkpoint", "checkpoint", "checkpoint", "succeeded"], (
+        assert follower.kinds == [
+            "queued",
+            "started",
+            "checkpoint",
+            "checkpoint",
+            "checkpoint",
+            "succeeded",
+        ], (
             index,
             follower.kinds,
         )
         assert follower.end == {"job_id": job_id, "status": "succeeded"}
     db.rollback()
-    metric_rows = db.scalar(select(func.count()).select_from(job_outputs.JobMetric).where(
-        job_outputs.JobMetric.job_id == uuid.UUID(job_id)
-    ))
+    metric_rows = db.scalar(
+        select(func.count()).select_from(job_outputs.JobMetric).where(job_outputs.JobMetric.job_id == uuid.UUID(job_id))
+    )
     assert metric_rows == STEPS
 
 
 def test_the_load_api_is_still_healthy(api_url: str) -> None:
     assert httpx.get(f"{api_url}/readyz", timeout=10).status_code == 200
-

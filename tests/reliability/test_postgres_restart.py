@@ -35,9 +35,7 @@ RETRY_AFTER = 7
 JOB_TIMEOUT = 600  # the first job of a test session may build the tiny model (~1-2 min)
 TASK_SUCCEEDED = re.compile(r"Task worker\.train_job\[[^\]]+\] succeeded in [\d.]+s: 'succeeded'")
 # A retried write of the training loop (not just a heartbeat): a step's metrics, an event, a checkpoint.
-TRAINING_WRITE = re.compile(
-    r"transient database error during (metrics of step \d+|checkpoint of step \d+|\w+ event)"
-)
+TRAINING_WRITE = re.compile(r"transient database error during (metrics of step \d+|checkpoint of step \d+|\w+ event)")
 
 
 def _job_config() -> dict:
@@ -155,9 +153,7 @@ def test_postgres_restart_mid_job_gives_503_then_recovers_and_the_job_completes(
             attempts = list(session.scalars(select(JobAttempt).where(JobAttempt.job_id == job_id)))
             events = list(
                 session.execute(
-                    select(JobEvent.kind, JobEvent.step)
-                    .where(JobEvent.job_id == job_id)
-                    .order_by(JobEvent.id)
+                    select(JobEvent.kind, JobEvent.step).where(JobEvent.job_id == job_id).order_by(JobEvent.id)
                 )
             )
             checkpoints = list(session.scalars(select(Checkpoint.step).where(Checkpoint.job_id == job_id)))
@@ -169,9 +165,7 @@ def test_postgres_restart_mid_job_gives_503_then_recovers_and_the_job_completes(
         assert sorted({step for kind, step in events if kind == "checkpoint"}) == [2, 4, 6]
         assert "reincarnated" in kinds and "evaluation" in kinds
         assert sorted(checkpoints) == [4, 6]  # keep_checkpoints=2: the rows follow the folders on disk
-        on_disk = sorted(
-            p.name for p in (tmp_path / "artifacts" / "jobs" / str(job_id) / "checkpoints").iterdir()
-        )
+        on_disk = sorted(p.name for p in (tmp_path / "artifacts" / "jobs" / str(job_id) / "checkpoints").iterdir())
         assert on_disk == ["step-000004", "step-000006"]
         api_job = http.get(f"/v1/jobs/{job_id}").json()
         assert (api_job["status"], api_job["current_step"]) == ("succeeded", TOTAL_STEPS)

@@ -156,9 +156,7 @@ def test_redis_restart_mid_job_the_worker_reconnects_and_the_job_finishes(
             assert _metric_steps(db, first) == list(range(1, TOTAL_STEPS + 1))  # one row per step, none lost
             attempts = db.scalars(select(JobAttempt.outcome).where(JobAttempt.job_id == first)).all()
             assert attempts == ["succeeded"]
-            kinds = db.scalars(
-                select(JobEvent.kind).where(JobEvent.job_id == first).order_by(JobEvent.id)
-            ).all()
+            kinds = db.scalars(select(JobEvent.kind).where(JobEvent.job_id == first).order_by(JobEvent.id)).all()
             assert kinds.count("started") == 1 and kinds[-1] == "succeeded"
             assert "stalled" not in kinds and "requeued" not in kinds
 
@@ -172,9 +170,7 @@ def test_redis_restart_mid_job_the_worker_reconnects_and_the_job_finishes(
             over_http = http.get(f"/v1/jobs/{first}/metrics").json()["data"]
             assert [m["step"] for m in over_http] == list(range(1, TOTAL_STEPS + 1))
         db.rollback()
-        total = db.scalar(
-            select(func.count()).select_from(JobMetric).where(JobMetric.job_id.in_([first, second]))
-        )
+        total = db.scalar(select(func.count()).select_from(JobMetric).where(JobMetric.job_id.in_([first, second])))
         assert total == TOTAL_STEPS + 2
     finally:
         worker.stop()

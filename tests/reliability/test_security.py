@@ -16,7 +16,7 @@ import httpx
 import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
-from reliability_testing import Caller, UPLOAD_LIMIT, assert_problem, files_under, make_caller, row_counts
+from reliability_testing import UPLOAD_LIMIT, Caller, assert_problem, files_under, make_caller, row_counts
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
@@ -80,9 +80,7 @@ def test_near_miss_keys_are_rejected(client: TestClient, alice: Caller, mutation
 
 
 @pytest.fixture
-def alices_things(
-    client: TestClient, alice: Caller, db: Session, settings: Settings, tmp_path: Any
-) -> dict[str, str]:
+def alices_things(client: TestClient, alice: Caller, db: Session, settings: Settings, tmp_path: Any) -> dict[str, str]:
     """A running job of Alice with a metric, an event and a downloadable checkpoint, and a dataset."""
     created = client.post("/v1/jobs", json={"config": {"total_steps": 3}}, headers=alice.headers)
     assert created.status_code == 202, created.text
@@ -302,7 +300,9 @@ def live_url(settings: Settings) -> Iterator[str]:
 def test_admin_only_options_are_refused_to_tenants(client: TestClient, alice: Caller, database_url: str) -> None:
     local = client.post("/v1/jobs", json={"base_model": "/srv/models/private"}, headers=alice.headers)
     assert_problem(local, 422, "hub id")
-    remote_code = client.post("/v1/jobs", json={"config": {"model": {"trust_remote_code": True}}}, headers=alice.headers)
+    remote_code = client.post(
+        "/v1/jobs", json={"config": {"model": {"trust_remote_code": True}}}, headers=alice.headers
+    )
     assert_problem(remote_code, 403, "admin")
     admin = make_caller(database_url, admin=True)
     allowed = client.post("/v1/jobs", json={"config": {"model": {"trust_remote_code": True}}}, headers=admin.headers)

@@ -59,22 +59,16 @@ def start_job(db: Session, job_id: uuid.UUID | str) -> uuid.UUID:
 
 def record_steps(db: Session, job_id: uuid.UUID, steps: range) -> None:
     for step in steps:
-        job_outputs.record_metrics(
-            db, job_id, step, {"reward_mean": step / 10, "accuracy": step / 20, "phase": "mix"}
-        )
+        job_outputs.record_metrics(db, job_id, step, {"reward_mean": step / 10, "accuracy": step / 20, "phase": "mix"})
     db.commit()
 
 
-def finish(
-    db: Session, job_id: uuid.UUID, status: JobStatus = JobStatus.succeeded, error: str | None = None
-) -> None:
+def finish(db: Session, job_id: uuid.UUID, status: JobStatus = JobStatus.succeeded, error: str | None = None) -> None:
     assert jobs_repo.finish_job(db, job_id, status, error=error)
     db.commit()
 
 
-def store_checkpoint(
-    settings: Settings, db: Session, job_id: uuid.UUID, step: int, files: dict[str, bytes]
-) -> None:
+def store_checkpoint(settings: Settings, db: Session, job_id: uuid.UUID, step: int, files: dict[str, bytes]) -> None:
     """Write checkpoint files to the artifact store and record the row, as the worker does."""
     store = LocalArtifactStore(settings.artifacts_dir)
     prefix = checkpoint_key(job_id, step)

@@ -16,7 +16,5 @@ def test_client_imports_no_server_code() -> None:
         "server = {'service', 'worker', 'remix_engine', 'torch'}\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in server))\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True
-    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"

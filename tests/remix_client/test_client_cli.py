@@ -37,9 +37,7 @@ def cli(base_url: str, alice: Caller) -> Any:
     return invoke
 
 
-def run_worker_soon(
-    database_url: str, tenant_id: uuid.UUID, status: JobStatus, steps: int = 3
-) -> threading.Thread:
+def run_worker_soon(database_url: str, tenant_id: uuid.UUID, status: JobStatus, steps: int = 3) -> threading.Thread:
     """In the background, play the worker for the tenant's next queued job: claim, report steps, finish."""
 
     def work() -> None:
@@ -78,9 +76,7 @@ def test_submit_a_bare_config_prints_the_job_id(cli: Any, job_yaml: Path, remix:
 
 def test_submit_a_job_request_with_an_idempotency_key(cli: Any, tmp_path: Path, remix: RemixClient) -> None:
     path = tmp_path / "job.json"
-    path.write_text(
-        json.dumps({"name": "nightly", "base_model": "builtin:tiny-arith", "config": {"total_steps": 2}})
-    )
+    path.write_text(json.dumps({"name": "nightly", "base_model": "builtin:tiny-arith", "config": {"total_steps": 2}}))
     first = cli("submit", str(path), "--idempotency-key", "nightly-1")
     again = cli("submit", str(path), "--idempotency-key", "nightly-1")
     assert first.exit_code == again.exit_code == 0
@@ -103,9 +99,7 @@ def test_submit_rejections_are_usage_errors(cli: Any, tmp_path: Path) -> None:
     assert "unknown keys next to 'config': steps" in cli("submit", str(extra)).output
 
 
-def test_submit_wait_exits_with_the_job_outcome(
-    cli: Any, job_yaml: Path, database_url: str, alice: Caller
-) -> None:
+def test_submit_wait_exits_with_the_job_outcome(cli: Any, job_yaml: Path, database_url: str, alice: Caller) -> None:
     worker = run_worker_soon(database_url, alice.tenant_id, JobStatus.failed)
     result = cli("submit", str(job_yaml), "--wait")
     worker.join()
@@ -113,9 +107,7 @@ def test_submit_wait_exits_with_the_job_outcome(
     assert result.stdout.strip().splitlines()[-1].endswith(" failed")
 
 
-def test_submit_follow_shows_progress_until_success(
-    cli: Any, job_yaml: Path, database_url: str, alice: Caller
-) -> None:
+def test_submit_follow_shows_progress_until_success(cli: Any, job_yaml: Path, database_url: str, alice: Caller) -> None:
     worker = run_worker_soon(database_url, alice.tenant_id, JobStatus.succeeded)
     result = cli("submit", str(job_yaml), "--follow")
     worker.join()
@@ -139,9 +131,7 @@ def test_list_and_show(cli: Any, remix: RemixClient, db: Session) -> None:
     finish(db, start_job(db, done.id))
     listing = cli("list")
     assert listing.exit_code == 0
-    assert (
-        str(queued.id) in listing.stdout and str(done.id) in listing.stdout and "2 job(s)" in listing.stdout
-    )
+    assert str(queued.id) in listing.stdout and str(done.id) in listing.stdout and "2 job(s)" in listing.stdout
     only_done = cli("list", "--status", "succeeded", "--limit", "5")
     assert str(done.id) in only_done.stdout and str(queued.id) not in only_done.stdout
     assert "1 job(s)" in cli("list", "--limit", "1").stdout

@@ -103,9 +103,7 @@ def test_wait_times_out_on_a_job_that_does_not_end(remix: RemixClient) -> None:
         remix.wait(job.id, poll_interval=0.05, timeout=0.2)
 
 
-def test_checkpoints_and_download(
-    remix: RemixClient, db: Session, settings: Settings, tmp_path: Path
-) -> None:
+def test_checkpoints_and_download(remix: RemixClient, db: Session, settings: Settings, tmp_path: Path) -> None:
     job = remix.create_job({"total_steps": 20})
     job_id = start_job(db, job.id)
     weights = bytes(range(256)) * 64

@@ -53,9 +53,7 @@ def test_stream_resumes_after_a_cut_connection(base_url: str, alice: Caller, db:
     assert isinstance(items[-1], StreamEnd) and items[-1].status == "succeeded" and items[-1].job_id == job_id
     assert items[2].metric.metrics["reward_mean"] == 0.2  # type: ignore[union-attr]
     # Each stream request's headers, whichever connection carried it.
-    heads = re.findall(
-        rb"GET /v1/jobs/[^ ]+/stream HTTP/1.1\r\n(.*?)\r\n\r\n", b"".join(proxy.request_heads), re.S
-    )
+    heads = re.findall(rb"GET /v1/jobs/[^ ]+/stream HTTP/1.1\r\n(.*?)\r\n\r\n", b"".join(proxy.request_heads), re.S)
     assert len(heads) >= 2 and b"last-event-id" not in heads[0].lower()
     resumed_from = re.search(rb"last-event-id: (\d+)-(\d+)", heads[1].lower())
     assert resumed_from is not None and int(resumed_from.group(1)) in (3, 4)

@@ -39,6 +39,7 @@ def _mask_from_lengths(lengths, length):
 
 # ---------------------------------------------------------------- GRPO
 
+
 def test_grpo_hand_values_and_metrics():
     # group 0 (ids 7): rewards [1, 0, 0, 1]: mean 0.5, unbiased std sqrt(4 * 0.25 / 3) = 0.5773502692
     #                  adv = +-0.5 / (0.5773502692 + 1e-6) = +-0.8660239038
@@ -122,6 +123,7 @@ def test_estimators_name_the_missing_field(name, missing):
 
 # ---------------------------------------------------------------- GAE
 
+
 def test_gae_returns_hand_values():
     # gamma 0.9, lambda 0.8 (gamma*lambda = 0.72). Row 0: values [0.5, 0.6, 0.7], reward 1 on token 2.
     #   t2: delta = 1 + 0.9*0 - 0.7 = 0.3                      A2 = 0.3
@@ -193,7 +195,8 @@ def test_gae_estimator_whitens_over_valid_tokens_with_config_gamma_lambda():
 
 
 def test_masked_whiten_edge_cases():
-    assert torch.equal(masked_whiten(torch.tensor([[NAN, 1.0]]), torch.zeros(1, 2, dtype=torch.bool)),
-                       torch.zeros(1, 2))
+    assert torch.equal(
+        masked_whiten(torch.tensor([[NAN, 1.0]]), torch.zeros(1, 2, dtype=torch.bool)), torch.zeros(1, 2)
+    )
     single = masked_whiten(torch.tensor([[3.0, NAN]]), torch.tensor([[True, False]]))
     assert torch.equal(single, torch.zeros(1, 2))

@@ -17,14 +17,18 @@ def test_train_from_yaml_writes_metrics_and_checkpoint(tmp_path):
     build_untrained_model(tokenizer, seed=0).save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
     config = tmp_path / "job.yaml"
-    config.write_text(yaml.safe_dump({
-        "model": {"name_or_path": str(model_dir)},
-        "data": {"eval_size": 4},
-        "rollout": {"prompts_per_step": 4, "group_size": 2, "max_new_tokens": 4},
-        "algorithm": {"name": "remix-grpo", "reincarnation_step": 1},
-        "total_steps": 2,
-        "checkpoint_every": 1,
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "model": {"name_or_path": str(model_dir)},
+                "data": {"eval_size": 4},
+                "rollout": {"prompts_per_step": 4, "group_size": 2, "max_new_tokens": 4},
+                "algorithm": {"name": "remix-grpo", "reincarnation_step": 1},
+                "total_steps": 2,
+                "checkpoint_every": 1,
+            }
+        )
+    )
     out = tmp_path / "run"
     result = runner.invoke(app, ["train", str(config), "--output", str(out)])
     assert result.exit_code == 0, result.output

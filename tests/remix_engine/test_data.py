@@ -62,17 +62,13 @@ def test_load_parquet(tmp_path: Path) -> None:
 
 def test_custom_fields_and_dotted_path(tmp_path: Path) -> None:
     rows = [{"text": "p", "meta": {"gt": "7"}, "answer": "ignored"}]
-    examples = load_examples(
-        write_jsonl(tmp_path / "d.jsonl", rows), prompt_field="text", answer_field="meta.gt"
-    )
+    examples = load_examples(write_jsonl(tmp_path / "d.jsonl", rows), prompt_field="text", answer_field="meta.gt")
     assert examples == [Example("p", "7", {"answer": "ignored"})]
 
 
 def test_blank_lines_and_bom_are_ignored(tmp_path: Path) -> None:
     path = tmp_path / "d.jsonl"
-    path.write_bytes(
-        b"\xef\xbb\xbf" + b'{"prompt": "p", "answer": "1"}\n\n  \n{"prompt": "q", "answer": "2"}\n'
-    )
+    path.write_bytes(b"\xef\xbb\xbf" + b'{"prompt": "p", "answer": "1"}\n\n  \n{"prompt": "q", "answer": "2"}\n')
     assert [e.answer for e in load_examples(path)] == ["1", "2"]
 
 
@@ -104,9 +100,7 @@ def test_solution_alias_takes_the_boxed_answer(tmp_path: Path) -> None:
     rows = [{"problem": "P", "solution": "Since $x=\\frac{1}{2}$, we get $\\boxed{\\frac{1}{2}}$."}]
     assert load_examples(write_jsonl(tmp_path / "d.jsonl", rows))[0].answer == "\\frac{1}{2}"
     rows = [{"problem": "P", "solution": "no box"}]
-    with pytest.raises(
-        DatasetError, match=r"d.jsonl line 1: field 'solution' must contain a \\boxed\{\} answer"
-    ):
+    with pytest.raises(DatasetError, match=r"d.jsonl line 1: field 'solution' must contain a \\boxed\{\} answer"):
         load_examples(write_jsonl(tmp_path / "d.jsonl", rows))
 
 

@@ -15,8 +15,18 @@ from remix_engine.losses import AGG_MODES, agg_loss
 from remix_engine.toy import build_char_tokenizer, build_untrained_model
 from remix_engine.trainer import Trainer
 
-COMPARED = ("loss", "reward_mean", "accuracy", "adv_mean", "adv_std", "fresh_samples", "replayed_samples",
-            "replay_buffer_size", "fresh_rollouts_total", "response_length_fresh")
+COMPARED = (
+    "loss",
+    "reward_mean",
+    "accuracy",
+    "adv_mean",
+    "adv_std",
+    "fresh_samples",
+    "replayed_samples",
+    "replay_buffer_size",
+    "fresh_rollouts_total",
+    "response_length_fresh",
+)
 
 
 @pytest.fixture(scope="module")
@@ -29,16 +39,25 @@ def random_model_dir(tmp_path_factory):
 
 
 def dp_config(model_path, **algorithm):
-    return TrainConfig.model_validate({
-        "model": {"name_or_path": model_path},
-        "data": {"eval_size": 4},
-        "rollout": {"prompts_per_step": 5, "group_size": 2, "max_new_tokens": 6},
-        "reward": {"functions": [{"name": "regex", "kwargs": {"pattern": "[0-9]", "target": "completion"}}]},
-        "algorithm": {"off_policy_fraction": 0.4, "utd_ratio": 2, "reincarnation_step": 5,
-                      "lambda_start_step": 1, "lambda_interval": 1, "minibatch_size": 6, **algorithm},
-        "optim": {"lr": 1e-3},
-        "seed": 3,
-    })
+    return TrainConfig.model_validate(
+        {
+            "model": {"name_or_path": model_path},
+            "data": {"eval_size": 4},
+            "rollout": {"prompts_per_step": 5, "group_size": 2, "max_new_tokens": 6},
+            "reward": {"functions": [{"name": "regex", "kwargs": {"pattern": "[0-9]", "target": "completion"}}]},
+            "algorithm": {
+                "off_policy_fraction": 0.4,
+                "utd_ratio": 2,
+                "reincarnation_step": 5,
+                "lambda_start_step": 1,
+                "lambda_interval": 1,
+                "minibatch_size": 6,
+                **algorithm,
+            },
+            "optim": {"lr": 1e-3},
+            "seed": 3,
+        }
+    )
 
 
 def _free_port():
@@ -49,31 +68,46 @@ def _free_port():
 
 def _train_rank(rank, world_size, port, config_json, out_dir, steps):
     """One torchrun-like process: the environment torchrun would set, then the ordinary Trainer."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+    )
     torch.set_num_threads(1)
     from remix_engine.distributed import shutdown
 
     trainer = Trainer(TrainConfig.model_validate_json(config_json), out_dir)
     metrics = [trainer.train_step() for _ in range(steps)]
     if rank == 0:
-        torch.save({"metrics": metrics, "weights": trainer.policy.state_dict(),
-                    "critic": None if trainer.critic is None else trainer.critic.state_dict(),
-                    "buffer": len(trainer.buffer)}, os.path.join(out_dir, "rank0.pt"))
+        torch.save(
+            {
+                "metrics": metrics,
+                "weights": trainer.policy.state_dict(),
+                "critic": None if trainer.critic is None else trainer.critic.state_dict(),
+                "buffer": len(trainer.buffer),
+            },
+            os.path.join(out_dir, "rank0.pt"),
+        )
     shutdown()
 
 
 def run_two_processes(cfg, tmp_path, steps=2):
     mp.start_processes(
-        _train_rank, args=(2, _free_port(), cfg.model_dump_json(), str(tmp_path), steps),
-        nprocs=2, join=True, start_method="spawn",
+        _train_rank,
+        args=(2, _free_port(), cfg.model_dump_json(), str(tmp_path), steps),
+        nprocs=2,
+        join=True,
+        start_method="spawn",
     )
     return torch.load(tmp_path / "rank0.pt", weights_only=False)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("algorithm", "aggregation"), [("remix-grpo", "token-mean"),
-                                                         ("remix-ppo", "seq-mean-token-mean")])
+@pytest.mark.parametrize(
+    ("algorithm", "aggregation"), [("remix-grpo", "token-mean"), ("remix-ppo", "seq-mean-token-mean")]
+)
 def test_two_processes_match_one(random_model_dir, tmp_path, algorithm, aggregation):
     cfg = dp_config(random_model_dir, name=algorithm, loss_aggregation=aggregation)
     single = Trainer(cfg, tmp_path / "single")
@@ -119,12 +153,35 @@ def test_denominators_make_shard_losses_add_up_to_the_whole(mode):
 
 def test_torchrun_command():
     argv = torchrun_command("/jobs/1/config.yaml", "/jobs/1", 4, master_port=29611)
-    assert argv == [sys.executable, "-m", "torch.distributed.run", "--master_addr=127.0.0.1",
-                    "--master_port=29611", "--nproc_per_node=4", "-m", "remix_engine.cli", "train",
-                    "/jobs/1/config.yaml", "--output", "/jobs/1", "--device", "cuda", "--resume"]
+    assert argv == [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--master_addr=127.0.0.1",
+        "--master_port=29611",
+        "--nproc_per_node=4",
+        "-m",
+        "remix_engine.cli",
+        "train",
+        "/jobs/1/config.yaml",
+        "--output",
+        "/jobs/1",
+        "--device",
+        "cuda",
+        "--resume",
+    ]
     single = torchrun_command("c.yaml", "out", 1, resume=False, device="cpu")
-    assert single == [sys.executable, "-m", "remix_engine.cli", "train", "c.yaml", "--output", "out",
-                      "--device", "cpu"]
+    assert single == [
+        sys.executable,
+        "-m",
+        "remix_engine.cli",
+        "train",
+        "c.yaml",
+        "--output",
+        "out",
+        "--device",
+        "cpu",
+    ]
     assert "--standalone" in torchrun_command("c.yaml", "out", 2)
     with pytest.raises(ValueError, match="nproc_per_node"):
         torchrun_command("c.yaml", "out", 0)

@@ -25,8 +25,7 @@ class ScriptedEngine:
 
 def test_greedy_and_avg_at_k_definitions():
     sets = [EvalSet("", ["q1", "q2"], ["2", "1"]), EvalSet("bench", ["q3"], ["3"])]
-    result = evaluate_sets(ScriptedEngine(), sets, RewardSpec(name="math_verify"), max_new_tokens=8,
-                           samples=4, seed=0)
+    result = evaluate_sets(ScriptedEngine(), sets, RewardSpec(name="math_verify"), max_new_tokens=8, samples=4, seed=0)
     assert result["accuracy"] == pytest.approx(0.5)  # greedy '2' is right for q1 only
     assert result["avg_pass1"] == pytest.approx(0.5)  # samples alternate 1, 2: half right for q1 and q2
     assert result["pass_at_k"] == pytest.approx(1.0)
@@ -45,22 +44,23 @@ def model_dir(tmp_path_factory):
 
 def test_trainer_reports_extra_sets_and_keeps_best_checkpoints(model_dir, tmp_path):
     bench = tmp_path / "bench.jsonl"
-    bench.write_text("\n".join(json.dumps({"problem": f"{i}+1=", "solution": f"\\boxed{{{i + 1}}}"})
-                               for i in range(5)))
-    cfg = TrainConfig.model_validate({
-        "model": {"name_or_path": model_dir},
-        "data": {"eval_size": 6},
-        "rollout": {"prompts_per_step": 3, "group_size": 2, "max_new_tokens": 4},
-        "reward": {"functions": [{"name": "regex", "kwargs": {"pattern": "[0-9]", "target": "completion"}}]},
-        "algorithm": {"name": "grpo", "minibatch_size": 6},
-        "eval_sets": [{"name": "bench", "path": str(bench), "prompt_field": "problem", "answer_field": "solution"}],
-        "eval_samples": 2,
-        "eval_every": 1,
-        "total_steps": 4,
-        "checkpoint_every": 1,
-        "keep_checkpoints": 1,
-        "keep_best_checkpoints": 1,
-    })
+    bench.write_text("\n".join(json.dumps({"problem": f"{i}+1=", "solution": f"\\boxed{{{i + 1}}}"}) for i in range(5)))
+    cfg = TrainConfig.model_validate(
+        {
+            "model": {"name_or_path": model_dir},
+            "data": {"eval_size": 6},
+            "rollout": {"prompts_per_step": 3, "group_size": 2, "max_new_tokens": 4},
+            "reward": {"functions": [{"name": "regex", "kwargs": {"pattern": "[0-9]", "target": "completion"}}]},
+            "algorithm": {"name": "grpo", "minibatch_size": 6},
+            "eval_sets": [{"name": "bench", "path": str(bench), "prompt_field": "problem", "answer_field": "solution"}],
+            "eval_samples": 2,
+            "eval_every": 1,
+            "total_steps": 4,
+            "checkpoint_every": 1,
+            "keep_checkpoints": 1,
+            "keep_best_checkpoints": 1,
+        }
+    )
 
     pruned = []
 
@@ -86,7 +86,13 @@ def test_trainer_reports_extra_sets_and_keeps_best_checkpoints(model_dir, tmp_pa
     cb = Callbacks()
     Trainer(cfg, tmp_path / "run", callbacks=cb).train()
     last = cb.metrics[-1]
-    for key in ("eval_accuracy", "eval_avg_pass1", "eval_pass_at_k", "eval_bench/accuracy", "eval_bench/num_prompts"):
+    for key in (
+        "eval_accuracy",
+        "eval_avg_pass1",
+        "eval_pass_at_k",
+        "eval_bench/accuracy",
+        "eval_bench/num_prompts",
+    ):
         assert key in last
     assert last["eval_bench/num_prompts"] == 5
     scores = {m["step"]: m["eval_accuracy"] for m in cb.metrics}

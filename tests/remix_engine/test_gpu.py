@@ -137,8 +137,13 @@ def test_vllm_log_probs_match_the_learner_and_seeds_reproduce(vllm_trainer):
     diff = (first.rollout_logp - first.behavior_logp).abs() * first.response_mask
     assert float(diff.max()) < 1e-2  # vLLM's processed log-probs of the sampled tokens, float32
     again = vllm_trainer.engine.generate(
-        first.prompts[::4], first.answers[::4], first.prompt_index[::4].tolist(), group_size=4,
-        seeds=first.seeds.tolist(), policy_version=1, group_id_start=0,
+        first.prompts[::4],
+        first.answers[::4],
+        first.prompt_index[::4].tolist(),
+        group_size=4,
+        seeds=first.seeds.tolist(),
+        policy_version=1,
+        group_id_start=0,
     )
     assert torch.equal(again.response_ids.cpu(), first.response_ids.cpu())  # per-sample seeds
 

@@ -22,18 +22,30 @@ def random_model_dir(tmp_path_factory):
 
 
 def lora_config(model_path, **algorithm):
-    return TrainConfig.model_validate({
-        "model": {"name_or_path": model_path},
-        "data": {"eval_size": 4},
-        "rollout": {"prompts_per_step": 5, "group_size": 2, "max_new_tokens": 6},
-        "reward": {"functions": [{"name": "regex", "kwargs": {"pattern": "[0-9]", "target": "completion"}}]},
-        "algorithm": {"reincarnation_step": 5, "lambda_start_step": 1, "lambda_interval": 1,
-                      "minibatch_size": 6, **algorithm},
-        "optim": {"lr": 1e-2},
-        "lora": {"enabled": True, "r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj", "down_proj"]},
-        "total_steps": 3,
-        "seed": 7,
-    })
+    return TrainConfig.model_validate(
+        {
+            "model": {"name_or_path": model_path},
+            "data": {"eval_size": 4},
+            "rollout": {"prompts_per_step": 5, "group_size": 2, "max_new_tokens": 6},
+            "reward": {"functions": [{"name": "regex", "kwargs": {"pattern": "[0-9]", "target": "completion"}}]},
+            "algorithm": {
+                "reincarnation_step": 5,
+                "lambda_start_step": 1,
+                "lambda_interval": 1,
+                "minibatch_size": 6,
+                **algorithm,
+            },
+            "optim": {"lr": 1e-2},
+            "lora": {
+                "enabled": True,
+                "r": 4,
+                "alpha": 8,
+                "target_modules": ["q_proj", "v_proj", "down_proj"],
+            },
+            "total_steps": 3,
+            "seed": 7,
+        }
+    )
 
 
 def probe_inputs():

@@ -67,7 +67,8 @@ def test_token_mean_and_seq_mean_differ_only_when_lengths_differ():
     assert not torch.allclose(token, seq)
     equal_lengths = _mask([[1, 1, 0], [1, 1, 0]])
     torch.testing.assert_close(
-        agg_loss(AGG_LOSS, equal_lengths, "token-mean"), agg_loss(AGG_LOSS, equal_lengths, "seq-mean-token-mean")
+        agg_loss(AGG_LOSS, equal_lengths, "token-mean"),
+        agg_loss(AGG_LOSS, equal_lengths, "seq-mean-token-mean"),
     )
 
 
@@ -117,6 +118,7 @@ def test_unknown_aggregation_raises():
 
 # ---------------------------------------------------------------- ppo_clip
 
+
 def test_ppo_clip_hand_values_metrics_and_gradient():
     # eps = 0.2, window [0.8, 1.2]; per token: r, A -> max(-A*r, -A*clip(r))
     #   r=1.1 A=+1: max(-1.1, -1.1) = -1.1  (inside window)
@@ -147,6 +149,7 @@ def test_ppo_clip_hand_values_metrics_and_gradient():
 
 
 # ---------------------------------------------------------------- mix_ppg
+
 
 def test_mix_ppg_hand_values_with_clip_centred_at_pi_k_over_pi_behavior():
     # c = pi_k/pi_behavior, window [c - 0.2, c + 0.2]:
@@ -188,17 +191,45 @@ def test_window_centre_decides_clipping_not_one():
     logp = behavior + _t([[1.6, 1.0]]).log()
     advantages = _t([[1.0, -1.0]])
     mask = torch.ones(1, 2, dtype=torch.bool)
-    _, inside = mix_ppg_loss(logp[:, :1], old[:, :1], behavior[:, :1], advantages[:, :1], mask[:, :1],
-                             clip_eps=0.2, agg="token-mean")
-    _, outside = mix_ppg_loss(logp[:, 1:], old[:, 1:], behavior[:, 1:], advantages[:, 1:], mask[:, 1:],
-                              clip_eps=0.2, agg="token-mean")
+    _, inside = mix_ppg_loss(
+        logp[:, :1],
+        old[:, :1],
+        behavior[:, :1],
+        advantages[:, :1],
+        mask[:, :1],
+        clip_eps=0.2,
+        agg="token-mean",
+    )
+    _, outside = mix_ppg_loss(
+        logp[:, 1:],
+        old[:, 1:],
+        behavior[:, 1:],
+        advantages[:, 1:],
+        mask[:, 1:],
+        clip_eps=0.2,
+        agg="token-mean",
+    )
     assert inside["clip_frac"] == 0.0
     assert outside["clip_frac"] == 1.0
     # The same tokens under a window centred at 1 clip the other way round.
-    _, ppo_inside = ppo_clip_loss(logp[:, :1], behavior[:, :1], behavior[:, :1], advantages[:, :1], mask[:, :1],
-                                  clip_eps=0.2, agg="token-mean")
-    _, ppo_outside = ppo_clip_loss(logp[:, 1:], behavior[:, 1:], behavior[:, 1:], advantages[:, 1:],
-                                   mask[:, 1:], clip_eps=0.2, agg="token-mean")
+    _, ppo_inside = ppo_clip_loss(
+        logp[:, :1],
+        behavior[:, :1],
+        behavior[:, :1],
+        advantages[:, :1],
+        mask[:, :1],
+        clip_eps=0.2,
+        agg="token-mean",
+    )
+    _, ppo_outside = ppo_clip_loss(
+        logp[:, 1:],
+        behavior[:, 1:],
+        behavior[:, 1:],
+        advantages[:, 1:],
+        mask[:, 1:],
+        clip_eps=0.2,
+        agg="token-mean",
+    )
     assert ppo_inside["clip_frac"] == 1.0
     assert ppo_outside["clip_frac"] == 0.0
 
@@ -223,8 +254,9 @@ def test_mix_ppg_equals_ppo_clip_when_behavior_is_old(seed, agg):
 def test_fresh_data_has_ratio_one_no_clipping_and_the_vanilla_pg_gradient(name):
     logp, _, _, advantages, mask = _random_inputs(4)
     leaf = logp.clone().requires_grad_(True)
-    loss, metrics = POLICY_LOSSES.get(name)(leaf, logp.clone(), logp.clone(), advantages, mask,
-                                            clip_eps=0.2, agg="token-mean")
+    loss, metrics = POLICY_LOSSES.get(name)(
+        leaf, logp.clone(), logp.clone(), advantages, mask, clip_eps=0.2, agg="token-mean"
+    )
     assert metrics["ratio_max"] == 1.0 and metrics["ratio_min"] == 1.0
     assert metrics["clip_frac"] == 0.0 and metrics["tv"] == 0.0
     n_valid = int(mask.sum())
@@ -236,8 +268,15 @@ def test_fresh_data_has_ratio_one_no_clipping_and_the_vanilla_pg_gradient(name):
 def test_extreme_log_ratios_stay_finite():
     logp = _t([[0.0, -200.0]]).requires_grad_(True)
     behavior = _t([[-200.0, 0.0]])
-    loss, metrics = mix_ppg_loss(logp, behavior, behavior, _t([[1.0, -1.0]]), torch.ones(1, 2, dtype=torch.bool),
-                                 clip_eps=0.2, agg="token-mean")
+    loss, metrics = mix_ppg_loss(
+        logp,
+        behavior,
+        behavior,
+        _t([[1.0, -1.0]]),
+        torch.ones(1, 2, dtype=torch.bool),
+        clip_eps=0.2,
+        agg="token-mean",
+    )
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(logp.grad).all()
     assert metrics["ratio_max"] == pytest.approx(math.exp(20.0))  # log-ratio clamped to [-20, 20]
@@ -246,14 +285,22 @@ def test_extreme_log_ratios_stay_finite():
 @pytest.mark.parametrize("name", ["mix_ppg", "ppo_clip"])
 def test_policy_loss_with_empty_mask_is_zero_and_metrics_are_finite(name):
     logp = _t([[NAN, 1.0]]).requires_grad_(True)
-    loss, metrics = POLICY_LOSSES.get(name)(logp, logp.detach(), logp.detach(), _t([[1.0, INF]]),
-                                            torch.zeros(1, 2, dtype=torch.bool), clip_eps=0.2, agg="token-mean")
+    loss, metrics = POLICY_LOSSES.get(name)(
+        logp,
+        logp.detach(),
+        logp.detach(),
+        _t([[1.0, INF]]),
+        torch.zeros(1, 2, dtype=torch.bool),
+        clip_eps=0.2,
+        agg="token-mean",
+    )
     loss.backward()
     assert loss.item() == 0.0 and torch.equal(logp.grad, torch.zeros(1, 2, dtype=F64))
     assert all(isinstance(v, float) and math.isfinite(v) for v in metrics.values())
 
 
 # ---------------------------------------------------------------- entropy bonus
+
 
 def test_entropy_bonus_is_negative_coef_times_mean_entropy():
     # valid entropies 0.5, 1.0, 2.0 -> token-mean 3.5/3; loss = -0.01 * 3.5/3
@@ -326,13 +373,15 @@ def test_kl_convex_rejects_bad_lambda_and_missing_weighted_anchor():
 
 
 @pytest.mark.parametrize(
-    ("step", "expected"), [(0, 1.0), (50, 1.0), (51, 0.9), (60, 0.9), (61, 0.8), (71, 0.7), (91, 0.5), (200, 0.5)]
+    ("step", "expected"),
+    [(0, 1.0), (50, 1.0), (51, 0.9), (60, 0.9), (61, 0.8), (71, 0.7), (91, 0.5), (200, 0.5)],
 )
 def test_lambda_schedule_of_the_default_config(step, expected):
     assert AlgorithmConfig().lambda_at(step) == pytest.approx(expected, abs=1e-12)
 
 
 # ---------------------------------------------------------------- value loss
+
 
 def test_value_loss_hand_values_and_gradient():
     # clip 0.2: v_clip = old + clamp(v - old, -0.2, 0.2); per token 0.5 * max((v-R)^2, (v_clip-R)^2)

@@ -27,8 +27,7 @@ def _batch(tokenizer, prompts: list[str], responses: list[str], eos_rows: set[in
     """A hand-built batch: left-padded prompts, right-padded responses (EOS appended on `eos_rows`)."""
     encoded = tokenizer(prompts, padding=True, padding_side="left", return_tensors="pt")
     rows = [
-        tokenizer(r, add_special_tokens=False)["input_ids"]
-        + ([tokenizer.eos_token_id] if i in eos_rows else [])
+        tokenizer(r, add_special_tokens=False)["input_ids"] + ([tokenizer.eos_token_id] if i in eos_rows else [])
         for i, r in enumerate(responses)
     ]
     width = max(len(r) for r in rows)
@@ -69,9 +68,7 @@ def _reference_logprobs(
 
 @pytest.mark.parametrize("temperature", [1.0, 0.6, 1.7])
 def test_sequence_logprobs_match_unpadded_per_row_reference(model, tokenizer, temperature: float) -> None:
-    batch = _batch(
-        tokenizer, ["1+1=", "What is 12+34? ", "7"], ["\\boxed{2}", "4", "abc de"], eos_rows={0, 1}
-    )
+    batch = _batch(tokenizer, ["1+1=", "What is 12+34? ", "7"], ["\\boxed{2}", "4", "abc de"], eos_rows={0, 1})
     with torch.no_grad():
         logp, entropy = sequence_logprobs(model, batch, temperature=temperature)
         ref_logp, ref_entropy = _reference_logprobs(model, batch, temperature)
@@ -92,9 +89,7 @@ def test_masked_positions_are_exactly_zero_and_entropy_is_bounded(model, tokeniz
     valid = batch.response_mask
     assert torch.all(logp[valid] < 0)
     vocab = model.config.vocab_size
-    assert torch.all(entropy[valid] > 0) and torch.all(
-        entropy[valid] <= torch.log(torch.tensor(float(vocab))) + 1e-5
-    )
+    assert torch.all(entropy[valid] > 0) and torch.all(entropy[valid] <= torch.log(torch.tensor(float(vocab))) + 1e-5)
 
 
 def test_sequence_logprobs_are_differentiable(model, tokenizer) -> None:
@@ -125,9 +120,7 @@ def test_load_policy_reads_a_local_directory_and_fixes_padding(tmp_path: Path, t
     saved = build_untrained_model(tokenizer, seed=5)
     saved.generation_config.pad_token_id = None
     saved.save_pretrained(tmp_path)
-    no_pad = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer.backend_tokenizer, eos_token="<eos>", bos_token="<bos>"
-    )
+    no_pad = PreTrainedTokenizerFast(tokenizer_object=tokenizer.backend_tokenizer, eos_token="<eos>", bos_token="<bos>")
     no_pad.save_pretrained(tmp_path)
 
     model, loaded = load_policy(ModelConfig(name_or_path=str(tmp_path), dtype="bfloat16"))

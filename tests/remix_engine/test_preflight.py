@@ -16,8 +16,13 @@ from remix_engine.toy import build_char_tokenizer, build_untrained_model
 
 # The builtin tiny Llama: vocab 101, hidden 128, MLP 256, 4 layers, 4 heads of 32, tied embeddings.
 TINY = LlamaConfig(
-    vocab_size=101, hidden_size=128, intermediate_size=256, num_hidden_layers=4,
-    num_attention_heads=4, num_key_value_heads=4, tie_word_embeddings=True,
+    vocab_size=101,
+    hidden_size=128,
+    intermediate_size=256,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    num_key_value_heads=4,
+    tie_word_embeddings=True,
 )
 # embeddings 101*128 = 12,928; per layer q,k,v,o 4*128*128 = 65,536 + gated MLP 3*128*256 = 98,304
 # + two norms 256 = 164,096; 4 layers = 656,384; final norm 128.
@@ -72,8 +77,11 @@ def test_lora_shrinks_copies_gradients_and_optimizer():
     adapters = 4 * 2 * 8 * (128 + 128)  # layers * modules * r * (fan_in + fan_out) = 16,384
     b = estimate.breakdown
     assert b["policy_weights"] == TINY_PARAMS * 4
-    assert (b["policy_copies"], b["gradients"], b["optimizer_states"]) == (3 * adapters * 4, adapters * 4,
-                                                                          2 * adapters * 4)
+    assert (b["policy_copies"], b["gradients"], b["optimizer_states"]) == (
+        3 * adapters * 4,
+        adapters * 4,
+        2 * adapters * 4,
+    )
 
 
 def test_ppo_adds_a_critic_and_bf16_halves_weights():
@@ -104,8 +112,13 @@ def test_parameter_count_only_gives_weight_terms():
 
 
 def test_seven_billion_model_refused_on_a_small_gpu_with_actionable_message():
-    llama_7b = LlamaConfig(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-                           num_attention_heads=32, vocab_size=32000)
+    llama_7b = LlamaConfig(
+        hidden_size=4096,
+        intermediate_size=11008,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        vocab_size=32000,
+    )
     assert ModelShape.from_config(llama_7b).num_params == 6_738_415_616  # the published Llama-2-7B count
     cfg = job(model={"dtype": "bfloat16"})
     with pytest.raises(InsufficientMemoryError) as info:
@@ -115,16 +128,31 @@ def test_seven_billion_model_refused_on_a_small_gpu_with_actionable_message():
     assert "largest: policy_copies 37.65 GiB" in message  # 3 * 6.74e9 * 2 bytes
     assert "enable LoRA" in message and "minibatch_size" in message
     assert info.value.estimate.total > 24 * GiB
-    fits = check_fits(cfg.model_copy(update={"lora": cfg.lora.model_copy(update={"enabled": True})}),
-                      80 * GiB, llama_7b)
+    fits = check_fits(
+        cfg.model_copy(update={"lora": cfg.lora.model_copy(update={"enabled": True})}), 80 * GiB, llama_7b
+    )
     assert fits.total < 72 * GiB
 
 
 def test_kv_cache_dominated_refusal_suggests_rollout_knobs():
-    cfg = job(rollout={"generation_batch_size": 512, "max_new_tokens": 8192, "prompts_per_step": 64,
-                       "group_size": 8}, algorithm={"minibatch_size": 1}, lora={"enabled": True})
-    qwen_like = LlamaConfig(hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
-                            num_attention_heads=14, num_key_value_heads=2, vocab_size=151936)
+    cfg = job(
+        rollout={
+            "generation_batch_size": 512,
+            "max_new_tokens": 8192,
+            "prompts_per_step": 64,
+            "group_size": 8,
+        },
+        algorithm={"minibatch_size": 1},
+        lora={"enabled": True},
+    )
+    qwen_like = LlamaConfig(
+        hidden_size=896,
+        intermediate_size=4864,
+        num_hidden_layers=24,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+        vocab_size=151936,
+    )
     with pytest.raises(InsufficientMemoryError) as info:
         check_fits(cfg, 16 * GiB, qwen_like)
     message = str(info.value)
@@ -149,8 +177,15 @@ def test_builtin_model_shape_is_known_without_torch():
 
 def test_config_json_dicts_give_the_same_shape_as_transformers_configs():
     assert ModelShape.from_dict(TINY.to_dict()) == ModelShape.from_config(TINY)
-    gpt2 = {"model_type": "gpt2", "vocab_size": 50257, "n_embd": 768, "n_layer": 12, "n_head": 12,
-            "n_inner": None, "tie_word_embeddings": True}
+    gpt2 = {
+        "model_type": "gpt2",
+        "vocab_size": 50257,
+        "n_embd": 768,
+        "n_layer": 12,
+        "n_head": 12,
+        "n_inner": None,
+        "tie_word_embeddings": True,
+    }
     from transformers import GPT2Config  # transformers maps n_embd, n_layer, ... itself
 
     assert ModelShape.from_dict(gpt2) == ModelShape.from_config(GPT2Config(**gpt2))
@@ -196,9 +231,9 @@ def test_vllm_pool_replaces_the_kv_cache_and_sleeps_while_the_learner_runs():
     device = 80 * GiB
     asleep = estimate_memory(job(rollout={"backend": "vllm"}), TINY, device_bytes=device)
     assert asleep.breakdown["vllm_pool"] == int(0.3 * device) and "kv_cache" not in asleep.breakdown
-    assert asleep.total == asleep.learner_bytes - sum(
-        asleep.breakdown[k] for k in ("activations", "logits")
-    ) + int(0.3 * device)  # resident + max(learner, pool): the pool is the larger phase here
+    assert asleep.total == asleep.learner_bytes - sum(asleep.breakdown[k] for k in ("activations", "logits")) + int(
+        0.3 * device
+    )  # resident + max(learner, pool): the pool is the larger phase here
     awake = estimate_memory(
         job(rollout={"backend": "vllm", "vllm": {"enable_sleep_mode": False}}), TINY, device_bytes=device
     )

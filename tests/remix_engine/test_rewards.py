@@ -105,9 +105,7 @@ def test_math_verify_rejects_random_distinct_math500_answers() -> None:
     pairs = []
     while len(pairs) < 100:
         a, b = rng.sample(answers, 2)
-        if normalize_answer(a) != normalize_answer(b) and not (
-            a.lstrip("-").isdigit() and b.lstrip("-").isdigit()
-        ):
+        if normalize_answer(a) != normalize_answer(b) and not (a.lstrip("-").isdigit() and b.lstrip("-").isdigit()):
             pairs.append((a, b))
     scores = math_verify([f"\\boxed{{{b}}}" for _, b in pairs], [a for a, _ in pairs])
     accepted = [pair for pair, score in zip(pairs, scores, strict=True) if score != 0.0]

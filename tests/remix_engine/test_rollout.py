@@ -104,12 +104,8 @@ def test_completions_decode_the_valid_response_tokens(model, tokenizer) -> None:
 
 def test_same_seed_gives_the_same_response_in_any_batch(model, tokenizer) -> None:
     alone = _generate(model, tokenizer, ["What is 12+34? "], [42])
-    crowded = _generate(
-        model, tokenizer, ["7", "abc def", "What is 12+34? ", "1+1="], [5, 6, 42, 8], batch_size=3
-    )
-    regrouped = _generate(
-        model, tokenizer, ["What is 12+34? ", "7"], [9, 10, 11, 42], group_size=2, batch_size=1
-    )
+    crowded = _generate(model, tokenizer, ["7", "abc def", "What is 12+34? ", "1+1="], [5, 6, 42, 8], batch_size=3)
+    regrouped = _generate(model, tokenizer, ["What is 12+34? ", "7"], [9, 10, 11, 42], group_size=2, batch_size=1)
     expected = _valid_tokens(alone, 0)
     assert _valid_tokens(crowded, 2) == expected
     assert _valid_tokens(regrouped, 3) == _valid_tokens(_generate(model, tokenizer, ["7"], [42]), 0)
@@ -171,8 +167,7 @@ def test_greedy_equals_top1_sampling_and_ignores_batch_composition(model, tokeni
     assert greedy == top1.completions
     assert engine.greedy([PROMPTS[2]]) == [greedy[2]]
     assert engine.greedy(PROMPTS, max_new_tokens=2) == [
-        tokenizer.decode(_valid_tokens(top1, row)[:2], skip_special_tokens=True)
-        for row in range(len(PROMPTS))
+        tokenizer.decode(_valid_tokens(top1, row)[:2], skip_special_tokens=True) for row in range(len(PROMPTS))
     ]
 
 
@@ -204,9 +199,7 @@ def test_filtered_logprobs_top_k_and_top_p() -> None:
 def test_gumbel_sampler_draws_from_the_filtered_distribution() -> None:
     probs = torch.tensor([0.5, 0.3, 0.15, 0.05])
     n = 20_000
-    sampler = SeededGumbelSampler(
-        list(range(n)), temperature=1.0, top_k=0, top_p=1.0, device=torch.device("cpu")
-    )
+    sampler = SeededGumbelSampler(list(range(n)), temperature=1.0, top_k=0, top_p=1.0, device=torch.device("cpu"))
     scores = sampler(torch.zeros((n, 1), dtype=torch.long), probs.log().expand(n, -1).clone())
     frequencies = torch.bincount(scores.argmax(dim=-1), minlength=4).float() / n
     torch.testing.assert_close(frequencies, probs, atol=0.015, rtol=0)  # ~4 standard errors

@@ -132,7 +132,10 @@ def test_subprocesses_and_ctypes_are_refused() -> None:
 
 
 def test_the_worker_environment_is_not_visible() -> None:
-    code = "def reward(completion, answer):\n    import os\n    return float(len([k for k in os.environ if k.startswith('REMIX')]))\n"
+    code = (
+        "def reward(completion, answer):\n    import os\n"
+        "    return float(len([k for k in os.environ if k.startswith('REMIX')]))\n"
+    )
     import os
 
     os.environ["REMIX_SECRET_FOR_TEST"] = "postgresql://user:password@db/remix"
@@ -191,7 +194,9 @@ def test_a_valid_python_reward_config_is_accepted() -> None:
 
 
 def test_the_child_reports_its_isolation_and_a_namespace_hides_the_host_network() -> None:
-    code = "def reward(completion, answer):\n    return float(len(open('/proc/self/net/dev').read().splitlines()) - 2)\n"
+    code = (
+        "def reward(completion, answer):\n    return float(len(open('/proc/self/net/dev').read().splitlines()) - 2)\n"
+    )
     result = python_reward(["x"], ["y"], code=code)
     assert "audit hook" in result.isolation
     if "netns" in result.isolation:  # a fresh network namespace has the loopback device only

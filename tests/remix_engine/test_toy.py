@@ -210,9 +210,9 @@ def test_build_tiny_model_reaches_moderate_accuracy_and_is_cached(tmp_path: Path
     examples = toy_examples("eval", len(addition_pairs("eval")), seed=0)
     engine = HFRolloutEngine(model, tokenizer, RolloutConfig(max_new_tokens=16, generation_batch_size=256))
     completions = engine.greedy([ex.prompt for ex in examples])
-    accuracy = sum(
-        c == format_completion(ex.answer) for c, ex in zip(completions, examples, strict=True)
-    ) / len(examples)
+    accuracy = sum(c == format_completion(ex.answer) for c, ex in zip(completions, examples, strict=True)) / len(
+        examples
+    )
     assert 0.2 <= accuracy <= 0.6
     assert abs(accuracy - meta["eval_accuracy"]) <= 0.02  # same model, KV-cached vs uncached decoding
 

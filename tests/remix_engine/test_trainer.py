@@ -36,20 +36,29 @@ def random_model_dir(tmp_path_factory):
 
 
 def small_config(model_path, **algorithm):
-    return TrainConfig.model_validate({
-        "model": {"name_or_path": model_path},
-        "data": {"eval_size": 8},
-        "rollout": {"prompts_per_step": 5, "group_size": 2, "max_new_tokens": 6},
-        # An untrained model never boxes an answer; rewarding any digit gives rewards with variance.
-        "reward": {"functions": [{"name": "regex", "kwargs": {"pattern": "[0-9]", "target": "completion"}}]},
-        "algorithm": {"off_policy_fraction": 0.4, "history_window": 2, "utd_ratio": 2,
-                      "reincarnation_step": 2, "lambda_start_step": 1, "lambda_interval": 1,
-                      "minibatch_size": 6, **algorithm},
-        "optim": {"lr": 1e-3},
-        "total_steps": 3,
-        "checkpoint_every": 2,
-        "seed": 7,
-    })
+    return TrainConfig.model_validate(
+        {
+            "model": {"name_or_path": model_path},
+            "data": {"eval_size": 8},
+            "rollout": {"prompts_per_step": 5, "group_size": 2, "max_new_tokens": 6},
+            # An untrained model never boxes an answer; rewarding any digit gives rewards with variance.
+            "reward": {"functions": [{"name": "regex", "kwargs": {"pattern": "[0-9]", "target": "completion"}}]},
+            "algorithm": {
+                "off_policy_fraction": 0.4,
+                "history_window": 2,
+                "utd_ratio": 2,
+                "reincarnation_step": 2,
+                "lambda_start_step": 1,
+                "lambda_interval": 1,
+                "minibatch_size": 6,
+                **algorithm,
+            },
+            "optim": {"lr": 1e-3},
+            "total_steps": 3,
+            "checkpoint_every": 2,
+            "seed": 7,
+        }
+    )
 
 
 def test_mix_phase_replays_then_reincarnation_goes_on_policy(random_model_dir, tmp_path):
@@ -174,17 +183,23 @@ def test_ppo_trains_a_critic(random_model_dir, tmp_path, name):
 @pytest.mark.slow
 def test_remix_grpo_raises_toy_accuracy(tmp_path):
     """On the pretrained tiny model, ReMix-GRPO lifts held-out greedy accuracy by >= 15 points."""
-    cfg = TrainConfig.model_validate({
-        "model": {"name_or_path": TINY_MODEL_ID},
-        "data": {"eval_size": 200},
-        "rollout": {"prompts_per_step": 64, "group_size": 8, "max_new_tokens": 10},
-        "algorithm": {"name": "remix-grpo", "reincarnation_step": 15, "lambda_start_step": 15,
-                      "minibatch_size": 512},
-        "optim": {"lr": 1e-4},
-        "total_steps": 30,
-        "checkpoint_every": 30,
-        "seed": 0,
-    })
+    cfg = TrainConfig.model_validate(
+        {
+            "model": {"name_or_path": TINY_MODEL_ID},
+            "data": {"eval_size": 200},
+            "rollout": {"prompts_per_step": 64, "group_size": 8, "max_new_tokens": 10},
+            "algorithm": {
+                "name": "remix-grpo",
+                "reincarnation_step": 15,
+                "lambda_start_step": 15,
+                "minibatch_size": 512,
+            },
+            "optim": {"lr": 1e-4},
+            "total_steps": 30,
+            "checkpoint_every": 30,
+            "seed": 0,
+        }
+    )
     result = Trainer(cfg, tmp_path).train()
     gain = result.eval_after["accuracy"] - result.eval_before["accuracy"]
     assert gain >= 0.15, (result.eval_before, result.eval_after)

@@ -140,25 +140,18 @@ def _no_tiny_model_build(monkeypatch):
     from remix_engine import modeling
 
     real = modeling.resolve_model_source
-    monkeypatch.setattr(
-        modeling, "resolve_model_source", lambda name: real(name) if "/" in name else f"/models/{name}"
-    )
+    monkeypatch.setattr(modeling, "resolve_model_source", lambda name: real(name) if "/" in name else f"/models/{name}")
 
 
 def test_without_cuda_or_vllm_the_backend_is_refused_with_what_is_missing(monkeypatch):
     reason = backend_unavailable_reason("cpu")
-    assert reason is not None and reason.startswith(
-        "rollout.backend 'vllm' needs a CUDA GPU (this job runs on cpu)"
-    )
+    assert reason is not None and reason.startswith("rollout.backend 'vllm' needs a CUDA GPU (this job runs on cpu)")
     assert reason.endswith("use rollout.backend 'hf' on this worker")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(vllm_rollout.importlib.util, "find_spec", lambda _name: None)
     only_package = backend_unavailable_reason("cuda")
     assert only_package is not None and "CUDA" not in only_package
-    assert (
-        "the vllm package, which is not installed on this worker (pip install 'remix-rft[vllm]'"
-        in only_package
-    )
+    assert "the vllm package, which is not installed on this worker (pip install 'remix-rft[vllm]'" in only_package
     check_backend_available(RolloutConfig(backend="hf"), "cpu")  # the HF backend runs anywhere
     with pytest.raises(RolloutBackendUnavailable, match="needs the vllm package"):
         check_backend_available(RolloutConfig(backend="vllm"), "cuda")

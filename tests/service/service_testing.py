@@ -73,11 +73,7 @@ def queued_messages(redis_client: redis.Redis, queue: str) -> list[dict[str, Any
     return out
 
 
-def submit(
-    client: TestClient, caller: Caller, config: dict[str, Any] | None = None, **body: Any
-) -> dict[str, Any]:
-    response = client.post(
-        "/v1/jobs", json={"config": config or {"total_steps": 5}, **body}, headers=caller.headers
-    )
+def submit(client: TestClient, caller: Caller, config: dict[str, Any] | None = None, **body: Any) -> dict[str, Any]:
+    response = client.post("/v1/jobs", json={"config": config or {"total_steps": 5}, **body}, headers=caller.headers)
     assert response.status_code == 202, response.text
     return response.json()

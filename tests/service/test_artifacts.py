@@ -20,9 +20,7 @@ def test_keys() -> None:
     assert dataset_key("d1", "..") == "datasets/d1/data"
 
 
-@pytest.mark.parametrize(
-    "key", ["../outside", "/etc/passwd", "jobs/../../x", "jobs//x", "a/./b", "a\\..\\b", ""]
-)
+@pytest.mark.parametrize("key", ["../outside", "/etc/passwd", "jobs/../../x", "jobs//x", "a/./b", "a\\..\\b", ""])
 def test_traversal_keys_are_refused(tmp_path: Path, key: str) -> None:
     store = LocalArtifactStore(tmp_path / "root")
     with pytest.raises(ValueError, match="invalid artifact key"):

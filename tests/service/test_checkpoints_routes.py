@@ -44,13 +44,9 @@ def _job_with_checkpoint(
     return job_id
 
 
-def test_list_checkpoints(
-    client: TestClient, alice: Caller, db: Session, settings: Settings, tmp_path: Path
-) -> None:
+def test_list_checkpoints(client: TestClient, alice: Caller, db: Session, settings: Settings, tmp_path: Path) -> None:
     job_id = _job_with_checkpoint(client, alice, db, settings, tmp_path, 10)
-    job_outputs.record_checkpoint(
-        db, uuid.UUID(job_id), 20, uri=checkpoint_key(job_id, 20), metrics={"accuracy": 0.6}
-    )
+    job_outputs.record_checkpoint(db, uuid.UUID(job_id), 20, uri=checkpoint_key(job_id, 20), metrics={"accuracy": 0.6})
     db.commit()
     data = client.get(f"/v1/jobs/{job_id}/checkpoints", headers=alice.headers).json()["data"]
     assert [c["step"] for c in data] == [10, 20]

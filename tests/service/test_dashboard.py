@@ -204,9 +204,7 @@ def test_dashboard_follows_a_job_live(
     assert "<b>42</b> \\boxed{42}" in first_sample.inner_text()  # shown as text, never as HTML
     assert "reward 1" in first_sample.inner_text()
     assert page.locator("#samples b").count() == 0
-    assert all(
-        page.get_attribute(f'[data-chart="{t}"]', "data-markers") == "1" for t in ("Reward", "KL terms and λ")
-    )
+    assert all(page.get_attribute(f'[data-chart="{t}"]', "data-markers") == "1" for t in ("Reward", "KL terms and λ"))
 
     # On-policy steps after the reincarnation extend the charts without a reload.
     for step in (4, 5, 6):

@@ -24,9 +24,7 @@ def upload(client: TestClient, caller: Caller, filename: str, data: bytes, **fie
 
 
 def test_upload_jsonl_returns_201_with_preview(client: TestClient, alice: Caller, settings: Settings) -> None:
-    response = upload(
-        client, alice, "math.jsonl", JSONL, prompt_field="question", answer_field="answer", name="math"
-    )
+    response = upload(client, alice, "math.jsonl", JSONL, prompt_field="question", answer_field="answer", name="math")
     assert response.status_code == 201
     body = response.json()
     assert (body["name"], body["format"], body["num_rows"], body["size_bytes"]) == (
@@ -51,9 +49,7 @@ def test_upload_parquet(client: TestClient, alice: Caller) -> None:
     pq.write_table(pa.Table.from_pylist([{"prompt": "2+3", "answer": "5"}]), sink)
     response = upload(client, alice, "tiny.parquet", sink.getvalue())
     assert response.status_code == 201, response.text
-    assert response.json()["format"] == "parquet" and response.json()["preview"] == [
-        {"prompt": "2+3", "answer": "5"}
-    ]
+    assert response.json()["format"] == "parquet" and response.json()["preview"] == [{"prompt": "2+3", "answer": "5"}]
 
 
 def test_malformed_dataset_is_400_naming_the_line(client: TestClient, alice: Caller) -> None:
@@ -102,9 +98,7 @@ def test_oversize_body_is_cut_off_while_streaming(settings: Settings, alice: Cal
 
     app = create_app(settings)
     boundary = "remixboundary"
-    head = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.jsonl"\r\n\r\n'.encode()
-    )
+    head = f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.jsonl"\r\n\r\n'.encode()
     chunk = b'{"prompt": "' + b"y" * 1000 + b'", "answer": "1"}\n'
     total_chunks, consumed, sent = 10_000, [0], []
 
@@ -143,9 +137,7 @@ def test_oversize_body_is_cut_off_while_streaming(settings: Settings, alice: Cal
 
 
 def test_list_datasets_is_paginated(client: TestClient, alice: Caller) -> None:
-    ids = [
-        upload(client, alice, f"d{i}.jsonl", JSONL, prompt_field="question").json()["id"] for i in range(3)
-    ]
+    ids = [upload(client, alice, f"d{i}.jsonl", JSONL, prompt_field="question").json()["id"] for i in range(3)]
     first = client.get("/v1/datasets", params={"limit": 2}, headers=alice.headers).json()
     second = client.get(
         "/v1/datasets", params={"limit": 2, "after": first["next_cursor"]}, headers=alice.headers
@@ -156,9 +148,7 @@ def test_list_datasets_is_paginated(client: TestClient, alice: Caller) -> None:
 
 def test_job_uses_an_uploaded_dataset(client: TestClient, alice: Caller, bob: Caller) -> None:
     dataset = upload(client, alice, "math.jsonl", JSONL, prompt_field="question").json()
-    response = client.post(
-        "/v1/jobs", json={"dataset_id": dataset["id"], "config": {}}, headers=alice.headers
-    )
+    response = client.post("/v1/jobs", json={"dataset_id": dataset["id"], "config": {}}, headers=alice.headers)
     assert response.status_code == 202
     job = response.json()
     assert job["dataset_id"] == dataset["id"]

@@ -40,14 +40,10 @@ def test_embedded_stack_end_to_end(tmp_path: Path) -> None:
         )
         assert response.status_code == 202
         ids.append(response.json()["id"])
-    replay = client.post(
-        "/v1/jobs", json={"config": {"seed": 0}}, headers=caller.headers | {"Idempotency-Key": "k0"}
-    )
+    replay = client.post("/v1/jobs", json={"config": {"seed": 0}}, headers=caller.headers | {"Idempotency-Key": "k0"})
     assert replay.json()["id"] == ids[0]
     page = client.get("/v1/jobs", params={"limit": 2}, headers=caller.headers).json()
-    rest = client.get(
-        "/v1/jobs", params={"limit": 2, "after": page["next_cursor"]}, headers=caller.headers
-    ).json()
+    rest = client.get("/v1/jobs", params={"limit": 2, "after": page["next_cursor"]}, headers=caller.headers).json()
     assert [j["id"] for j in page["data"] + rest["data"]] == list(reversed(ids))
 
     job_id = uuid.UUID(ids[0])

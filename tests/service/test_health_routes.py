@@ -31,9 +31,7 @@ def test_readyz_is_503_when_a_dependency_is_down(settings: Settings) -> None:
 
 
 def test_database_outage_is_503_problem_with_retry_after(settings: Settings, alice: Caller) -> None:
-    db_down = TestClient(
-        create_app(settings.model_copy(update={"database_url": DEAD_DB, "db_retry_after_seconds": 7}))
-    )
+    db_down = TestClient(create_app(settings.model_copy(update={"database_url": DEAD_DB, "db_retry_after_seconds": 7})))
     response = db_down.get("/v1/jobs", headers=alice.headers)
     body = assert_problem(response, 503, "The database is unavailable; retry later.")
     assert response.headers["retry-after"] == "7"

@@ -18,11 +18,7 @@ from service.settings import Settings
 
 
 def _jobs_with_key(db: Session, caller: Caller, key: str) -> int:
-    query = (
-        select(func.count())
-        .select_from(Job)
-        .where(Job.tenant_id == caller.tenant_id, Job.idempotency_key == key)
-    )
+    query = select(func.count()).select_from(Job).where(Job.tenant_id == caller.tenant_id, Job.idempotency_key == key)
     return int(db.scalar(query) or 0)
 
 
@@ -47,9 +43,7 @@ def test_same_key_same_body_returns_the_same_job(
 
 def test_same_key_different_body_is_rejected(client: TestClient, alice: Caller, db: Session) -> None:
     key = str(uuid.uuid4())
-    client.post(
-        "/v1/jobs", json={"config": {"total_steps": 4}}, headers=alice.headers | {"Idempotency-Key": key}
-    )
+    client.post("/v1/jobs", json={"config": {"total_steps": 4}}, headers=alice.headers | {"Idempotency-Key": key})
     response = client.post(
         "/v1/jobs", json={"config": {"total_steps": 5}}, headers=alice.headers | {"Idempotency-Key": key}
     )
@@ -91,9 +85,7 @@ def test_concurrent_requests_with_one_key_create_one_job(
 
 
 def test_idempotency_key_header_is_validated(client: TestClient, alice: Caller) -> None:
-    response = client.post(
-        "/v1/jobs", json={"config": {}}, headers=alice.headers | {"Idempotency-Key": "k" * 256}
-    )
+    response = client.post("/v1/jobs", json={"config": {}}, headers=alice.headers | {"Idempotency-Key": "k" * 256})
     assert_problem(response, 422, "idempotency-key: String should have at most 255 characters")
 
 

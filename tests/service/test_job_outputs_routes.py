@@ -37,13 +37,9 @@ def parse_sse(text: str) -> list[dict[str, Any]]:
     """SSE wire format -> [{'id', 'event', 'data'}] (comments and retry lines skipped)."""
     messages = []
     for block in text.strip().split("\n\n"):
-        fields = dict(
-            line.split(": ", 1) for line in block.splitlines() if not line.startswith(":") and ": " in line
-        )
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if not line.startswith(":") and ": " in line)
         if "event" in fields:
-            messages.append(
-                {"id": fields["id"], "event": fields["event"], "data": json.loads(fields["data"])}
-            )
+            messages.append({"id": fields["id"], "event": fields["event"], "data": json.loads(fields["data"])})
     return messages
 
 
@@ -76,16 +72,12 @@ def test_a_retried_step_overwrites_its_metrics(client: TestClient, alice: Caller
 
 def test_events_after_cursor(client: TestClient, alice: Caller, db: Session) -> None:
     job_id = _running_job(client, alice, db)
-    job_outputs.record_event(
-        db, job_id, "reincarnated", step=50, message="anchor reset", payload={"step": 50}
-    )
+    job_outputs.record_event(db, job_id, "reincarnated", step=50, message="anchor reset", payload={"step": 50})
     db.commit()
     events = client.get(f"/v1/jobs/{job_id}/events", headers=alice.headers).json()["data"]
     assert [e["kind"] for e in events] == ["queued", "started", "reincarnated"]
     assert events[2]["payload"] == {"step": 50}
-    later = client.get(
-        f"/v1/jobs/{job_id}/events", params={"after": events[0]["id"]}, headers=alice.headers
-    ).json()
+    later = client.get(f"/v1/jobs/{job_id}/events", params={"after": events[0]["id"]}, headers=alice.headers).json()
     assert [e["kind"] for e in later["data"]] == ["started", "reincarnated"]
 
 
@@ -132,15 +124,11 @@ def test_stream_resumes_after_last_event_id(client: TestClient, alice: Caller, d
         ("end", None),
     ]
     by_query = parse_sse(
-        client.get(
-            f"/v1/jobs/{job_id}/stream", params={"last_event_id": resume_at}, headers=alice.headers
-        ).text
+        client.get(f"/v1/jobs/{job_id}/stream", params={"last_event_id": resume_at}, headers=alice.headers).text
     )
     assert by_query == resumed
     at_end = parse_sse(
-        client.get(
-            f"/v1/jobs/{job_id}/stream", headers=alice.headers | {"Last-Event-ID": full[-1]["id"]}
-        ).text
+        client.get(f"/v1/jobs/{job_id}/stream", headers=alice.headers | {"Last-Event-ID": full[-1]["id"]}).text
     )
     assert [m["event"] for m in at_end] == ["end"]
 
@@ -171,9 +159,7 @@ def test_stream_rejects_a_malformed_cursor(client: TestClient, alice: Caller, db
     assert_problem(response, 400, "last_event_id: expected '<metric step>-<event id>'")
 
 
-def test_stream_sends_keepalives_while_idle(
-    settings: Settings, alice: Caller, db: Session, client: TestClient
-) -> None:
+def test_stream_sends_keepalives_while_idle(settings: Settings, alice: Caller, db: Session, client: TestClient) -> None:
     from service.main import create_app
 
     job_id = _running_job(client, alice, db)

@@ -133,9 +133,7 @@ def test_models_whose_config_is_not_at_hand_are_not_checked(gpu_client: TestClie
 
 
 @pytest.mark.usefixtures("hub_cache")
-def test_local_model_folders_of_admins_are_checked(
-    gpu_client: TestClient, admin: Caller, tmp_path: Path
-) -> None:
+def test_local_model_folders_of_admins_are_checked(gpu_client: TestClient, admin: Caller, tmp_path: Path) -> None:
     folder = tmp_path / "llama-7b"
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps(LLAMA_7B))
@@ -156,9 +154,7 @@ def test_multi_process_jobs_are_accepted(
     assert response.status_code == 202, response.text
     job = response.json()
     assert job["config"]["distributed"] == {"strategy": "ddp", "num_processes": 2}
-    assert any(
-        m["kwargs"] == {"job_id": job["id"]} for m in queued_messages(redis_client, settings.task_queue)
-    )
+    assert any(m["kwargs"] == {"job_id": job["id"]} for m in queued_messages(redis_client, settings.task_queue))
 
 
 def test_more_processes_than_fresh_prompt_groups_are_refused(client: TestClient, alice: Caller) -> None:

@@ -33,9 +33,7 @@ def test_create_job_returns_202_location_and_enqueues(
     assert job["config"]["algorithm"]["off_policy_fraction"] == 0.4  # defaults are filled in and stored
     # The message really landed in the Redis list of the training queue.
     assert redis_client.llen(settings.task_queue) == before + 1
-    sent = [
-        m for m in queued_messages(redis_client, settings.task_queue) if m["kwargs"] == {"job_id": job["id"]}
-    ]
+    sent = [m for m in queued_messages(redis_client, settings.task_queue) if m["kwargs"] == {"job_id": job["id"]}]
     assert len(sent) == 1 and sent[0]["task"] == "worker.train_job"
     fetched = client.get(response.headers["location"], headers=alice.headers)
     assert fetched.status_code == 200 and fetched.json()["id"] == job["id"]
@@ -47,11 +45,7 @@ def test_celery_task_id_is_stored(
     job = submit(client, alice)
     row = jobs_repo.get_job(db, alice.tenant_id, uuid.UUID(job["id"]))
     assert row is not None and row.celery_task_id
-    ids = {
-        m["id"]
-        for m in queued_messages(redis_client, settings.task_queue)
-        if m["kwargs"]["job_id"] == job["id"]
-    }
+    ids = {m["id"] for m in queued_messages(redis_client, settings.task_queue) if m["kwargs"]["job_id"] == job["id"]}
     assert ids == {row.celery_task_id}
 
 
@@ -109,19 +103,14 @@ def test_base_model_policy(client: TestClient, alice: Caller, admin: Caller) -> 
         "config.data.train_path: only builtin datasets here",
     )
     assert_problem(
-        client.post(
-            "/v1/jobs", json={"config": {"model": {"trust_remote_code": True}}}, headers=alice.headers
-        ),
+        client.post("/v1/jobs", json={"config": {"model": {"trust_remote_code": True}}}, headers=alice.headers),
         403,
         "trust_remote_code requires an admin API key",
     )
     # Operators (admin keys) may train from a local model directory.
     job = submit(client, admin, base_model="/srv/models/base")
     assert job["base_model"] == "/srv/models/base"
-    assert (
-        submit(client, alice, base_model="Qwen/Qwen2.5-0.5B-Instruct")["base_model"]
-        == "Qwen/Qwen2.5-0.5B-Instruct"
-    )
+    assert submit(client, alice, base_model="Qwen/Qwen2.5-0.5B-Instruct")["base_model"] == "Qwen/Qwen2.5-0.5B-Instruct"
 
 
 def test_unknown_job_is_404(client: TestClient, alice: Caller) -> None:
@@ -192,15 +181,11 @@ def test_cancel_running_job_requests_cancellation(client: TestClient, alice: Cal
         True,
         True,
     )
-    assert (
-        client.post(f"/v1/jobs/{job_id}/cancel", headers=alice.headers).status_code == 202
-    )  # repeat is harmless
+    assert client.post(f"/v1/jobs/{job_id}/cancel", headers=alice.headers).status_code == 202  # repeat is harmless
     # The worker notices the flag between steps and stops.
     assert jobs_repo.finish_job(db, job_id, JobStatus.cancelled)
     db.commit()
-    assert_problem(
-        client.post(f"/v1/jobs/{job_id}/cancel", headers=alice.headers), 409, "is already cancelled"
-    )
+    assert_problem(client.post(f"/v1/jobs/{job_id}/cancel", headers=alice.headers), 409, "is already cancelled")
 
 
 def test_cancel_finished_job_is_409(client: TestClient, alice: Caller, db: Session) -> None:
@@ -208,13 +193,9 @@ def test_cancel_finished_job_is_409(client: TestClient, alice: Caller, db: Sessi
     assert jobs_repo.claim_job(db, job_id, worker_id="w1")
     assert jobs_repo.finish_job(db, job_id, JobStatus.succeeded, summary={"accuracy_after": 0.5})
     db.commit()
-    body = assert_problem(
-        client.post(f"/v1/jobs/{job_id}/cancel", headers=alice.headers), 409, "is already succeeded"
-    )
+    body = assert_problem(client.post(f"/v1/jobs/{job_id}/cancel", headers=alice.headers), 409, "is already succeeded")
     assert body["type"] == "urn:remix:problem:job-terminal"
-    assert client.get(f"/v1/jobs/{job_id}", headers=alice.headers).json()["summary"] == {
-        "accuracy_after": 0.5
-    }
+    assert client.get(f"/v1/jobs/{job_id}", headers=alice.headers).json()["summary"] == {"accuracy_after": 0.5}
 
 
 def test_cancelled_job_cannot_be_claimed(client: TestClient, alice: Caller, db: Session) -> None:

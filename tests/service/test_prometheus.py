@@ -47,9 +47,7 @@ def test_metrics_endpoint_lists_every_metric_family(client: TestClient, alice: C
     } <= names
     assert value(samples, "remix_scrape_source_up", source="database") == 1
     assert value(samples, "remix_scrape_source_up", source="broker") == 1
-    assert {dict(labels)["state"] for name, labels in samples if name == "remix_jobs"} == {
-        s.value for s in JobStatus
-    }
+    assert {dict(labels)["state"] for name, labels in samples if name == "remix_jobs"} == {s.value for s in JobStatus}
 
 
 def test_metrics_endpoint_jobs_by_state_and_queue_depth_follow_the_database(
@@ -73,9 +71,7 @@ def test_metrics_endpoint_jobs_by_state_and_queue_depth_follow_the_database(
     db.commit()
     final = scrape(client)
     assert value(final, "remix_jobs", state="running") == value(before, "remix_jobs", state="running")
-    assert (
-        value(final, "remix_jobs", state="failed") == (value(before, "remix_jobs", state="failed") or 0) + 1
-    )
+    assert value(final, "remix_jobs", state="failed") == (value(before, "remix_jobs", state="failed") or 0) + 1
 
 
 def test_metrics_endpoint_reports_worker_progress_of_running_jobs(

@@ -28,8 +28,7 @@ def test_prod_refuses_embedded_defaults() -> None:
     with pytest.raises(ValueError, match="REMIX_BROKER_URL must point at Redis or RabbitMQ"):
         Settings(env="prod", database_url="postgresql+psycopg://db/remix")
     assert (
-        Settings(env="prod", database_url="postgresql+psycopg://db/remix", broker_url="redis://r:6379/0").env
-        == "prod"
+        Settings(env="prod", database_url="postgresql+psycopg://db/remix", broker_url="redis://r:6379/0").env == "prod"
     )
 
 

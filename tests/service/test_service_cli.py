@@ -47,9 +47,7 @@ def test_create_key_prints_a_working_key_once(client: TestClient, database_url: 
 def test_admin_keys_share_the_tenant(client: TestClient, database_url: str) -> None:
     env = {"REMIX_DATABASE_URL": database_url}
     user = runner.invoke(app, ["create-key", "--tenant", "shared-cli"], env=env).stdout.splitlines()[0]
-    admin = runner.invoke(
-        app, ["create-key", "--tenant", "shared-cli", "--admin"], env=env
-    ).stdout.splitlines()[0]
+    admin = runner.invoke(app, ["create-key", "--tenant", "shared-cli", "--admin"], env=env).stdout.splitlines()[0]
     job = client.post(
         "/v1/jobs",
         json={"base_model": "/srv/base", "config": {}},

@@ -10,9 +10,7 @@ from worker.celery_app import MAINTENANCE_QUEUE, REAP_TASK, create_celery_app, r
 
 
 def test_app_is_configured_for_long_single_gpu_jobs():
-    settings = Settings(
-        broker_url="redis://127.0.0.1:6379/13", task_queue="gpu-a100", stale_after_seconds=120
-    )
+    settings = Settings(broker_url="redis://127.0.0.1:6379/13", task_queue="gpu-a100", stale_after_seconds=120)
     app = create_celery_app(settings)
     conf = app.conf
 

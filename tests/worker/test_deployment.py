@@ -75,14 +75,9 @@ def test_maintenance_worker_runs_beat_for_the_reaper(compose):
 def test_every_app_service_gets_valid_settings(compose):
     for name in ("migrate", "api", "worker-gpu", "worker-maintenance"):
         env = {k: str(v) for k, v in compose["services"][name]["environment"].items()}
-        settings = Settings(
-            **{k.removeprefix("REMIX_").lower(): v for k, v in env.items() if k.startswith("REMIX_")}
-        )
+        settings = Settings(**{k.removeprefix("REMIX_").lower(): v for k, v in env.items() if k.startswith("REMIX_")})
         assert settings.env == "prod"
-        assert (
-            settings.database_url.startswith("postgresql+psycopg://")
-            and "@postgres:" in settings.database_url
-        )
+        assert settings.database_url.startswith("postgresql+psycopg://") and "@postgres:" in settings.database_url
         assert settings.broker_url == "redis://redis:6379/0"
 
 

@@ -36,9 +36,7 @@ def _job(sessions, job_id) -> Job:
 
 
 def _send(settings: Settings, job: Job) -> None:
-    create_celery_app(settings).send_task(
-        "worker.train_job", kwargs={"job_id": str(job.id)}, queue=settings.task_queue
-    )
+    create_celery_app(settings).send_task("worker.train_job", kwargs={"job_id": str(job.id)}, queue=settings.task_queue)
 
 
 def _events(sessions, job_id) -> list[JobEvent]:
@@ -76,9 +74,7 @@ def test_two_process_job_trains_through_the_worker(sessions, make_job, settings,
     assert done.status == "succeeded", f"{done.error}\n{worker.log_text()[-4000:]}"
     assert (done.current_step, done.attempts) == (total, 1)
     with sessions() as session:
-        metrics = session.execute(
-            select(JobMetric.step, JobMetric.metrics).where(JobMetric.job_id == job.id)
-        ).all()
+        metrics = session.execute(select(JobMetric.step, JobMetric.metrics).where(JobMetric.job_id == job.id)).all()
         checkpoints = session.scalars(
             select(Checkpoint).where(Checkpoint.job_id == job.id).order_by(Checkpoint.step)
         ).all()
@@ -148,9 +144,7 @@ def test_killed_worker_leaves_no_orphan_ranks_and_the_job_resumes(sessions, make
 
     # and once the heartbeat is stale a new worker re-queues the job and its ranks resume it
     wait_for(
-        lambda: (
-            _job(sessions, job.id).heartbeat_at < utcnow() - timedelta(seconds=settings.stale_after_seconds)
-        ),
+        lambda: _job(sessions, job.id).heartbeat_at < utcnow() - timedelta(seconds=settings.stale_after_seconds),
         timeout=30,
         what="the heartbeat to go stale",
     )

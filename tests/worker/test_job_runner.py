@@ -104,9 +104,7 @@ def test_metrics_are_upserted_by_step(sessions, make_job):
 
     with sessions() as session:
         rows = session.execute(
-            select(JobMetric.step, JobMetric.metrics)
-            .where(JobMetric.job_id == writer.job_id)
-            .order_by(JobMetric.step)
+            select(JobMetric.step, JobMetric.metrics).where(JobMetric.job_id == writer.job_id).order_by(JobMetric.step)
         ).all()
     assert [(r.step, r.metrics) for r in rows] == [(1, {"loss": 0.25, "nan": None}), (2, {"loss": 0.5})]
     assert _job(sessions, writer.job_id).current_step == 1  # the last reported step
@@ -180,9 +178,7 @@ def test_should_stop_reads_cancel_requests_at_most_once_per_interval(sessions, m
     assert eager.should_stop() is False
 
     with sessions.begin() as session:
-        session.execute(
-            update(Job).where(Job.id == writer.job_id).values(cancel_requested=True, status="cancelling")
-        )
+        session.execute(update(Job).where(Job.id == writer.job_id).values(cancel_requested=True, status="cancelling"))
 
     assert eager.should_stop() is True
     assert throttled.should_stop() is False  # cached until its interval passes
@@ -208,9 +204,7 @@ def _fake_checkpoint(root: Path, step: int, size: int) -> Path:
 
 def _checkpoint_rows(sessions, job_id) -> list[tuple[int, str, int]]:
     with sessions() as session:
-        rows = session.scalars(
-            select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.step)
-        )
+        rows = session.scalars(select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.step))
         return [(r.step, r.uri, r.size_bytes) for r in rows]
 
 
@@ -228,9 +222,7 @@ def test_checkpoints_pruned_by_the_trainer_are_unregistered(sessions, make_job, 
     shutil.rmtree(first)  # retention: the trainer deletes the older folder, then reports it
     callbacks.on_checkpoint_pruned(2, first)
 
-    assert _checkpoint_rows(sessions, writer.job_id) == [
-        (4, f"jobs/{writer.job_id}/checkpoints/step-000004/", 302)
-    ]
+    assert _checkpoint_rows(sessions, writer.job_id) == [(4, f"jobs/{writer.job_id}/checkpoints/step-000004/", 302)]
 
 
 def test_rows_of_checkpoint_folders_that_vanished_are_dropped(sessions, make_job, tmp_path):
@@ -329,9 +321,7 @@ def test_uploaded_datasets_resolve_to_files_of_the_artifact_store(sessions, make
             answer_field="answer",
         )
         session.add(dataset)
-    job = make_job(
-        dataset_id=dataset.id, config=tiny_job_config(data={"train_path": key, "eval_path": eval_key})
-    )
+    job = make_job(dataset_id=dataset.id, config=tiny_job_config(data={"train_path": key, "eval_path": eval_key}))
 
     config = resolve_config(job, sessions, store, Path(settings.artifacts_dir) / ".cache")
 

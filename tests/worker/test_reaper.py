@@ -30,16 +30,12 @@ def enqueue(settings, redis_url):
 
 def _make_stale(sessions, job_id, seconds: float = 60) -> None:
     with sessions.begin() as session:
-        session.execute(
-            update(Job).where(Job.id == job_id).values(heartbeat_at=utcnow() - timedelta(seconds=seconds))
-        )
+        session.execute(update(Job).where(Job.id == job_id).values(heartbeat_at=utcnow() - timedelta(seconds=seconds)))
 
 
 def _events(sessions, job_id) -> list[str]:
     with sessions() as session:
-        return list(
-            session.scalars(select(JobEvent.kind).where(JobEvent.job_id == job_id).order_by(JobEvent.id))
-        )
+        return list(session.scalars(select(JobEvent.kind).where(JobEvent.job_id == job_id).order_by(JobEvent.id)))
 
 
 def _job(sessions, job_id) -> Job:
@@ -47,9 +43,7 @@ def _job(sessions, job_id) -> Job:
         return session.get_one(Job, job_id)
 
 
-def test_stale_running_job_is_requeued_and_sent_to_the_broker(
-    sessions, make_job, settings, enqueue, redis_url
-):
+def test_stale_running_job_is_requeued_and_sent_to_the_broker(sessions, make_job, settings, enqueue, redis_url):
     # given a job whose worker stopped heart-beating, and a healthy one
     stale = make_job()
     healthy = make_job()
@@ -90,9 +84,7 @@ def test_job_is_failed_after_max_attempts_with_every_attempt_recorded(sessions, 
     assert row.error.startswith(f"gave up after {settings.max_attempts} attempts")
     assert row.finished_at is not None
     with sessions() as session:
-        attempts = session.scalars(
-            select(JobAttempt).where(JobAttempt.job_id == job.id).order_by(JobAttempt.attempt)
-        )
+        attempts = session.scalars(select(JobAttempt).where(JobAttempt.job_id == job.id).order_by(JobAttempt.attempt))
         recorded = [(a.attempt, a.worker_id, a.outcome) for a in attempts]
     assert recorded == [(n, f"host-{n}", "stalled") for n in range(1, settings.max_attempts + 1)]
     assert _events(sessions, job.id)[-2:] == ["stalled", "failed"]
@@ -104,9 +96,7 @@ def test_stale_job_being_cancelled_becomes_cancelled(sessions, make_job, setting
     job = make_job()
     claim_job(sessions, job.id, worker_id="dead-host")
     with sessions.begin() as session:
-        session.execute(
-            update(Job).where(Job.id == job.id).values(status="cancelling", cancel_requested=True)
-        )
+        session.execute(update(Job).where(Job.id == job.id).values(status="cancelling", cancel_requested=True))
     _make_stale(sessions, job.id)
 
     assert reap_stale_jobs(sessions, settings, enqueue) == {"cancelled": 1}

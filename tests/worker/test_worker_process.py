@@ -93,16 +93,12 @@ def _job(sessions, job_id) -> Job:
         return session.get_one(Job, uuid.UUID(str(job_id)))
 
 
-def _wait_status(
-    sessions, job_id, statuses: set[str], worker: ManagedProcess, timeout: float = JOB_TIMEOUT
-) -> Job:
+def _wait_status(sessions, job_id, statuses: set[str], worker: ManagedProcess, timeout: float = JOB_TIMEOUT) -> Job:
     def reached() -> Job | None:
         job = _job(sessions, job_id)
         return job if job.status in statuses else None
 
-    return wait_for(
-        reached, timeout=timeout, what=f"job {job_id} to become {statuses}", on_timeout=worker.log_text
-    )
+    return wait_for(reached, timeout=timeout, what=f"job {job_id} to become {statuses}", on_timeout=worker.log_text)
 
 
 def _metric_steps(sessions, job_id) -> list[int]:
@@ -120,9 +116,7 @@ def _event_kinds(sessions, job_id) -> list[str]:
         )
 
 
-def test_job_submitted_over_http_is_trained_and_its_checkpoint_loads(
-    client, sessions, start_worker, tmp_path
-):
+def test_job_submitted_over_http_is_trained_and_its_checkpoint_loads(client, sessions, start_worker, tmp_path):
     # given a running worker and a job submitted over HTTP
     worker = start_worker("e2e")
     job_id = _submit(client, tiny_job_config())
@@ -139,9 +133,7 @@ def test_job_submitted_over_http_is_trained_and_its_checkpoint_loads(
     metrics = client.get(f"/v1/jobs/{job_id}/metrics").json()["data"]
     assert [m["step"] for m in metrics] == [1, 2, 3, 4]
     assert all("reward_mean" in m["metrics"] for m in metrics)
-    kinds = [
-        e["kind"] for e in client.get(f"/v1/jobs/{job_id}/events", params={"limit": 1000}).json()["data"]
-    ]
+    kinds = [e["kind"] for e in client.get(f"/v1/jobs/{job_id}/events", params={"limit": 1000}).json()["data"]]
     for kind in ("started", "evaluation", "checkpoint", "reincarnated", "succeeded"):
         assert kind in kinds
     assert kinds[-1] == "succeeded"
@@ -187,9 +179,7 @@ def test_killed_worker_is_reaped_and_the_job_resumes_from_its_checkpoint(session
 
     # and, once its heartbeat is stale, a new worker starts
     wait_for(
-        lambda: (
-            _job(sessions, job_id).heartbeat_at < utcnow() - timedelta(seconds=settings.stale_after_seconds)
-        ),
+        lambda: _job(sessions, job_id).heartbeat_at < utcnow() - timedelta(seconds=settings.stale_after_seconds),
         timeout=30,
         what="the heartbeat to go stale",
     )
@@ -201,14 +191,10 @@ def test_killed_worker_is_reaped_and_the_job_resumes_from_its_checkpoint(session
     assert job.attempts == 2
     assert _metric_steps(sessions, job_id) == list(range(1, total + 1))
     with sessions() as session:
-        attempts = session.scalars(
-            select(JobAttempt).where(JobAttempt.job_id == job.id).order_by(JobAttempt.attempt)
-        )
+        attempts = session.scalars(select(JobAttempt).where(JobAttempt.job_id == job.id).order_by(JobAttempt.attempt))
         attempts = list(attempts)
         early_metrics = session.scalars(
-            select(JobMetric).where(
-                JobMetric.job_id == job.id, JobMetric.step <= attempts[1].resumed_from_step
-            )
+            select(JobMetric).where(JobMetric.job_id == job.id, JobMetric.step <= attempts[1].resumed_from_step)
         ).all()
     assert [a.outcome for a in attempts] == ["stalled", "succeeded"]
     assert 2 <= attempts[1].resumed_from_step <= killed_at
@@ -233,9 +219,7 @@ def _submit_direct(sessions, settings: Settings, config: dict) -> str:
         )
         session.add(job)
         session.commit()
-    create_celery_app(settings).send_task(
-        "worker.train_job", kwargs={"job_id": str(job.id)}, queue=settings.task_queue
-    )
+    create_celery_app(settings).send_task("worker.train_job", kwargs={"job_id": str(job.id)}, queue=settings.task_queue)
     return str(job.id)
 
 
@@ -303,16 +287,12 @@ def test_beat_reaps_jobs_orphaned_after_the_worker_started(sessions, settings, t
         # when a job's worker dies after the start-up reaper already ran
         with sessions() as session:  # get_or_create_tenant commits
             tenant = get_or_create_tenant(session, "orphans")
-            job = Job(
-                tenant_id=tenant.id, base_model="builtin:tiny-arith", config=tiny_job_config(), total_steps=4
-            )
+            job = Job(tenant_id=tenant.id, base_model="builtin:tiny-arith", config=tiny_job_config(), total_steps=4)
             session.add(job)
             session.commit()
         claim_job(sessions, job.id, worker_id="vanished-host-1")
         with sessions.begin() as session:
-            session.execute(
-                update(Job).where(Job.id == job.id).values(heartbeat_at=utcnow() - timedelta(minutes=5))
-            )
+            session.execute(update(Job).where(Job.id == job.id).values(heartbeat_at=utcnow() - timedelta(minutes=5)))
 
         # then the periodic reaper re-queues it onto the training queue
         _wait_status(sessions, job.id, {"queued"}, maintenance, timeout=60)

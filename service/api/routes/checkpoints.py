@@ -30,9 +30,7 @@ def list_checkpoints(
     out = []
     for row in job_outputs.list_checkpoints(session, job.id):
         item = CheckpointPublic.model_validate(row)
-        item.download_url = request.app.url_path_for(
-            "download_checkpoint", job_id=str(job.id), step=str(row.step)
-        )
+        item.download_url = request.app.url_path_for("download_checkpoint", job_id=str(job.id), step=str(row.step))
         out.append(item)
     return CheckpointsList(data=out)
 
@@ -63,12 +61,8 @@ def download_checkpoint(
         if not f.relpath.startswith(EXCLUDED_DIRS) and not f.relpath.rsplit("/", 1)[-1].startswith(".tmp-")
     ]
     if not files:
-        raise ProblemError(
-            410, f"the files of checkpoint step {step} are no longer stored", slug="checkpoint-gone"
-        )
+        raise ProblemError(410, f"the files of checkpoint step {step} are no longer stored", slug="checkpoint-gone")
     root = f"step-{step:06d}"
     filename = f"{job.id}-{root}.tar.gz"
     headers = {"Content-Disposition": f'attachment; filename="{filename}"'}
-    return StreamingResponse(
-        tar_gz_stream(store, files, root), media_type="application/gzip", headers=headers
-    )
+    return StreamingResponse(tar_gz_stream(store, files, root), media_type="application/gzip", headers=headers)

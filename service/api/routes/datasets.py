@@ -89,7 +89,11 @@ def _validate(upload: Upload, prompt_field: str, answer_field: str) -> tuple[str
     if unstorable is not None:
         # Training could read such rows, but the preview and column names are stored in the database.
         raise ProblemError(
-            400, f"dataset {unstorable}: {REASON}", title="Invalid dataset", slug="invalid-dataset", field="file"
+            400,
+            f"dataset {unstorable}: {REASON}",
+            title="Invalid dataset",
+            slug="invalid-dataset",
+            field="file",
         )
     return fmt, summary
 

@@ -73,9 +73,7 @@ def list_jobs(
         session, caller.tenant_id, status=status.value if status else None, limit=limit, after=cursor
     )
     next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id) if rows and has_more else None
-    return JobsPage(
-        data=[JobPublic.model_validate(r) for r in rows], has_more=has_more, next_cursor=next_cursor
-    )
+    return JobsPage(data=[JobPublic.model_validate(r) for r in rows], has_more=has_more, next_cursor=next_cursor)
 
 
 @router.get("/{job_id}", responses={404: PROBLEM})
@@ -84,18 +82,14 @@ def get_job(*, job_id: uuid.UUID, session: SessionDep, caller: CurrentTenant) ->
     return JobPublic.model_validate(owned_job(session, caller, job_id))
 
 
-@router.post(
-    "/{job_id}/cancel", responses={202: {"description": "Cancellation requested"}, 404: PROBLEM, 409: PROBLEM}
-)
+@router.post("/{job_id}/cancel", responses={202: {"description": "Cancellation requested"}, 404: PROBLEM, 409: PROBLEM})
 def cancel_job(
     *,
     job_id: uuid.UUID,
     response: Response,
     session: SessionDep,
     caller: CurrentTenant,
-    checkpoint: Annotated[
-        bool, Query(description="Save a checkpoint before stopping a running job.")
-    ] = False,
+    checkpoint: Annotated[bool, Query(description="Save a checkpoint before stopping a running job.")] = False,
 ) -> JobPublic:
     """Cancel: a queued job is cancelled at once (200); a running one stops at the next step (202)."""
     job = owned_job(session, caller, job_id)
@@ -120,9 +114,7 @@ def get_metrics(
     if from_step is not None and to_step is not None and from_step > to_step:
         raise FieldValidationError([{"field": "to_step", "message": "must be >= from_step"}])
     job = owned_job(session, caller, job_id)
-    rows, has_more = job_outputs.list_metrics(
-        session, job.id, from_step=from_step, to_step=to_step, limit=limit
-    )
+    rows, has_more = job_outputs.list_metrics(session, job.id, from_step=from_step, to_step=to_step, limit=limit)
     return MetricsPage(data=[MetricPoint.model_validate(r) for r in rows], has_more=has_more)
 
 

@@ -32,9 +32,7 @@ def stream_job(
     settings: SettingsDep,
     caller: CurrentTenant,
     last_event_id_header: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
-    last_event_id: Annotated[
-        str | None, Query(description="Resume cursor when headers cannot be set.")
-    ] = None,
+    last_event_id: Annotated[str | None, Query(description="Resume cursor when headers cannot be set.")] = None,
 ) -> StreamingResponse:
     """Stream `metric` and lifecycle events (named by kind), ending with `end` when the job is terminal."""
     job = owned_job(session, caller, job_id)
