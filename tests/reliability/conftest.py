@@ -13,27 +13,13 @@ from collections.abc import Iterator
 import pytest
 import redis
 from fastapi.testclient import TestClient
-from reliability_testing import UPLOAD_LIMIT, Caller, create_database, drop_database, make_caller
+from reliability_testing import UPLOAD_LIMIT
 from servers import postgres_server, redis_server  # noqa: F401 - fixtures for the fault tests
-from sqlalchemy.orm import Session
 
-from service.db import dispose_engines, session_factory
 from service.main import create_app
-from service.migrate import upgrade
 from service.settings import Settings, get_settings
 
 REDIS_URL = os.environ.get("REMIX_TEST_RELIABILITY_REDIS", "redis://127.0.0.1:6379/12")
-
-
-@pytest.fixture(scope="session")
-def database_url() -> Iterator[str]:
-    url = create_database()
-    try:
-        upgrade(url)
-        yield url
-    finally:
-        dispose_engines()
-        drop_database(url)
 
 
 @pytest.fixture(scope="session")
@@ -68,22 +54,6 @@ def app(settings: Settings):  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="session")
 def client(app) -> TestClient:  # type: ignore[no-untyped-def]
     return TestClient(app)
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[Session]:
-    with session_factory(database_url)() as session:
-        yield session
-
-
-@pytest.fixture
-def alice(database_url: str) -> Caller:
-    return make_caller(database_url)
-
-
-@pytest.fixture
-def bob(database_url: str) -> Caller:
-    return make_caller(database_url)
 
 
 @pytest.fixture(autouse=True)

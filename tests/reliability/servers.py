@@ -14,7 +14,6 @@ import glob
 import os
 import pwd
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -26,49 +25,9 @@ import httpx
 import psycopg
 import pytest
 import redis
-from reliability_testing import REPO_ROOT, free_port, wait_for
+from testing_support import ManagedProcess, free_port, service_env, wait_for
 
 from service.settings import Settings
-
-
-class ManagedProcess:
-    """A subprocess in its own process group, logging to a file."""
-
-    def __init__(self, args: list[str], env: dict[str, str], log_path: Path, cwd: Path = REPO_ROOT) -> None:
-        self.args, self.env, self.log_path, self.cwd = args, env, log_path, cwd
-        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            args, cwd=cwd, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def kill(self) -> None:
-        """SIGKILL the whole process group: nothing gets to clean up."""
-        self._signal_group(signal.SIGKILL)
-        self.proc.wait(timeout=30)
-
-    def stop(self, timeout: float = 20) -> None:
-        if self.alive():
-            self._signal_group(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self._signal_group(signal.SIGKILL)  # children that outlived their parent
-        if not self._log.closed:
-            self._log.close()
-
-    def _signal_group(self, sig: signal.Signals) -> None:
-        try:
-            os.killpg(self.proc.pid, sig)
-        except ProcessLookupError:
-            pass
-
 
 # ----------------------------------------------------------------------------- Redis
 
@@ -204,28 +163,6 @@ class PostgresServer:
 
 
 # ----------------------------------------------------------------------------- API and workers
-
-
-def service_env(settings: Settings, **extra: str) -> dict[str, str]:
-    """Environment of an API/worker subprocess pointed at `settings`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REMIX_")}
-    fields = {
-        "DATABASE_URL": settings.database_url,
-        "BROKER_URL": settings.broker_url,
-        "ARTIFACTS_DIR": settings.artifacts_dir,
-        "TASK_QUEUE": settings.task_queue,
-        "HEARTBEAT_SECONDS": str(settings.heartbeat_seconds),
-        "STALE_AFTER_SECONDS": str(settings.stale_after_seconds),
-        "MAX_ATTEMPTS": str(settings.max_attempts),
-        "SSE_POLL_SECONDS": str(settings.sse_poll_seconds),
-        "MAX_UPLOAD_BYTES": str(settings.max_upload_bytes),
-        "DB_RETRY_AFTER_SECONDS": str(settings.db_retry_after_seconds),
-    }
-    env.update({f"REMIX_{k}": v for k, v in fields.items()})
-    env.update(PYTHONUNBUFFERED="1", **extra)
-    if "REMIX_CACHE_DIR" in os.environ:
-        env["REMIX_CACHE_DIR"] = os.environ["REMIX_CACHE_DIR"]
-    return env
 
 
 def start_api(settings: Settings, log_path: Path, **extra_env: str) -> tuple[ManagedProcess, str]:

@@ -8,40 +8,20 @@ Database and API-key helpers come from tests/service/service_testing.py.
 from __future__ import annotations
 
 import os
-import sys
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
-from sqlalchemy.orm import Session
+from client_testing import serve_in_thread
+from testing_support import Caller
 
-# tests/ is not a package: make the service tests' helper module importable from here too.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "service"))
-
-from client_testing import serve_in_thread  # noqa: E402
-from service_testing import Caller, create_database, drop_database, make_caller  # noqa: E402
-
-from remix_client import RemixClient  # noqa: E402
-from service.db import dispose_engines, session_factory  # noqa: E402
-from service.main import create_app  # noqa: E402
-from service.migrate import upgrade  # noqa: E402
-from service.settings import Settings  # noqa: E402
+from remix_client import RemixClient
+from service.main import create_app
+from service.settings import Settings
 
 REDIS_URL = os.environ.get("REMIX_TEST_REDIS", "redis://127.0.0.1:6379/14")
 UPLOAD_LIMIT = 4096
-
-
-@pytest.fixture(scope="session")
-def database_url() -> Iterator[str]:
-    url = create_database()
-    try:
-        upgrade(url)
-        yield url
-    finally:
-        dispose_engines()
-        drop_database(url)
 
 
 @pytest.fixture(scope="session")
@@ -63,23 +43,6 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
 def base_url(settings: Settings) -> Iterator[str]:
     with serve_in_thread(create_app(settings)) as url:
         yield url
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[Session]:
-    """A session writing rows the way a worker does."""
-    with session_factory(database_url)() as session:
-        yield session
-
-
-@pytest.fixture
-def alice(database_url: str) -> Caller:
-    return make_caller(database_url)
-
-
-@pytest.fixture
-def bob(database_url: str) -> Caller:
-    return make_caller(database_url)
 
 
 @pytest.fixture

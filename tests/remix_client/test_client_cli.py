@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 from client_testing import finish, record_steps, start_job, store_checkpoint, write_jsonl
-from service_testing import Caller
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from testing_support import Caller
 from typer.testing import CliRunner
 
 from remix_client import RemixClient

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from client_testing import write_jsonl
-from service_testing import make_caller
+from testing_support import make_caller
 
 from remix_client import RemixClient
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 from client_testing import finish, record_steps, start_job, store_checkpoint
-from service_testing import Caller
 from sqlalchemy.orm import Session
+from testing_support import Caller
 
 from remix_client import Conflict, Job, NotFound, RemixClient
 from service.models import JobStatus
@@ -47,7 +47,7 @@ def test_create_job_with_the_same_key_returns_the_same_job(remix: RemixClient) -
 
 
 def test_list_jobs_follows_every_page(base_url: str, database_url: str) -> None:
-    from service_testing import make_caller
+    from testing_support import make_caller
 
     caller = make_caller(database_url)
     with RemixClient(base_url, caller.key) as client:

@@ -9,8 +9,8 @@ import time
 from typing import Any
 
 from client_testing import CuttableProxy, ScriptedServer, finish, record_steps, start_job
-from service_testing import Caller
 from sqlalchemy.orm import Session
+from testing_support import Caller
 
 from remix_client import RemixClient, StreamEnd, StreamEvent, StreamItem, StreamMetric
 from remix_client.sse import iter_sse

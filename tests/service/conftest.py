@@ -14,27 +14,12 @@ from collections.abc import Iterator
 import pytest
 import redis
 from fastapi.testclient import TestClient
-from service_testing import Caller, create_database, drop_database, make_caller
-from sqlalchemy.orm import Session
 
-from service.db import dispose_engines, session_factory
 from service.main import create_app
-from service.migrate import upgrade
 from service.settings import Settings
 
 REDIS_URL = os.environ.get("REMIX_TEST_REDIS", "redis://127.0.0.1:6379/14")
 UPLOAD_LIMIT = 4096
-
-
-@pytest.fixture(scope="session")
-def database_url() -> Iterator[str]:
-    url = create_database()
-    try:
-        upgrade(url)
-        yield url
-    finally:
-        dispose_engines()
-        drop_database(url)
 
 
 @pytest.fixture(scope="session")
@@ -65,25 +50,3 @@ def settings(
 @pytest.fixture(scope="session")
 def client(settings: Settings) -> TestClient:
     return TestClient(create_app(settings))
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[Session]:
-    """A session for writing rows the way a worker does."""
-    with session_factory(database_url)() as session:
-        yield session
-
-
-@pytest.fixture
-def alice(database_url: str) -> Caller:
-    return make_caller(database_url)
-
-
-@pytest.fixture
-def bob(database_url: str) -> Caller:
-    return make_caller(database_url)
-
-
-@pytest.fixture
-def admin(database_url: str) -> Caller:
-    return make_caller(database_url, admin=True)

@@ -1,0 +1,164 @@
+"""Helpers every integration test suite shares: throwaway Postgres databases, API callers with keys,
+problem+json assertions, polling, and subprocesses (API, workers) pointed at the test resources.
+
+The suites import these through their own `*_testing.py` modules, which add what only they need.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from service.db import session_factory
+from service.repositories.tenants import create_api_key, get_or_create_tenant
+from service.settings import Settings
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+ADMIN_PG = os.environ.get("REMIX_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+# ----------------------------------------------------------------------------- databases and callers
+
+
+def create_database(admin_url: str = ADMIN_PG) -> str:
+    """A new empty database on the server of `admin_url`; returns its SQLAlchemy URL."""
+    name = f"remix_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+    return f"{base}/{name}"
+
+
+def drop_database(url: str, admin_url: str = ADMIN_PG) -> None:
+    name = url.rsplit("/", 1)[1]
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@dataclass
+class Caller:
+    tenant_id: uuid.UUID
+    key: str
+    headers: dict[str, str]
+
+
+def make_caller(database_url: str, *, admin: bool = False) -> Caller:
+    """A new tenant with one API key (an admin key with `admin`)."""
+    with session_factory(database_url)() as session:
+        tenant = get_or_create_tenant(session, f"tenant-{uuid.uuid4().hex[:10]}")
+        _, key = create_api_key(session, tenant, name="test", is_admin=admin)
+        return Caller(tenant.id, key, {"Authorization": f"Bearer {key}"})
+
+
+def assert_problem(response: Any, status: int, detail_part: str = "") -> dict[str, Any]:
+    """An RFC 9457 problem document with this status whose detail contains `detail_part`."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json", response.headers
+    body = response.json()
+    assert body["status"] == status
+    assert {"type", "title", "detail", "instance"} <= body.keys()
+    assert detail_part in body["detail"], body["detail"]
+    return body
+
+
+# ----------------------------------------------------------------------------- waiting
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(
+    predicate: Callable[[], Any],
+    *,
+    timeout: float,
+    what: str,
+    interval: float = 0.2,
+    on_timeout: Callable[[], str] | None = None,
+) -> Any:
+    """Poll `predicate` until it returns something truthy; fail naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    detail = on_timeout() if on_timeout else ""
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}\n{detail[-6000:]}")
+
+
+# ----------------------------------------------------------------------------- subprocesses
+
+
+def service_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """Environment of an API/worker subprocess pointed at `settings`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REMIX_")}
+    fields = {
+        "DATABASE_URL": settings.database_url,
+        "BROKER_URL": settings.broker_url,
+        "ARTIFACTS_DIR": settings.artifacts_dir,
+        "TASK_QUEUE": settings.task_queue,
+        "HEARTBEAT_SECONDS": str(settings.heartbeat_seconds),
+        "STALE_AFTER_SECONDS": str(settings.stale_after_seconds),
+        "MAX_ATTEMPTS": str(settings.max_attempts),
+        "SSE_POLL_SECONDS": str(settings.sse_poll_seconds),
+        "MAX_UPLOAD_BYTES": str(settings.max_upload_bytes),
+        "DB_RETRY_AFTER_SECONDS": str(settings.db_retry_after_seconds),
+    }
+    env.update({f"REMIX_{k}": v for k, v in fields.items()})
+    env.update(PYTHONUNBUFFERED="1", **extra)
+    if "REMIX_CACHE_DIR" in os.environ:
+        env["REMIX_CACHE_DIR"] = os.environ["REMIX_CACHE_DIR"]
+    return env
+
+
+class ManagedProcess:
+    """A subprocess in its own process group, logging to a file; `kill()` is a whole-machine crash."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log_path: Path, cwd: Path = REPO_ROOT) -> None:
+        self.args, self.env, self.log_path, self.cwd = args, env, log_path, cwd
+        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            args, cwd=cwd, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group (a worker and its pool children): nothing gets to clean up."""
+        self._signal_group(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def stop(self, timeout: float = 30) -> None:
+        if self.alive():
+            self._signal_group(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._signal_group(signal.SIGKILL)  # pool children outlive a parent killed mid-shutdown
+        if not self._log.closed:
+            self._log.close()
+
+    def _signal_group(self, sig: signal.Signals) -> None:
+        try:
+            os.killpg(self.proc.pid, sig)
+        except ProcessLookupError:
+            pass
