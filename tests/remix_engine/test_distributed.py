@@ -12,7 +12,6 @@ import torch.multiprocessing as mp
 from remix_engine.config import TrainConfig
 from remix_engine.distributed import DistContext, RowMap, agg_denominator, check_shardable, torchrun_command
 from remix_engine.losses import AGG_MODES, agg_loss
-from remix_engine.toy import build_char_tokenizer, build_untrained_model
 from remix_engine.trainer import Trainer
 
 COMPARED = (
@@ -27,15 +26,6 @@ COMPARED = (
     "fresh_rollouts_total",
     "response_length_fresh",
 )
-
-
-@pytest.fixture(scope="module")
-def random_model_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("random-llama")
-    tokenizer = build_char_tokenizer()
-    build_untrained_model(tokenizer, seed=1).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return str(path)
 
 
 def dp_config(model_path, **algorithm):

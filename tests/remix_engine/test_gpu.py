@@ -11,22 +11,12 @@ from transformers import AutoModelForCausalLM
 
 from remix_engine.config import TrainConfig
 from remix_engine.preflight import InsufficientMemoryError
-from remix_engine.toy import build_char_tokenizer, build_untrained_model
 from remix_engine.trainer import Trainer
 
 pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
 ]
-
-
-@pytest.fixture(scope="module")
-def random_model_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("random-llama")
-    tokenizer = build_char_tokenizer()
-    build_untrained_model(tokenizer, seed=1).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return str(path)
 
 
 def gpu_config(model_path, **sections):

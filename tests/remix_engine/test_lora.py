@@ -8,17 +8,8 @@ from transformers import AutoModelForCausalLM
 
 from remix_engine.config import LoraConfig, TrainConfig
 from remix_engine.lora import ADAPTER_DIR
-from remix_engine.toy import build_char_tokenizer, build_untrained_model
+from remix_engine.toy import build_char_tokenizer
 from remix_engine.trainer import Trainer
-
-
-@pytest.fixture(scope="module")
-def random_model_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("random-llama")
-    tokenizer = build_char_tokenizer()
-    build_untrained_model(tokenizer, seed=1).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return str(path)
 
 
 def lora_config(model_path, **algorithm):

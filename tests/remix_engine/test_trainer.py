@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from remix_engine.config import TINY_MODEL_ID, TrainConfig
-from remix_engine.toy import build_char_tokenizer, build_untrained_model
 from remix_engine.trainer import Trainer
 
 
@@ -23,16 +22,6 @@ class Recorder:
 
     def should_stop(self):
         return False
-
-
-@pytest.fixture(scope="module")
-def random_model_dir(tmp_path_factory):
-    """An untrained tiny Llama saved as an ordinary local Hugging Face folder."""
-    path = tmp_path_factory.mktemp("random-llama")
-    tokenizer = build_char_tokenizer()
-    build_untrained_model(tokenizer, seed=1).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return str(path)
 
 
 def small_config(model_path, **algorithm):
