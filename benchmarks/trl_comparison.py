@@ -328,10 +328,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="seconds-long smoke run writing under var/bench/")
     parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--prompts", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--group-size", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--max-new-tokens", type=int, default=16)
     parser.add_argument("--clip-eps", type=float, default=0.2)
     parser.add_argument("--kl-coef", type=float, default=0.001)
@@ -339,10 +339,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--p", type=float, default=0.4)
     parser.add_argument("--history", type=int, default=2)
     parser.add_argument("--utd", type=int, default=2)
-    parser.add_argument("--reincarnation-step", type=int, default=12)
-    parser.add_argument("--target", type=float, default=0.5)
-    parser.add_argument("--eval-every", type=int, default=4)
-    parser.add_argument("--eval-size", type=int, default=200)
+    parser.add_argument("--reincarnation-step", type=int, default=20)
+    parser.add_argument("--target", type=float, default=0.6)
+    parser.add_argument("--eval-every", type=int, default=2)
+    parser.add_argument("--eval-size", type=int, default=400)
     parser.add_argument(
         "--threads",
         type=int,

@@ -176,7 +176,7 @@ def test_remix_grpo_raises_toy_accuracy(tmp_path):
         {
             "model": {"name_or_path": TINY_MODEL_ID},
             "data": {"eval_size": 200},
-            "rollout": {"prompts_per_step": 64, "group_size": 8, "max_new_tokens": 10},
+            "rollout": {"prompts_per_step": 64, "group_size": 8, "max_new_tokens": 16},
             "algorithm": {
                 "name": "remix-grpo",
                 "reincarnation_step": 15,
