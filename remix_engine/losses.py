@@ -193,7 +193,7 @@ def kl_convex_loss(
     """KL-Convex constraint: coef * agg(lam * KL(pi || ref) + (1 - lam) * KL(pi || prev)).
 
     ref is pi_base (pi_T after reincarnation), prev the precedent policy pi_{k-1}. A term whose
-    weight is exactly 0 is skipped, and its log-probs may then be None (saves a forward pass,
+    weight (or coef) is exactly 0 is skipped, and its log-probs may then be None (saves a forward pass,
     e.g. prev while lambda == 1; its metric is then absent, not a made-up 0). Metrics kl_ref /
     kl_prev are the unweighted aggregated KLs, kl_loss the returned loss.
     """
@@ -205,8 +205,8 @@ def kl_convex_loss(
     metrics: dict[str, float] = {"lambda": float(lam)}
     for name, anchor, weight in (("kl_ref", ref_logp, lam), ("kl_prev", prev_logp, 1.0 - lam)):
         if anchor is None:
-            if weight != 0.0:
-                raise ValueError(f"{name}: log-probs are required when its weight is {weight}")
+            if weight * coef != 0.0:
+                raise ValueError(f"{name}: log-probs are required when its weight is {weight} and coef {coef}")
             continue
         kl = kl_estimate(logp, _valid(anchor.detach(), mask), kind)  # (B, Lr)
         metrics[name] = float(agg_loss(kl.detach(), mask, agg))

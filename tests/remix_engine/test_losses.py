@@ -365,6 +365,11 @@ def test_kl_convex_endpoints_are_the_pure_kls(kind, agg):
     assert "kl_prev" not in metrics and metrics["kl_ref"] > 0
 
 
+def test_kl_convex_with_zero_coefficient_needs_no_anchor():
+    loss, metrics = kl_convex_loss(KL_LOGP, None, None, KL_MASK, lam=1.0, coef=0.0, kind="k3", agg="token-mean")
+    assert float(loss) == 0.0 and "kl_ref" not in metrics and "kl_prev" not in metrics
+
+
 def test_kl_convex_rejects_bad_lambda_and_missing_weighted_anchor():
     with pytest.raises(ValueError, match=r"lambda must be in \[0, 1\]"):
         kl_convex_loss(KL_LOGP, KL_REF, KL_PREV, KL_MASK, lam=1.5, coef=0.1, kind="k3", agg="token-mean")

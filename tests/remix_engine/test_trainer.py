@@ -123,6 +123,13 @@ def test_single_on_policy_pass_reuses_the_learner_forward_for_pi_k(random_model_
         torch.testing.assert_close(p, q, atol=1e-6, rtol=0, msg=name)
 
 
+def test_without_kl_no_anchor_pass_is_made(random_model_dir, tmp_path):
+    trainer = Trainer(small_config(random_model_dir, kl_coef=0.0, log_inactive_kl=False), tmp_path)
+    for _ in range(2):
+        metrics = trainer.train_step()
+        assert metrics["kl_loss"] == 0.0 and "kl_ref" not in metrics and "kl_prev" not in metrics
+
+
 def test_every_parameter_changes_and_loss_is_finite(random_model_dir, tmp_path):
     trainer = Trainer(small_config(random_model_dir), tmp_path)
     before = {k: v.clone() for k, v in trainer.policy.named_parameters()}
