@@ -344,12 +344,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--reincarnation-step", type=int, default=10)
     parser.add_argument("--eval-every", type=int, default=2)
     parser.add_argument("--eval-size", type=int, default=400)
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch threads; 1 by default because the benchmark machine's 2 cores are shared",
-    )
+    common.add_threads_argument(parser)
     parser.add_argument("--workdir", default=str(common.QUICK_DIR / NAME / "runs"))
     args = parser.parse_args(argv)
     if args.quick:
@@ -382,30 +377,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows = ablation_rows(runs, args.variants)
     signals = signal_summary(runs)
     data_dir, figures = common.output_paths(NAME, args.quick)
-    common.write_json(
-        data_dir / f"{NAME}.json",
-        {
-            "args": vars(args),
-            "machine": common.machine_description(),
-            "ablation": rows,
-            "signals": signals,
-            "runs": [{**r, "metrics": [_kept_metrics(m) for m in r["metrics"]]} for r in runs],
-        },
-    )
-    table = markdown(rows, signals, args)
-    (data_dir / f"{NAME}.md").write_text(table)
+    data = {
+        "args": vars(args),
+        "ablation": rows,
+        "signals": signals,
+        "runs": [{**r, "metrics": [_kept_metrics(m) for m in r["metrics"]]} for r in runs],
+    }
     pngs = plot(runs, rows, figures)
-    if not args.quick:
-        images = "\n".join(f"![{p.stem}](benchmarks/{p.name})" for p in pngs)
-        common.update_report_section(
-            NAME,
-            common.section_text(
-                command=common.command_line(f"benchmarks.{NAME}", argv),
-                machine=common.machine_description(),
-                body=f"{table}\n{images}\n",
-            ),
-        )
-    print(table)
+    text = markdown(rows, signals, args)
+    common.publish(NAME, argv, report=not args.quick, data_dir=data_dir, data=data, text=text, images=pngs)
     return {"ablation": rows, "signals": signals}
 
 

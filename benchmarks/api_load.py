@@ -370,24 +370,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         finally:
             purge_queue(BROKER_URL, queue)
         ingest_rows = [ingest(database_url, writers, args.ingest_steps) for writers in args.ingest_writers]
-    common.write_json(
-        data_dir / f"{NAME}.json",
-        {"args": vars(args), "machine": common.machine_description(), "http": http, "ingest": ingest_rows},
-    )
-    text = markdown(http, ingest_rows, args)
-    (data_dir / f"{NAME}.md").write_text(text)
     png = figures / f"{NAME}.png"
     plot(http, ingest_rows, png)
-    if not args.quick:
-        common.update_report_section(
-            NAME,
-            common.section_text(
-                command=common.command_line(f"benchmarks.{NAME}", argv),
-                machine=common.machine_description(),
-                body=f"{text}\n![{png.stem}](benchmarks/{png.name})\n",
-            ),
-        )
-    print(text)
+    data = {"args": vars(args), "http": http, "ingest": ingest_rows}
+    text = markdown(http, ingest_rows, args)
+    common.publish(NAME, argv, report=not args.quick, data_dir=data_dir, data=data, text=text, images=[png])
     return {"http": http, "ingest": ingest_rows}
 
 

@@ -127,6 +127,37 @@ def update_report_section(name: str, text: str, path: Path = REPORT_PATH) -> Non
     path.write_text(f"{head}{begin}\n{text.strip()}\n{end}{tail}")
 
 
+def publish(
+    name: str,
+    argv: list[str] | None,
+    *,
+    report: bool,
+    data_dir: Path,
+    data: dict[str, Any],
+    text: str,
+    images: list[Path],
+) -> None:
+    """Write NAME.json (with the machine) and NAME.md, print the table; with `report`, rewrite the
+    benchmark's section of docs/benchmarks.md with the command, the machine, the table and the plots."""
+    machine = machine_description()
+    write_json(data_dir / f"{name}.json", {"machine": machine, **data})
+    (data_dir / f"{name}.md").write_text(text)
+    if report:
+        links = "\n".join(f"![{image.stem}](benchmarks/{image.name})" for image in images)
+        command = command_line(f"benchmarks.{name}", argv)
+        update_report_section(name, section_text(command=command, machine=machine, body=f"{text}\n{links}\n"))
+    print(text)
+
+
+def add_threads_argument(parser: Any) -> None:
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads; 1 by default because the benchmark machine's 2 cores are shared",
+    )
+
+
 def _skeleton() -> str:
     parts = [REPORT_INTRO]
     for name, title in SECTIONS.items():

@@ -310,12 +310,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--group-size", type=int, default=8)
     parser.add_argument("--utd", type=int, default=2, help="the config's default UTD ratio (for token counts)")
     parser.add_argument("--max-new-tokens", type=int, default=16)
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch threads; 1 by default because the benchmark machine's 2 cores are shared",
-    )
+    common.add_threads_argument(parser)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--workdir", default=str(common.QUICK_DIR / NAME / "runs"))
     parser.add_argument("--single", nargs=2, metavar=("MODEL", "ALGORITHM"), help=argparse.SUPPRESS)
@@ -345,24 +340,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 flush=True,
             )
     (data_dir / f"{NAME}-single.json").unlink(missing_ok=True)
-    common.write_json(
-        data_dir / f"{NAME}.json",
-        {"args": vars(args), "machine": common.machine_description(), "results": results},
-    )
-    text = markdown(results, args)
-    (data_dir / f"{NAME}.md").write_text(text)
     png = figures / f"{NAME}.png"
     plot(results, png)
-    if not args.quick:
-        common.update_report_section(
-            NAME,
-            common.section_text(
-                command=common.command_line(f"benchmarks.{NAME}", argv),
-                machine=common.machine_description(),
-                body=f"{text}\n![{png.stem}](benchmarks/{png.name})\n",
-            ),
-        )
-    print(text)
+    data = {"args": vars(args), "results": results}
+    text = markdown(results, args)
+    common.publish(NAME, argv, report=not args.quick, data_dir=data_dir, data=data, text=text, images=[png])
     return {"results": results}
 
 

@@ -158,7 +158,7 @@ def report_body(rows: list[dict[str, Any]], ratios: list[dict[str, Any]], args: 
             f"- {remix} reaches {args.target:.0%} with **{saving:.2f}x fewer** fresh rollouts "
             f"than {baseline}{time_note}."
         )
-    return f"{setup}\n\n{table}\n\n" + "\n".join(lines) + f"\n\n![{NAME}](benchmarks/{NAME}.png)\n"
+    return f"{setup}\n\n{table}\n\n" + "\n".join(lines) + "\n"
 
 
 def plot(runs: dict[str, list[dict[str, Any]]], path: Path, args: argparse.Namespace) -> None:
@@ -202,7 +202,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--reincarnation-step", type=int, default=20)
     parser.add_argument("--target", type=float, default=0.6)
     parser.add_argument("--budget", type=int, default=4096, help="fresh rollouts after which accuracy is compared")
-    parser.add_argument("--threads", type=int, default=1)
+    common.add_threads_argument(parser)
     parser.add_argument("--no-docs", action="store_true", help="write under var/bench/ and leave docs/ alone")
     parser.add_argument("--workdir", default=str(common.QUICK_DIR / NAME / "runs"))
     args = parser.parse_args(argv)
@@ -229,27 +229,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows = summarise(runs)
     ratios = pair_ratios(rows)
     data_dir, figures = common.output_paths(NAME, args.quick or args.no_docs)
-    result = {
-        "args": vars(args),
-        "machine": common.machine_description(),
-        "summary": rows,
-        "pairs": ratios,
-        "runs": runs,
-    }
-    common.write_json(data_dir / f"{NAME}.json", result)
-    body = report_body(rows, ratios, args)
-    (data_dir / f"{NAME}.md").write_text(body)
-    plot(runs, figures / f"{NAME}.png", args)
-    if not (args.quick or args.no_docs):
-        common.update_report_section(
-            NAME,
-            common.section_text(
-                command=common.command_line(f"benchmarks.{NAME}", argv),
-                machine=common.machine_description(),
-                body=body,
-            ),
-        )
-    print(body)
+    result = {"args": vars(args), "summary": rows, "pairs": ratios, "runs": runs}
+    png = figures / f"{NAME}.png"
+    plot(runs, png, args)
+    text = report_body(rows, ratios, args)
+    report = not (args.quick or args.no_docs)
+    common.publish(NAME, argv, report=report, data_dir=data_dir, data=result, text=text, images=[png])
     return result
 
 

@@ -343,12 +343,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--target", type=float, default=0.6)
     parser.add_argument("--eval-every", type=int, default=2)
     parser.add_argument("--eval-size", type=int, default=400)
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch threads; 1 by default because the benchmark machine's 2 cores are shared",
-    )
+    common.add_threads_argument(parser)
     parser.add_argument("--workdir", default=str(common.QUICK_DIR / NAME / "runs"))
     args = parser.parse_args(argv)
     if args.quick:
@@ -365,24 +360,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     runs = run(args)
     rows = summarise(runs)
     data_dir, figures = common.output_paths(NAME, args.quick)
-    common.write_json(
-        data_dir / f"{NAME}.json",
-        {"args": vars(args), "machine": common.machine_description(), "summary": rows, "runs": runs},
-    )
-    text = markdown(rows, args)
-    (data_dir / f"{NAME}.md").write_text(text)
     png = figures / f"{NAME}.png"
     plot(runs, rows, png, args.target)
-    if not args.quick:
-        common.update_report_section(
-            NAME,
-            common.section_text(
-                command=common.command_line(f"benchmarks.{NAME}", argv),
-                machine=common.machine_description(),
-                body=f"{text}\n![{png.stem}](benchmarks/{png.name})\n",
-            ),
-        )
-    print(text)
+    data = {"args": vars(args), "summary": rows, "runs": runs}
+    text = markdown(rows, args)
+    common.publish(NAME, argv, report=not args.quick, data_dir=data_dir, data=data, text=text, images=[png])
     return {"summary": rows}
 
 
