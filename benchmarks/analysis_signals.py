@@ -89,28 +89,9 @@ def position_bucketed_ratio_stats() -> Iterator[None]:
 
 
 def run_variant(variant: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
-    overrides = {
-        "off_policy_fraction": args.p,
-        "history_window": args.history,
-        "utd_ratio": args.utd,
-        "reincarnation_step": args.reincarnation_step,
-        "lambda_start_step": args.reincarnation_step,
-        "name": "remix-grpo",
-        **VARIANTS[variant],
-    }
+    overrides = {**common.remix_settings(args), "name": "remix-grpo", **VARIANTS[variant]}
     algorithm = overrides.pop("name")
-    cfg = common.toy_train_config(
-        algorithm,
-        seed=seed,
-        steps=args.max_steps,
-        prompts=args.prompts,
-        group_size=args.group_size,
-        lr=args.lr,
-        max_new_tokens=args.max_new_tokens,
-        eval_size=args.eval_size,
-        eval_every=args.eval_every,
-        **overrides,
-    )
+    cfg = common.toy_config_from_args(algorithm, args, seed=seed, steps=args.max_steps, **overrides)
     recorder = common.TrainingRecorder(rollout_budget=args.budget)
     trainer = Trainer(cfg, Path(args.workdir) / f"{variant}-seed{seed}", callbacks=recorder)
     result = trainer.train()

@@ -234,6 +234,36 @@ def toy_train_config(
     )
 
 
+def remix_settings(args: Any) -> dict[str, Any]:
+    """The ReMix knobs of a benchmark's command line as algorithm settings (lambda decays from T on)."""
+    return {
+        "off_policy_fraction": args.p,
+        "history_window": args.history,
+        "utd_ratio": args.utd,
+        "reincarnation_step": args.reincarnation_step,
+        "lambda_start_step": args.reincarnation_step,
+    }
+
+
+def toy_config_from_args(
+    algorithm: str, args: Any, *, seed: int, steps: int, model: str = TINY_MODEL_ID, **algorithm_overrides: Any
+) -> TrainConfig:
+    """`toy_train_config` with the batch, lr, length and evaluation options of a benchmark's command line."""
+    return toy_train_config(
+        algorithm,
+        seed=seed,
+        steps=steps,
+        prompts=args.prompts,
+        group_size=args.group_size,
+        lr=args.lr,
+        max_new_tokens=args.max_new_tokens,
+        eval_size=args.eval_size,
+        eval_every=args.eval_every,
+        model=model,
+        **algorithm_overrides,
+    )
+
+
 class TrainingRecorder:
     """Trainer callbacks that keep every step's metrics and an accuracy curve.
 

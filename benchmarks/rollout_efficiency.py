@@ -29,27 +29,10 @@ COLORS = {"remix-grpo": "tab:red", "grpo": "tab:blue", "remix-ppo": "tab:orange"
 
 
 def run_one(algorithm: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
-    remix = algorithm.startswith("remix-")
     overrides: dict[str, Any] = {"lambda_start_step": args.reincarnation_step}
-    if remix:
-        overrides |= {
-            "off_policy_fraction": args.p,
-            "history_window": args.history,
-            "utd_ratio": args.utd,
-            "reincarnation_step": args.reincarnation_step,
-        }
-    cfg = common.toy_train_config(
-        algorithm,
-        seed=seed,
-        steps=args.steps,
-        prompts=args.prompts,
-        group_size=args.group_size,
-        lr=args.lr,
-        max_new_tokens=args.max_new_tokens,
-        eval_size=args.eval_size,
-        eval_every=args.eval_every,
-        **overrides,
-    )
+    if algorithm.startswith("remix-"):
+        overrides |= common.remix_settings(args)
+    cfg = common.toy_config_from_args(algorithm, args, seed=seed, steps=args.steps, **overrides)
     recorder = common.TrainingRecorder()
     Trainer(cfg, Path(args.workdir) / f"{algorithm}-seed{seed}", callbacks=recorder).train()
     curve = recorder.points

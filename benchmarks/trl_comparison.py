@@ -51,28 +51,16 @@ def math_verify_reward(completions: list[str], answer: list[str], **_: Any) -> l
 
 
 def our_config(system: str, seed: int, args: argparse.Namespace) -> TrainConfig:
-    remix = {
-        "off_policy_fraction": args.p,
-        "history_window": args.history,
-        "utd_ratio": args.utd,
-        "reincarnation_step": args.reincarnation_step,
-        "lambda_start_step": args.reincarnation_step,
-    }
-    return common.toy_train_config(
+    return common.toy_config_from_args(
         system,
+        args,
         seed=seed,
         steps=args.steps,
-        prompts=args.prompts,
-        group_size=args.group_size,
-        lr=args.lr,
-        max_new_tokens=args.max_new_tokens,
-        eval_size=args.eval_size,
-        eval_every=args.eval_every,
         model=str(args.model_dir),
         kl_coef=args.kl_coef,
         entropy_coef=args.entropy_coef,
         clip_eps=args.clip_eps,
-        **(remix if system.startswith("remix-") else {}),
+        **(common.remix_settings(args) if system.startswith("remix-") else {}),
     )
 
 
