@@ -12,13 +12,15 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+import redis
 
 from service.db import session_factory
 from service.repositories.tenants import create_api_key, get_or_create_tenant
@@ -70,6 +72,38 @@ def assert_problem(response: Any, status: int, detail_part: str = "") -> dict[st
     assert {"type", "title", "detail", "instance"} <= body.keys()
     assert detail_part in body["detail"], body["detail"]
     return body
+
+
+@contextmanager
+def redis_connection(url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(url)
+    client.ping()
+    yield client
+    client.close()
+
+
+@contextmanager
+def api_settings(
+    database_url: str,
+    redis_client: redis.Redis,
+    redis_url: str,
+    artifacts_dir: Path,
+    *,
+    queue_prefix: str,
+    upload_limit: int,
+) -> Iterator[Settings]:
+    """Settings of an API under test: its own broker queue (deleted afterwards) and artifact folder."""
+    queue = f"{queue_prefix}-{uuid.uuid4().hex[:8]}"
+    yield Settings(
+        database_url=database_url,
+        broker_url=redis_url,
+        artifacts_dir=str(artifacts_dir),
+        task_queue=queue,
+        max_upload_bytes=upload_limit,
+        sse_poll_seconds=0.05,
+    )
+    # The queue and the exchange bindings kombu records for it.
+    redis_client.delete(queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}")
 
 
 # ----------------------------------------------------------------------------- waiting

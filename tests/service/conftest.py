@@ -8,12 +8,12 @@ at the end; tests stay independent by working in tenants of their own.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 
 import pytest
 import redis
 from fastapi.testclient import TestClient
+from testing_support import api_settings, redis_connection
 
 from service.main import create_app
 from service.settings import Settings
@@ -24,27 +24,19 @@ UPLOAD_LIMIT = 4096
 
 @pytest.fixture(scope="session")
 def redis_client() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(REDIS_URL)
-    client.ping()
-    yield client
-    client.close()
+    with redis_connection(REDIS_URL) as client:
+        yield client
 
 
 @pytest.fixture(scope="session")
 def settings(
     database_url: str, redis_client: redis.Redis, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Settings]:
-    queue = f"test-train-{uuid.uuid4().hex[:8]}"
-    yield Settings(
-        database_url=database_url,
-        broker_url=REDIS_URL,
-        artifacts_dir=str(tmp_path_factory.mktemp("artifacts")),
-        task_queue=queue,
-        max_upload_bytes=UPLOAD_LIMIT,
-        sse_poll_seconds=0.05,
-    )
-    # The queue and the exchange bindings kombu records for it.
-    redis_client.delete(queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}")
+    artifacts = tmp_path_factory.mktemp("artifacts")
+    with api_settings(
+        database_url, redis_client, REDIS_URL, artifacts, queue_prefix="test-train", upload_limit=UPLOAD_LIMIT
+    ) as settings:
+        yield settings
 
 
 @pytest.fixture(scope="session")
