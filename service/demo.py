@@ -31,6 +31,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from service.settings import Settings, get_settings
+from worker.commands import celery_worker_argv
 
 console = Console()
 QUIET_EVENTS = {"samples"}  # per-step sample completions: too chatty for a terminal
@@ -241,24 +242,7 @@ def run_demo(*, steps: int = 40, prompts_per_step: int = 16, eval_size: int = 20
     procs = Processes(out_dir)
     procs.start(
         "worker",
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "worker.celery_app",
-            "worker",
-            "-Q",
-            f"{settings.task_queue},maintenance",
-            "-c",
-            "1",
-            "--pool",
-            "prefork",
-            "-n",
-            f"demo-{uuid.uuid4().hex[:6]}@%h",
-            "--loglevel",
-            "INFO",
-        ],
+        celery_worker_argv([settings.task_queue, "maintenance"], f"demo-{uuid.uuid4().hex[:6]}@%h"),
     )
     procs.start(
         "api",

@@ -28,6 +28,7 @@ import redis
 from testing_support import ManagedProcess, free_port, service_env, wait_for
 
 from service.settings import Settings
+from worker.commands import celery_worker_argv
 
 # ----------------------------------------------------------------------------- Redis
 
@@ -185,9 +186,11 @@ def start_api(settings: Settings, log_path: Path, **extra_env: str) -> tuple[Man
 
 def start_worker(settings: Settings, log_path: Path, name: str, **extra_env: str) -> ManagedProcess:
     """A real `celery worker` consuming the training and maintenance queues, one job at a time."""
-    args = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q"]
-    args += [f"{settings.task_queue},maintenance", "-c", "1", "--pool", "prefork", "-n", f"{name}@%h"]
-    args += ["--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"]
+    args = celery_worker_argv(
+        [settings.task_queue, "maintenance"],
+        f"{name}@%h",
+        extra=["--without-gossip", "--without-mingle", "--without-heartbeat"],
+    )
     return ManagedProcess(args, service_env(settings, **extra_env), log_path)
 
 

@@ -25,6 +25,7 @@ from worker_testing import REPO_ROOT, ManagedProcess, service_env, tiny_job_conf
 from service.db import create_db_engine
 from service.models import Job, Tenant
 from service.settings import Settings, get_settings
+from worker.commands import celery_worker_argv
 
 ADMIN_URL = os.environ.get("REMIX_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("REMIX_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
@@ -131,28 +132,12 @@ def start_worker(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., M
     started: list[ManagedProcess] = []
 
     def start(name: str = "worker", beat: bool = False) -> ManagedProcess:
-        args = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "worker.celery_app",
-            "worker",
-            "-Q",
-            f"{settings.task_queue},maintenance",
-            "-c",
-            "1",
-            "--pool",
-            "prefork",
-            "-n",
+        args = celery_worker_argv(
+            [settings.task_queue, "maintenance"],
             f"{name}@%h",
-            "--loglevel",
-            "INFO",
-            "--without-gossip",
-            "--without-mingle",
-        ]
-        if beat:
-            args += ["-B", "-s", str(tmp_path / f"{name}-beat-schedule")]
+            beat_schedule=tmp_path / f"{name}-beat-schedule" if beat else None,
+            extra=["--without-gossip", "--without-mingle"],
+        )
         process = ManagedProcess(args, service_env(settings), tmp_path / f"{name}.log")
         started.append(process)
         return process

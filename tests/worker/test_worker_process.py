@@ -31,6 +31,7 @@ from service.models import Checkpoint, Job, JobAttempt, JobEvent, JobMetric, utc
 from service.repositories.tenants import create_api_key, get_or_create_tenant
 from service.settings import Settings
 from worker.celery_app import create_celery_app
+from worker.commands import celery_worker_argv
 from worker.job_runner import claim_job
 
 pytestmark = pytest.mark.slow
@@ -255,25 +256,9 @@ def test_beat_reaps_jobs_orphaned_after_the_worker_started(sessions, settings, t
     redis.Redis.from_url(redis_url).delete(settings.task_queue)
     log = tmp_path / "maintenance.log"
     maintenance = ManagedProcess(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "worker.celery_app",
-            "worker",
-            "-Q",
-            "maintenance",
-            "--pool",
-            "solo",
-            "-n",
-            "maint@%h",
-            "-B",
-            "-s",
-            str(tmp_path / "beat-schedule"),
-            "--loglevel",
-            "INFO",
-        ],
+        celery_worker_argv(
+            ["maintenance"], "maint@%h", concurrency=None, pool="solo", beat_schedule=tmp_path / "beat-schedule"
+        ),
         service_env(settings),
         log,
     )
