@@ -80,8 +80,9 @@ def _queued_job(db: Session) -> Job:
     config = {
         "model": {"name_or_path": "builtin:tiny-arith"},
         "data": {"train_path": "builtin:addition", "eval_size": 16},
-        "rollout": {"prompts_per_step": 8, "group_size": 4, "max_new_tokens": 8},
-        "algorithm": {"name": "remix-grpo", "reincarnation_step": 2, "minibatch_size": 32},
+        # Steps long enough (~0.5 s each on a CPU) that the ballast is in place well before step 4 saves.
+        "rollout": {"prompts_per_step": 32, "group_size": 4, "max_new_tokens": 12},
+        "algorithm": {"name": "remix-grpo", "reincarnation_step": 2, "minibatch_size": 128},
         "optim": {"lr": 1e-4},
         "total_steps": 6,
         "checkpoint_every": 2,
