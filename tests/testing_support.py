@@ -106,6 +106,29 @@ def api_settings(
     redis_client.delete(queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}")
 
 
+# ----------------------------------------------------------------------------- jobs
+
+
+def tiny_job_config(**overrides: Any) -> dict[str, Any]:
+    """A remix-grpo job on the builtin tiny model, small enough for a CPU test."""
+    config: dict[str, Any] = {
+        "model": {"name_or_path": "builtin:tiny-arith"},
+        "data": {"train_path": "builtin:addition", "eval_size": 32},
+        "rollout": {"prompts_per_step": 8, "group_size": 4, "max_new_tokens": 8},
+        "algorithm": {"name": "remix-grpo", "reincarnation_step": 2, "minibatch_size": 32},
+        "optim": {"lr": 1e-4},
+        "total_steps": 4,
+        "checkpoint_every": 2,
+        "log_completions": 1,
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict):
+            config[key] = {**config.get(key, {}), **value}
+        else:
+            config[key] = value
+    return config
+
+
 # ----------------------------------------------------------------------------- waiting
 
 

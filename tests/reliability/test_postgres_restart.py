@@ -22,6 +22,7 @@ from reliability_testing import assert_problem, make_caller, wait_for
 from servers import PostgresServer, RedisServer, start_api, start_worker
 from sqlalchemy import Engine, exc, func, select
 from sqlalchemy.orm import sessionmaker
+from testing_support import tiny_job_config
 
 from service.db import create_db_engine, get_engine
 from service.migrate import upgrade
@@ -39,17 +40,7 @@ TRAINING_WRITE = re.compile(r"transient database error during (metrics of step \
 
 
 def _job_config() -> dict:
-    return {
-        "model": {"name_or_path": "builtin:tiny-arith"},
-        "data": {"train_path": "builtin:addition", "eval_size": 16},
-        "rollout": {"prompts_per_step": 8, "group_size": 4, "max_new_tokens": 8},
-        "algorithm": {"name": "remix-grpo", "reincarnation_step": 2, "minibatch_size": 32},
-        "optim": {"lr": 1e-4},
-        "total_steps": TOTAL_STEPS,
-        "checkpoint_every": 2,
-        "keep_checkpoints": 2,
-        "log_completions": 0,
-    }
+    return tiny_job_config(data={"eval_size": 16}, total_steps=TOTAL_STEPS, keep_checkpoints=2, log_completions=0)
 
 
 def _count(sessions: sessionmaker, model: type, job_id: uuid.UUID) -> int:

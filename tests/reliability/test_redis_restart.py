@@ -26,6 +26,7 @@ from reliability_testing import create_database, drop_database, make_caller, wai
 from servers import ManagedProcess, RedisServer, start_api, start_worker
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
+from testing_support import tiny_job_config
 
 from service.db import create_db_engine, get_engine
 from service.migrate import upgrade
@@ -61,16 +62,7 @@ def db(own_database: str) -> Iterator[Session]:
 
 
 def _job_config(total_steps: int) -> dict[str, Any]:
-    return {
-        "model": {"name_or_path": "builtin:tiny-arith"},
-        "data": {"train_path": "builtin:addition", "eval_size": 16},
-        "rollout": {"prompts_per_step": 8, "group_size": 4, "max_new_tokens": 8},
-        "algorithm": {"name": "remix-grpo", "reincarnation_step": 2, "minibatch_size": 32},
-        "optim": {"lr": 1e-4},
-        "total_steps": total_steps,
-        "checkpoint_every": 2,
-        "log_completions": 0,
-    }
+    return tiny_job_config(data={"eval_size": 16}, total_steps=total_steps, log_completions=0)
 
 
 def _submit(http: httpx.Client, name: str, total_steps: int) -> uuid.UUID:
