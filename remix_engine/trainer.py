@@ -283,20 +283,25 @@ class Trainer:
 
         learner_started = time.perf_counter()
         epochs = self.alg.ppo_epochs * (self.alg.utd_ratio if mix else 1)
-        # One optimizer step over on-policy data: the learner's own forward gives pi_k's log-probs.
-        single_pass = not mix and epochs == 1 and self.alg.minibatch_size >= len(fresh) and not self.dist.enabled
-        fresh_all = self._prepare_fresh(fresh, behaviour_pass=not single_pass)  # the whole step's batch, scored
+        pi_k_in_first_forward = self.pi_k_in_first_forward(len(fresh) + n_replay * self.cfg.rollout.group_size)
+        fresh_all = self._prepare_fresh(fresh, behaviour_pass=not pi_k_in_first_forward)  # whole batch, scored
         replay_all = self.buffer.sample(n_replay, self.generator)
         replay, replay_rows = self.dist.own_groups(replay_all)
         lam = self.alg.lambda_at(t)
-        batch = self._attach_reference_logprobs(fresh, None if replay is None else replay.to(self.device), lam)
+        batch = self._attach_reference_logprobs(
+            fresh, None if replay is None else replay.to(self.device), lam, pi_k_pending=pi_k_in_first_forward
+        )
         first_fresh_row = self.dist.shard_range(num_fresh)[0] * self.cfg.rollout.group_size
         rows = RowMap(
             torch.cat([first_fresh_row + torch.arange(len(fresh)), len(fresh_all) + replay_rows]),
             len(fresh_all) + (0 if replay_all is None else len(replay_all)),
         )
         snapshot = self._policy_state()  # pi_t
-        update_metrics = self._update(batch, lam, epochs, rows)
+        update_metrics = self._update(batch, lam, epochs, rows, pi_k_pending=pi_k_in_first_forward)
+        if pi_k_in_first_forward:  # the replay buffer and the step metrics read the fresh rows' scores
+            width = fresh.response_ids.shape[1]
+            fresh.behavior_logp = batch.behavior_logp[: len(fresh), :width].contiguous()
+            fresh.old_logp = batch.old_logp[: len(fresh), :width].contiguous()
         self.prev_model.load_state_dict(snapshot)
         self.engine.sync_weights(self.policy)
         if mix:
@@ -320,6 +325,14 @@ class Trainer:
         if self.alg.effective_reincarnation_step == t:
             self.reincarnate()
         return metrics
+
+    def pi_k_in_first_forward(self, batch_rows: int) -> bool:
+        """Whether the learner's first forward can score the step's batch instead of separate no-grad passes.
+
+        When one minibatch holds the whole batch (one process), that forward runs before any optimizer
+        step: its log-probs are pi_k's for every row, and the behaviour log-probs of the fresh rows.
+        """
+        return self.alg.minibatch_size >= batch_rows and not self.dist.enabled
 
     def _rollout(self, step: int, num_prompts: int) -> RolloutBatch:
         indices = self.sampler.take(num_prompts)  # every process draws the same prompts
@@ -360,7 +373,7 @@ class Trainer:
     def _prepare_fresh(self, fresh: RolloutBatch, *, behaviour_pass: bool = True) -> RolloutBatch:
         """Behaviour log-probs of fresh data are the learner's own, so ratios start at exactly 1.
 
-        Without `behaviour_pass` they are left to the learner's single forward pass (see `_update`).
+        Without `behaviour_pass` they are left to the learner's first forward (see `pi_k_in_first_forward`).
 
         Returns the whole step's fresh batch: `fresh` itself, or all processes' shards gathered, on
         which advantages are computed (whitening and metrics see the whole batch) before each
@@ -383,18 +396,27 @@ class Trainer:
             fresh.advantages = own.contiguous()
         return scored
 
-    def _attach_reference_logprobs(self, fresh: RolloutBatch, replay: RolloutBatch | None, lam: float) -> RolloutBatch:
+    def _attach_reference_logprobs(
+        self, fresh: RolloutBatch, replay: RolloutBatch | None, lam: float, *, pi_k_pending: bool = False
+    ) -> RolloutBatch:
         """The step's batch with the log-probs its loss compares against.
 
         old_logp (pi_k, this step's starting policy) of fresh rows is their behaviour log-prob,
-        computed by the same model just before; only replayed rows need a pass. Anchor log-probs
-        are computed only for KL terms with a non-zero weight unless `log_inactive_kl` asks for
-        them all.
+        computed by the same model just before; only replayed rows need a pass. With `pi_k_pending`
+        the learner's first forward fills both in (NaN until then, so a missed fill cannot go
+        unnoticed). Anchor log-probs are computed only for KL terms with a non-zero weight unless
+        `log_inactive_kl` asks for them all.
         """
+        if pi_k_pending:
+            fresh.behavior_logp = torch.full(fresh.response_ids.shape, float("nan"), device=self.device)
         fresh.old_logp = fresh.behavior_logp
         parts = [fresh]
         if replay is not None:
-            replay.old_logp = self._logprobs(self.policy, replay)
+            replay.old_logp = (
+                torch.full(replay.response_ids.shape, float("nan"), device=self.device)
+                if pi_k_pending
+                else self._logprobs(self.policy, replay)
+            )
             parts.append(replay)
         batch = RolloutBatch.concat(parts, self.tokenizer.pad_token_id)
         coef, log_all = self.alg.kl_coef, self.alg.log_inactive_kl
@@ -402,8 +424,14 @@ class Trainer:
         batch.prev_logp = self._logprobs(self.prev_model, batch) if log_all or (1 - lam) * coef != 0 else None
         return batch
 
-    def _update(self, batch: RolloutBatch, lam: float, epochs: int, rows: RowMap | None = None) -> dict[str, float]:
-        """Optimiser steps over minibatches of the step's batch; `rows` places this process's rows in it."""
+    def _update(
+        self, batch: RolloutBatch, lam: float, epochs: int, rows: RowMap | None = None, *, pi_k_pending: bool = False
+    ) -> dict[str, float]:
+        """Optimiser steps over minibatches of the step's batch; `rows` places this process's rows in it.
+
+        With `pi_k_pending` the first minibatch is the whole batch, and its forward fills in old_logp
+        for every row and behavior_logp for the fresh ones (see `pi_k_in_first_forward`).
+        """
         alg = self.alg
         loss_fn = POLICY_LOSSES.get("mix_ppg" if alg.uses_replay else "ppo_clip")
         sums: dict[str, float] = defaultdict(float)
@@ -421,11 +449,12 @@ class Trainer:
                 mb, share = self._minibatch(batch, global_rows, rows)
                 mask = mb.response_mask
                 logp, entropy = sequence_logprobs(self.train_policy, mb, temperature=self.cfg.rollout.temperature)
-                if mb.old_logp is None:  # the single pass over on-policy data: pi_k is this very forward
-                    mb.old_logp = mb.behavior_logp = logp.detach()
-                    batch.behavior_logp = torch.zeros_like(mb.old_logp)
-                    batch.behavior_logp[global_rows] = mb.old_logp
-                    batch.old_logp = batch.behavior_logp
+                if pi_k_pending:
+                    pi_k_pending = False
+                    mb.old_logp = logp.detach()
+                    mb.behavior_logp = torch.where(mb.is_replay[:, None], mb.behavior_logp, mb.old_logp)
+                    batch.old_logp[global_rows] = mb.old_logp
+                    batch.behavior_logp[global_rows] = mb.behavior_logp
                 pg, pg_m = loss_fn(
                     logp,
                     mb.old_logp,

@@ -104,23 +104,48 @@ def test_inactive_kl_terms_skip_their_pass_without_changing_the_update(random_mo
         torch.testing.assert_close(p, q, atol=1e-6, rtol=0, msg=name)
 
 
-class _AlwaysBehaviourPass(Trainer):
-    def _prepare_fresh(self, fresh, *, behaviour_pass=True):
-        return super()._prepare_fresh(fresh, behaviour_pass=True)
+class _SeparateScoringPasses(Trainer):
+    def pi_k_in_first_forward(self, batch_rows):
+        return False
+
+
+def _assert_same_training(lean, full):
+    for (name, p), q in zip(lean.policy.named_parameters(), full.policy.parameters(), strict=True):
+        torch.testing.assert_close(p, q, atol=1e-6, rtol=0, msg=name)
 
 
 def test_single_on_policy_pass_reuses_the_learner_forward_for_pi_k(random_model_dir, tmp_path):
     cfg = small_config(random_model_dir, name="grpo", minibatch_size=64)  # one minibatch: one pass
     lean = Trainer(cfg, tmp_path / "lean")
-    full = _AlwaysBehaviourPass(cfg, tmp_path / "full")
+    full = _SeparateScoringPasses(cfg, tmp_path / "full")
     a, b = lean.train_step(), full.train_step()
     assert lean.train_step()["step"] == 2  # and the next step runs as well
     full.train_step()
     assert a["loss"] == pytest.approx(b["loss"], abs=1e-7)
     assert a["clip_frac"] == b["clip_frac"] == 0.0  # ratios are exactly 1 on the first pass
     assert a["rollout_logp_mismatch_max"] == pytest.approx(b["rollout_logp_mismatch_max"], abs=1e-6)
-    for (name, p), q in zip(lean.policy.named_parameters(), full.policy.parameters(), strict=True):
-        torch.testing.assert_close(p, q, atol=1e-6, rtol=0, msg=name)
+    _assert_same_training(lean, full)
+
+
+@pytest.mark.parametrize("name", ["remix-grpo", "remix-ppo"])
+def test_mixed_batch_in_one_minibatch_takes_pi_k_from_the_first_forward(random_model_dir, tmp_path, name):
+    # One minibatch holds fresh + replayed rows; m = 2 passes, so the second pass has real ratios.
+    cfg = small_config(random_model_dir, name=name, minibatch_size=64, reincarnation_step=5)
+    lean = Trainer(cfg, tmp_path / "lean")
+    full = _SeparateScoringPasses(cfg, tmp_path / "full")
+    assert lean.pi_k_in_first_forward(10) and not full.pi_k_in_first_forward(10)
+    for _ in range(3):
+        a, b = lean.train_step(), full.train_step()
+        for key in ("loss", "pg_loss", "kl_ref", "clip_frac", "rollout_logp_mismatch_max"):
+            assert a[key] == pytest.approx(b[key], abs=1e-6), key
+        _assert_same_training(lean, full)
+    assert a["replayed_samples"] == 4
+    # What the buffer keeps for replay is the same: real behaviour log-probs, never the NaN placeholder.
+    kept_steps, expected_steps = lean.buffer.state_dict()["entries"], full.buffer.state_dict()["entries"]
+    assert len(kept_steps) == 2
+    for (_, kept), (_, expected) in zip(kept_steps, expected_steps, strict=True):
+        assert not torch.isnan(kept["behavior_logp"]).any()
+        torch.testing.assert_close(kept["behavior_logp"], expected["behavior_logp"], atol=1e-6, rtol=0)
 
 
 def test_without_kl_no_anchor_pass_is_made(random_model_dir, tmp_path):
