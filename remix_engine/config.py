@@ -321,7 +321,8 @@ class DistributedConfig(_Strict):
         "ddp",
         description=(
             "'ddp': every process holds the whole model, gradients are averaged. "
-            "'fsdp': parameters, gradients and optimizer state are sharded (CUDA only)."
+            "'fsdp': the learner's parameters, gradients and optimizer state are sharded over the "
+            "processes (FSDP2); each process keeps the full weights for rollouts. Not with lora.enabled."
         ),
     )
     num_processes: int = Field(
@@ -376,6 +377,11 @@ class TrainConfig(_Strict):
                 )
         if alg.advantage_estimator == "grpo" and self.rollout.group_size < 2:
             raise ValueError("rollout.group_size must be >= 2 for GRPO group-normalised advantages")
+        if self.distributed.strategy == "fsdp" and self.lora.enabled:
+            raise ValueError(
+                "distributed.strategy 'fsdp' shards full-model training; with lora.enabled the adapters are "
+                "small enough for 'ddp'"
+            )
         processes = self.distributed.num_processes
         if processes > 1 and self.fewest_fresh_groups < processes:
             raise ValueError(

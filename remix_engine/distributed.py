@@ -19,13 +19,22 @@ Launched as `torchrun --nproc_per_node=N -m remix_engine.cli train job.yaml` (se
              gradients, so the update equals the single-process update up to float summation order.
   output     only rank 0 calls the callbacks and writes checkpoints, metrics and evaluations.
 
-Deliberately omitted: FSDP (the 'fsdp' strategy is accepted by the config and refused at start: the
-HF rollout engine would need every rank to run the same number of decoding steps over sharded
-weights), tensor/pipeline parallelism, and multi-node rendezvous beyond what torchrun provides.
+Strategies for the learner:
+  ddp        the trained module is wrapped in DistributedDataParallel; every rank holds the whole
+             model, its gradients and optimizer state.
+  fsdp       the learner trains an FSDP2 (`fully_shard`) copy of the model, one shard group per decoder
+             layer: trained parameters, gradients and optimizer state are split over the ranks. After
+             each step's updates the shards are all-gathered into the full model every rank keeps for
+             rollouts, scoring passes and checkpoints (as a vLLM engine holds full weights anyway), so
+             generation never runs over sharded weights. Optimizer state is saved gathered, keyed like
+             a single process's, so a checkpoint resumes under either strategy and any process count.
+
+Deliberately omitted: tensor/pipeline parallelism, and multi-node rendezvous beyond what torchrun provides.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import shlex
 import sys
@@ -35,6 +44,13 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
+from torch.distributed.fsdp import FSDPModule, fully_shard
 from torch.nn.parallel import DistributedDataParallel
 
 from remix_engine.batch import RolloutBatch
@@ -196,10 +212,15 @@ class CausalLMDDP(DistributedDataParallel):
         )
 
 
-def wrap_for_training(module: torch.nn.Module, ctx: DistContext, *, causal_lm: bool) -> torch.nn.Module:
-    """The module the learner differentiates through: DDP across ranks, the module itself otherwise."""
+def wrap_for_training(
+    module: torch.nn.Module, ctx: DistContext, *, causal_lm: bool, strategy: str = "ddp"
+) -> torch.nn.Module:
+    """The module the learner differentiates through: DDP or a sharded FSDP copy across ranks, the module
+    itself in a single process."""
     if not ctx.enabled:
         return module
+    if strategy == "fsdp":
+        return shard_copy(module)
     wrapper = CausalLMDDP if causal_lm else DistributedDataParallel
     # device_ids=None: inputs are already on this process's device (and the critic takes a
     # RolloutBatch, which DDP need not move). Buffers (rotary tables) are the same on every
@@ -207,7 +228,75 @@ def wrap_for_training(module: torch.nn.Module, ctx: DistContext, *, causal_lm: b
     return wrapper(module, device_ids=None, forward_sync_buffers=False)
 
 
-def init_from_env(device: torch.device, strategy: str) -> tuple[DistContext, torch.device]:
+# ------------------------------------------------------------------------------------------------ FSDP
+
+
+def shard_copy(module: torch.nn.Module) -> torch.nn.Module:
+    """An FSDP2 copy of `module`: each transformer block (the model's `_no_split_modules`) is its own
+    shard group, the rest (embeddings, final norm, heads) the root's. Parameter names are unchanged."""
+    sharded = copy.deepcopy(module)
+    block_classes = {name for sub in sharded.modules() for name in (getattr(sub, "_no_split_modules", None) or [])}
+    for sub in list(sharded.modules()):
+        if sub is not sharded and type(sub).__name__ in block_classes:
+            fully_shard(sub)
+    fully_shard(sharded)
+    return sharded
+
+
+def is_sharded(module: torch.nn.Module) -> bool:
+    return isinstance(module, FSDPModule)
+
+
+@torch.no_grad()
+def gather_into(sharded: torch.nn.Module, full: torch.nn.Module) -> None:
+    """Copy the sharded module's trained parameters into the full replica (collective: every rank calls it)."""
+    targets = dict(full.named_parameters())
+    for name, param in sharded.named_parameters():
+        if param.requires_grad:
+            targets[name].copy_(param.full_tensor())
+
+
+def load_full_into(sharded: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load a whole (unsharded) state dict into the sharded copy; every rank passes the same one."""
+    set_model_state_dict(sharded, state, options=StateDictOptions(full_state_dict=True, strict=False))
+
+
+def _trained_names(module: torch.nn.Module) -> list[str]:
+    """Names of the trained parameters in the order a single process's optimizer numbers them."""
+    return [name for name, param in module.named_parameters() if param.requires_grad]
+
+
+def gathered_optimizer_state(sharded: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """The sharded optimizer's whole state on CPU, numbered like a single process's `state_dict()`, on
+    rank 0; other ranks get {} (collective: every rank calls it)."""
+    by_name = get_optimizer_state_dict(
+        sharded, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+    )
+    if not by_name:
+        return {}
+    index = {name: i for i, name in enumerate(_trained_names(sharded))}
+    return {
+        "state": {index[name]: value for name, value in by_name["state"].items()},
+        "param_groups": [
+            {**group, "params": [index[name] for name in group["params"]]} for group in by_name["param_groups"]
+        ],
+    }
+
+
+def load_optimizer_state(sharded: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """Load a single-process-numbered optimizer state (see `gathered_optimizer_state`) into a sharded one."""
+    names = _trained_names(sharded)
+    by_name = {
+        "state": {names[i]: value for i, value in state["state"].items()},
+        "param_groups": [{**group, "params": [names[i] for i in group["params"]]} for group in state["param_groups"]],
+    }
+    set_optimizer_state_dict(sharded, optimizer, by_name, options=StateDictOptions(full_state_dict=True))
+
+
+# ------------------------------------------------------------------------------------------ processes
+
+
+def init_from_env(device: torch.device) -> tuple[DistContext, torch.device]:
     """Join the process group torchrun describes (WORLD_SIZE > 1); a single process gets DistContext().
 
     On CUDA each process uses the GPU of its LOCAL_RANK (nccl); on CPU the gloo backend.
@@ -215,11 +304,6 @@ def init_from_env(device: torch.device, strategy: str) -> tuple[DistContext, tor
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return DistContext(), device
-    if strategy == "fsdp":
-        raise NotImplementedError(
-            "distributed.strategy 'fsdp' is not available yet: use 'ddp' (with lora.enabled for models "
-            "whose full optimizer state does not fit on one GPU)"
-        )
     rank = int(os.environ["RANK"])
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))

@@ -189,7 +189,8 @@ def estimate_memory(
     """Bytes per process for `cfg` on the model described by a transformers config or a parameter count.
 
     With world_size > 1 every process holds its share of each step's rollouts and minibatches;
-    with the 'fsdp' strategy weights, gradients and optimizer moments are sharded too.
+    with the 'fsdp' strategy gradients and optimizer moments are sharded, and the learner's sharded copy
+    of the weights comes on top of the full weights every process keeps.
     `device_bytes` (the accelerator's memory) sizes vLLM's pool for `rollout.backend: vllm`.
     """
     shape = _shape_of(model_config)
@@ -223,20 +224,26 @@ def _resident_bytes(cfg: TrainConfig, shape: ModelShape, world_size: int) -> dic
     p = DTYPE_BYTES[cfg.model.dtype]
     n = shape.num_params
     trained = shape.lora_params(cfg.lora.r, cfg.lora.target_modules) if cfg.lora.enabled else n
-    shard = world_size if cfg.distributed.strategy == "fsdp" and world_size > 1 else 1
+    # FSDP: the learner trains a sharded copy (weights, gradients, moments split over the processes)
+    # beside the full weights each process keeps for rollouts and scoring passes.
+    fsdp = cfg.distributed.strategy == "fsdp" and world_size > 1
+    shard = world_size if fsdp else 1
     out = {
-        "policy_weights": n * p // shard,
+        "policy_weights": n * p,
         # Copies of the trained weights: KL anchor, precedent pi_{t-1}, and the pi_t snapshot of a step.
-        "policy_copies": 3 * trained * p // (1 if cfg.lora.enabled else shard),
+        "policy_copies": 3 * trained * p,
         "gradients": trained * p // shard,
         "optimizer_states": ADAM_MOMENTS * trained * p // shard,
     }
+    if fsdp:
+        out["sharded_weights"] = trained * p // shard
     if cfg.algorithm.advantage_estimator == "gae":
         # The critic copies the transformer body; an untied LM head is not part of it.
         head = 0 if shape.tied_embeddings or not shape.known else shape.vocab_size * shape.hidden_size  # type: ignore[operator]
         backbone = n - head
         critic_trained = trained if cfg.lora.enabled else backbone
-        out["critic"] = (backbone * p + (1 + ADAM_MOMENTS) * critic_trained * p) // shard
+        sharded_copy = critic_trained * p // shard if fsdp else 0
+        out["critic"] = backbone * p + sharded_copy + (1 + ADAM_MOMENTS) * critic_trained * p // shard
     return out
 
 

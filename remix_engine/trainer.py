@@ -37,7 +37,12 @@ from remix_engine.critic import ValueModel
 from remix_engine.distributed import (
     RowMap,
     check_shardable,
+    gather_into,
+    gathered_optimizer_state,
     init_from_env,
+    is_sharded,
+    load_full_into,
+    load_optimizer_state,
     local_minibatch,
     wrap_for_training,
 )
@@ -117,7 +122,7 @@ class Trainer:
         self.alg = config.algorithm
         self.output_dir = Path(output_dir)
         # Under torchrun (WORLD_SIZE > 1) this process trains its shard of every step's batch.
-        self.dist, self.device = init_from_env(torch.device(device), config.distributed.strategy)
+        self.dist, self.device = init_from_env(torch.device(device))
         self.callbacks = callbacks  # type: ignore[assignment]
         check_backend_available(config.rollout, self.device)  # e.g. vLLM without CUDA: refuse at start
         random.seed(config.seed)
@@ -154,16 +159,21 @@ class Trainer:
         self.sampler = PromptSampler(len(self.train_examples), config.seed)
         self.buffer = ReplayBuffer(self.alg.history_window, self.tokenizer.pad_token_id)
         self.generator = torch.Generator().manual_seed(config.seed)  # minibatch order, replay draws
-        self.optimizer = self._make_optimizer(self._trainable(self.policy), config.optim.lr)
         self.critic: ValueModel | None = None
-        self.critic_optimizer: torch.optim.Optimizer | None = None
         if self.alg.advantage_estimator == "gae":
             self.critic = ValueModel(self.policy).to(self.device)
-            self.critic_optimizer = self._make_optimizer(self._trainable(self.critic), config.optim.critic_lr)
         check_shardable(config, self.dist.world_size)
-        # What the learner differentiates through: DDP wrappers across processes, the modules otherwise.
-        self.train_policy = wrap_for_training(self.policy, self.dist, causal_lm=True)
-        self.train_critic = None if self.critic is None else wrap_for_training(self.critic, self.dist, causal_lm=False)
+        # What the learner differentiates through and the optimizers step: the modules themselves in one
+        # process; across processes DDP wrappers, or FSDP copies whose shards are gathered back into
+        # `policy`/`critic` (the full weights rollouts, scoring passes and checkpoints use) after each update.
+        strategy = config.distributed.strategy
+        self.train_policy = wrap_for_training(self.policy, self.dist, causal_lm=True, strategy=strategy)
+        self.optimizer = self._make_optimizer(self._trainable(self.train_policy), config.optim.lr)
+        self.train_critic: torch.nn.Module | None = None
+        self.critic_optimizer: torch.optim.Optimizer | None = None
+        if self.critic is not None:
+            self.train_critic = wrap_for_training(self.critic, self.dist, causal_lm=False, strategy=strategy)
+            self.critic_optimizer = self._make_optimizer(self._trainable(self.train_critic), config.optim.critic_lr)
 
         self.step = 0
         self.fresh_rollouts = 0
@@ -298,6 +308,7 @@ class Trainer:
         )
         snapshot = self._policy_state()  # pi_t
         update_metrics = self._update(batch, lam, epochs, rows, pi_k_pending=pi_k_in_first_forward)
+        self._gather_shards()
         if pi_k_in_first_forward:  # the replay buffer and the step metrics read the fresh rows' scores
             width = fresh.response_ids.shape[1]
             fresh.behavior_logp = batch.behavior_logp[: len(fresh), :width].contiguous()
@@ -478,7 +489,7 @@ class Trainer:
                 loss = pg + ent + kl
                 self.optimizer.zero_grad(set_to_none=True)
                 (loss if share == 1.0 else loss * share).backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.cfg.optim.grad_clip)
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.train_policy.parameters(), self.cfg.optim.grad_clip)
                 self.optimizer.step()
                 # This process's part of the minibatch loss; the parts add up over processes.
                 record({"loss": float(loss.detach()) * share / self.dist.world_size})
@@ -490,6 +501,13 @@ class Trainer:
                     if share > 0 or not self.dist.enabled:
                         record(critic_metrics)
         return self.dist.combine_metrics({key: sums[key] / counts[key] for key in sums}, summed=("loss",))
+
+    def _gather_shards(self) -> None:
+        """FSDP: the updated shards into the full models every process keeps (no-op otherwise)."""
+        if is_sharded(self.train_policy):
+            gather_into(self.train_policy, self.policy)
+        if self.train_critic is not None and is_sharded(self.train_critic):
+            gather_into(self.train_critic, self.critic)  # type: ignore[arg-type]
 
     def _minibatch(
         self, batch: RolloutBatch, global_rows: torch.Tensor, rows: RowMap | None
@@ -512,7 +530,7 @@ class Trainer:
         )
         self.critic_optimizer.zero_grad(set_to_none=True)
         (self.alg.value_coef * loss * share).backward()
-        torch.nn.utils.clip_grad_norm_(self.critic.parameters(), self.cfg.optim.grad_clip)
+        torch.nn.utils.clip_grad_norm_(self.train_critic.parameters(), self.cfg.optim.grad_clip)
         self.critic_optimizer.step()
         return metrics
 
@@ -523,7 +541,7 @@ class Trainer:
         dropped = len(self.buffer)
         self.buffer.clear()
         if self.alg.reset_optimizer_on_reincarnation:
-            self.optimizer = self._make_optimizer(self._trainable(self.policy), self.cfg.optim.lr)
+            self.optimizer = self._make_optimizer(self._trainable(self.train_policy), self.cfg.optim.lr)
         self.reincarnated_at = self.step
         self.callbacks.on_event(
             "reincarnated",
@@ -586,14 +604,25 @@ class Trainer:
         self.callbacks.on_event("samples", step, f"{count} sampled completions", {"samples": samples})
 
     # ------------------------------------------------------------------ checkpoints
+    def _optimizer_states(self) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """Policy and critic optimizer states, numbered as in one process (gathered from FSDP shards)."""
+
+        def whole(module: torch.nn.Module | None, optimizer: torch.optim.Optimizer | None) -> dict[str, Any] | None:
+            if module is None or optimizer is None:
+                return None
+            return gathered_optimizer_state(module, optimizer) if is_sharded(module) else optimizer.state_dict()
+
+        return whole(self.train_policy, self.optimizer), whole(self.train_critic, self.critic_optimizer)  # type: ignore[return-value]
+
     def save_checkpoint(self, metrics: Metrics | None = None) -> Path:
+        optimizer_state, critic_optimizer_state = self._optimizer_states()  # collective under FSDP
         if not self.dist.is_main:  # every process holds the same state; the main one writes it
             return self.checkpoint_root / ckpt.checkpoint_name(self.step)
         state = {
             "step": self.step,
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": optimizer_state,
             "critic": None if self.critic is None else self.critic.state_dict(),
-            "critic_optimizer": None if self.critic_optimizer is None else self.critic_optimizer.state_dict(),
+            "critic_optimizer": critic_optimizer_state,
             "ref_model": None if self.reincarnated_at is None else self.ref_model.state_dict(),
             "prev_model": self.prev_model.state_dict(),
             "replay": self.buffer.state_dict(),
@@ -650,10 +679,10 @@ class Trainer:
         self.prev_model.load_state_dict(state["prev_model"])
         if state["ref_model"] is not None:
             self.ref_model.load_state_dict(state["ref_model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        self._load_learner_state(self.train_policy, self.policy, self.optimizer, state["optimizer"])
         if self.critic is not None and state["critic"] is not None:
             self.critic.load_state_dict(state["critic"])
-            self.critic_optimizer.load_state_dict(state["critic_optimizer"])  # type: ignore[union-attr]
+            self._load_learner_state(self.train_critic, self.critic, self.critic_optimizer, state["critic_optimizer"])  # type: ignore[arg-type]
         self.buffer.load_state_dict(state["replay"])
         self.sampler.load_state_dict(state["sampler"])
         torch.set_rng_state(state["rng"]["torch"])
@@ -670,6 +699,17 @@ class Trainer:
             f"resumed from checkpoint at step {self.step}",
             {"path": str(checkpoint_dir)},
         )
+
+    @staticmethod
+    def _load_learner_state(
+        trained: torch.nn.Module, full: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]
+    ) -> None:
+        """Optimizer state, and under FSDP the restored full weights into the sharded copy too."""
+        if is_sharded(trained):
+            load_full_into(trained, full.state_dict())
+            load_optimizer_state(trained, optimizer, state)
+        else:
+            optimizer.load_state_dict(state)
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> float:

@@ -126,11 +126,18 @@ def announce(writer: Any, trainer: Any) -> None:
     world_size = trainer.dist.world_size
     backend = dist.get_backend() if dist.is_initialized() else "none"
     device = trainer.device.type
+    strategy = trainer.cfg.distributed.strategy
     writer.add_event(
         "distributed",
         writer.read_job().current_step,
-        f"training on {world_size} processes ({backend} backend, {device})",
-        {"world_size": world_size, "backend": backend, "device": device, "attempt": writer.attempt},
+        f"training on {world_size} processes ({strategy}, {backend} backend, {device})",
+        {
+            "world_size": world_size,
+            "strategy": strategy,
+            "backend": backend,
+            "device": device,
+            "attempt": writer.attempt,
+        },
     )
 
 

@@ -1,5 +1,6 @@
 """Data-parallel training: 2 gloo processes reproduce one process; sharding helpers; torchrun argv."""
 
+import copy
 import json
 import os
 import socket
@@ -8,7 +9,9 @@ import sys
 import pytest
 import torch
 import torch.multiprocessing as mp
+from torch.distributed.tensor import DTensor
 
+from remix_engine.checkpoint import load_trainer_state
 from remix_engine.config import TrainConfig
 from remix_engine.distributed import DistContext, RowMap, agg_denominator, check_shardable, torchrun_command
 from remix_engine.losses import AGG_MODES, agg_loss
@@ -77,10 +80,53 @@ def _train_rank(rank, world_size, port, config_json, out_dir, steps):
                 "weights": trainer.policy.state_dict(),
                 "critic": None if trainer.critic is None else trainer.critic.state_dict(),
                 "buffer": len(trainer.buffer),
+                # Parameter elements this process's optimizer holds (its shard under FSDP).
+                "optimized_numel": sum(
+                    (p.to_local() if isinstance(p, DTensor) else p).numel()
+                    for group in trainer.optimizer.param_groups
+                    for p in group["params"]
+                ),
             },
             os.path.join(out_dir, "rank0.pt"),
         )
     shutdown()
+
+
+def _checkpoint_rank(rank, world_size, port, config_json, out_dir, resume_from):
+    """Two steps then a checkpoint, or (with `resume_from`) a resume and one more step."""
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+    )
+    torch.set_num_threads(1)
+    from remix_engine.distributed import shutdown
+
+    trainer = Trainer(TrainConfig.model_validate_json(config_json), out_dir)
+    if resume_from:
+        trainer.resume(resume_from)
+        metrics = trainer.train_step()
+        if rank == 0:
+            torch.save({"metrics": metrics, "weights": trainer.policy.state_dict()}, os.path.join(out_dir, "rank0.pt"))
+    else:
+        trainer.train_step()
+        trainer.train_step()
+        trainer.save_checkpoint()
+    shutdown()
+
+
+def run_two_processes_with_checkpoint(cfg, out_dir, resume_from=None):
+    out_dir.mkdir(parents=True, exist_ok=True)
+    mp.start_processes(
+        _checkpoint_rank,
+        args=(2, _free_port(), cfg.model_dump_json(), str(out_dir), resume_from and str(resume_from)),
+        nprocs=2,
+        join=True,
+        start_method="spawn",
+    )
+    return None if resume_from is None else torch.load(out_dir / "rank0.pt", weights_only=False)
 
 
 def run_two_processes(cfg, tmp_path, steps=2):
@@ -96,10 +142,17 @@ def run_two_processes(cfg, tmp_path, steps=2):
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("algorithm", "aggregation"), [("remix-grpo", "token-mean"), ("remix-ppo", "seq-mean-token-mean")]
+    ("algorithm", "aggregation", "strategy"),
+    [
+        ("remix-grpo", "token-mean", "ddp"),
+        ("remix-ppo", "seq-mean-token-mean", "ddp"),
+        ("remix-grpo", "token-mean", "fsdp"),
+        ("remix-ppo", "seq-mean-token-mean", "fsdp"),
+    ],
 )
-def test_two_processes_match_one(random_model_dir, tmp_path, algorithm, aggregation):
+def test_two_processes_match_one(random_model_dir, tmp_path, algorithm, aggregation, strategy):
     cfg = dp_config(random_model_dir, name=algorithm, loss_aggregation=aggregation)
+    cfg = cfg.model_copy(update={"distributed": cfg.distributed.model_copy(update={"strategy": strategy})})
     single = Trainer(cfg, tmp_path / "single")
     expected = [single.train_step() for _ in range(2)]
     got = run_two_processes(cfg, tmp_path)
@@ -114,6 +167,56 @@ def test_two_processes_match_one(random_model_dir, tmp_path, algorithm, aggregat
         for name, value in single.critic.state_dict().items():
             torch.testing.assert_close(got["critic"][name], value, atol=1e-5, rtol=0, msg=name)
     assert got["buffer"] == len(single.buffer)  # every process keeps the whole replay buffer
+    whole = sum(p.numel() for p in single.policy.parameters())
+    if strategy == "fsdp":  # the optimizer steps this process's half of the weights, not all of them
+        assert whole // 2 <= got["optimized_numel"] < whole * 0.6
+    else:
+        assert got["optimized_numel"] == whole
+
+
+@pytest.mark.slow
+def test_fsdp_checkpoint_holds_the_whole_optimizer_state_and_resumes_under_any_strategy(random_model_dir, tmp_path):
+    cfg = dp_config(random_model_dir, name="remix-ppo")
+    fsdp = cfg.model_copy(update={"distributed": cfg.distributed.model_copy(update={"strategy": "fsdp"})})
+    single = Trainer(cfg, tmp_path / "single")
+    single.train_step()
+    single.train_step()
+    expected_state = copy.deepcopy(single.optimizer.state_dict())  # the next step updates it in place
+    expected_critic_state = copy.deepcopy(single.critic_optimizer.state_dict())
+    expected_next = single.train_step()
+
+    run_two_processes_with_checkpoint(fsdp, tmp_path / "sharded")
+    saved = Trainer.latest_checkpoint(tmp_path / "sharded")
+    state = load_trainer_state(saved)
+    for got, want in ((state["optimizer"], expected_state), (state["critic_optimizer"], expected_critic_state)):
+        assert got["state"].keys() == want["state"].keys()  # numbered like one process's optimizer
+        assert [g["params"] for g in got["param_groups"]] == [g["params"] for g in want["param_groups"]]
+        for index, moments in want["state"].items():
+            for key in ("exp_avg", "exp_avg_sq"):
+                torch.testing.assert_close(got["state"][index][key], moments[key], atol=1e-6, rtol=1e-4)
+
+    # The sharded checkpoint resumes in one process and in two FSDP processes to the same next step.
+    alone = Trainer(cfg, tmp_path / "alone")
+    alone.resume(saved)
+    resumed = {"one process": {"metrics": alone.train_step(), "weights": alone.policy.state_dict()}}
+    resumed["two fsdp processes"] = run_two_processes_with_checkpoint(fsdp, tmp_path / "again", resume_from=saved)
+    for label, run in resumed.items():
+        assert run["metrics"]["step"] == 3, label
+        for key in COMPARED:  # (per-rank averages like pg_loss are not the single-process values)
+            assert run["metrics"][key] == pytest.approx(expected_next[key], abs=1e-5), (label, key)
+        for name, value in single.policy.state_dict().items():
+            torch.testing.assert_close(run["weights"][name], value, atol=1e-5, rtol=0, msg=f"{label}: {name}")
+
+
+def test_fsdp_with_lora_is_refused(random_model_dir):
+    with pytest.raises(ValueError, match="fsdp.*lora.enabled"):
+        TrainConfig.model_validate(
+            {
+                "model": {"name_or_path": random_model_dir},
+                "distributed": {"strategy": "fsdp"},
+                "lora": {"enabled": True},
+            }
+        )
 
 
 def test_shards_are_contiguous_balanced_and_cover_everything():

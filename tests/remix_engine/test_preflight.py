@@ -95,11 +95,19 @@ def test_ppo_adds_a_critic_and_bf16_halves_weights():
     assert estimate.breakdown["policy_weights"] == TINY_PARAMS * 2
 
 
-def test_fsdp_shards_weight_terms_and_ranks_split_minibatches():
+def test_fsdp_shards_learner_terms_and_ranks_split_minibatches():
     single = estimate_memory(job(distributed={"strategy": "fsdp"}), TINY)
     sharded = estimate_memory(job(distributed={"strategy": "fsdp"}), TINY, world_size=2)
-    for key in ("policy_weights", "policy_copies", "gradients", "optimizer_states", "activations", "logits"):
+    for key in ("gradients", "optimizer_states", "activations", "logits"):
         assert sharded.breakdown[key] * 2 == single.breakdown[key], key
+    # Full weights and their anchor copies stay on every process; the learner's half copy comes on top.
+    for key in ("policy_weights", "policy_copies"):
+        assert sharded.breakdown[key] == single.breakdown[key], key
+    assert "sharded_weights" not in single.breakdown
+    assert sharded.breakdown["sharded_weights"] * 2 == single.breakdown["policy_weights"]
+    ddp = estimate_memory(job(), TINY, world_size=2)
+    assert sharded.total < ddp.total  # what FSDP is for: half the gradients and moments
+    assert ddp.breakdown["optimizer_states"] == single.breakdown["optimizer_states"]
     assert sharded.breakdown["kv_cache"] == single.breakdown["kv_cache"]  # each rank fills its own batches
 
 

@@ -55,11 +55,14 @@ def _rank_pids(settings: Settings, job_id, attempt: int = 1) -> dict[int, tuple[
 
 
 @pytest.mark.slow
-def test_two_process_job_trains_through_the_worker(sessions, make_job, settings, start_worker):
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_process_job_trains_through_the_worker(sessions, make_job, settings, start_worker, strategy):
     # given a job asking for two training processes, sent to a real worker
     total = 3
-    job = make_job(config=two_process_config(total_steps=total, checkpoint_every=2))
-    worker = start_worker("ddp")
+    config = two_process_config(total_steps=total, checkpoint_every=2)
+    config["distributed"]["strategy"] = strategy
+    job = make_job(config=config)
+    worker = start_worker(strategy)
     _send(settings, job)
 
     # when the worker has run it
@@ -89,7 +92,13 @@ def test_two_process_job_trains_through_the_worker(sessions, make_job, settings,
     events = _events(sessions, job.id)
     announced = [e for e in events if e.kind == "distributed"]
     assert len(announced) == 1
-    assert announced[0].payload == {"world_size": 2, "backend": "gloo", "device": "cpu", "attempt": 1}
+    assert announced[0].payload == {
+        "world_size": 2,
+        "strategy": strategy,
+        "backend": "gloo",
+        "device": "cpu",
+        "attempt": 1,
+    }
     kinds = [e.kind for e in events]
     assert kinds.count("evaluation") == 2 and kinds[-1] == "succeeded"  # evaluated by rank 0 alone
     pids = _rank_pids(settings, job.id)
