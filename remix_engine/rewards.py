@@ -27,6 +27,7 @@ import functools
 import logging
 import re
 from collections.abc import Callable, Sequence
+from decimal import Decimal
 from typing import Any
 
 from remix_engine.config import RewardSpec
@@ -141,9 +142,18 @@ def _parse_math(answer: str) -> tuple[Any, ...]:
         return ()
 
 
+_PLAIN_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)")
+
+
 def is_equivalent(candidate: str, reference: str) -> bool:
     """True when ``candidate`` equals ``reference`` as strings after normalisation or symbolically."""
-    return normalize_answer(candidate) == normalize_answer(reference) or symbolic_equivalent(candidate, reference)
+    normalized_candidate, normalized_reference = normalize_answer(candidate), normalize_answer(reference)
+    if normalized_candidate == normalized_reference:
+        return True
+    if _PLAIN_NUMBER.fullmatch(normalized_candidate) and _PLAIN_NUMBER.fullmatch(normalized_reference):
+        # Two decimal numerals: equal exactly when their values are (no need for sympy, ~1 ms a call).
+        return Decimal(normalized_candidate) == Decimal(normalized_reference)
+    return symbolic_equivalent(candidate, reference)
 
 
 def symbolic_equivalent(candidate: str, reference: str) -> bool:

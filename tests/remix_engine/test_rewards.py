@@ -142,6 +142,24 @@ def test_different_answers(candidate: str, reference: str) -> None:
     assert math_verify([f"\\boxed{{{candidate}}}"], [reference]) == [0.0]
 
 
+@pytest.mark.parametrize(
+    ("candidate", "reference", "equal"),
+    [
+        ("46", "64", False),
+        ("-7", "7", False),
+        ("1.50", "1.5", True),
+        (".5", "0.5", True),
+        ("+3", "3", True),
+        ("-0", "0", True),
+        ("100", "1000", False),
+        ("2.0001", "2", False),
+    ],
+)
+def test_plain_numerals_are_compared_by_value_as_math_verify_would(candidate: str, reference: str, equal: bool) -> None:
+    assert is_equivalent(candidate, reference) is equal
+    assert symbolic_equivalent(candidate, reference) is equal  # the slow path agrees
+
+
 def test_math_verify_edge_cases() -> None:
     completions = ["The answer is 5.", "\\boxed{}", "\\boxed{5", "\\boxed{5}", "\\boxed{5}"]
     answers = ["5", "5", "5", "5", ""]
