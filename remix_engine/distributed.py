@@ -23,11 +23,14 @@ Strategies for the learner:
   ddp        the trained module is wrapped in DistributedDataParallel; every rank holds the whole
              model, its gradients and optimizer state.
   fsdp       the learner trains an FSDP2 (`fully_shard`) copy of the model, one shard group per decoder
-             layer: trained parameters, gradients and optimizer state are split over the ranks. After
-             each step's updates the shards are all-gathered into the full model every rank keeps for
-             rollouts, scoring passes and checkpoints (as a vLLM engine holds full weights anyway), so
-             generation never runs over sharded weights. Optimizer state is saved gathered, keyed like
-             a single process's, so a checkpoint resumes under either strategy and any process count.
+             layer: trained parameters, gradients and optimizer state are split over the ranks, and so
+             are the frozen KL anchor and precedent policy (their scoring passes are collective, with
+             the number of forwards equalised over ranks) and the step's pi_t snapshot (copied shard
+             to shard, no communication). After each step's updates the shards are all-gathered once
+             into the full model every rank keeps for rollouts, pi_k scoring and checkpoints (as a vLLM
+             engine holds full weights anyway), so generation never runs over sharded weights.
+             Checkpoints hold gathered states, the optimizer's numbered like a single process's, so
+             a checkpoint resumes under either strategy and any process count.
 
 Deliberately omitted: tensor/pipeline parallelism, and multi-node rendezvous beyond what torchrun provides.
 """
@@ -46,6 +49,7 @@ import torch
 import torch.distributed as dist
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
+    get_model_state_dict,
     get_optimizer_state_dict,
     set_model_state_dict,
     set_optimizer_state_dict,
@@ -89,6 +93,13 @@ class DistContext:
         tensor = torch.tensor([value], dtype=torch.float64, device=_comm_device())
         dist.all_reduce(tensor)
         return float(tensor.item())
+
+    def all_max(self, value: int) -> int:
+        if not self.enabled:
+            return value
+        tensor = torch.tensor([value], dtype=torch.long, device=_comm_device())
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return int(tensor.item())
 
     def main_decides(self, flag: bool) -> bool:
         """Rank 0's flag on every rank (e.g. cancellation, which only rank 0's callbacks see)."""
@@ -231,10 +242,13 @@ def wrap_for_training(
 # ------------------------------------------------------------------------------------------------ FSDP
 
 
-def shard_copy(module: torch.nn.Module) -> torch.nn.Module:
+def shard_copy(module: torch.nn.Module, *, frozen: bool = False) -> torch.nn.Module:
     """An FSDP2 copy of `module`: each transformer block (the model's `_no_split_modules`) is its own
-    shard group, the rest (embeddings, final norm, heads) the root's. Parameter names are unchanged."""
+    shard group, the rest (embeddings, final norm, heads) the root's. Parameter names are unchanged.
+    A `frozen` copy is in eval mode without gradients (a KL anchor)."""
     sharded = copy.deepcopy(module)
+    if frozen:
+        sharded.eval().requires_grad_(False)
     block_classes = {name for sub in sharded.modules() for name in (getattr(sub, "_no_split_modules", None) or [])}
     for sub in list(sharded.modules()):
         if sub is not sharded and type(sub).__name__ in block_classes:
@@ -247,11 +261,20 @@ def is_sharded(module: torch.nn.Module) -> bool:
     return isinstance(module, FSDPModule)
 
 
+def _resharded(module: torch.nn.Module) -> torch.nn.Module:
+    """`module` with every FSDP group's parameters back in their sharded form: the root keeps its
+    parameters gathered after a forward, which `named_parameters` would then list unsharded."""
+    for sub in module.modules():
+        if isinstance(sub, FSDPModule):
+            sub.reshard()
+    return module
+
+
 @torch.no_grad()
 def gather_into(sharded: torch.nn.Module, full: torch.nn.Module) -> None:
     """Copy the sharded module's trained parameters into the full replica (collective: every rank calls it)."""
     targets = dict(full.named_parameters())
-    for name, param in sharded.named_parameters():
+    for name, param in _resharded(sharded).named_parameters():
         if param.requires_grad:
             targets[name].copy_(param.full_tensor())
 
@@ -259,6 +282,34 @@ def gather_into(sharded: torch.nn.Module, full: torch.nn.Module) -> None:
 def load_full_into(sharded: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
     """Load a whole (unsharded) state dict into the sharded copy; every rank passes the same one."""
     set_model_state_dict(sharded, state, options=StateDictOptions(full_state_dict=True, strict=False))
+
+
+def whole_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """`module.state_dict()`; for a sharded module the gathered one on CPU, on rank 0 ({} elsewhere;
+    collective: every rank calls it)."""
+    if not is_sharded(module):
+        return module.state_dict()
+    return get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def load_whole_state(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Inverse of `whole_state_dict`: every rank passes the same whole state dict."""
+    if is_sharded(module):
+        load_full_into(module, state)
+    else:
+        module.load_state_dict(state)
+
+
+def parameter_snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of the parameters; of a sharded module, of this rank's shards (no communication)."""
+    return {name: param.detach().clone() for name, param in _resharded(module).named_parameters()}
+
+
+@torch.no_grad()
+def load_parameter_snapshot(module: torch.nn.Module, snapshot: dict[str, torch.Tensor]) -> None:
+    """Copy a `parameter_snapshot` of a module sharded the same way into `module`'s shards."""
+    for name, param in _resharded(module).named_parameters():
+        param.copy_(snapshot[name])
 
 
 def _trained_names(module: torch.nn.Module) -> list[str]:

@@ -189,8 +189,8 @@ def estimate_memory(
     """Bytes per process for `cfg` on the model described by a transformers config or a parameter count.
 
     With world_size > 1 every process holds its share of each step's rollouts and minibatches;
-    with the 'fsdp' strategy gradients and optimizer moments are sharded, and the learner's sharded copy
-    of the weights comes on top of the full weights every process keeps.
+    with the 'fsdp' strategy gradients, optimizer moments and the frozen policy copies are sharded, and
+    the learner's sharded copy of the weights comes on top of the full weights every process keeps.
     `device_bytes` (the accelerator's memory) sizes vLLM's pool for `rollout.backend: vllm`.
     """
     shape = _shape_of(model_config)
@@ -225,13 +225,14 @@ def _resident_bytes(cfg: TrainConfig, shape: ModelShape, world_size: int) -> dic
     n = shape.num_params
     trained = shape.lora_params(cfg.lora.r, cfg.lora.target_modules) if cfg.lora.enabled else n
     # FSDP: the learner trains a sharded copy (weights, gradients, moments split over the processes)
-    # beside the full weights each process keeps for rollouts and scoring passes.
+    # beside the full weights each process keeps for rollouts and scoring passes; the policy copies
+    # are sharded too.
     fsdp = cfg.distributed.strategy == "fsdp" and world_size > 1
     shard = world_size if fsdp else 1
     out = {
         "policy_weights": n * p,
         # Copies of the trained weights: KL anchor, precedent pi_{t-1}, and the pi_t snapshot of a step.
-        "policy_copies": 3 * trained * p,
+        "policy_copies": 3 * trained * p // shard,
         "gradients": trained * p // shard,
         "optimizer_states": ADAM_MOMENTS * trained * p // shard,
     }

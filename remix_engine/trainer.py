@@ -43,7 +43,12 @@ from remix_engine.distributed import (
     is_sharded,
     load_full_into,
     load_optimizer_state,
+    load_parameter_snapshot,
+    load_whole_state,
     local_minibatch,
+    parameter_snapshot,
+    shard_copy,
+    whole_state_dict,
     wrap_for_training,
 )
 from remix_engine.evaluation import EvalSet, evaluate_sets
@@ -123,6 +128,8 @@ class Trainer:
         self.output_dir = Path(output_dir)
         # Under torchrun (WORLD_SIZE > 1) this process trains its shard of every step's batch.
         self.dist, self.device = init_from_env(torch.device(device))
+        # FSDP: the learner and the frozen policy copies are sharded over the processes (see distributed.py).
+        self.fsdp = self.dist.enabled and config.distributed.strategy == "fsdp"
         self.callbacks = callbacks  # type: ignore[assignment]
         check_backend_available(config.rollout, self.device)  # e.g. vLLM without CUDA: refuse at start
         random.seed(config.seed)
@@ -212,15 +219,25 @@ class Trainer:
         return self.policy.state_dict().items()
 
     def _policy_copy(self, *, base: bool) -> torch.nn.Module:
-        if self.lora is None:
-            return _frozen_copy(self.policy)
-        return AdapterSnapshot(self.lora, None if base else self.lora.adapter_state())
+        if self.lora is not None:
+            return AdapterSnapshot(self.lora, None if base else self.lora.adapter_state())
+        return shard_copy(self.policy, frozen=True) if self.fsdp else _frozen_copy(self.policy)
 
     def _policy_state(self) -> dict[str, torch.Tensor]:
-        """A copy of the trained weights: the whole model, or only the adapters with LoRA."""
+        """A copy of the trained weights: the whole model, only the adapters with LoRA, or this
+        process's shards under FSDP (for `_load_policy_state` into a policy copy)."""
         if self.lora is not None:
             return self.lora.adapter_state()
+        if self.fsdp:
+            return parameter_snapshot(self.train_policy)
         return {k: v.detach().clone() for k, v in self.policy.state_dict().items()}
+
+    def _load_policy_state(self, copy: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+        """Make a policy copy (KL anchor, precedent policy) hold a `_policy_state`."""
+        if self.fsdp:
+            load_parameter_snapshot(copy, state)
+        else:
+            copy.load_state_dict(state)
 
     @staticmethod
     def _trainable(module: torch.nn.Module) -> list[torch.nn.Parameter]:
@@ -313,7 +330,7 @@ class Trainer:
             width = fresh.response_ids.shape[1]
             fresh.behavior_logp = batch.behavior_logp[: len(fresh), :width].contiguous()
             fresh.old_logp = batch.old_logp[: len(fresh), :width].contiguous()
-        self.prev_model.load_state_dict(snapshot)
+        self._load_policy_state(self.prev_model, snapshot)
         self.engine.sync_weights(self.policy)
         if mix:
             self.buffer.add(t, fresh_all)
@@ -373,11 +390,17 @@ class Trainer:
     @torch.no_grad()
     def _logprobs(self, model: torch.nn.Module, batch: RolloutBatch) -> torch.Tensor:
         chunks = []
-        for rows in torch.arange(len(batch)).split(self.alg.minibatch_size):
+        row_chunks = list(torch.arange(len(batch)).split(self.alg.minibatch_size))
+        for rows in row_chunks:
             logp, _ = sequence_logprobs(
                 model, batch.select(rows), temperature=self.cfg.rollout.temperature, with_entropy=False
             )
             chunks.append(logp)
+        if is_sharded(model):  # every forward of a sharded model is collective: match the busiest rank
+            for _ in range(self.dist.all_max(len(row_chunks)) - len(row_chunks)):
+                sequence_logprobs(
+                    model, batch.select([0]), temperature=self.cfg.rollout.temperature, with_entropy=False
+                )
         return torch.cat(chunks, dim=0)
 
     @torch.no_grad()
@@ -537,7 +560,7 @@ class Trainer:
     # ------------------------------------------------------------------ reincarnation
     def reincarnate(self) -> None:
         """Policy reincarnation: the KL anchor becomes the current policy; replay stops."""
-        self.ref_model.load_state_dict(self._policy_state())
+        self._load_policy_state(self.ref_model, self._policy_state())
         dropped = len(self.buffer)
         self.buffer.clear()
         if self.alg.reset_optimizer_on_reincarnation:
@@ -615,7 +638,10 @@ class Trainer:
         return whole(self.train_policy, self.optimizer), whole(self.train_critic, self.critic_optimizer)  # type: ignore[return-value]
 
     def save_checkpoint(self, metrics: Metrics | None = None) -> Path:
-        optimizer_state, critic_optimizer_state = self._optimizer_states()  # collective under FSDP
+        # Collective under FSDP: every process gathers, the main one writes.
+        optimizer_state, critic_optimizer_state = self._optimizer_states()
+        ref_state = None if self.reincarnated_at is None else whole_state_dict(self.ref_model)
+        prev_state = whole_state_dict(self.prev_model)
         if not self.dist.is_main:  # every process holds the same state; the main one writes it
             return self.checkpoint_root / ckpt.checkpoint_name(self.step)
         state = {
@@ -623,8 +649,8 @@ class Trainer:
             "optimizer": optimizer_state,
             "critic": None if self.critic is None else self.critic.state_dict(),
             "critic_optimizer": critic_optimizer_state,
-            "ref_model": None if self.reincarnated_at is None else self.ref_model.state_dict(),
-            "prev_model": self.prev_model.state_dict(),
+            "ref_model": ref_state,
+            "prev_model": prev_state,
             "replay": self.buffer.state_dict(),
             "sampler": self.sampler.state_dict(),
             "rng": {
@@ -676,9 +702,9 @@ class Trainer:
         else:
             saved = AutoModelForCausalLM.from_pretrained(checkpoint_dir, dtype=self.policy.dtype)
             self.policy.load_state_dict(saved.state_dict())
-        self.prev_model.load_state_dict(state["prev_model"])
+        load_whole_state(self.prev_model, state["prev_model"])
         if state["ref_model"] is not None:
-            self.ref_model.load_state_dict(state["ref_model"])
+            load_whole_state(self.ref_model, state["ref_model"])
         self._load_learner_state(self.train_policy, self.policy, self.optimizer, state["optimizer"])
         if self.critic is not None and state["critic"] is not None:
             self.critic.load_state_dict(state["critic"])

@@ -59,6 +59,10 @@ def _free_port():
         return sock.getsockname()[1]
 
 
+def _local_numel(params):
+    return sum((p.to_local() if isinstance(p, DTensor) else p).numel() for p in params)
+
+
 def _train_rank(rank, world_size, port, config_json, out_dir, steps):
     """One torchrun-like process: the environment torchrun would set, then the ordinary Trainer."""
     os.environ.update(
@@ -80,12 +84,9 @@ def _train_rank(rank, world_size, port, config_json, out_dir, steps):
                 "weights": trainer.policy.state_dict(),
                 "critic": None if trainer.critic is None else trainer.critic.state_dict(),
                 "buffer": len(trainer.buffer),
-                # Parameter elements this process's optimizer holds (its shard under FSDP).
-                "optimized_numel": sum(
-                    (p.to_local() if isinstance(p, DTensor) else p).numel()
-                    for group in trainer.optimizer.param_groups
-                    for p in group["params"]
-                ),
+                # Parameter elements this process holds in the optimizer and the KL anchor (shards under FSDP).
+                "optimized_numel": _local_numel(p for group in trainer.optimizer.param_groups for p in group["params"]),
+                "anchor_numel": _local_numel(trainer.ref_model.parameters()),
             },
             os.path.join(out_dir, "rank0.pt"),
         )
@@ -168,26 +169,32 @@ def test_two_processes_match_one(random_model_dir, tmp_path, algorithm, aggregat
             torch.testing.assert_close(got["critic"][name], value, atol=1e-5, rtol=0, msg=name)
     assert got["buffer"] == len(single.buffer)  # every process keeps the whole replay buffer
     whole = sum(p.numel() for p in single.policy.parameters())
-    if strategy == "fsdp":  # the optimizer steps this process's half of the weights, not all of them
+    if strategy == "fsdp":  # the optimizer steps this process's half of the weights; the anchor is halved too
         assert whole // 2 <= got["optimized_numel"] < whole * 0.6
+        assert whole // 2 <= got["anchor_numel"] < whole * 0.6
     else:
-        assert got["optimized_numel"] == whole
+        assert got["optimized_numel"] == got["anchor_numel"] == whole
 
 
 @pytest.mark.slow
 def test_fsdp_checkpoint_holds_the_whole_optimizer_state_and_resumes_under_any_strategy(random_model_dir, tmp_path):
-    cfg = dp_config(random_model_dir, name="remix-ppo")
+    # Reincarnation at the end of step 2: the checkpoint holds the new anchor, step 3 is on-policy.
+    # (Adam keeps its moments: a fresh Adam's first step is +-lr wherever a gradient is float noise.)
+    cfg = dp_config(random_model_dir, name="remix-ppo", reincarnation_step=2, reset_optimizer_on_reincarnation=False)
     fsdp = cfg.model_copy(update={"distributed": cfg.distributed.model_copy(update={"strategy": "fsdp"})})
     single = Trainer(cfg, tmp_path / "single")
     single.train_step()
     single.train_step()
     expected_state = copy.deepcopy(single.optimizer.state_dict())  # the next step updates it in place
     expected_critic_state = copy.deepcopy(single.critic_optimizer.state_dict())
+    expected_anchor = copy.deepcopy(single.ref_model.state_dict())  # pi_2, after reincarnation
     expected_next = single.train_step()
 
     run_two_processes_with_checkpoint(fsdp, tmp_path / "sharded")
     saved = Trainer.latest_checkpoint(tmp_path / "sharded")
     state = load_trainer_state(saved)
+    for name, value in expected_anchor.items():  # the sharded anchor, gathered whole
+        torch.testing.assert_close(state["ref_model"][name], value, atol=1e-5, rtol=0, msg=name)
     for got, want in ((state["optimizer"], expected_state), (state["critic_optimizer"], expected_critic_state)):
         assert got["state"].keys() == want["state"].keys()  # numbered like one process's optimizer
         assert [g["params"] for g in got["param_groups"]] == [g["params"] for g in want["param_groups"]]

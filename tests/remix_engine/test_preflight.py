@@ -1,6 +1,9 @@
 """Memory pre-flight: hand-computed sizes on the tiny Llama's config, and a clear refusal."""
 
+from pathlib import Path
+
 import pytest
+import yaml
 from transformers import LlamaConfig
 
 from remix_engine.config import TrainConfig
@@ -13,6 +16,8 @@ from remix_engine.preflight import (
     load_model_config,
 )
 from remix_engine.toy import build_char_tokenizer, build_untrained_model
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 # The builtin tiny Llama: vocab 101, hidden 128, MLP 256, 4 layers, 4 heads of 32, tied embeddings.
 TINY = LlamaConfig(
@@ -98,17 +103,35 @@ def test_ppo_adds_a_critic_and_bf16_halves_weights():
 def test_fsdp_shards_learner_terms_and_ranks_split_minibatches():
     single = estimate_memory(job(distributed={"strategy": "fsdp"}), TINY)
     sharded = estimate_memory(job(distributed={"strategy": "fsdp"}), TINY, world_size=2)
-    for key in ("gradients", "optimizer_states", "activations", "logits"):
+    for key in ("policy_copies", "gradients", "optimizer_states", "activations", "logits"):
         assert sharded.breakdown[key] * 2 == single.breakdown[key], key
-    # Full weights and their anchor copies stay on every process; the learner's half copy comes on top.
-    for key in ("policy_weights", "policy_copies"):
-        assert sharded.breakdown[key] == single.breakdown[key], key
+    # The full weights stay on every process (rollouts); the learner's half copy comes on top.
+    assert sharded.breakdown["policy_weights"] == single.breakdown["policy_weights"]
     assert "sharded_weights" not in single.breakdown
     assert sharded.breakdown["sharded_weights"] * 2 == single.breakdown["policy_weights"]
     ddp = estimate_memory(job(), TINY, world_size=2)
     assert sharded.total < ddp.total  # what FSDP is for: half the gradients and moments
     assert ddp.breakdown["optimizer_states"] == single.breakdown["optimizer_states"]
     assert sharded.breakdown["kv_cache"] == single.breakdown["kv_cache"]  # each rank fills its own batches
+
+
+def test_fsdp_lets_a_7b_full_finetune_fit_where_ddp_does_not():
+    qwen_7b_like = LlamaConfig(
+        hidden_size=3584,
+        intermediate_size=18944,
+        num_hidden_layers=28,
+        num_attention_heads=28,
+        num_key_value_heads=4,
+        vocab_size=152064,
+        tie_word_embeddings=False,
+    )
+    cfg = TrainConfig.model_validate(yaml.safe_load((EXAMPLES / "qwen-7b-remix-grpo-fsdp.yaml").read_text()))
+    assert cfg.distributed.strategy == "fsdp" and cfg.distributed.num_processes == 8
+    fits = check_fits(cfg, 80 * GiB, qwen_7b_like, world_size=8, device_bytes=80 * GiB)
+    assert fits.total < 80 * GiB
+    ddp = cfg.model_copy(update={"distributed": cfg.distributed.model_copy(update={"strategy": "ddp"})})
+    with pytest.raises(InsufficientMemoryError, match="optimizer_states|policy_copies"):
+        check_fits(ddp, 80 * GiB, qwen_7b_like, world_size=8, device_bytes=80 * GiB)
 
 
 def test_parameter_count_only_gives_weight_terms():
