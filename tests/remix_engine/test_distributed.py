@@ -13,7 +13,14 @@ from torch.distributed.tensor import DTensor
 
 from remix_engine.checkpoint import load_trainer_state
 from remix_engine.config import TrainConfig
-from remix_engine.distributed import DistContext, RowMap, agg_denominator, check_shardable, torchrun_command
+from remix_engine.distributed import (
+    DistContext,
+    RowMap,
+    agg_denominator,
+    check_shardable,
+    shutdown,
+    torchrun_command,
+)
 from remix_engine.losses import AGG_MODES, agg_loss
 from remix_engine.trainer import Trainer
 
@@ -63,8 +70,8 @@ def _local_numel(params):
     return sum((p.to_local() if isinstance(p, DTensor) else p).numel() for p in params)
 
 
-def _train_rank(rank, world_size, port, config_json, out_dir, steps):
-    """One torchrun-like process: the environment torchrun would set, then the ordinary Trainer."""
+def _rank_trainer(rank, world_size, port, config_json, out_dir):
+    """The environment torchrun would set for this process, then the ordinary Trainer."""
     os.environ.update(
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
@@ -73,9 +80,12 @@ def _train_rank(rank, world_size, port, config_json, out_dir, steps):
         WORLD_SIZE=str(world_size),
     )
     torch.set_num_threads(1)
-    from remix_engine.distributed import shutdown
+    return Trainer(TrainConfig.model_validate_json(config_json), out_dir)
 
-    trainer = Trainer(TrainConfig.model_validate_json(config_json), out_dir)
+
+def _train_rank(rank, world_size, port, config_json, out_dir, steps):
+    """One torchrun-like process: `steps` training steps; rank 0 saves what the test compares."""
+    trainer = _rank_trainer(rank, world_size, port, config_json, out_dir)
     metrics = [trainer.train_step() for _ in range(steps)]
     if rank == 0:
         torch.save(
@@ -95,17 +105,7 @@ def _train_rank(rank, world_size, port, config_json, out_dir, steps):
 
 def _checkpoint_rank(rank, world_size, port, config_json, out_dir, resume_from):
     """Two steps then a checkpoint, or (with `resume_from`) a resume and one more step."""
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        RANK=str(rank),
-        LOCAL_RANK=str(rank),
-        WORLD_SIZE=str(world_size),
-    )
-    torch.set_num_threads(1)
-    from remix_engine.distributed import shutdown
-
-    trainer = Trainer(TrainConfig.model_validate_json(config_json), out_dir)
+    trainer = _rank_trainer(rank, world_size, port, config_json, out_dir)
     if resume_from:
         trainer.resume(resume_from)
         metrics = trainer.train_step()
