@@ -54,6 +54,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_model_state_dict,
     set_optimizer_state_dict,
 )
+from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import FSDPModule, fully_shard
 from torch.nn.parallel import DistributedDataParallel
 
@@ -245,15 +246,19 @@ def wrap_for_training(
 def shard_copy(module: torch.nn.Module, *, frozen: bool = False) -> torch.nn.Module:
     """An FSDP2 copy of `module`: each transformer block (the model's `_no_split_modules`) is its own
     shard group, the rest (embeddings, final norm, heads) the root's. Parameter names are unchanged.
-    A `frozen` copy is in eval mode without gradients (a KL anchor)."""
+    A `frozen` copy is in eval mode without gradients (a KL anchor) and reshards its root after each
+    forward too, since no backward follows to do it."""
     sharded = copy.deepcopy(module)
     if frozen:
         sharded.eval().requires_grad_(False)
+    # The mesh is over the module's own device type: a CPU job on a machine that has GPUs stays on gloo.
+    device_type = next(sharded.parameters()).device.type
+    mesh = init_device_mesh(device_type, (dist.get_world_size(),))
     block_classes = {name for sub in sharded.modules() for name in (getattr(sub, "_no_split_modules", None) or [])}
     for sub in list(sharded.modules()):
         if sub is not sharded and type(sub).__name__ in block_classes:
-            fully_shard(sub)
-    fully_shard(sharded)
+            fully_shard(sub, mesh=mesh)
+    fully_shard(sharded, mesh=mesh, reshard_after_forward=True if frozen else None)
     return sharded
 
 
