@@ -73,6 +73,9 @@ class TrainerCallbacks(Protocol):
     def on_checkpoint(self, step: int, path: Path, metrics: Metrics) -> None: ...
     def should_stop(self) -> bool: ...
 
+    # Optional: `checkpoint_on_stop() -> bool`, asked once when `should_stop` ended training early;
+    # True saves a checkpoint of the step reached (on every process: under FSDP saving is collective).
+
 
 class NullCallbacks:
     def on_step(self, step: int, metrics: Metrics) -> None:
@@ -268,6 +271,10 @@ class Trainer:
             self.callbacks.on_step(self.step, metrics)
             if is_last or self.step % self.cfg.checkpoint_every == 0:
                 last = self.save_checkpoint(metrics)
+        if stopped and self.step > 0 and (last is None or last.name != ckpt.checkpoint_name(self.step)):
+            wanted = getattr(self.callbacks, "checkpoint_on_stop", None)
+            if self.dist.main_decides(wanted is not None and bool(wanted())):
+                last = self.save_checkpoint()
         eval_after = {} if stopped or not self.dist.is_main else (self._latest_eval or self.evaluate())
         return TrainResult(self.step, stopped, self.eval_before, eval_after, last)
 

@@ -218,6 +218,10 @@ class DbCallbacks:
         if self.upload_checkpoints and key:
             self.store.delete(key)
 
+    def checkpoint_on_stop(self) -> bool:
+        """Whether the cancellation asked for a checkpoint of the step reached (`?checkpoint=true`)."""
+        return bool(self.writer.read_job().checkpoint_on_cancel)
+
     def should_stop(self) -> bool:
         """Cancellation check between steps; reads the job row at most every `poll_interval` seconds."""
         if self.writer.lost.is_set():
@@ -364,13 +368,7 @@ def train_and_finish(writer: JobWriter, trainer: Any, output_dir: Path) -> str:
 
 
 def _finish_cancelled(writer: JobWriter, trainer: Any, result: TrainResult) -> str:
-    last = result.last_checkpoint
-    if (
-        writer.read_job().checkpoint_on_cancel
-        and trainer.step > 0
-        and (last is None or last.name != _step_name(trainer.step))
-    ):
-        last = trainer.save_checkpoint()
+    last = result.last_checkpoint  # with `?checkpoint=true` the trainer saved the step reached (checkpoint_on_stop)
     summary = {
         "final_step": trainer.step,
         "attempts": writer.attempt,
@@ -390,10 +388,6 @@ def _finish_cancelled(writer: JobWriter, trainer: Any, result: TrainResult) -> s
 
 def _fmt(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, float | int) else "n/a"
-
-
-def _step_name(step: int) -> str:
-    return f"step-{step:06d}"
 
 
 def _checkpoint_key_of(job_id: uuid.UUID, folder: Path | None) -> str | None:

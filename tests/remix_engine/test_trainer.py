@@ -224,3 +224,32 @@ def test_remix_grpo_raises_toy_accuracy(tmp_path):
     result = Trainer(cfg, tmp_path).train()
     gain = result.eval_after["accuracy"] - result.eval_before["accuracy"]
     assert gain >= 0.15, (result.eval_before, result.eval_after)
+
+
+class _StopAfter(Recorder):
+    """Asks to stop once `steps` steps are done; answers `checkpoint_on_stop` with `checkpoint`."""
+
+    def __init__(self, steps, checkpoint):
+        super().__init__()
+        self.stop_after, self.checkpoint, self.asked = steps, checkpoint, 0
+
+    def should_stop(self):
+        return len(self.steps) >= self.stop_after
+
+    def checkpoint_on_stop(self):
+        self.asked += 1
+        return self.checkpoint
+
+
+@pytest.mark.parametrize("checkpoint", [True, False])
+def test_a_stop_saves_the_step_reached_only_when_asked(random_model_dir, tmp_path, checkpoint):
+    cfg = small_config(random_model_dir).model_copy(update={"total_steps": 10, "checkpoint_every": 5})
+    callbacks = _StopAfter(2, checkpoint)
+    result = Trainer(cfg, tmp_path, callbacks=callbacks).train()
+    assert result.stopped and result.final_step == 2 and callbacks.asked == 1
+    if checkpoint:
+        assert result.last_checkpoint is not None and result.last_checkpoint.name == "step-000002"
+        assert [step for step, _ in callbacks.checkpoints] == [2]
+        assert Trainer.latest_checkpoint(tmp_path) == result.last_checkpoint
+    else:
+        assert result.last_checkpoint is None and callbacks.checkpoints == []

@@ -14,7 +14,9 @@ import pytest
 from sqlalchemy import select
 from worker_testing import tiny_job_config, wait_for
 
+from service.artifacts import checkpoint_key
 from service.models import Checkpoint, Job, JobAttempt, JobEvent, JobMetric, utcnow
+from service.repositories.jobs import CancelOutcome, request_cancel
 from service.settings import Settings
 from worker.celery_app import create_celery_app
 from worker.distributed_entry import Lifeline, pid_alive
@@ -112,6 +114,40 @@ def test_two_process_job_trains_through_the_worker(sessions, make_job, settings,
     model = AutoModelForCausalLM.from_pretrained(folder)
     ids = AutoTokenizer.from_pretrained(folder)("12+34=", return_tensors="pt")["input_ids"]
     assert model(input_ids=ids).logits.shape[:2] == ids.shape
+
+
+@pytest.mark.slow
+def test_cancelling_an_fsdp_job_with_a_checkpoint_saves_it_on_every_rank(sessions, make_job, settings, start_worker):
+    # given a two-process FSDP job, training (saving a checkpoint gathers shards from both ranks)
+    config = two_process_config(total_steps=200, checkpoint_every=100)
+    config["distributed"]["strategy"] = "fsdp"
+    job = make_job(config=config)
+    worker = start_worker("fsdp-cancel")
+    _send(settings, job)
+    wait_for(
+        lambda: _job(sessions, job.id).current_step >= 2,
+        timeout=JOB_TIMEOUT,
+        what="two trained steps",
+        on_timeout=worker.log_text,
+    )
+
+    # when it is cancelled with `?checkpoint=true`
+    with sessions() as session:
+        assert request_cancel(session, session.get_one(Job, job.id), checkpoint=True) == CancelOutcome.requested
+
+    # then both ranks stop between steps, save the step reached together, and the job ends cancelled
+    done = wait_for(
+        lambda: (row := _job(sessions, job.id)).status in {"cancelled", "failed"} and row,
+        timeout=120,
+        what="the job to stop",
+        on_timeout=worker.log_text,
+    )
+    assert done.status == "cancelled", f"{done.error}\n{worker.log_text()[-4000:]}"
+    assert 2 <= done.current_step < 200
+    with sessions() as session:
+        steps = session.scalars(select(Checkpoint.step).where(Checkpoint.job_id == job.id)).all()
+    assert steps == [done.current_step]
+    assert done.summary["last_checkpoint"] == checkpoint_key(job.id, done.current_step)
 
 
 @pytest.mark.slow
