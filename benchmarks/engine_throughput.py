@@ -19,6 +19,7 @@ keeps the peaks separate.
 
     python -m benchmarks.engine_throughput            # full run
     python -m benchmarks.engine_throughput --quick    # seconds; writes under var/bench/
+    python -m benchmarks.engine_throughput --device cuda --backends hf vllm   # both rollout backends on a GPU
 """
 
 from __future__ import annotations
@@ -154,8 +155,8 @@ def current_rss_mib() -> float:
     return float("nan")
 
 
-def measure(model: str, algorithm: str, args: argparse.Namespace) -> dict[str, Any]:
-    """Warm-up then measured steps of one (model, algorithm) in this process."""
+def measure(model: str, algorithm: str, backend: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Warm-up then measured steps of one (model, algorithm, rollout backend) in this process."""
     from remix_engine.trainer import Trainer
 
     torch.set_num_threads(args.threads)
@@ -172,6 +173,7 @@ def measure(model: str, algorithm: str, args: argparse.Namespace) -> dict[str, A
         model=model,
         **({"reincarnation_step": None} if algorithm.startswith("remix-") else {}),
     )
+    cfg = cfg.model_copy(update={"rollout": cfg.rollout.model_copy(update={"backend": backend})})
     trainer = Trainer(cfg, Path(args.workdir) / "unused", device=args.device)
     rss_after_load = current_rss_mib()
     if args.device.startswith("cuda"):
@@ -199,6 +201,7 @@ def measure(model: str, algorithm: str, args: argparse.Namespace) -> dict[str, A
     return {
         "model": model,
         "algorithm": algorithm,
+        "backend": backend,
         "device": args.device,
         "threads": args.threads,
         "num_parameters": sum(p.numel() for p in trainer.policy.parameters()),
@@ -213,7 +216,9 @@ def measure(model: str, algorithm: str, args: argparse.Namespace) -> dict[str, A
     }
 
 
-def measure_in_subprocess(model: str, algorithm: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
+def measure_in_subprocess(
+    model: str, algorithm: str, backend: str, args: argparse.Namespace, out: Path
+) -> dict[str, Any]:
     command = [
         sys.executable,
         "-m",
@@ -221,6 +226,7 @@ def measure_in_subprocess(model: str, algorithm: str, args: argparse.Namespace, 
         "--single",
         model,
         algorithm,
+        backend,
         "--single-out",
         str(out),
         "--steps",
@@ -250,12 +256,22 @@ def measure_in_subprocess(model: str, algorithm: str, args: argparse.Namespace, 
 def markdown(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
     memory_header = "peak GPU MiB" if args.device.startswith("cuda") else "peak RSS MiB (after load)"
     table = common.markdown_table(
-        ["model", "params", "algorithm", "s/step", "generation tok/s", "learner tok/s", memory_header],
+        [
+            "model",
+            "params",
+            "algorithm",
+            "rollout backend",
+            "s/step",
+            "generation tok/s",
+            "learner tok/s",
+            memory_header,
+        ],
         [
             [
                 r["label"],
                 f"{r['num_parameters'] / 1e6:.2f}M",
                 r["algorithm"],
+                r["backend"],
                 f"{r['step_s']:.2f}",
                 f"{r['generation_tokens_per_s']:,.0f}",
                 f"{r['learner_tokens_per_s']:,.0f}",
@@ -267,9 +283,14 @@ def markdown(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
         ],
     )
     shares = common.markdown_table(
-        ["model", "algorithm", *PHASES],
+        ["model", "algorithm", "rollout backend", *PHASES],
         [
-            [r["label"], r["algorithm"], *(f"{100 * r['breakdown_s'][p] / r['step_s']:.0f}%" for p in PHASES)]
+            [
+                r["label"],
+                r["algorithm"],
+                r["backend"],
+                *(f"{100 * r['breakdown_s'][p] / r['step_s']:.0f}%" for p in PHASES),
+            ]
             for r in results
         ],
     )
@@ -286,7 +307,7 @@ def markdown(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
 def plot(results: list[dict[str, Any]], path: Path) -> None:
     plt = common.pyplot()
     fig, ax = plt.subplots(figsize=(11, 4.5))
-    labels = [f"{r['label'].split(' ')[0]}\n{r['algorithm']}" for r in results]
+    labels = [f"{r['label'].split(' ')[0]}\n{r['algorithm']}\n{r['backend']}" for r in results]
     bottom = [0.0] * len(results)
     for phase in PHASES:
         values = [r["breakdown_s"][phase] for r in results]
@@ -304,6 +325,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="seconds-long smoke run writing under var/bench/")
     parser.add_argument("--algorithms", nargs="+", default=["grpo", "remix-grpo"])
+    parser.add_argument(
+        "--backends", nargs="+", choices=["hf", "vllm"], default=["hf"], help="rollout backends ('vllm' needs CUDA)"
+    )
     parser.add_argument("--steps", type=int, default=5, help="measured steps per configuration")
     parser.add_argument("--warmup", type=int, default=2, help="unmeasured steps first (remix-grpo needs 2 to replay)")
     parser.add_argument("--prompts", type=int, default=16)
@@ -313,7 +337,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     common.add_threads_argument(parser)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--workdir", default=str(common.QUICK_DIR / NAME / "runs"))
-    parser.add_argument("--single", nargs=2, metavar=("MODEL", "ALGORITHM"), help=argparse.SUPPRESS)
+    parser.add_argument("--single", nargs=3, metavar=("MODEL", "ALGORITHM", "BACKEND"), help=argparse.SUPPRESS)
     parser.add_argument("--single-out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
@@ -330,15 +354,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results = []
     for label, source in model_sources(args).items():
         for algorithm in args.algorithms:
-            result = measure_in_subprocess(source, algorithm, args, data_dir / f"{NAME}-single.json")
-            results.append({"label": label, **result})
-            print(
-                f"{label:>28} {algorithm:>10}: {result['step_s']:.2f} s/step, generation "
-                f"{result['generation_tokens_per_s']:,.0f} tok/s, "
-                f"learner {result['learner_tokens_per_s']:,.0f} tok/s, "
-                f"peak RSS {result['peak_rss_mib']:.0f} MiB",
-                flush=True,
-            )
+            for backend in args.backends:
+                result = measure_in_subprocess(source, algorithm, backend, args, data_dir / f"{NAME}-single.json")
+                results.append({"label": label, **result})
+                print(
+                    f"{label:>28} {algorithm:>10} {backend:>4}: {result['step_s']:.2f} s/step, generation "
+                    f"{result['generation_tokens_per_s']:,.0f} tok/s, "
+                    f"learner {result['learner_tokens_per_s']:,.0f} tok/s, "
+                    f"peak RSS {result['peak_rss_mib']:.0f} MiB",
+                    flush=True,
+                )
     (data_dir / f"{NAME}-single.json").unlink(missing_ok=True)
     png = figures / f"{NAME}.png"
     plot(results, png)

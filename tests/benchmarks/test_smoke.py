@@ -89,6 +89,7 @@ def test_engine_throughput_quick(tmp_path: Path) -> None:
     run_quick("benchmarks.engine_throughput", tmp_path)
     result = outputs(tmp_path, "engine_throughput")
     assert {r["algorithm"] for r in result["results"]} == {"grpo", "remix-grpo"}
+    assert {r["backend"] for r in result["results"]} == {"hf"}  # the default; vllm needs CUDA
     for row in result["results"]:
         assert row["generation_tokens_per_s"] > 0 and row["learner_tokens_per_s"] > 0
         assert row["peak_rss_mib"] >= row["rss_after_load_mib"] > 0

@@ -1,5 +1,6 @@
-"""On CUDA: the HF backend in bfloat16 (full and LoRA training steps, checkpoints, the memory pre-flight)
-and the colocated vLLM rollout backend (log-probs, per-sample seeds, weight sync, sleep mode).
+"""On CUDA: the HF backend in bfloat16 (full and LoRA training steps, checkpoints, the memory
+pre-flight), a LoRA job's merged export served by vLLM, and the colocated vLLM rollout backend
+(log-probs, per-sample seeds, weight sync, sleep mode).
 
 Marked `gpu`; skipped on machines without CUDA (run them with `pytest -m gpu` on a GPU host). The vLLM
 tests are also skipped when the vllm package is not installed.
@@ -69,6 +70,48 @@ def test_bf16_lora_training_on_cuda(random_model_dir, tmp_path):
     path = trainer.save_checkpoint()
     merged = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     assert not any("lora" in k for k in merged.state_dict())
+
+
+_VLLM_GREEDY = """
+import json, sys
+from vllm import LLM, SamplingParams
+
+llm = LLM(model=sys.argv[1], dtype="float32", gpu_memory_utilization=0.2, enforce_eager=True)
+prompts = [{"prompt_token_ids": ids} for ids in json.loads(sys.argv[2])]
+outputs = llm.generate(prompts, SamplingParams(temperature=0.0, max_tokens=8))
+print(json.dumps([list(o.outputs[0].token_ids) for o in outputs]))
+"""
+
+
+def test_lora_merged_export_loads_in_vllm(random_model_dir, tmp_path):
+    pytest.importorskip("vllm")
+    import json
+    import subprocess
+    import sys
+
+    from remix_engine.rollout import HFRolloutEngine
+
+    cfg = gpu_config(random_model_dir, model={"dtype": "float32"}, lora={"enabled": True, "r": 4})
+    trainer = Trainer(cfg, tmp_path, device="cuda")
+    trainer.train_step()
+    path = trainer.save_checkpoint()
+    prompts = [f"{a}+{a + 7}=" for a in range(20, 26)]
+    merged = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to("cuda")
+    expected = HFRolloutEngine(merged, trainer.tokenizer, cfg.rollout).greedy(prompts, max_new_tokens=8)
+    tokenizer = trainer.tokenizer
+    del trainer, merged
+    torch.cuda.empty_cache()
+    # A separate process: vLLM as a user would start it on the exported folder, no trainer around.
+    prompt_ids = tokenizer(prompts, padding=False)["input_ids"]  # as both rollout engines encode prompts
+    run = subprocess.run(
+        [sys.executable, "-c", _VLLM_GREEDY, str(path), json.dumps(prompt_ids)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-4000:]
+    generated = json.loads(run.stdout.strip().splitlines()[-1])
+    assert tokenizer.batch_decode(generated, skip_special_tokens=True) == expected
 
 
 def test_preflight_refuses_a_job_larger_than_free_memory(random_model_dir, tmp_path, monkeypatch):

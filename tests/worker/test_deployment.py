@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -131,3 +132,17 @@ def test_our_images_are_built_locally_never_pulled(compose):
     assert set(ours) == {"migrate", "api", "worker-gpu", "worker-maintenance"}
     for name, service in ours.items():
         assert (REPO_ROOT / service["build"]["dockerfile"]).is_file(), name
+
+
+def test_gpu_checks_refuse_clearly_without_a_gpu():
+    script = REPO_ROOT / "scripts" / "gpu_checks.sh"
+    assert os.access(script, os.X_OK)
+    run = subprocess.run(
+        ["bash", str(script)],
+        env={**os.environ, "PYTHON": sys.executable, "CUDA_VISIBLE_DEVICES": ""},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode != 0
+    assert "gpu_checks: no CUDA device visible" in run.stderr
