@@ -235,12 +235,12 @@ class Trainer:
             return parameter_snapshot(self.train_policy)
         return {k: v.detach().clone() for k, v in self.policy.state_dict().items()}
 
-    def _load_policy_state(self, copy: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    def _load_policy_state(self, policy_copy: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
         """Make a policy copy (KL anchor, precedent policy) hold a `_policy_state`."""
         if self.fsdp:
-            load_parameter_snapshot(copy, state)
+            load_parameter_snapshot(policy_copy, state)
         else:
-            copy.load_state_dict(state)
+            policy_copy.load_state_dict(state)
 
     @staticmethod
     def _trainable(module: torch.nn.Module) -> list[torch.nn.Parameter]:
