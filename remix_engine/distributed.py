@@ -284,11 +284,6 @@ def gather_into(sharded: torch.nn.Module, full: torch.nn.Module) -> None:
             targets[name].copy_(param.full_tensor())
 
 
-def load_full_into(sharded: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Load a whole (unsharded) state dict into the sharded copy; every rank passes the same one."""
-    set_model_state_dict(sharded, state, options=StateDictOptions(full_state_dict=True, strict=False))
-
-
 def whole_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     """`module.state_dict()`; for a sharded module the gathered one on CPU, on rank 0 ({} elsewhere;
     collective: every rank calls it)."""
@@ -300,7 +295,7 @@ def whole_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 def load_whole_state(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
     """Inverse of `whole_state_dict`: every rank passes the same whole state dict."""
     if is_sharded(module):
-        load_full_into(module, state)
+        set_model_state_dict(module, state, options=StateDictOptions(full_state_dict=True, strict=False))
     else:
         module.load_state_dict(state)
 
@@ -322,15 +317,17 @@ def _trained_names(module: torch.nn.Module) -> list[str]:
     return [name for name, param in module.named_parameters() if param.requires_grad]
 
 
-def gathered_optimizer_state(sharded: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """The sharded optimizer's whole state on CPU, numbered like a single process's `state_dict()`, on
-    rank 0; other ranks get {} (collective: every rank calls it)."""
+def whole_optimizer_state(module: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """`optimizer.state_dict()`; for the optimizer of a sharded module the whole state on CPU, numbered
+    like a single process's, on rank 0 ({} elsewhere; collective: every rank calls it)."""
+    if not is_sharded(module):
+        return optimizer.state_dict()
     by_name = get_optimizer_state_dict(
-        sharded, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+        module, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
     )
     if not by_name:
         return {}
-    index = {name: i for i, name in enumerate(_trained_names(sharded))}
+    index = {name: i for i, name in enumerate(_trained_names(module))}
     return {
         "state": {index[name]: value for name, value in by_name["state"].items()},
         "param_groups": [
@@ -339,14 +336,19 @@ def gathered_optimizer_state(sharded: torch.nn.Module, optimizer: torch.optim.Op
     }
 
 
-def load_optimizer_state(sharded: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
-    """Load a single-process-numbered optimizer state (see `gathered_optimizer_state`) into a sharded one."""
-    names = _trained_names(sharded)
+def load_whole_optimizer_state(
+    module: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]
+) -> None:
+    """Inverse of `whole_optimizer_state`: every rank passes the same whole state."""
+    if not is_sharded(module):
+        optimizer.load_state_dict(state)
+        return
+    names = _trained_names(module)
     by_name = {
         "state": {names[i]: value for i, value in state["state"].items()},
         "param_groups": [{**group, "params": [names[i] for i in group["params"]]} for group in state["param_groups"]],
     }
-    set_optimizer_state_dict(sharded, optimizer, by_name, options=StateDictOptions(full_state_dict=True))
+    set_optimizer_state_dict(module, optimizer, by_name, options=StateDictOptions(full_state_dict=True))
 
 
 # ------------------------------------------------------------------------------------------ processes

@@ -38,16 +38,15 @@ from remix_engine.distributed import (
     RowMap,
     check_shardable,
     gather_into,
-    gathered_optimizer_state,
     init_from_env,
     is_sharded,
-    load_full_into,
-    load_optimizer_state,
     load_parameter_snapshot,
+    load_whole_optimizer_state,
     load_whole_state,
     local_minibatch,
     parameter_snapshot,
     shard_copy,
+    whole_optimizer_state,
     whole_state_dict,
     wrap_for_training,
 )
@@ -336,7 +335,6 @@ class Trainer:
         if pi_k_in_first_forward:  # the replay buffer and the step metrics read the fresh rows' scores
             width = fresh.response_ids.shape[1]
             fresh.behavior_logp = batch.behavior_logp[: len(fresh), :width].contiguous()
-            fresh.old_logp = batch.old_logp[: len(fresh), :width].contiguous()
         self._load_policy_state(self.prev_model, snapshot)
         self.engine.sync_weights(self.policy)
         if mix:
@@ -634,19 +632,14 @@ class Trainer:
         self.callbacks.on_event("samples", step, f"{count} sampled completions", {"samples": samples})
 
     # ------------------------------------------------------------------ checkpoints
-    def _optimizer_states(self) -> tuple[dict[str, Any], dict[str, Any] | None]:
-        """Policy and critic optimizer states, numbered as in one process (gathered from FSDP shards)."""
-
-        def whole(module: torch.nn.Module | None, optimizer: torch.optim.Optimizer | None) -> dict[str, Any] | None:
-            if module is None or optimizer is None:
-                return None
-            return gathered_optimizer_state(module, optimizer) if is_sharded(module) else optimizer.state_dict()
-
-        return whole(self.train_policy, self.optimizer), whole(self.train_critic, self.critic_optimizer)  # type: ignore[return-value]
-
     def save_checkpoint(self, metrics: Metrics | None = None) -> Path:
         # Collective under FSDP: every process gathers, the main one writes.
-        optimizer_state, critic_optimizer_state = self._optimizer_states()
+        optimizer_state = whole_optimizer_state(self.train_policy, self.optimizer)
+        critic_optimizer_state = (
+            None
+            if self.train_critic is None or self.critic_optimizer is None
+            else whole_optimizer_state(self.train_critic, self.critic_optimizer)
+        )
         ref_state = None if self.reincarnated_at is None else whole_state_dict(self.ref_model)
         prev_state = whole_state_dict(self.prev_model)
         if not self.dist.is_main:  # every process holds the same state; the main one writes it
@@ -739,10 +732,8 @@ class Trainer:
     ) -> None:
         """Optimizer state, and under FSDP the restored full weights into the sharded copy too."""
         if is_sharded(trained):
-            load_full_into(trained, full.state_dict())
-            load_optimizer_state(trained, optimizer, state)
-        else:
-            optimizer.load_state_dict(state)
+            load_whole_state(trained, full.state_dict())
+        load_whole_optimizer_state(trained, optimizer, state)
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> float:
