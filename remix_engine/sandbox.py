@@ -1,23 +1,23 @@
-"""User-supplied reward code, run in a separate, locked-down process: the "python" reward.
+"""User-supplied reward code, run in an OS-level sandbox: the "python" reward.
 
 A job may define its own verifier as Python source in the reward kwargs::
 
     {"name": "python", "kwargs": {"code": "def reward(completion: str, answer: str) -> float: ..."}}
 
-`python_reward` starts a child interpreter (`remix_engine/sandbox_child.py`) that has no network
-(an empty network namespace where the kernel allows it, and always an audit hook refusing sockets,
-subprocesses, ctypes and setrlimit), a CPU-time budget (RLIMIT_CPU: timeout_s per sample it runs),
-an address-space limit (RLIMIT_AS, memory_mb), a clean environment, an empty working directory and,
-when started as root with a world-readable Python, an unprivileged uid. The parent enforces a
-wall-clock limit (timeout_s) per sample. `RewardScores.isolation` says which mechanisms applied.
-A sample whose call raises, hangs, exhausts its memory or CPU, or kills the process (os._exit, a
-crash) scores None and gets an error message; the child is restarted for the remaining samples,
-so only that sample fails.
-Errors are returned on the scores list (`RewardScores.errors`) and counted in the step metric
-`reward_errors`.
+`python_reward` starts a child interpreter (`remix_engine/sandbox_child.py`) inside a bubblewrap
+jail (remix_engine/sandbox_jail.py: PID, network and mount namespaces showing only a read-only
+Python runtime and a private scratch dir, a seccomp filter, uid 65534 without capabilities, a clean
+environment). The child sets its resource limits before it drops root: address space (memory_mb),
+CPU time (timeout_s per sample it runs), file size (1 MiB), open files (64) and threads (64); the
+parent enforces a wall-clock limit (timeout_s) per sample and kills the whole PID namespace after
+the call. `RewardScores.isolation` says what the child observed of its jail.
 
-It is a resource and network sandbox, not a filesystem jail: the code can read files its uid can
-read, so workers should not keep secrets in world-readable files (the environment is not passed on).
+A sample whose call raises, hangs, exhausts its memory or CPU, or kills the process (os._exit, a
+crash) scores None and gets an error message; the child is restarted for the remaining samples, so
+only that sample fails. Errors are returned on the scores list (`RewardScores.errors`) and counted in
+the step metric `reward_errors`. When the jail cannot be built (no bwrap, namespaces refused by the
+host), `SandboxUnavailable` is raised: the job fails with that message rather than run the code
+unjailed, unless the operator chose the weaker `REMIX_REWARD_SANDBOX=process` mode.
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from remix_engine.sandbox_jail import SandboxUnavailable, jail_command, sandbox_mode, seccomp_memfd
 
 log = logging.getLogger(__name__)
 
@@ -78,19 +80,25 @@ def python_reward(
     code: str,
     timeout_s: float | None = None,
     memory_mb: int | None = None,
+    audit_hook: bool = True,
     **_: Any,
 ) -> RewardScores:
-    """Score each (completion, answer) with the user's `reward` function, in the sandbox."""
+    """Score each (completion, answer) with the user's `reward` function, in the sandbox.
+
+    `audit_hook=False` leaves out the Python-level layer so tests can show that the OS jail alone
+    holds; job configs cannot set it (remix_engine/config.py accepts only code, timeout_s, memory_mb).
+    """
     if len(completions) != len(answers):
         raise ValueError(f"got {len(completions)} completions but {len(answers)} answers")
     limits = Limits.from_kwargs(timeout_s, memory_mb)
+    jailed = sandbox_mode() == "bwrap"
     scores: list[float | None] = [None] * len(completions)
     errors: list[str | None] = [None] * len(completions)
     pending = list(range(len(completions)))
     isolation: list[str] = []
     while pending:
         samples = [(i, completions[i], answers[i]) for i in pending]
-        done = _run_child(code, samples, limits, scores, errors, isolation)
+        done = _run_child(code, samples, limits, scores, errors, isolation, jailed=jailed, audit_hook=audit_hook)
         pending = [i for i in pending if i not in done]
     result = RewardScores(scores, errors, isolation[0] if isolation else "")
     if result.error_count:
@@ -99,38 +107,113 @@ def python_reward(
     return result
 
 
+def check_sandbox() -> str:
+    """Start the sandbox once with a trivial reward; returns its isolation report or raises SandboxUnavailable.
+
+    A worker calls this before training a job that has a python reward, so a host that cannot build
+    the jail fails the job at once with the reason instead of after the first rollout.
+    """
+    result = python_reward(["1"], ["1"], code="def reward(completion, answer):\n    return 1.0\n")
+    if list(result) != [1.0]:
+        raise SandboxUnavailable(f"the reward sandbox does not run code on this worker: {result.errors[0]}")
+    return result.isolation
+
+
 def _child_env() -> dict[str, str]:
     # Nothing of the worker's environment (database URLs, cloud credentials) reaches the user code.
     return {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
 
 
-def _start(workdir: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-I", str(CHILD_SCRIPT)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        cwd=workdir,
-        env=_child_env(),
-        start_new_session=True,  # its own process group: a kill takes everything it started
-    )
+class _Child:
+    """A running sandbox child: the process we started (bwrap or the interpreter) and, for bwrap, a
+    pipe on which it reports the host pid of the jail's PID-1 process (`--info-fd`)."""
+
+    def __init__(self, process: subprocess.Popen[bytes], info_fd: int | None = None) -> None:
+        self.process = process
+        self.info_fd = info_fd
+
+    def jail_init_pid(self) -> int | None:
+        if self.info_fd is None:
+            return None
+        os.set_blocking(self.info_fd, False)
+        try:
+            report = json.loads(os.read(self.info_fd, 65536) or b"{}")
+        except (BlockingIOError, ValueError):
+            return None
+        pid = report.get("child-pid")
+        return int(pid) if isinstance(pid, int) else None
+
+    def kill(self) -> None:
+        """Kill everything the child started, and return only once it is all gone."""
+        # SIGKILL to the PID namespace's init makes the kernel kill and reap every process in it
+        # before bwrap (its parent) can collect it; killing bwrap first would leave that to pdeathsig.
+        init_pid = self.jail_init_pid()
+        if init_pid is not None:
+            try:
+                os.kill(init_pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait()
+        if self.info_fd is not None:
+            os.close(self.info_fd)
+            self.info_fd = None
 
 
-def _kill(child: subprocess.Popen[bytes]) -> None:
+def _start(workdir: str, *, jailed: bool) -> _Child:
+    if not jailed:
+        return _Child(
+            subprocess.Popen(
+                [sys.executable, "-I", str(CHILD_SCRIPT)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                cwd=workdir,
+                env=_child_env(),
+                start_new_session=True,  # its own process group: a kill takes everything it started
+            )
+        )
+    seccomp_fd = seccomp_memfd()
+    info_read, info_write = os.pipe()
     try:
-        os.killpg(child.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    child.wait()
+        process = subprocess.Popen(
+            jail_command(CHILD_SCRIPT, seccomp_fd, info_fd=info_write),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,  # bwrap's own errors, reported when the jail cannot be built
+            cwd=workdir,
+            env=_child_env(),  # bwrap's environment too: its PID-1 reaper is visible inside
+            pass_fds=(seccomp_fd, info_write),
+            start_new_session=True,
+        )
+    except BaseException:
+        os.close(info_read)
+        raise
+    finally:
+        os.close(seccomp_fd)
+        os.close(info_write)
+    return _Child(process, info_read)
 
 
 def _death_reason(child: subprocess.Popen[bytes], limits: Limits) -> str:
     code = child.wait()
-    if code in (-signal.SIGXCPU, -signal.SIGKILL):
+    if code in (-signal.SIGXCPU, -signal.SIGKILL, 128 + signal.SIGXCPU, 128 + signal.SIGKILL):
         return f"killed: CPU time ({limits.timeout_s:g}s per sample) or memory ({limits.memory_mb} MiB) limit exceeded"
     if code < 0:
         return f"the reward process crashed ({signal.Signals(-code).name})"
+    if code > 128 and code - 128 in signal.Signals._value2member_map_:  # bwrap reports a signal death so
+        return f"the reward process crashed ({signal.Signals(code - 128).name})"
     return f"the reward process exited with code {code} before returning a score"
+
+
+def _jail_failure(child: _Child) -> str:
+    child.kill()
+    process = child.process
+    stderr = process.stderr.read().decode(errors="replace").strip() if process.stderr else ""
+    return stderr.splitlines()[-1] if stderr else f"the sandbox exited with code {process.returncode}"
 
 
 def _run_child(
@@ -140,12 +223,16 @@ def _run_child(
     scores: list[float | None],
     errors: list[str | None],
     isolation: list[str],
+    *,
+    jailed: bool,
+    audit_hook: bool,
 ) -> set[int]:
     """Score `samples` in one child until it finishes or dies; returns the indices settled."""
     done: set[int] = set()
     with tempfile.TemporaryDirectory(prefix="remix-reward-") as workdir:
-        os.chmod(workdir, 0o777)  # the child may run as an unprivileged uid
-        child = _start(workdir)
+        os.chmod(workdir, 0o777)  # the process-mode child may run as an unprivileged uid
+        child = _start(workdir, jailed=jailed)
+        process = child.process
         request = {
             "code": code,
             "samples": [[i, [c, a]] for i, c, a in samples],
@@ -153,24 +240,32 @@ def _run_child(
             "cpu_seconds": int(limits.timeout_s * len(samples) + 1),
             "memory_bytes": limits.memory_mb * 1024 * 1024,
             "drop_to_uid": NOBODY_UID,
+            "jailed": jailed,
+            "audit_hook": audit_hook,
         }
-        assert child.stdin is not None and child.stdout is not None
+        assert process.stdin is not None and process.stdout is not None
         try:
-            child.stdin.write((json.dumps(request) + "\n").encode())
-            child.stdin.close()
+            process.stdin.write((json.dumps(request) + "\n").encode())
+            process.stdin.close()
         except BrokenPipeError:
             pass
-        reader = _LineReader(child.stdout)
+        reader = _LineReader(process.stdout)
         deadline = time.monotonic() + STARTUP_GRACE_S + limits.timeout_s
         try:
+            if jailed:
+                report = reader.next_line(deadline)
+                if report is None or "isolation" not in report:
+                    reason = (report or {}).get("isolation_failed") or _jail_failure(child)
+                    raise SandboxUnavailable(f"the reward sandbox could not be built on this worker: {reason}")
+                isolation.append(str(report["isolation"]))
             for index, _c, _a in samples:
                 line = reader.next_line(deadline)
-                while line is not None and "isolation" in line:  # the child's start-up report
+                while line is not None and "isolation" in line:  # the process-mode child's start-up report
                     isolation.append(str(line["isolation"]))
                     line = reader.next_line(deadline)
                 if line is None:
                     if reader.eof:
-                        errors[index] = _death_reason(child, limits)
+                        errors[index] = _death_reason(process, limits)
                     else:
                         errors[index] = f"killed: wall-clock limit of {limits.timeout_s:g}s exceeded"
                     done.add(index)
@@ -184,7 +279,7 @@ def _run_child(
                 done.add(index)
                 deadline = time.monotonic() + limits.timeout_s
         finally:
-            _kill(child)
+            child.kill()
     return done
 
 

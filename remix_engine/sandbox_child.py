@@ -1,25 +1,28 @@
-"""The child side of the reward sandbox; run as a script (`python -I sandbox_child.py`), never imported
+"""The child side of the reward sandbox; run as a script (`python -I -S sandbox_child.py`), never imported
 by the engine. Uses only the standard library.
 
 It reads one JSON request from stdin ({"code", "samples", "cpu_seconds", "memory_bytes",
-"drop_to_uid"}), cuts itself off the network, applies resource limits (address space, and a CPU
-budget for all its samples; the parent enforces the per-sample wall clock), then calls the user's
-`reward(completion, answer)` once per sample and writes one JSON line per sample to the results
-descriptor: {"i": index, "score": float} or {"i": index, "error": "..."}. An exception fails only
-its sample; anything that kills the process (CPU limit, os._exit, a crash) is reported by the parent.
+"drop_to_uid", "jailed", "audit_hook"}), applies resource limits, gives up root, then calls the
+user's `reward(completion, answer)` once per sample and writes one JSON line per sample to the
+results descriptor: {"i": index, "score": float} or {"i": index, "error": "..."}. Its first line
+reports the isolation it observed: {"isolation": "..."}. An exception fails only its sample; anything
+that kills the process (CPU limit, os._exit, a crash) is reported by the parent.
 
-Network isolation, strongest first:
-  - a new network namespace (only a loopback device that is down): `unshare(CLONE_NEWNET)` as root,
-    else `unshare(CLONE_NEWUSER | CLONE_NEWNET)` where unprivileged user namespaces are allowed;
-  - always, in addition, an audit hook (PEP 578) that refuses socket creation/connection, process
-    spawning and ctypes, so the namespace cannot be escaped by a child process or foreign code.
-As root the child also drops to an unprivileged uid when the Python installation is readable by it;
-either way the audit hook refuses setrlimit/prlimit, so the limits cannot be raised again.
+Jailed (`jailed: true`, the default `bwrap` mode, see remix_engine/sandbox_jail.py): bwrap already
+built the namespaces, the mount jail and the seccomp filter; started as root, this script keeps only
+CAP_SETUID/CAP_SETGID/CAP_SETPCAP, empties the capability bounding set and drops to `drop_to_uid`
+(no capabilities left) before any user code runs.
+It refuses to run user code if it is still root or still holds a capability.
+
+Not jailed (`process` mode, weaker): a new network namespace when the kernel allows one, an
+unprivileged uid when started as root with a world-readable Python, and the audit hook.
+
+Either way, unless `audit_hook` is false, an audit hook (PEP 578) refuses sockets, process spawning,
+ctypes and setrlimit as an extra layer above the kernel's.
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
 import math
 import os
@@ -29,6 +32,12 @@ import traceback
 
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWNET = 0x40000000
+PR_CAPBSET_DROP = 24
+PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 47, 4
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+MAX_OPEN_FILES = 64
+MAX_THREADS = 64  # RLIMIT_NPROC; new processes are refused by seccomp, so this bounds threads
+MAX_FILE_BYTES = 1 << 20
 _BLOCKED_PREFIXES = (
     "socket.",
     "ctypes.",
@@ -42,7 +51,13 @@ _BLOCKED_PREFIXES = (
 _BLOCKED_EVENTS = {"os.fork", "os.forkpty", "os.system", "os.startfile", "pty.spawn"}
 
 
+class IsolationError(RuntimeError):
+    """The sandbox is not what it must be; no user code runs."""
+
+
 def _unshare(flags: int) -> bool:
+    import ctypes
+
     libc = ctypes.CDLL(None, use_errno=True)
     return libc.unshare(flags) == 0
 
@@ -81,10 +96,59 @@ def drop_privileges(uid: int) -> str:
     paths = {os.path.dirname(os.__file__), *(p for p in sys.path if p.endswith("site-packages"))}
     if not all(_readable_by_others(p) for p in paths):
         return "uid 0 (the Python installation is private to root)"
-    os.setgroups([])
-    os.setgid(uid)
-    os.setuid(uid)
+    _become(uid)
     return f"uid {uid}"
+
+
+def _become(uid: int) -> None:
+    os.setgroups([])
+    os.setresgid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)
+
+
+def _status() -> dict[str, str]:
+    with open("/proc/self/status") as status:
+        return dict(line.rstrip("\n").split(":\t", 1) for line in status if ":\t" in line)
+
+
+def _drop_bounding_set() -> None:
+    """Empty the capability bounding set (needs CAP_SETPCAP), so no later exec can regain a capability."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    with open("/proc/sys/kernel/cap_last_cap") as last:
+        last_cap = int(last.read())
+    for cap in range(last_cap + 1):
+        if libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+            raise IsolationError(f"cannot drop capability {cap} from the bounding set: {os.strerror(ctypes.get_errno())}")
+
+
+def _clear_capability_sets() -> None:
+    """Empty the inheritable and ambient sets too (setuid away from root clears only the others)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    header = (ctypes.c_uint32 * 2)(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (ctypes.c_uint32 * 6)()  # effective, permitted, inheritable for caps 0-31 and 32-63: all zero
+    if libc.capset(header, data) != 0:
+        raise IsolationError(f"cannot clear the capability sets: {os.strerror(ctypes.get_errno())}")
+
+
+def enter_jail(uid: int) -> str:
+    """Inside bwrap: give up root for good and check that nothing privileged is left."""
+    if os.geteuid() == 0:
+        _drop_bounding_set()
+        _become(uid)
+    _clear_capability_sets()
+    status = _status()
+    if os.geteuid() == 0 or os.getuid() == 0 or os.getegid() == 0:
+        raise IsolationError("the sandbox is still root")
+    if any(int(status.get(key, "1"), 16) for key in ("CapEff", "CapPrm", "CapInh", "CapAmb")):
+        raise IsolationError(f"the sandbox still holds capabilities (CapEff {status.get('CapEff')})")
+    if status.get("NoNewPrivs", "0").strip() != "1" or status.get("Seccomp", "0").strip() != "2":
+        raise IsolationError("the sandbox runs without no_new_privs or without its seccomp filter")
+    return f"bwrap: pid/net/mount/ipc/uts namespaces, seccomp filter, no_new_privs, uid {os.geteuid()}, no capabilities"
 
 
 def limit_resources(memory_bytes: int, cpu_seconds: int) -> None:
@@ -93,8 +157,10 @@ def limit_resources(memory_bytes: int, cpu_seconds: int) -> None:
     used = resource.getrusage(resource.RUSAGE_SELF)
     soft = int(math.ceil(used.ru_utime + used.ru_stime + cpu_seconds))
     resource.setrlimit(resource.RLIMIT_CPU, (soft, soft + 1))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))  # no large files
+    resource.setrlimit(resource.RLIMIT_FSIZE, (MAX_FILE_BYTES, MAX_FILE_BYTES))  # no large files
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (MAX_OPEN_FILES, MAX_OPEN_FILES))
+    resource.setrlimit(resource.RLIMIT_NPROC, (MAX_THREADS, MAX_THREADS))
 
 
 def _score(value: object) -> float:
@@ -123,11 +189,23 @@ def main() -> None:
     os.dup2(devnull, 1)
     sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
 
-    network = isolate_network()
-    identity = drop_privileges(int(request["drop_to_uid"]))
-    limit_resources(int(request["memory_bytes"]), int(request["cpu_seconds"]))
-    results.write(json.dumps({"isolation": f"{network}, {identity}, audit hook"}) + "\n")
-    sys.addaudithook(_audit)  # permanent: nothing can remove it
+    uid = int(request["drop_to_uid"])
+    if request.get("jailed"):
+        limit_resources(int(request["memory_bytes"]), int(request["cpu_seconds"]))
+        try:
+            isolation = enter_jail(uid)
+        except (IsolationError, OSError) as error:
+            results.write(json.dumps({"isolation_failed": str(error)}) + "\n")
+            return
+    else:
+        network = isolate_network()
+        identity = drop_privileges(uid)
+        limit_resources(int(request["memory_bytes"]), int(request["cpu_seconds"]))
+        isolation = f"process: {network}, {identity}"
+    if request.get("audit_hook", True):
+        sys.addaudithook(_audit)  # permanent: nothing can remove it
+        isolation += ", audit hook"
+    results.write(json.dumps({"isolation": isolation}) + "\n")
 
     namespace: dict[str, object] = {"__name__": "reward_module"}
     try:

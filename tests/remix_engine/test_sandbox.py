@@ -1,5 +1,6 @@
-"""The "python" reward: user code runs in a separate process without network, with CPU, memory and
-wall-clock limits, and a failing sample fails alone (None score, recorded error, reward_errors)."""
+"""The "python" reward: user code runs in the sandbox without network, with CPU, memory and
+wall-clock limits, and a failing sample fails alone (None score, recorded error, reward_errors).
+The attacks on the jail itself are in test_sandbox_jail.py."""
 
 from __future__ import annotations
 
@@ -198,8 +199,6 @@ def test_the_child_reports_its_isolation_and_a_namespace_hides_the_host_network(
         "def reward(completion, answer):\n    return float(len(open('/proc/self/net/dev').read().splitlines()) - 2)\n"
     )
     result = python_reward(["x"], ["y"], code=code)
-    assert "audit hook" in result.isolation
-    if "netns" in result.isolation:  # a fresh network namespace has the loopback device only
-        assert list(result) == [1.0]
-    else:  # no namespace permitted here: the audit hook alone refuses sockets (see the test above)
-        assert result.isolation.startswith("audit-hook")
+    assert result.isolation.startswith("bwrap: pid/net/mount/ipc/uts namespaces, seccomp filter")
+    assert result.isolation.endswith(", audit hook")  # the Python layer stays on above the OS jail
+    assert list(result) == [1.0]  # a fresh network namespace has the loopback device only
