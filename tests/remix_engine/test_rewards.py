@@ -273,3 +273,17 @@ def test_compose_rewards_none_counts_as_zero_and_repeats_get_suffix() -> None:
 def test_compose_rewards_default_config() -> None:
     total, per_fn = compose_rewards(RewardConfig().functions, ["\\boxed{2}"], ["2"])
     assert total == [1.0] and per_fn == {"math_verify": [1.0]}
+
+
+def test_a_catastrophic_backtracking_pattern_matches_in_linear_time() -> None:
+    # (.+.+)+# backtracks exponentially in Python's re on text without '#'; RE2 has no backtracking.
+    regex = REWARDS.get("regex")
+    text = "a" * 50_000
+    assert regex([text, text + "#"], ["", ""], pattern="(.+.+)+#", target="completion") == [0.0, 1.0]
+
+
+def test_patterns_re2_cannot_run_in_linear_time_are_refused() -> None:
+    regex = REWARDS.get("regex")
+    for pattern in (r"(a)\1", r"(?=a)a", r"(?<!b)a"):
+        with pytest.raises(ValueError, match="invalid pattern"):
+            regex(["a"], ["a"], pattern=pattern)

@@ -1,0 +1,155 @@
+"""Reward scoring in a child process, so that no reward computation can stall or exhaust the trainer.
+
+A tenant controls the reference answers and, through the model it names, the completions; sympy
+work inside math-verify on a crafted answer (``9^{9^{9^{9}}}``) or a slow regex would otherwise hold
+the trainer's GIL, freeze its heartbeat thread and wedge the worker slot. `RewardScorer.compose`
+sends the batch to `python -m remix_engine.scoring_child`, which runs
+`remix_engine.rewards.compose_rewards` under an address-space limit, and waits at most
+`scoring_timeout_s(...)` for the answer; past it the child is killed and `RewardScoringError` fails
+the job with a message naming the limit, which frees the worker. The python reward's own sandbox
+(remix_engine/sandbox.py) is started from inside this child.
+
+One child serves a process (training steps and evaluations alike); it is started on first use,
+restarted after it is killed, and stopped at exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from remix_engine.config import RewardSpec
+from remix_engine.sandbox import STARTUP_GRACE_S, Limits
+from remix_engine.sandbox_jail import MODE_ENV
+
+BASE_TIMEOUT_S = 120.0  # the builtin rewards of one step; generous for a loaded machine
+MEMORY_BYTES = 4 << 30  # address space of the scoring process (not of the python reward's sandbox)
+_PASSED_ENV = ("PATH", "LANG", "HOME", MODE_ENV)
+
+
+class RewardScoringError(RuntimeError):
+    """Scoring a batch failed as a whole (timeout, crash, memory): the job cannot go on."""
+
+
+def scoring_timeout_s(specs: Sequence[RewardSpec], samples: int) -> float:
+    """Wall-clock budget of one batch: a base for the builtin rewards plus each python reward's own."""
+    budget = BASE_TIMEOUT_S
+    for spec in specs:
+        if spec.name == "python":
+            limits = Limits.from_kwargs(spec.kwargs.get("timeout_s"), spec.kwargs.get("memory_mb"))
+            budget += STARTUP_GRACE_S + limits.timeout_s * samples
+    return budget
+
+
+class RewardScorer:
+    """A long-lived scoring child; `compose` has the signature and result of `compose_rewards`."""
+
+    def __init__(self) -> None:
+        self._process: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        env = {key: os.environ[key] for key in _PASSED_ENV if key in os.environ}
+        env["REMIX_SCORING_MEMORY_BYTES"] = str(MEMORY_BYTES)
+        return subprocess.Popen(
+            [sys.executable, "-m", "remix_engine.scoring_child"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=None,  # its warnings go to the worker's log
+            env={**env, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
+            start_new_session=True,
+        )
+
+    def compose(
+        self, specs: Sequence[RewardSpec], completions: list[str], answers: list[str]
+    ) -> tuple[list[float], dict[str, list[float]]]:
+        request = {
+            "specs": [spec.model_dump(mode="json") for spec in specs],
+            "completions": completions,
+            "answers": answers,
+        }
+        timeout = scoring_timeout_s(specs, len(completions))
+        with self._lock:
+            if self._process is None or self._process.poll() is not None:
+                self._process = self._start()
+            reply = self._exchange(self._process, request, timeout)
+        if "error" in reply:
+            raise RewardScoringError(str(reply["error"]))
+        return [float(x) for x in reply["total"]], {k: [float(x) for x in v] for k, v in reply["per_fn"].items()}
+
+    def _exchange(self, process: subprocess.Popen[bytes], request: dict[str, Any], timeout: float) -> dict[str, Any]:
+        assert process.stdin is not None and process.stdout is not None
+        try:
+            process.stdin.write((json.dumps(request) + "\n").encode())
+            process.stdin.flush()
+        except BrokenPipeError:
+            pass
+        line = _read_line(process.stdout, time.monotonic() + timeout)
+        if line is None:
+            died = process.poll()
+            self.close()
+            if died is not None:
+                raise RewardScoringError(
+                    f"reward scoring died (exit code {died}); its memory limit is {MEMORY_BYTES >> 30} GiB"
+                )
+            raise RewardScoringError(
+                f"reward scoring of {len(request['completions'])} completions took longer than its limit "
+                f"of {timeout:g}s and was stopped; a reward (or an answer it parses) is too slow to score"
+            )
+        return dict(json.loads(line))
+
+    def close(self) -> None:
+        process, self._process = self._process, None
+        if process is None:
+            return
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait()
+
+
+def _read_line(pipe: Any, deadline: float) -> bytes | None:
+    """One line from the child before the deadline; None on timeout or end of file."""
+    fd = pipe.fileno()
+    chunks: list[bytes] = []
+    with selectors.DefaultSelector() as selector:
+        selector.register(fd, selectors.EVENT_READ)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not selector.select(remaining):
+                return None
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                return None
+            chunks.append(chunk)
+            if chunk.endswith(b"\n"):
+                return b"".join(chunks)
+
+
+_shared: RewardScorer | None = None
+
+
+def shared_scorer() -> RewardScorer:
+    """The process's scorer (training and evaluation share one child)."""
+    global _shared
+    if _shared is None:
+        _shared = RewardScorer()
+        atexit.register(_shared.close)
+    return _shared
+
+
+def compose_rewards_isolated(
+    specs: Sequence[RewardSpec], completions: list[str], answers: list[str]
+) -> tuple[list[float], dict[str, list[float]]]:
+    """`compose_rewards`, computed in the scoring child under its time and memory limits."""
+    return shared_scorer().compose(specs, completions, answers)

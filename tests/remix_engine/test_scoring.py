@@ -1,0 +1,80 @@
+"""Rewards are scored in a child process with a wall-clock and memory limit: a batch that cannot be
+scored in time fails with a clear error, the caller's threads keep running meanwhile (the worker's
+heartbeat), and the next batch is scored by a fresh child."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+import remix_engine.scoring as scoring
+from remix_engine.config import RewardSpec
+from remix_engine.rewards import compose_rewards
+from remix_engine.scoring import RewardScorer, RewardScoringError, scoring_timeout_s
+
+SPECS = [RewardSpec(name="math_verify"), RewardSpec(name="format", weight=0.5)]
+
+
+@pytest.fixture
+def scorer():
+    instance = RewardScorer()
+    yield instance
+    instance.close()
+
+
+def test_the_child_computes_what_compose_rewards_computes(scorer: RewardScorer) -> None:
+    completions = ["\\boxed{4}", "\\boxed{5}", "no box", "\\boxed{\\frac{1}{2}}"]
+    answers = ["4", "4", "4", "0.5"]
+    assert scorer.compose(SPECS, completions, answers) == compose_rewards(SPECS, completions, answers)
+
+
+def test_a_batch_past_its_time_limit_fails_clearly_and_the_callers_threads_run_meanwhile(
+    scorer: RewardScorer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given a time limit of 1 s and a reward that takes longer (a python reward sleeping 3 s per sample)
+    monkeypatch.setattr(scoring, "BASE_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(scoring, "STARTUP_GRACE_S", 0.0)
+    slow = RewardSpec(
+        name="python",
+        kwargs={"code": "def reward(completion, answer):\n    import time\n    time.sleep(3)\n    return 1.0\n",
+                "timeout_s": 0.1},
+    )
+    ticks: list[float] = []
+    stop = threading.Event()
+
+    def heartbeat() -> None:
+        while not stop.wait(0.1):
+            ticks.append(time.monotonic())
+
+    beating = threading.Thread(target=heartbeat)
+    beating.start()
+    started = time.monotonic()
+    try:
+        # when a batch is scored (the sandbox's first sample has a start-up grace, so it sleeps 3 s)
+        with pytest.raises(RewardScoringError, match=r"took longer than its limit of 1\.\d+s"):
+            scorer.compose([slow], ["a"] * 4, ["b"] * 4)
+    finally:
+        stop.set()
+        beating.join()
+    elapsed = time.monotonic() - started
+    # then it was stopped near the limit, and the other thread beat all along
+    assert elapsed < 10
+    gaps = [b - a for a, b in zip(ticks, ticks[1:], strict=False)]
+    assert len(ticks) >= 5 and max(gaps) < 1.0, gaps
+    # and a fresh child scores the next batch
+    assert scorer.compose(SPECS, ["\\boxed{1}"], ["1"])[0] == [1.5]
+
+
+def test_a_configuration_error_inside_the_child_is_an_error_of_the_batch(scorer: RewardScorer) -> None:
+    # (a spec built without validation; the child validates it again)
+    with pytest.raises(RewardScoringError, match="kwargs.pattern"):
+        scorer.compose([RewardSpec.model_construct(name="regex", weight=1.0, kwargs={})], ["a"], ["a"])
+
+
+def test_the_budget_grows_with_each_python_rewards_per_sample_limit() -> None:
+    python = RewardSpec(name="python", kwargs={"code": "def reward(completion, answer):\n    return 1.0\n",
+                                               "timeout_s": 2})
+    assert scoring_timeout_s(SPECS, 100) == scoring.BASE_TIMEOUT_S
+    assert scoring_timeout_s([*SPECS, python], 100) == scoring.BASE_TIMEOUT_S + scoring.STARTUP_GRACE_S + 200
