@@ -13,7 +13,8 @@ an empty reference answer). Job configs name rewards only by registry key (``Rew
 - ``exact_match``: the stripped completion equals the stripped reference answer.
 - ``regex``: the kwarg ``pattern`` must full-match the extracted ``\\boxed{}`` answer
   (``target="boxed"``, default) or be found anywhere in the completion (``target="completion"``).
-  The reference answer is not used.
+  The reference answer is not used. Patterns are RE2 syntax (google-re2), matched in linear time, so
+  no pattern can backtrack for ever (``(.+.+)+#``); backreferences and lookarounds are refused.
 - ``format``: 1.0 when the completion contains a non-empty ``\\boxed{}``.
 
 Timeouts: math-verify implements its timeouts with ``signal.alarm``, which fails outside the main
@@ -202,10 +203,15 @@ def exact_match_reward(completions: list[str], answers: list[str], **_: Any) -> 
 
 
 @functools.lru_cache(maxsize=256)
-def _compile(pattern: str) -> re.Pattern[str]:
+def _compile(pattern: str) -> Any:
+    """A tenant's pattern, compiled by RE2: matching takes time linear in the text, whatever the pattern."""
+    import re2
+
+    options = re2.Options()
+    options.log_errors = False
     try:
-        return re.compile(pattern)
-    except re.error as error:
+        return re2.compile(pattern, options=options)
+    except re2.error as error:
         raise ValueError(f"regex reward: invalid pattern {pattern!r}: {error}") from error
 
 
