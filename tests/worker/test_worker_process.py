@@ -13,6 +13,7 @@ import tarfile
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import httpx
 import pytest
@@ -27,7 +28,7 @@ from worker_testing import (
     wait_for,
 )
 
-from service.models import Checkpoint, Job, JobAttempt, JobEvent, JobMetric, utcnow
+from service.models import ApiKey, Checkpoint, Dataset, Job, JobAttempt, JobEvent, JobMetric, Tenant, utcnow
 from service.repositories.tenants import create_api_key, get_or_create_tenant
 from service.settings import Settings
 from worker.celery_app import create_celery_app
@@ -156,16 +157,16 @@ def test_job_submitted_over_http_is_trained_and_its_checkpoint_loads(client, ses
 
 def test_killed_worker_is_reaped_and_the_job_resumes_from_its_checkpoint(sessions, settings, start_worker):
     # given a job being trained by a worker
-    total = 8
-    job_id = _submit_direct(sessions, settings, tiny_job_config(total_steps=total, checkpoint_every=2))
+    total, every = 8, 4
+    job_id = _submit_direct(sessions, settings, tiny_job_config(total_steps=total, checkpoint_every=every))
     first = start_worker("doomed")
 
-    # when the worker dies with SIGKILL after a checkpoint and before the end
+    # when the worker dies with SIGKILL after a checkpoint and a step past it, before the end
     def checkpointed_mid_job() -> bool:
         job = _job(sessions, job_id)
         with sessions() as session:
             has_checkpoint = session.scalar(select(Checkpoint.id).where(Checkpoint.job_id == job.id).limit(1))
-        return bool(has_checkpoint) and job.current_step >= 3 and job.status == "running"
+        return bool(has_checkpoint) and job.current_step > every and job.status == "running"
 
     wait_for(
         checkpointed_mid_job,
@@ -198,7 +199,7 @@ def test_killed_worker_is_reaped_and_the_job_resumes_from_its_checkpoint(session
             select(JobMetric).where(JobMetric.job_id == job.id, JobMetric.step <= attempts[1].resumed_from_step)
         ).all()
     assert [a.outcome for a in attempts] == ["stalled", "succeeded"]
-    assert 2 <= attempts[1].resumed_from_step <= killed_at
+    assert attempts[1].resumed_from_step == every < killed_at  # steps past the checkpoint were trained twice
     # steps up to the checkpoint were not trained again: their rows predate the second attempt
     assert early_metrics and all(m.created_at < attempts[1].started_at for m in early_metrics)
     kinds = _event_kinds(sessions, job_id)
@@ -206,6 +207,10 @@ def test_killed_worker_is_reaped_and_the_job_resumes_from_its_checkpoint(session
     for kind in ("stalled", "requeued", "resumed"):
         assert kind in kinds
     assert kinds[-1] == "succeeded"
+    # the steps trained twice still have one samples event each (an SSE follower sees each once)
+    with sessions() as session:
+        samples = select(JobEvent.step).where(JobEvent.job_id == job.id, JobEvent.kind == "samples")
+        assert sorted(session.scalars(samples)) == list(range(1, total + 1))
 
 
 def _submit_direct(sessions, settings: Settings, config: dict) -> str:
@@ -288,3 +293,116 @@ def test_beat_reaps_jobs_orphaned_after_the_worker_started(sessions, settings, t
         )
     finally:
         maintenance.stop()
+
+
+# A tenant's reward that tries every way out of its sandbox it can think of, from inside a real job on
+# a real worker. It scores 0.5 when everything was refused and 1.0 when anything got through; it cannot
+# report more (its only channel out is its score), which is the point.
+ESCAPE_REWARD = """
+def reward(completion, answer):
+    import os, socket
+    leaked = []
+    for pid in os.listdir('/proc'):
+        try:
+            environ = open('/proc/' + pid + '/environ', 'rb').read()
+        except OSError:
+            continue
+        if b'REMIX_' in environ or b'postgresql' in environ:
+            leaked.append('environ of ' + pid)
+    for folder in (ARTIFACTS, '/var/lib/postgresql', '/etc', '/root', '/home', '/work'):
+        for root, dirs, files in os.walk(folder):
+            for name in files:
+                try:
+                    if SECRET in open(os.path.join(root, name), 'rb').read(1 << 20):
+                        leaked.append(name)
+                except OSError:
+                    pass
+    try:
+        open(ARTIFACTS + '/planted-by-the-sandbox', 'w').write('x')
+        leaked.append('wrote to the artifact store')
+    except OSError:
+        pass
+    for port in (5432, 6379, 5672):
+        try:
+            socket.create_connection(('127.0.0.1', port), timeout=1).close()
+            leaked.append(port)
+        except OSError:
+            pass
+    try:
+        import subprocess
+        subprocess.run(['psql', '-h', '127.0.0.1', '-U', 'postgres', '-c', "UPDATE jobs SET name = 'pwned'"])
+        leaked.append('psql')
+    except Exception:
+        pass
+    try:
+        if os.fork() == 0:
+            os.setsid()
+            os._exit(0)
+        leaked.append('fork')
+    except Exception:
+        pass
+    return 1.0 if leaked else 0.5
+"""
+
+
+def _database_rows(sessions) -> dict[str, object]:
+    """Everything an escape into the database could change, as plain values."""
+    with sessions() as session:
+        jobs = {str(j.id): (j.name, j.config, j.tenant_id) for j in session.scalars(select(Job))}
+        return {
+            "jobs": jobs,
+            "tenants": sorted((str(t.id), t.name) for t in session.scalars(select(Tenant))),
+            "api_keys": sorted((str(k.id), k.key_hash, k.revoked_at) for k in session.scalars(select(ApiKey))),
+            "datasets": sorted((str(d.id), d.uri, d.size_bytes) for d in session.scalars(select(Dataset))),
+        }
+
+
+def test_a_reward_trying_to_escape_its_sandbox_on_a_real_worker_reads_and_changes_nothing(
+    client, api_url, sessions, settings, start_worker
+):
+    # given another tenant's dataset holding a secret, in the artifact store the worker uses
+    secret = f"victim-secret-{uuid.uuid4().hex}"
+    with sessions() as session:
+        _row, victim_key = create_api_key(session, get_or_create_tenant(session, f"victim-{uuid.uuid4().hex[:8]}"))
+    rows = "".join(f'{{"prompt": "{secret} {i}", "answer": "{i}"}}\n' for i in range(4))
+    upload = httpx.post(
+        f"{api_url}/v1/datasets",
+        files={"file": ("victim.jsonl", rows.encode())},
+        headers={"Authorization": f"Bearer {victim_key}"},
+        timeout=30,
+    )
+    assert upload.status_code == 201, upload.text
+    artifacts = Path(settings.artifacts_dir)
+    files_before = {p: p.read_bytes() for p in artifacts.rglob("*") if p.is_file()}
+    assert any(secret.encode() in data for data in files_before.values())
+
+    # and an attacker's job whose reward tries every escape
+    code = ESCAPE_REWARD.replace("ARTIFACTS", repr(str(artifacts))).replace("SECRET", repr(secret.encode()))
+    config = tiny_job_config(
+        rollout={"prompts_per_step": 2, "group_size": 2, "max_new_tokens": 8},
+        data={"train_path": "builtin:addition", "eval_size": 2},
+        reward={"functions": [{"name": "python", "kwargs": {"code": code, "timeout_s": 5}}]},
+        total_steps=1,
+        checkpoint_every=1,
+    )
+    job_id = _submit(client, config)
+    rows_before = _database_rows(sessions)
+
+    # when a real worker trains it
+    worker = start_worker("escape")
+    job = _wait_status(sessions, job_id, {"succeeded", "failed"}, worker)
+
+    # then the job ran its reward on every sample, and every attempt was refused (score 0.5, no error)
+    assert job.status == "succeeded", job.error
+    metrics = client.get(f"/v1/jobs/{job_id}/metrics").json()["data"]
+    assert metrics[0]["metrics"]["reward_errors"] == 0
+    assert metrics[0]["metrics"]["reward_mean"] == pytest.approx(0.5)
+    # and the database rows, the other tenant's files and the artifact store are as they were
+    rows_after = _database_rows(sessions)
+    assert rows_after["tenants"] == rows_before["tenants"] and rows_after["api_keys"] == rows_before["api_keys"]
+    assert rows_after["datasets"] == rows_before["datasets"]
+    assert {k: v[:2] for k, v in rows_after["jobs"].items()} == {k: v[:2] for k, v in rows_before["jobs"].items()}
+    for path, data in files_before.items():
+        assert path.read_bytes() == data, path
+    assert not list(artifacts.rglob("planted-by-the-sandbox"))
+    assert "reward sandbox: bwrap: pid/net/mount" in worker.log_text()
