@@ -3,8 +3,8 @@
 `jail_command(...)` wraps the reward child's interpreter in bwrap (Debian package `bubblewrap`):
 
 - **namespaces**: new PID, network, IPC, UTS and cgroup namespaces, plus a mount namespace whose root
-  is an empty tmpfs holding only the Python runtime (read-only), the shared-library folders it links
-  against (read-only), the child script (read-only), a fresh /proc of the new PID namespace, a minimal
+  is an empty tmpfs holding only the Python runtime (interpreter, standard library and libpython,
+  read-only; no site-packages), the shared-library folders it links against (read-only), the child script (read-only), a fresh /proc of the new PID namespace, a minimal
   /dev and a small private scratch /tmp. No /etc, no /home, no /root, no artifact store, no host /tmp.
   The PID namespace dies with its first process, so nothing the code starts outlives the call.
 - **identity**: when the worker runs as root, bwrap keeps only CAP_SETUID/CAP_SETGID/CAP_SETPCAP for
@@ -152,9 +152,24 @@ def _traversable_parents(path: str) -> list[str]:
     return args
 
 
+def runtime_paths() -> list[str]:
+    """What of the Python installation the jail shows: the interpreter, its standard library and
+    libpython (when shared); not its site-packages, not the rest of its prefix (/usr/bin for a system
+    Python)."""
+    paths = {os.path.realpath(runtime_interpreter())}
+    for key in ("stdlib", "platstdlib"):
+        paths.add(os.path.realpath(sysconfig.get_paths()[key]))
+    if sysconfig.get_config_var("Py_ENABLE_SHARED"):
+        libdir = Path(os.path.realpath(sysconfig.get_config_var("LIBDIR") or sys.base_prefix + "/lib"))
+        paths.update(str(p) for p in libdir.glob(f"libpython{sys.version_info.major}.{sys.version_info.minor}*.so*"))
+    return sorted(paths)
+
+
 def jail_command(child_script: Path, seccomp_fd: int, *, info_fd: int) -> list[str]:
     """The bwrap command line running `child_script` with the base interpreter inside the jail."""
-    runtime = os.path.realpath(sys.base_prefix)
+    runtime = []
+    for path in runtime_paths():
+        runtime += [*_traversable_parents(path), "--ro-bind", path, path]
     as_root = os.geteuid() == 0
     args = [
         bwrap_path(),
@@ -162,8 +177,7 @@ def jail_command(child_script: Path, seccomp_fd: int, *, info_fd: int) -> list[s
         "--die-with-parent", "--new-session", "--clearenv", "--setenv", "LANG", "C.UTF-8",
         "--hostname", "reward-sandbox",
         "--tmpfs", "/",
-        *_traversable_parents(runtime),
-        "--ro-bind", runtime, runtime,
+        *runtime,
         *_library_mounts(),
         *_traversable_parents(CHILD_PATH_INSIDE),
         "--ro-bind", str(child_script), CHILD_PATH_INSIDE,
@@ -181,8 +195,7 @@ def jail_command(child_script: Path, seccomp_fd: int, *, info_fd: int) -> list[s
             args += ["--cap-add", cap]
     else:
         args += ["--unshare-user", "--disable-userns", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID)]
-    interpreter = runtime_interpreter()
-    return [*args, "--", interpreter, "-I", "-S", CHILD_PATH_INSIDE]
+    return [*args, "--", os.path.realpath(runtime_interpreter()), "-I", "-S", CHILD_PATH_INSIDE]
 
 
 def seccomp_memfd() -> int:

@@ -87,10 +87,22 @@ ensure_chromium() {
 }
 # --- end of the dashboard block --------------------------------------------------------------
 
+# The python reward's jail (remix_engine/sandbox_jail.py) needs bubblewrap; its seccomp filter libseccomp.
+ensure_sandbox_tool() {
+    if command -v bwrap >/dev/null 2>&1; then log "bubblewrap is installed"; return; fi
+    log "installing bubblewrap (apt-get)"
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq \
+        && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq bubblewrap libseccomp2 >/dev/null \
+        || { log "could not install bubblewrap; the sandbox tests cannot run"; exit 1; }
+}
+
 ensure_postgres
 ensure_test_database
 ensure_redis
 ensure_chromium
+ensure_sandbox_tool
 ensure_venv
 
 log "running the test suite"

@@ -5,7 +5,6 @@ namespaces and mount jail, the seccomp filter, the unprivileged uid and the reso
 from __future__ import annotations
 
 import os
-import sys
 import uuid
 from pathlib import Path
 
@@ -14,7 +13,6 @@ import pytest
 from remix_engine.sandbox import RewardScores, check_sandbox, python_reward
 from remix_engine.sandbox_jail import MODE_ENV, SandboxUnavailable, seccomp_filter_bpf
 
-RUNTIME_PYTHON = f"{os.path.realpath(sys.base_prefix)}/bin/python{sys.version_info.major}.{sys.version_info.minor}"
 LIBC = "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
 
 
@@ -32,7 +30,7 @@ ATTACKS: dict[str, tuple[str, str]] = {
         " *os.pipe(), False, False, -1, None, None, None, -1, None, False)",
         "Operation not permitted",
     ),
-    "posix-spawn": (f"import os\nos.posix_spawn({RUNTIME_PYTHON!r}, ['python', '-c', 'pass'], {{}})", "not permitted"),
+    "posix-spawn": ("import os, sys\nos.posix_spawn(sys.executable, ['python', '-c', 'pass'], {})", "not permitted"),
     "fork-bomb": ("import os\nwhile True:\n    os.fork()", "Operation not permitted"),
     "setsid-child": ("import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(600)", "not permitted"),
     "exec-nsenter": ("import os\nos.execv('/usr/bin/nsenter', ['nsenter', '--net=/proc/1/ns/net'])", "No such file"),
@@ -56,9 +54,16 @@ ATTACKS: dict[str, tuple[str, str]] = {
     "etc-shadow": ("open('/etc/shadow').read()", "No such file"),
     "root-home": ("import os\nassert os.listdir('/root') != ['.pyenv'] and os.listdir('/root') == [], 0\n"
                   "open('/root/.bash_history').read()", ""),
-    "pid1-environ": ("open('/proc/1/environ').read()", "Permission denied"),
+    # PID 1 is bwrap's reaper: root and unreadable under a root worker, the worker's uid (and readable,
+    # with bwrap's clean environment) under an unprivileged one. Either way nothing of the worker's.
+    "pid1-environ": (
+        "data = open('/proc/1/environ', 'rb').read()\n"
+        "if b'REMIX_' not in data and b'postgres' not in data:\n"
+        "    raise PermissionError('nothing of the worker in ' + repr(data))",
+        "PermissionError",
+    ),
     "write-outside-scratch": ("open('/evil', 'w').write('x')", "Read-only file system"),
-    "write-runtime": (f"open({os.path.dirname(RUNTIME_PYTHON)!r} + '/evil', 'w').write('x')", "Read-only"),
+    "write-runtime": ("import os\nopen(os.path.dirname(os.__file__) + '/evil', 'w').write('x')", "Read-only"),
     "big-file-in-scratch": ("open('/tmp/big', 'wb').write(b'x' * (8 << 20))", "File too large"),
     "allocate-8gb": ("buffer = bytearray(8 << 30)", "MemoryError"),
     "thread-bomb": (
@@ -215,3 +220,45 @@ def test_the_default_mode_is_the_jail(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(MODE_ENV, raising=False)
     assert check_sandbox().startswith("bwrap: pid/net/mount/ipc/uts namespaces, seccomp filter")
     assert len(seccomp_filter_bpf()) % 8 == 0 and len(seccomp_filter_bpf()) > 8 * 20  # BPF instructions
+
+
+SYSTEM_PYTHON = Path("/usr/bin/python3")
+UNPRIVILEGED_RUN = """
+import json, sys
+from remix_engine.sandbox import python_reward
+request = json.loads(sys.stdin.read())
+result = python_reward(request["names"], [""] * len(request["names"]), code=request["code"], audit_hook=False,
+                       timeout_s=5, memory_mb=2048)
+print(json.dumps({"isolation": result.isolation, "scores": list(result), "errors": result.errors}))
+"""
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not SYSTEM_PYTHON.exists() or not Path("/usr/bin/setpriv").exists(),
+    reason="needs root to start a worker as another uid, and a system Python readable by it",
+)
+def test_an_unprivileged_worker_builds_the_same_jail_in_a_user_namespace() -> None:
+    # given a worker process that is not root (uid 65534 here, as a container's `remix` user would be),
+    # running a Python installation it can read (the system one; pyseccomp from this environment)
+    import json
+    import site
+    import subprocess
+
+    import remix_engine
+
+    paths = [str(Path(remix_engine.__file__).parents[1]), *site.getsitepackages()]
+    completed = subprocess.run(
+        ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(SYSTEM_PYTHON), "-c",
+         UNPRIVILEGED_RUN],
+        input=json.dumps({"names": list(ATTACKS), "code": _attack_module(ATTACKS)}),
+        capture_output=True, text=True, timeout=120, cwd="/",
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": os.pathsep.join(paths)},
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr
+    report = json.loads(completed.stdout.splitlines()[-1])
+    # then the jail is built without root (bwrap's own user namespace) and every attack still fails
+    assert report["isolation"].startswith("bwrap: pid/net/mount/ipc/uts namespaces, seccomp filter")
+    assert "uid 65534, no capabilities" in report["isolation"]
+    for name, score, error in zip(ATTACKS, report["scores"], report["errors"], strict=True):
+        assert score is None and error.startswith("RuntimeError: stopped: "), (name, error)
+        assert ATTACKS[name][1] in error, (name, error)

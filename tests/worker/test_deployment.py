@@ -146,3 +146,19 @@ def test_gpu_checks_refuse_clearly_without_a_gpu():
     )
     assert run.returncode != 0
     assert "gpu_checks: no CUDA device visible" in run.stderr
+
+
+def test_the_gpu_worker_can_build_the_reward_jail_without_privileges(compose):
+    worker = compose["services"]["worker-gpu"]
+    assert not worker.get("privileged", False)
+    assert worker["cap_drop"] == ["ALL"] and not worker.get("cap_add")
+    assert "no-new-privileges=true" in worker["security_opt"]
+    dockerfile = (REPO_ROOT / "Dockerfile.worker").read_text()
+    assert "bubblewrap" in dockerfile and "libseccomp2" in dockerfile
+    assert "USER remix" in dockerfile  # bwrap then runs unprivileged, in a user namespace of its own
+
+
+def test_the_test_command_installs_the_sandbox_tool():
+    script = (REPO_ROOT / "scripts" / "test.sh").read_text()
+    assert "apt-get install -y -qq bubblewrap libseccomp2" in script
+    assert script.index("ensure_sandbox_tool\n") < script.index("ensure_venv\n", script.index("ensure_sandbox_tool\n"))
