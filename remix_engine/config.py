@@ -2,7 +2,11 @@
 
 The same pydantic models are used by the HTTP API (to validate a job before it is stored)
 and by the engine (to run it), so a job accepted by the API can always be run. This module
-imports only pydantic: the API process never loads torch.
+imports only pydantic (and google-re2 to check regex rewards): the API process never loads torch.
+
+Types are strict everywhere: a bool is not a number, a string is not a number, an int is not a
+bool; floats accept ints but never NaN or infinity. Every count has an upper bound that real jobs
+never reach, so a config that validates can be run.
 
 Defaults follow the reading of the paper (arXiv 2507.06892) in docs: p=0.4, N=2, m=2,
 T=50, clip 0.2, beta=0.001, k3 KL, entropy bonus 0.001, token-mean aggregation.
@@ -15,7 +19,9 @@ import math
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from remix_engine.prompt_template import PROMPT_TEMPLATE_RULE, check_prompt_template
 
 Algorithm = Literal["remix-grpo", "remix-ppo", "grpo", "ppo"]
 KLEstimator = Literal["k1", "k2", "k3"]
@@ -24,13 +30,31 @@ RewardName = Literal["math_verify", "exact_match", "regex", "format", "python"]
 # The "python" reward (remix_engine/sandbox.py): user code and the limits a job may set for it.
 PYTHON_REWARD_KWARGS = {"code", "timeout_s", "memory_mb"}
 PYTHON_REWARD_MAX_CODE_CHARS = 64 * 1024
+REGEX_REWARD_MAX_PATTERN_CHARS = 1024
+MAX_REWARD_FUNCTIONS = 16
+
+# Upper bounds of counts: far above any real RFT job, low enough that nothing explodes on a worker.
+MAX_SEED = 2**32 - 1  # numpy (and vLLM, which seeds numpy) takes seeds below 2**32
+MAX_STEPS = 100_000  # total_steps and every step-valued knob
+MAX_PROMPTS_PER_STEP = 8192
+MAX_GROUP_SIZE = 256
+MAX_NEW_TOKENS = 65536
+MAX_BATCH = 65536  # rollout.generation_batch_size, algorithm.minibatch_size
+MAX_TOP_K = 2**20  # above any vocabulary; top_k >= vocabulary size filters nothing
+MAX_EVAL_PROMPTS = 100_000
+MAX_KEPT_CHECKPOINTS = 100
+MAX_LOGGED_COMPLETIONS = 64
+MAX_EVAL_SETS = 16
 
 TINY_MODEL_ID = "builtin:tiny-arith"
 TOY_DATASET_ID = "builtin:addition"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+    # strict: no coercion (true is not 1, "3" is not 3, 2.0 is not an int); floats still take ints.
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, protected_namespaces=(), strict=True, allow_inf_nan=False
+    )
 
 
 class ModelConfig(_Strict):
@@ -68,17 +92,20 @@ class DataConfig(_Strict):
     answer_field: str = Field("answer", min_length=1, description="Column holding the reference answer.")
     prompt_template: str = Field(
         "{prompt}",
-        description="Python format string applied to each prompt; must contain '{prompt}'.",
+        description=(
+            "Text around each prompt (remix_engine/prompt_template.py, used by training and evaluation alike); "
+            f"{PROMPT_TEMPLATE_RULE}."
+        ),
     )
     max_prompt_tokens: int = Field(512, ge=1, le=65536, description="Longer prompts are left-truncated.")
-    eval_size: int = Field(200, ge=1, description="Number of held-out prompts evaluated (greedy Pass@1).")
+    eval_size: int = Field(
+        200, ge=1, le=MAX_EVAL_PROMPTS, description="Number of held-out prompts evaluated (greedy Pass@1)."
+    )
 
     @field_validator("prompt_template")
     @classmethod
-    def _template_has_prompt(cls, value: str) -> str:
-        if "{prompt}" not in value:
-            raise ValueError("prompt_template must contain the placeholder '{prompt}'")
-        return value
+    def _valid_template(cls, value: str) -> str:
+        return check_prompt_template(value)
 
 
 class VllmConfig(_Strict):
@@ -109,37 +136,92 @@ class RolloutConfig(_Strict):
     """How responses are sampled from the current policy."""
 
     backend: Literal["hf", "vllm"] = Field("hf", description="'hf' (transformers, CPU/GPU) or 'vllm' (GPU).")
-    prompts_per_step: int = Field(64, ge=1, le=65536, description="Prompt groups per training step.")
-    group_size: int = Field(8, ge=1, le=1024, description="Responses sampled per prompt (GRPO group).")
-    max_new_tokens: int = Field(16, ge=1, le=131072, description="Maximum response length in tokens.")
+    prompts_per_step: int = Field(
+        64, ge=1, le=MAX_PROMPTS_PER_STEP, description="Prompt groups per training step."
+    )
+    group_size: int = Field(8, ge=1, le=MAX_GROUP_SIZE, description="Responses sampled per prompt (GRPO group).")
+    max_new_tokens: int = Field(16, ge=1, le=MAX_NEW_TOKENS, description="Maximum response length in tokens.")
     temperature: float = Field(1.0, gt=0.0, le=10.0, description="Sampling temperature (also used in log-probs).")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
-    top_k: int = Field(0, ge=0, description="Top-k filter; 0 disables it.")
+    top_k: int = Field(0, ge=0, le=MAX_TOP_K, description="Top-k filter; 0 disables it.")
     generation_batch_size: int = Field(
-        512, ge=1, description="Sequences generated per forward batch (memory knob, not an algorithm knob)."
+        512,
+        ge=1,
+        le=MAX_BATCH,
+        description="Sequences generated per forward batch (memory knob, not an algorithm knob).",
     )
     vllm: VllmConfig = Field(default_factory=VllmConfig, description="Options of the 'vllm' backend (ignored by 'hf').")
+
+
+class _NoRewardKwargs(_Strict):
+    """math_verify, exact_match and format take no kwargs."""
+
+
+class RegexRewardKwargs(_Strict):
+    """The kwargs of the 'regex' reward (remix_engine/rewards.py), checked before a job is queued."""
+
+    pattern: str = Field(
+        min_length=1,
+        max_length=REGEX_REWARD_MAX_PATTERN_CHARS,
+        description="RE2 syntax (no backreferences or lookaround): the engine matches with google-re2.",
+    )
+    target: Literal["boxed", "completion"] = Field(
+        "boxed", description="'boxed': full-match the \\boxed{} answer; 'completion': search the whole text."
+    )
+
+    @field_validator("pattern")
+    @classmethod
+    def _re2_compiles(cls, value: str) -> str:
+        import re2  # google-re2: what the engine runs the pattern with
+
+        options = re2.Options()
+        options.log_errors = False
+        try:
+            re2.compile(value, options=options)
+        except re2.error as error:
+            reason = error.args[0] if error.args else error
+            reason = reason.decode(errors="replace") if isinstance(reason, bytes) else str(reason)
+            raise ValueError(f"regex reward: RE2 cannot compile the pattern: {reason}") from None
+        return value
+
+
+# The kwargs each reward accepts; "python" is checked by _check_python_reward.
+REWARD_KWARGS: dict[str, type[_Strict]] = {
+    "math_verify": _NoRewardKwargs,
+    "exact_match": _NoRewardKwargs,
+    "format": _NoRewardKwargs,
+    "regex": RegexRewardKwargs,
+}
 
 
 class RewardSpec(_Strict):
     """One reward function of the weighted composition."""
 
     name: RewardName = Field(description="Registry key of the reward function.")
-    weight: float = Field(1.0, description="Weight in the weighted sum of rewards.")
+    weight: float = Field(1.0, description="Weight in the weighted sum of rewards (finite).")
     kwargs: dict[str, Any] = Field(
         default_factory=dict,
+        validate_default=True,  # the regex and python rewards need kwargs: none given is checked too
         description=(
-            "Extra keyword arguments, e.g. {'pattern': ...}. The 'python' reward takes 'code' defining "
+            "Keyword arguments of the reward, checked at submission (unknown ones are refused). "
+            "math_verify, exact_match and format take none. regex takes 'pattern' (required, RE2 syntax, "
+            f"at most {REGEX_REWARD_MAX_PATTERN_CHARS} characters: no backreferences or lookaround) and "
+            "optionally 'target': 'boxed' (default: full-match the \\boxed{} answer) or 'completion' "
+            "(search the whole completion). The 'python' reward takes 'code' defining "
             "`def reward(completion: str, answer: str) -> float` (run sandboxed: no network, CPU, memory "
             "and wall-clock limits), and optionally 'timeout_s' (<= 10) and 'memory_mb' (64..2048)."
         ),
     )
 
-    @model_validator(mode="after")
-    def _python_reward_kwargs(self) -> RewardSpec:
-        if self.name == "python":
-            _check_python_reward(self.kwargs)
-        return self
+    @field_validator("kwargs")
+    @classmethod
+    def _kwargs_of_the_reward(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        name = info.data.get("name")  # absent when the name itself was refused
+        if name == "python":
+            _check_python_reward(value)
+        elif name in REWARD_KWARGS:
+            REWARD_KWARGS[name].model_validate(value)  # its errors are located under kwargs
+        return value
 
 
 def _check_python_reward(kwargs: dict[str, Any]) -> None:
@@ -184,6 +266,7 @@ class RewardConfig(_Strict):
     functions: list[RewardSpec] = Field(
         default_factory=lambda: [RewardSpec(name="math_verify")],
         min_length=1,
+        max_length=MAX_REWARD_FUNCTIONS,
         description="Reward functions and weights. The first one defines 'accuracy'.",
     )
 
@@ -203,21 +286,25 @@ class AlgorithmConfig(_Strict):
     reincarnation_step: int | None = Field(
         50,
         ge=0,
+        le=MAX_STEPS,
         description="T: after step T the KL anchor becomes the current policy and training goes on-policy. "
         "null: never.",
     )
     clip_eps: float = Field(0.2, gt=0.0, lt=1.0, description="epsilon: half-width of the clip window.")
     kl_coef: float = Field(0.001, ge=0.0, description="beta: coefficient of the KL-Convex loss term.")
     kl_estimator: KLEstimator = Field("k3", description="Per-token KL estimator: k1, k2 or k3 (low-variance).")
-    lambda_start_step: int = Field(50, ge=0, description="lambda(t)=1 up to this step, then decays.")
-    lambda_interval: int = Field(10, ge=1, description="Steps per lambda decrement.")
+    lambda_start_step: int = Field(50, ge=0, le=MAX_STEPS, description="lambda(t)=1 up to this step, then decays.")
+    lambda_interval: int = Field(10, ge=1, le=MAX_STEPS, description="Steps per lambda decrement.")
     lambda_decay: float = Field(0.1, ge=0.0, le=1.0, description="Decrement of lambda per interval.")
     lambda_min: float = Field(0.5, ge=0.0, le=1.0, description="Floor of lambda(t).")
     entropy_coef: float = Field(0.001, ge=0.0, description="c: entropy bonus coefficient (subtracted from the loss).")
     loss_aggregation: LossAggregation = Field("token-mean", description="How per-token losses are reduced.")
     ppo_epochs: int = Field(1, ge=1, le=100, description="Optimisation passes per batch in the on-policy phase.")
     minibatch_size: int = Field(
-        512, ge=1, description="Responses per optimizer step; a batch is split into minibatches of this size."
+        512,
+        ge=1,
+        le=MAX_BATCH,
+        description="Responses per optimizer step; a batch is split into minibatches of this size.",
     )
     log_inactive_kl: bool = Field(
         True,
@@ -258,8 +345,14 @@ class OptimConfig(_Strict):
     lr: float = Field(1e-6, gt=0.0, le=1.0, description="Policy learning rate (constant).")
     critic_lr: float = Field(1e-5, gt=0.0, le=1.0, description="Critic learning rate (PPO).")
     weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay.")
-    betas: tuple[float, float] = Field((0.9, 0.999), description="Adam betas.")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="Adam betas (a list of two numbers).")
     grad_clip: float = Field(1.0, gt=0.0, description="Global gradient-norm clip.")
+
+    @field_validator("betas", mode="before")
+    @classmethod
+    def _betas_from_a_list(cls, value: Any) -> Any:
+        # YAML and JSON have lists, not tuples; the items are still checked strictly.
+        return tuple(value) if isinstance(value, list) else value
 
     @field_validator("betas")
     @classmethod
@@ -276,7 +369,7 @@ class EvalSetSpec(_Strict):
     path: str = Field(min_length=1, description="JSONL, JSON or parquet file with prompts and answers.")
     prompt_field: str = Field("prompt", min_length=1, description="Column holding the prompt text.")
     answer_field: str = Field("answer", min_length=1, description="Column holding the reference answer.")
-    size: int = Field(500, ge=1, description="At most this many prompts are evaluated.")
+    size: int = Field(500, ge=1, le=MAX_EVAL_PROMPTS, description="At most this many prompts are evaluated.")
 
 
 # Module names LoRA may target: attribute names only, never import paths or code.
@@ -348,22 +441,40 @@ class TrainConfig(_Strict):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     lora: LoraConfig = Field(default_factory=LoraConfig)
     distributed: DistributedConfig = Field(default_factory=DistributedConfig)
-    total_steps: int = Field(100, ge=1, le=1_000_000, description="Training steps (one rollout batch each).")
-    seed: int = Field(0, ge=0, description="Seeds model init, data order and every sampled response.")
-    eval_every: int = Field(0, ge=0, description="Evaluate greedy Pass@1 every K steps; 0: only at start and end.")
+    total_steps: int = Field(
+        100, ge=1, le=MAX_STEPS, description="Training steps (one rollout batch each)."
+    )
+    seed: int = Field(
+        0,
+        ge=0,
+        le=MAX_SEED,
+        description="Seeds model init, data order and every sampled response; in [0, 2**32 - 1].",
+    )
+    eval_every: int = Field(
+        0, ge=0, le=MAX_STEPS, description="Evaluate greedy Pass@1 every K steps; 0: only at start and end."
+    )
     eval_sets: list[EvalSetSpec] = Field(
-        default_factory=list, description="Extra held-out sets, reported as eval_<name>/accuracy."
+        default_factory=list,
+        max_length=MAX_EVAL_SETS,
+        description="Extra held-out sets, reported as eval_<name>/accuracy.",
     )
     eval_samples: int = Field(0, ge=0, le=64, description="k for avg@k Pass@1 with sampling (0: greedy Pass@1 only).")
     eval_temperature: float = Field(0.6, gt=0.0, le=10.0, description="Sampling temperature of avg@k evaluation.")
-    checkpoint_every: int = Field(10, ge=1, description="Save a checkpoint every K steps (and at the end).")
-    keep_checkpoints: int = Field(2, ge=1, description="Most recent full checkpoints kept on disk.")
+    checkpoint_every: int = Field(
+        10, ge=1, le=MAX_STEPS, description="Save a checkpoint every K steps (and at the end)."
+    )
+    keep_checkpoints: int = Field(
+        2, ge=1, le=MAX_KEPT_CHECKPOINTS, description="Most recent full checkpoints kept on disk."
+    )
     keep_best_checkpoints: int = Field(
         0,
         ge=0,
+        le=MAX_KEPT_CHECKPOINTS,
         description="Also keep the k checkpoints with the best greedy eval accuracy; the rest are pruned.",
     )
-    log_completions: int = Field(4, ge=0, description="Sampled completions recorded per step for inspection.")
+    log_completions: int = Field(
+        4, ge=0, le=MAX_LOGGED_COMPLETIONS, description="Sampled completions recorded per step for inspection."
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:

@@ -19,6 +19,10 @@ message. Numeric answers become strings (``142.0`` -> ``"142"``); a list of answ
 forms of one answer, as in Minerva) keeps the first and stores the rest in
 ``extra["answer_alternatives"]``. Every other column of a row is kept in ``Example.extra``.
 
+Limits: a row may nest at most 64 levels, a JSONL line (or a JSON/parquet row's text) may be at
+most 1 MiB, one text value at most 256 Ki characters, and a parquet file may decode to at most
+512 MiB (``remix_engine.dataset_limits``), so a hostile file is a DatasetError, never a crash.
+
 Errors are ``DatasetError`` naming the file, the line (JSONL) or row (JSON, parquet), counted from 1,
 and the reason.
 """
@@ -32,6 +36,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from remix_engine.dataset_limits import (
+    MAX_NESTING_DEPTH,
+    MAX_ROW_BYTES,
+    TOO_DEEP,
+    first_too_deep_line,
+    line_too_long,
+    measure_row,
+    parquet_decoded_too_large,
+)
 from remix_engine.rewards import extract_boxed
 
 DatasetFormat = Literal["jsonl", "json", "parquet"]
@@ -42,6 +55,7 @@ BOXED_ONLY_FIELDS = frozenset({"solution"})  # full worked solutions: only their
 JSON_LIST_KEYS = ("data", "rows", "examples", "items", "train", "test")
 PREVIEW_ROWS = 5
 PREVIEW_CHARS = 500
+PARQUET_BATCH_ROWS = 64  # rows decoded at a time: bounds what a parquet file can expand to before it is measured
 
 _EXTENSIONS: dict[str, DatasetFormat] = {
     ".jsonl": "jsonl",
@@ -122,16 +136,34 @@ def _json_reason(error: json.JSONDecodeError) -> str:
     return f"invalid JSON: {error.msg} (column {error.colno})"
 
 
+def _check_row(record: Any, number: int, unit: str, source: str | None) -> int:
+    """The row's size (see ``dataset_limits.measure_row``); DatasetError if it breaks a limit."""
+    size, reason = measure_row(record)
+    if reason is not None:
+        raise DatasetError(reason, line=number, source=source, unit=unit)
+    return size
+
+
 def _jsonl_rows(data: bytes, source: str | None) -> _Rows:
     text = _decode_utf8(data, source)
     records = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue  # blank lines (often a trailing newline) are not rows
+        # UTF-8 takes at most 4 bytes a character: shorter lines need not be encoded to be measured.
+        too_long = line_too_long(len(line.encode("utf-8"))) if len(line) * 4 > MAX_ROW_BYTES else None
+        if too_long is not None:
+            raise DatasetError(too_long, line=number, source=source)
         try:
-            records.append((number, json.loads(line)))
+            record = json.loads(line)
         except json.JSONDecodeError as error:
             raise DatasetError(_json_reason(error), line=number, source=source) from None
+        except RecursionError:
+            raise DatasetError(TOO_DEEP, line=number, source=source) from None
+        except ValueError as error:  # e.g. an integer of more than 4300 digits
+            raise DatasetError(f"invalid JSON: {error}", line=number, source=source) from None
+        _check_row(record, number, "line", source)
+        records.append((number, record))
     return _Rows(records, _columns_of(record for _, record in records), "line")
 
 
@@ -157,7 +189,15 @@ def _json_rows(data: bytes, source: str | None) -> _Rows:
         document = json.loads(text)
     except json.JSONDecodeError as error:
         raise DatasetError(_json_reason(error), line=error.lineno, source=source) from None
+    except RecursionError:
+        # The rows' list and the object around it are two levels that do not count against a row.
+        line = first_too_deep_line(text, MAX_NESTING_DEPTH + 2)
+        raise DatasetError(TOO_DEEP, line=line, source=source) from None
+    except ValueError as error:  # e.g. an integer of more than 4300 digits
+        raise DatasetError(f"invalid JSON: {error}", source=source) from None
     items = _json_list(document, source)
+    for number, item in enumerate(items, start=1):
+        _check_row(item, number, "row", source)
     return _Rows(list(enumerate(items, start=1)), _columns_of(items), "row")
 
 
@@ -165,11 +205,28 @@ def _parquet_rows(data: bytes, source: str | None) -> _Rows:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    records: list[tuple[int, Any]] = []
     try:
-        table = pq.read_table(io.BytesIO(data))
+        parquet = pq.ParquetFile(io.BytesIO(data))
+        metadata = parquet.metadata
+        declared = sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups))
+        too_large = parquet_decoded_too_large(declared)
+        # Read in small batches and measured row by row: a dictionary-encoded file declares (and
+        # decodes to) little in Arrow but expands to its full size as Python rows.
+        decoded = 0
+        for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS):
+            if too_large is not None:
+                raise DatasetError(too_large, source=source)
+            for row in batch.to_pylist():
+                decoded += _check_row(row, len(records) + 1, "row", source)
+                records.append((len(records) + 1, row))
+            too_large = parquet_decoded_too_large(decoded)
+        if too_large is not None:
+            raise DatasetError(too_large, source=source)
+        columns = list(parquet.schema_arrow.names)
     except (pa.ArrowException, OSError) as error:
         raise DatasetError(f"not a valid parquet file: {error}", source=source) from None
-    return _Rows(list(enumerate(table.to_pylist(), start=1)), list(table.column_names), "row")
+    return _Rows(records, columns, "row")
 
 
 def _columns_of(records: Iterator[Any] | list[Any]) -> list[str]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from remix_engine.config import RewardSpec
 from remix_engine.data import Example
+from remix_engine.prompt_template import render_prompt
 from remix_engine.sampling import response_seed
 
 EVAL_SEED_STEP = -1  # seeds of evaluation samples never collide with training samples
@@ -25,14 +26,14 @@ class EvalSet:
 
     @staticmethod
     def from_examples(name: str, examples: list[Example], template: str) -> EvalSet:
-        return EvalSet(name, [template.format(prompt=e.prompt) for e in examples], [e.answer for e in examples])
+        return EvalSet(name, [render_prompt(template, e.prompt) for e in examples], [e.answer for e in examples])
 
 
 def _correct(spec: RewardSpec, completions: list[str], answers: list[str]) -> list[bool]:
-    from remix_engine.rewards import REWARDS
+    from remix_engine.scoring import compose_rewards_isolated
 
-    scores = REWARDS.get(spec.name)(completions, answers, **spec.kwargs)
-    return [bool(s is not None and s > 0) for s in scores]
+    _total, per_fn = compose_rewards_isolated([spec], completions, answers)
+    return [score > 0 for score in per_fn[spec.name]]
 
 
 def evaluate_greedy(

@@ -5,7 +5,8 @@ work inside math-verify on a crafted answer (``9^{9^{9^{9}}}``) or a slow regex 
 the trainer's GIL, freeze its heartbeat thread and wedge the worker slot. `RewardScorer.compose`
 sends the batch to `python -m remix_engine.scoring_child`, which runs
 `remix_engine.rewards.compose_rewards` under an address-space limit, and waits at most
-`scoring_timeout_s(...)` for the answer; past it the child is killed and `RewardScoringError` fails
+`scoring_timeout_s(...)` for the answer (`REMIX_REWARD_TIMEOUT_SECONDS`, default 120 s, plus
+each python reward's per-sample limits); past it the child is killed and `RewardScoringError` fails
 the job with a message naming the limit, which frees the worker. The python reward's own sandbox
 (remix_engine/sandbox.py) is started from inside this child.
 
@@ -31,7 +32,8 @@ from remix_engine.config import RewardSpec
 from remix_engine.sandbox import STARTUP_GRACE_S, Limits
 from remix_engine.sandbox_jail import MODE_ENV
 
-BASE_TIMEOUT_S = 120.0  # the builtin rewards of one step; generous for a loaded machine
+TIMEOUT_ENV = "REMIX_REWARD_TIMEOUT_SECONDS"
+DEFAULT_BASE_TIMEOUT_S = 120.0  # the builtin rewards of one batch; generous for a loaded machine
 MEMORY_BYTES = 4 << 30  # address space of the scoring process (not of the python reward's sandbox)
 _PASSED_ENV = ("PATH", "LANG", "HOME", MODE_ENV)
 
@@ -40,9 +42,17 @@ class RewardScoringError(RuntimeError):
     """Scoring a batch failed as a whole (timeout, crash, memory): the job cannot go on."""
 
 
+def base_timeout_s() -> float:
+    """The operator's budget for the builtin rewards of one batch (`REMIX_REWARD_TIMEOUT_SECONDS`)."""
+    value = float(os.environ.get(TIMEOUT_ENV, DEFAULT_BASE_TIMEOUT_S))
+    if not 0 < value < float("inf"):
+        raise ValueError(f"{TIMEOUT_ENV} must be a positive number of seconds, got {value}")
+    return value
+
+
 def scoring_timeout_s(specs: Sequence[RewardSpec], samples: int) -> float:
     """Wall-clock budget of one batch: a base for the builtin rewards plus each python reward's own."""
-    budget = BASE_TIMEOUT_S
+    budget = base_timeout_s()
     for spec in specs:
         if spec.name == "python":
             limits = Limits.from_kwargs(spec.kwargs.get("timeout_s"), spec.kwargs.get("memory_mb"))

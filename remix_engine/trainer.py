@@ -55,10 +55,13 @@ from remix_engine.lora import ADAPTER_DIR, AdapterSnapshot, LoraPolicy, MergedEx
 from remix_engine.losses import POLICY_LOSSES, entropy_bonus, kl_convex_loss, value_loss
 from remix_engine.modeling import load_policy, sequence_logprobs
 from remix_engine.preflight import check_fits, load_model_config
+from remix_engine.prompt_template import render_prompt
 from remix_engine.replay import ReplayBuffer
-from remix_engine.rewards import compose_rewards, count_reward_errors
+from remix_engine.rewards import count_reward_errors
 from remix_engine.rollout import HFRolloutEngine, RolloutEngine
 from remix_engine.sampling import PromptSampler, response_seed
+from remix_engine.sandbox import check_sandbox
+from remix_engine.scoring import compose_rewards_isolated
 from remix_engine.splits import load_extra_eval_sets, load_train_eval
 from remix_engine.vllm_rollout import VLLMRolloutEngine, check_backend_available
 
@@ -134,6 +137,8 @@ class Trainer:
         self.fsdp = self.dist.enabled and config.distributed.strategy == "fsdp"
         self.callbacks = callbacks  # type: ignore[assignment]
         check_backend_available(config.rollout, self.device)  # e.g. vLLM without CUDA: refuse at start
+        if any(spec.name == "python" for spec in config.reward.functions):
+            log.info("reward sandbox: %s", check_sandbox())  # a worker that cannot jail it refuses now
         random.seed(config.seed)
         torch.manual_seed(config.seed)
         if self.device.type == "cuda":  # refuse a job that cannot fit before loading any weights
@@ -296,7 +301,7 @@ class Trainer:
         return result
 
     def _format(self, prompt: str) -> str:
-        return self.cfg.data.prompt_template.format(prompt=prompt)
+        return render_prompt(self.cfg.data.prompt_template, prompt)
 
     def in_mix_phase(self, step: int) -> bool:
         t_reinc = self.alg.effective_reincarnation_step
@@ -383,7 +388,7 @@ class Trainer:
             group_id_start=(step - 1) * self.cfg.rollout.prompts_per_step + start,
         )
         batch = batch.to(self.device)
-        total, per_fn = compose_rewards(self.cfg.reward.functions, batch.completions, batch.answers)
+        total, per_fn = compose_rewards_isolated(self.cfg.reward.functions, batch.completions, batch.answers)
         # Failed sandboxed reward calls this step (all processes).
         self._reward_errors = int(self.dist.all_sum(count_reward_errors(per_fn)))
         batch.rewards = torch.tensor(total, dtype=torch.float32, device=self.device)

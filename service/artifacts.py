@@ -29,9 +29,18 @@ def checkpoint_key(job_id: object, step: int) -> str:
 
 
 def dataset_key(dataset_id: object, filename: str) -> str:
-    """File key of an uploaded dataset; the filename is reduced to safe characters."""
-    name = _SAFE_NAME.sub("_", PurePosixPath(filename.replace("\\", "/")).name).strip("._") or "data"
-    return f"datasets/{dataset_id}/{name}"
+    """File key of an uploaded dataset; the filename is reduced to safe characters.
+
+    The extension is reduced on its own and always kept: the worker's loader picks the format from
+    it, so a name whose stem is all non-ASCII (`данные 🤖.jsonl`) becomes `data.jsonl`, not `jsonl`."""
+    name = PurePosixPath(filename.replace("\\", "/")).name
+    stem, dot, extension = name.rpartition(".")
+    safe_extension = _SAFE_NAME.sub("_", extension).strip("._") if dot and stem.strip(".") else ""
+    if not safe_extension:
+        return f"datasets/{dataset_id}/{_SAFE_NAME.sub('_', name).strip('._') or 'data'}"
+    # Only leading dots and underscores go (no hidden files); the stem's end touches the extension.
+    safe_stem = _SAFE_NAME.sub("_", stem).lstrip("._") or "data"
+    return f"datasets/{dataset_id}/{safe_stem}.{safe_extension}"
 
 
 def validate_key(key: str) -> str:

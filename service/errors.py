@@ -84,10 +84,27 @@ def field_path(loc: Sequence[int | str]) -> str:
     return ".".join(parts) or "body"
 
 
+def _body_decode_error(err: Any) -> dict[str, str] | None:
+    """FastAPI reports a body that is not JSON at loc ('body', <character offset>): the field is the
+    body itself, and the offset (which would otherwise read as a field named '10') goes in the message."""
+    loc = tuple(err.get("loc", ()))
+    if err.get("type") != "json_invalid" or loc[:1] != ("body",) or len(loc) > 2:
+        return None
+    if len(loc) == 2 and not isinstance(loc[1], int):
+        return None  # a JSON-encoded string field: that field is at fault
+    reason = (err.get("ctx") or {}).get("error") or err.get("msg", "invalid JSON")
+    where = f" at character {loc[1]}" if len(loc) == 2 else ""
+    return {"field": "body", "message": f"invalid JSON{where}: {reason}"}
+
+
 def pydantic_errors(errors: Sequence[Any], prefix: Sequence[str] = ()) -> list[dict[str, str]]:
     """Pydantic error dicts -> [{field, message}] with dotted paths under `prefix`."""
     out = []
     for err in errors:
+        decode_error = None if prefix else _body_decode_error(err)
+        if decode_error is not None:
+            out.append(decode_error)
+            continue
         loc = [*prefix, *err.get("loc", ())]
         out.append({"field": field_path(loc) if loc else "body", "message": str(err.get("msg", "invalid"))})
     return out

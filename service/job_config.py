@@ -21,6 +21,7 @@ from remix_engine.preflight import GiB, InsufficientMemoryError, check_fits, off
 from service.errors import FieldValidationError, ProblemError, pydantic_errors
 from service.models import Dataset
 from service.schemas import JobCreate
+from service.settings import DEFAULT_GPU_MEMORY_GIB, DEFAULT_MAX_TOKENS_PER_STEP
 from service.storable import REASON, first_unstorable
 
 BUILTIN_PREFIX = "builtin:"
@@ -140,14 +141,31 @@ def _merge_request(body: JobCreate, train: Dataset | None, evaluation: Dataset |
     return config
 
 
-def check_gpu_memory(config: TrainConfig, gpu_memory_gib: float | None) -> None:
+def check_tokens_per_step(config: TrainConfig, max_tokens_per_step: int) -> None:
+    """Refuse (422) a job whose steps would generate more tokens than the operator allows."""
+    rollout = config.rollout
+    tokens = rollout.prompts_per_step * rollout.group_size * rollout.max_new_tokens
+    if tokens <= max_tokens_per_step:
+        return
+    message = (
+        f"a step generates up to {tokens} tokens (prompts_per_step {rollout.prompts_per_step} x group_size "
+        f"{rollout.group_size} x max_new_tokens {rollout.max_new_tokens}); this service allows at most "
+        f"{max_tokens_per_step} (REMIX_MAX_TOKENS_PER_STEP)"
+    )
+    raise FieldValidationError(
+        [
+            {"field": f"config.rollout.{name}", "message": message}
+            for name in ("prompts_per_step", "group_size", "max_new_tokens")
+        ]
+    )
+
+
+def check_gpu_memory(config: TrainConfig, gpu_memory_gib: float = DEFAULT_GPU_MEMORY_GIB) -> None:
     """Refuse (422) a job whose pre-flight estimate does not fit one GPU of `gpu_memory_gib`.
 
     Runs when the model's config can be read without network (builtin models, local folders, hub ids
     in the local Hugging Face cache); otherwise the worker's own pre-flight decides at job start.
     """
-    if gpu_memory_gib is None:
-        return
     shape = offline_model_shape(config.model)
     if shape is None:
         return
@@ -172,11 +190,13 @@ def build_train_config(
     train: Dataset | None,
     evaluation: Dataset | None,
     is_admin: bool,
-    gpu_memory_gib: float | None = None,
+    gpu_memory_gib: float = DEFAULT_GPU_MEMORY_GIB,
+    max_tokens_per_step: int = DEFAULT_MAX_TOKENS_PER_STEP,
 ) -> TrainConfig:
     """Merge and validate; errors name the offending field (e.g. config.algorithm.clip_eps).
 
-    With `gpu_memory_gib` (the REMIX_GPU_MEMORY_GIB setting) a job that cannot fit is refused too.
+    Also refused: steps generating more than `max_tokens_per_step` tokens (REMIX_MAX_TOKENS_PER_STEP)
+    and jobs whose memory pre-flight does not fit one GPU of `gpu_memory_gib` (REMIX_GPU_MEMORY_GIB).
     """
     unstorable = first_unstorable(body.model_dump(mode="json"))
     if unstorable is not None:
@@ -198,5 +218,6 @@ def build_train_config(
             slug="forbidden",
             field="config.model",
         )
+    check_tokens_per_step(config, max_tokens_per_step)
     check_gpu_memory(config, gpu_memory_gib)
     return config

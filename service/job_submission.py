@@ -71,6 +71,7 @@ def submit_job(
         evaluation=evaluation,
         is_admin=submitter.is_admin,
         gpu_memory_gib=settings.gpu_memory_gib,
+        max_tokens_per_step=settings.max_tokens_per_step,
     )
     draft = jobs_repo.NewJob(
         tenant_id=submitter.tenant_id,

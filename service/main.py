@@ -9,12 +9,14 @@ from __future__ import annotations
 import logging
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from service.api.routes import checkpoints, config, datasets, health, jobs, streams
 from service.body_limit import BodySizeLimit
 from service.dashboard import mount_dashboard
 from service.errors import install_problem_handlers
 from service.inflight_limit import InflightLimit
+from service.keep_alive import KeepAliveAfterAnsweredErrors
 from service.prometheus import install_metrics
 from service.settings import Settings, get_settings
 
@@ -23,10 +25,18 @@ KL-Convex constraint, policy reincarnation). Submit a job, follow its metrics an
 Server-Sent Events), download its checkpoints. Errors are RFC 9457 `application/problem+json`."""
 
 
+class RemixAPI(FastAPI):
+    """FastAPI with one more layer outside Starlette's server-error middleware, which re-raises
+    every exception it answered with a 500: without this, each such 500 also closes the connection."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return KeepAliveAfterAnsweredErrors(super().build_middleware_stack())
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the API; `settings` (if given) replaces the environment-derived settings."""
     effective = settings or get_settings()
-    app = FastAPI(
+    app = RemixAPI(
         title="ReMix finetuning service",
         version="0.1.0",
         description=DESCRIPTION,

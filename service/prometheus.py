@@ -1,5 +1,8 @@
 """Prometheus metrics of the API at GET /metrics: HTTP traffic, job states, queue depth, worker progress.
 
+Only the operator reads them (the metrics token or an admin API key, see `service.metrics_auth`):
+they cover every tenant.
+
 Request counts and latencies are recorded by an ASGI middleware, labelled by route *template*
 (`/v1/jobs/{job_id}`), never by raw path, so the number of series stays bounded. Everything else is
 computed at scrape time by `ServiceStateCollector` from the database and the broker, so one scrape
@@ -19,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -29,6 +32,7 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.db import session_factory
+from service.metrics_auth import metrics_access
 from service.models import JOB_STATUSES, Job, JobMetric, JobStatus
 from service.settings import Settings
 
@@ -216,7 +220,8 @@ def install_metrics(app: FastAPI, settings: Settings) -> CollectorRegistry:
     app.add_middleware(RequestMetricsMiddleware, fastapi_app=app, metrics=http_metrics)
 
     # Synchronous on purpose: FastAPI runs it in a thread, so the DB queries do not block the loop.
-    @app.get("/metrics", include_in_schema=False)
+    # Operators only: the metrics cover every tenant (service/metrics_auth.py).
+    @app.get("/metrics", include_in_schema=False, dependencies=[Depends(metrics_access(settings))])
     def prometheus_metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 

@@ -6,9 +6,10 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from service.pagination import as_utc
+from service.storable import MAX_CONFIG_DEPTH, deeper_than
 
 UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
 
@@ -38,6 +39,14 @@ class JobCreate(BaseModel):
         description="TrainConfig hyperparameters (model, data, rollout, reward, algorithm, optim, ...).",
         examples=[{"total_steps": 20, "algorithm": {"name": "remix-grpo", "off_policy_fraction": 0.4}}],
     )
+
+    @field_validator("config", mode="before")
+    @classmethod
+    def _shallow_enough(cls, value: Any) -> Any:
+        # Refused before anything walks it recursively (validation, serialisation, the database driver).
+        if deeper_than(value, MAX_CONFIG_DEPTH):
+            raise ValueError(f"nested more than {MAX_CONFIG_DEPTH} levels deep")
+        return value
 
 
 class JobPublic(_Out):

@@ -10,10 +10,14 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
+# Used when REMIX_GPU_MEMORY_GIB / REMIX_MAX_TOKENS_PER_STEP are not set: one 80 GB GPU, and 2**25
+# generated tokens per step (e.g. 512 prompts x 16 responses x 4096 tokens, or 64 x 8 x 65536).
+DEFAULT_GPU_MEMORY_GIB = 80.0
+DEFAULT_MAX_TOKENS_PER_STEP = 2**25
 
 
 class Settings(BaseSettings):
@@ -44,11 +48,17 @@ class Settings(BaseSettings):
     sse_poll_seconds: float = Field(0.5, gt=0, description="How often the event stream polls the database.")
     sse_keepalive_seconds: float = Field(15.0, gt=0, description="Idle time before an SSE comment is sent.")
     db_retry_after_seconds: int = Field(5, ge=1, description="Retry-After sent when the database is down.")
-    gpu_memory_gib: float | None = Field(
-        None,
+    gpu_memory_gib: float = Field(
+        DEFAULT_GPU_MEMORY_GIB,
         gt=0,
-        description="Memory of one GPU of the workers, in GiB (e.g. 80). When set, the API refuses (422) a "
-        "job whose memory pre-flight estimate does not fit, before it is queued; unset: no API-side check.",
+        description="Memory of one GPU of the workers, in GiB (default 80). The API refuses (422) a job whose "
+        "memory pre-flight estimate does not fit, before it is queued; set it to the workers' GPU size.",
+    )
+    max_tokens_per_step: int = Field(
+        DEFAULT_MAX_TOKENS_PER_STEP,
+        ge=1,
+        description="Most tokens one training step may generate (rollout.prompts_per_step x "
+        "rollout.group_size x rollout.max_new_tokens); the API refuses (422) a job above it.",
     )
     worker_db_retry_seconds: float = Field(
         120.0,
@@ -56,6 +66,37 @@ class Settings(BaseSettings):
         description="How long a worker retries a database write through an outage (training waits) "
         "before it fails the job.",
     )
+    # Read by the engine on the worker from the environment (remix_engine/sandbox_jail.py, scoring.py);
+    # declared here so that they are validated and documented with the other settings.
+    reward_sandbox: Literal["bwrap", "process"] = Field(
+        "bwrap",
+        description="How the python reward is isolated: 'bwrap' (namespaces, seccomp, uid 65534; a worker "
+        "without bubblewrap refuses the reward) or 'process' (weaker, for trusted tenants only: "
+        "docs/security.md).",
+    )
+    reward_timeout_seconds: float = Field(
+        120.0,
+        gt=0,
+        description="Wall-clock budget for scoring one batch with the builtin rewards (python rewards add "
+        "their own per-sample limits); past it the job fails with RewardScoringError.",
+    )
+    metrics_token: SecretStr | None = Field(
+        None,
+        min_length=16,
+        description="Operator token for GET /metrics, sent as 'Authorization: Bearer <token>' (at least 16 "
+        "characters); admin API keys are accepted too. Unset: only admin API keys.",
+    )
+    metrics_unauthenticated: bool = Field(
+        False,
+        description="Serve GET /metrics without any authentication. Only for an API port tenants cannot reach: "
+        "the metrics show job counts, job ids and queue depth across every tenant.",
+    )
+
+    @field_validator("metrics_token", mode="before")
+    @classmethod
+    def _empty_metrics_token_is_unset(cls, value: object) -> object:
+        # Compose passes `REMIX_METRICS_TOKEN: ${REMIX_METRICS_TOKEN:-}`: empty means "not configured".
+        return None if value == "" else value
 
     @model_validator(mode="after")
     def _refuse_embedded_defaults_in_prod(self) -> Settings:

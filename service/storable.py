@@ -37,3 +37,19 @@ def first_unstorable(value: Any, path: str = "") -> str | None:
             if found is not None:
                 return found
     return None
+
+
+MAX_CONFIG_DEPTH = 32  # a job config is a few sections deep; far deeper is an attack on recursive walks
+
+
+def deeper_than(value: Any, limit: int) -> bool:
+    """Whether lists/objects in `value` nest more than `limit` levels; never recurses, whatever the depth."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, Mapping | list | tuple):
+            if depth > limit:
+                return True
+            children = item.values() if isinstance(item, Mapping) else item
+            stack.extend((child, depth + 1) for child in children)
+    return False

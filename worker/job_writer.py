@@ -5,8 +5,9 @@ Every write of a training attempt happens in one short transaction that first re
 heartbeat with `UPDATE jobs ... WHERE attempts = <my attempt> AND status IN (running, cancelling)`.
 If that matches no row the job was re-queued (or finished) behind this worker's back, so the
 write is rolled back and `LeaseLost` is raised: a worker that was presumed dead never overwrites
-the work of its successor. Metrics and checkpoints are upserts keyed by (job_id, step), so a
-step that is re-run after a crash replaces its row instead of duplicating it.
+the work of its successor. Metrics and checkpoints are upserts keyed by (job_id, step), and so are
+the per-step events (samples, evaluation, ...) by (job_id, kind, step), so a step that is re-run
+after a crash replaces its rows instead of duplicating them.
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 ACTIVE_STATUSES = (JobStatus.running.value, JobStatus.cancelling.value)
+# Events the trainer writes once per step. A resumed attempt re-runs the steps after its checkpoint
+# and writes them again; the new one replaces the crashed attempt's row in place (same id and time),
+# so an SSE follower that already received it is not sent it twice, and one arriving later gets it once.
+PER_STEP_EVENT_KINDS = frozenset({"samples", "evaluation", "reincarnated", "checkpoint"})
 RETRY_ATTEMPTS = 5
 RETRY_BASE_DELAY_S = 0.25
 RETRY_MAX_DELAY_S = 4.0
@@ -181,9 +186,20 @@ class JobWriter:
         self._transaction(body, what=f"metrics of step {step}", extra={"current_step": step})
 
     def add_event(self, kind: str, step: int | None, message: str, payload: Mapping[str, Any]) -> None:
+        """Append a lifecycle event; a per-step kind (PER_STEP_EVENT_KINDS) replaces the one of its step."""
         clean = jsonable(payload)
 
-        def body(session: Session) -> None:  # a fresh object per try: a rolled-back one can't be re-added
+        def body(session: Session) -> None:
+            if kind in PER_STEP_EVENT_KINDS and step is not None:
+                replaced = session.execute(
+                    update(JobEvent)
+                    .where(JobEvent.job_id == self.job_id, JobEvent.kind == kind, JobEvent.step == step)
+                    .values(message=message, payload=clean)
+                    .execution_options(synchronize_session=False)
+                ).rowcount
+                if replaced:
+                    return
+            # A fresh object per try: a rolled-back one can't be re-added.
             session.add(JobEvent(job_id=self.job_id, kind=kind, step=step, message=message, payload=clean))
 
         self._transaction(body, what=f"{kind} event")

@@ -9,18 +9,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import uvicorn
+from fastapi import FastAPI
 
 from service.main import create_app
 from service.settings import Settings
 
 
 @contextmanager
-def serve(settings: Settings, *, limit_concurrency: int | None = None) -> Iterator[str]:
-    """Serve `create_app(settings)` until the block ends; yields the base URL."""
+def serve(settings: Settings, *, limit_concurrency: int | None = None, app: FastAPI | None = None) -> Iterator[str]:
+    """Serve `app` (default `create_app(settings)`) until the block ends; yields the base URL."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     config = uvicorn.Config(
-        create_app(settings),
+        app or create_app(settings),
         log_level="warning",
         limit_concurrency=limit_concurrency,
         timeout_graceful_shutdown=5,

@@ -55,6 +55,35 @@ def test_malformed_json_body_is_a_client_error(client: TestClient, alice: Caller
     assert_problem(response, status)
 
 
+UNPARSABLE_BODIES = [
+    pytest.param(b'{"config": {"total_steps": 3', "at character 28: Expecting ',' delimiter", id="truncated-json"),
+    pytest.param(b"{'config': {}}", "at character 1: Expecting property name enclosed in double quotes", id="quotes"),
+    pytest.param(b"\xff\xfe{}", "at character 0: Expecting value", id="non-utf8-bytes"),
+]
+
+
+@pytest.mark.usefixtures("unchanged")
+@pytest.mark.parametrize(("raw", "where"), UNPARSABLE_BODIES)
+def test_a_body_that_is_not_json_is_422_naming_the_body(
+    client: TestClient, alice: Caller, raw: bytes, where: str
+) -> None:
+    # FastAPI locates the error at ('body', <character offset>): it once came out as a field named "28".
+    response = client.post("/v1/jobs", content=raw, headers=alice.headers | JSON_HEADERS)
+    problem = assert_problem(response, 422, f"body: invalid JSON {where}")
+    assert problem["errors"] == [{"field": "body", "message": f"invalid JSON {where}"}]
+
+
+@pytest.mark.usefixtures("unchanged")
+@pytest.mark.parametrize("depth", [40, 600, 900])
+def test_a_config_nested_too_deep_is_422_naming_the_config(client: TestClient, alice: Caller, depth: int) -> None:
+    # Deep enough for Python's JSON parser, too deep for the recursive walks after it (a 500 once).
+    nested = '{"a": ' * depth + "1" + "}" * depth
+    raw = ('{"config": {"reward": {"functions": [{"name": "python", "kwargs": {"code": ' + nested + "}}]}}}").encode()
+    response = client.post("/v1/jobs", content=raw, headers=alice.headers | JSON_HEADERS)
+    problem = assert_problem(response, 422, "nested more than 32 levels deep")
+    assert problem["errors"][0]["field"] == "config"
+
+
 WRONG_TYPES = [
     pytest.param([], "body", id="array-body"),
     pytest.param("job", "body", id="string-body"),
@@ -135,6 +164,126 @@ def test_inconsistent_hyperparameters_are_422(client: TestClient, alice: Caller)
     config = {"algorithm": {"off_policy_fraction": 0.99}, "rollout": {"prompts_per_step": 8}}
     assert_problem(_post_job(client, alice, {"config": config}), 422, "no fresh prompt")
     assert_problem(_post_job(client, alice, {"config": {"rollout": {"group_size": 1}}}), 422, "group_size")
+
+
+# Strict types: JSON true is not 1, "3" is not 3 (each was accepted before and ran as a number).
+NOT_NUMBERS = [
+    pytest.param({"total_steps": True}, "config.total_steps", id="steps-bool"),
+    pytest.param({"seed": "7"}, "config.seed", id="seed-string"),
+    pytest.param({"rollout": {"group_size": True}}, "config.rollout.group_size", id="group-bool"),
+    pytest.param({"optim": {"lr": True}}, "config.optim.lr", id="lr-bool"),
+    pytest.param({"optim": {"lr": "0.001"}}, "config.optim.lr", id="lr-string"),
+    pytest.param({"optim": {"betas": [True, 0.9]}}, "config.optim.betas.0", id="beta-bool"),
+    pytest.param({"model": {"trust_remote_code": 0}}, "config.model.trust_remote_code", id="int-for-bool"),
+    pytest.param(
+        {"reward": {"functions": [{"name": "format", "weight": "1"}]}}, "config.reward.functions.0.weight", id="weight"
+    ),
+]
+
+
+@pytest.mark.usefixtures("unchanged")
+@pytest.mark.parametrize(("config", "field"), NOT_NUMBERS)
+def test_bools_and_strings_are_not_numbers(client: TestClient, alice: Caller, config: Any, field: str) -> None:
+    problem = assert_problem(_post_job(client, alice, {"config": config}), 422, field)
+    assert [e["field"] for e in problem["errors"]] == [field]
+
+
+# Sizes no real RFT job reaches, each accepted before and then failing (or never ending) on a worker.
+BEYOND_ANY_REAL_JOB = [
+    pytest.param({"seed": 2**64}, "config.seed", id="seed-2**64"),
+    pytest.param({"seed": 2**32}, "config.seed", id="seed-2**32"),
+    pytest.param({"keep_checkpoints": 1_000_000_000, "checkpoint_every": 1}, "config.keep_checkpoints", id="keep"),
+    pytest.param({"keep_best_checkpoints": 101}, "config.keep_best_checkpoints", id="keep-best"),
+    pytest.param({"total_steps": 100_001}, "config.total_steps", id="steps"),
+    pytest.param({"checkpoint_every": 100_001}, "config.checkpoint_every", id="checkpoint-every"),
+    pytest.param({"log_completions": 65}, "config.log_completions", id="log-completions"),
+    pytest.param({"data": {"eval_size": 100_001}}, "config.data.eval_size", id="eval-size"),
+    pytest.param({"rollout": {"prompts_per_step": 8193}}, "config.rollout.prompts_per_step", id="prompts"),
+    pytest.param({"rollout": {"group_size": 257}}, "config.rollout.group_size", id="group"),
+    pytest.param({"rollout": {"max_new_tokens": 65537}}, "config.rollout.max_new_tokens", id="tokens"),
+    pytest.param({"rollout": {"generation_batch_size": 65537}}, "config.rollout.generation_batch_size", id="gen"),
+    pytest.param({"rollout": {"top_k": 2**20 + 1}}, "config.rollout.top_k", id="top-k"),
+    pytest.param({"algorithm": {"minibatch_size": 65537}}, "config.algorithm.minibatch_size", id="minibatch"),
+]
+
+
+@pytest.mark.usefixtures("unchanged")
+@pytest.mark.parametrize(("config", "field"), BEYOND_ANY_REAL_JOB)
+def test_counts_beyond_any_real_job_are_422(client: TestClient, alice: Caller, config: Any, field: str) -> None:
+    problem = assert_problem(_post_job(client, alice, {"config": config}), 422, field)
+    assert [e["field"] for e in problem["errors"]] == [field]
+
+
+@pytest.mark.usefixtures("unchanged")
+def test_a_rollout_too_big_to_generate_is_422_naming_the_rollout_fields(client: TestClient, alice: Caller) -> None:
+    # The review's 65536 prompts x 1024 responses x 131072 tokens: every field is over its own bound...
+    hostile = {"prompts_per_step": 65536, "group_size": 1024, "max_new_tokens": 131072}
+    problem = assert_problem(_post_job(client, alice, {"config": {"rollout": hostile}}), 422)
+    assert {e["field"] for e in problem["errors"]} == {f"config.rollout.{k}" for k in hostile}
+    # ...and fields each within bounds still cannot multiply past REMIX_MAX_TOKENS_PER_STEP (2**25).
+    large = {"prompts_per_step": 1024, "group_size": 64, "max_new_tokens": 1024}
+    problem = assert_problem(_post_job(client, alice, {"config": {"rollout": large}}), 422, "67108864 tokens")
+    assert [e["field"] for e in problem["errors"]] == [f"config.rollout.{k}" for k in large]
+
+
+BAD_TEMPLATES = [
+    pytest.param("{prompt}{prompt:>1000000000}", id="gigabyte-format-spec"),
+    pytest.param("{prompt!r}", id="conversion"),
+    pytest.param("{prompt} {prompt.__class__}", id="attribute"),
+    pytest.param("{prompt} {prompt[0]}", id="index"),
+    pytest.param("Answer in \\boxed{}.", id="no-placeholder"),
+    pytest.param("{prompt}" + " " * 16 * 1024, id="over-16-KiB"),
+    pytest.param("{prompt}" * 9, id="nine-copies"),
+]
+
+
+@pytest.mark.usefixtures("unchanged")
+@pytest.mark.parametrize("template", BAD_TEMPLATES)
+def test_bad_prompt_templates_are_422_naming_the_field(client: TestClient, alice: Caller, template: str) -> None:
+    response = _post_job(client, alice, {"config": {"data": {"prompt_template": template}}})
+    problem = assert_problem(response, 422, "config.data.prompt_template")
+    assert [e["field"] for e in problem["errors"]] == ["config.data.prompt_template"]
+
+
+def test_templates_with_literal_braces_are_accepted_as_written(client: TestClient, alice: Caller) -> None:
+    # Braces other than {prompt} are text (remix_engine/prompt_template.py renders by plain replacement).
+    for template in ("{prompt} Put the final answer within \\boxed{}.", "{prompt}{0}", "\\frac{1}{2} of {prompt}"):
+        response = _post_job(client, alice, {"config": {"total_steps": 1, "data": {"prompt_template": template}}})
+        assert response.status_code == 202, response.text
+        assert response.json()["config"]["data"]["prompt_template"] == template
+
+
+BAD_REWARDS = [
+    pytest.param({"name": "regex", "kwargs": {"pattern": "("}}, "kwargs.pattern", id="regex-unbalanced"),
+    pytest.param({"name": "regex"}, "kwargs.pattern", id="regex-without-pattern"),
+    pytest.param({"name": "regex", "kwargs": {"pattern": ""}}, "kwargs.pattern", id="regex-empty"),
+    pytest.param({"name": "regex", "kwargs": {"pattern": "(a)\\1"}}, "kwargs.pattern", id="regex-backreference"),
+    pytest.param({"name": "regex", "kwargs": {"pattern": "a" * 1025}}, "kwargs.pattern", id="regex-too-long"),
+    pytest.param({"name": "regex", "kwargs": {"pattern": ["a"]}}, "kwargs.pattern", id="regex-not-a-string"),
+    pytest.param({"name": "regex", "kwargs": {"pattern": "a", "target": "x"}}, "kwargs.target", id="regex-target"),
+    pytest.param({"name": "regex", "kwargs": {"pattern": "a", "flags": 2}}, "kwargs.flags", id="regex-unknown"),
+    pytest.param({"name": "math_verify", "kwargs": {"tolerance": 1}}, "kwargs.tolerance", id="math-verify-kwarg"),
+    pytest.param({"name": "exact_match", "kwargs": {"pattern": "a"}}, "kwargs.pattern", id="exact-match-kwarg"),
+    pytest.param({"name": "format", "kwargs": {"x": 1}}, "kwargs.x", id="format-kwarg"),
+    pytest.param({"name": "python", "kwargs": {"code": "x = 1"}}, "kwargs", id="python-without-reward"),
+]
+
+
+@pytest.mark.usefixtures("unchanged")
+@pytest.mark.parametrize(("reward", "field"), BAD_REWARDS)
+def test_reward_kwargs_are_checked_at_submission(client: TestClient, alice: Caller, reward: Any, field: str) -> None:
+    body = {"config": {"reward": {"functions": [{"name": "math_verify"}, reward]}}}
+    problem = assert_problem(_post_job(client, alice, body), 422, f"config.reward.functions.1.{field}")
+    assert [e["field"] for e in problem["errors"]] == [f"config.reward.functions.1.{field}"]
+
+
+@pytest.mark.usefixtures("unchanged")
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
+def test_non_finite_reward_weights_are_422(client: TestClient, alice: Caller, literal: str) -> None:
+    raw = f'{{"config": {{"reward": {{"functions": [{{"name": "format", "weight": {literal}}}]}}}}}}'.encode()
+    response = client.post("/v1/jobs", content=raw, headers=alice.headers | JSON_HEADERS)
+    problem = assert_problem(response, 422, "config.reward.functions.0.weight")
+    assert "finite" in problem["detail"]
 
 
 # ----------------------------------------------------------------------------- models and paths
@@ -255,6 +404,13 @@ def _parquet(rows: list[dict[str, Any]]) -> bytes:
 
 
 GOOD_ROW = b'{"prompt": "1+1=", "answer": "2"}\n'
+
+
+def _nested_row(depth: int) -> bytes:
+    return b'{"prompt": "2+2=", "answer": "4", "x": ' + b"[" * depth + b"]" * depth + b"}"
+
+
+TOO_DEEP = "nested more than 64 levels deep"
 BAD_UPLOADS = [
     pytest.param("d.jsonl", b"", 400, "empty dataset", id="empty-file"),
     pytest.param("d.jsonl", b"\n\n  \n", 400, "empty dataset", id="only-blank-lines"),
@@ -272,6 +428,18 @@ BAD_UPLOADS = [
     pytest.param("d.json", b'{"prompt": "1+1=", "answer": "2"}', 400, "list", id="json-object-not-list"),
     pytest.param("d.parquet", b"PAR1 this is not parquet PAR1", 400, "parquet", id="fake-parquet"),
     pytest.param("d.parquet", _parquet([{"text": "1+1=", "answer": "2"}]), 400, "prompt", id="parquet-col"),
+    # ~2 KB of brackets used to crash the JSON parser (RecursionError, a 500 that reset the connection).
+    pytest.param("d.jsonl", GOOD_ROW + _nested_row(990) + b"\n", 400, f"line 2: {TOO_DEEP}", id="deep-jsonl"),
+    pytest.param("d.json", b"[" + GOOD_ROW + b"," + _nested_row(20_000) + b"]", 400, TOO_DEEP, id="deep-json"),
+    pytest.param("d.json", b"[" + GOOD_ROW + b"," + _nested_row(70) + b"]", 400, f"row 2: {TOO_DEEP}", id="deep-row"),
+    pytest.param(
+        "d.parquet",
+        _parquet([{"prompt": "1+1=", "answer": "2", "notes": "n" * 300_000}]),
+        400,
+        "row 1: a text value is 300000 characters, over the limit of 262144",
+        id="parquet-cell-too-long",
+    ),
+    pytest.param("d.jsonl", b'{"prompt": "1+1=", "answer": 1' + b"0" * 5000 + b"}\n", 400, "4300 digits", id="big-int"),
     pytest.param("d.csv", GOOD_ROW, 415, "extension", id="unsupported-extension"),
     pytest.param("noextension", GOOD_ROW, 415, "extension", id="no-extension"),
 ]

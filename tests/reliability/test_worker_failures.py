@@ -6,6 +6,8 @@ while the job trains on and succeeds.
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from typing import Any
 
@@ -116,3 +118,44 @@ def test_a_crashing_or_hanging_reward_fails_only_its_samples(
     for sample, bad in zip(samples, failed, strict=True):
         python_part = sample["reward"] % 1.0
         assert python_part == (0.0 if bad else 0.5), (sample, bad)
+
+
+def test_a_reward_that_cannot_finish_fails_the_job_clearly_while_the_heartbeat_goes_on(
+    client: TestClient, alice: Caller, settings: Settings, db: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given a tenant's dataset whose reference answer math-verify would evaluate for ever (9^387420489
+    # has 370 million digits; sympy computes it holding the GIL) and a 3 s budget for scoring a batch
+    rows = "".join(f'{{"prompt": "{i}+{i}=", "answer": "9^{{9^{{9}}}}"}}\n' for i in range(8))
+    upload = client.post("/v1/datasets", files={"file": ("bomb.jsonl", rows.encode())}, headers=alice.headers)
+    assert upload.status_code == 201, upload.text
+    config = {
+        "rollout": {"prompts_per_step": 2, "group_size": 2, "max_new_tokens": 16},  # room for a whole box
+        "data": {"eval_size": 2},
+        "algorithm": {"name": "grpo", "minibatch_size": 4},
+        "total_steps": 2,
+    }
+    job_id = _submit(client, alice, {"dataset_id": upload.json()["id"], "config": config})
+    monkeypatch.setenv("REMIX_REWARD_TIMEOUT_SECONDS", "3")
+    beating = settings.model_copy(update={"heartbeat_seconds": 0.2})
+
+    # when a worker runs it, the heartbeat is watched from another connection
+    outcome: list[str] = []
+    runner = threading.Thread(target=lambda: outcome.append(run_job(str(job_id), settings=beating)))
+    runner.start()
+    beats: set[object] = set()
+    while runner.is_alive():
+        db.rollback()
+        job = db.get_one(Job, job_id, populate_existing=True)
+        if job.status == "running" and job.heartbeat_at is not None:
+            beats.add(job.heartbeat_at)
+        time.sleep(0.1)
+    runner.join()
+
+    # then the job failed on its first attempt with a reason naming the limit, and the worker is free
+    assert outcome == ["failed"]
+    db.rollback()
+    job = db.get_one(Job, job_id, populate_existing=True)
+    assert (job.status, job.attempts) == ("failed", 1)
+    assert "RewardScoringError: reward scoring of 2 completions took longer than its limit of 3s" in job.error
+    # and the heartbeat kept beating while the scoring child computed (about 15 beats in 3 s)
+    assert len(beats) >= 8, sorted(beats)

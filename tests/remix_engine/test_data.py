@@ -17,6 +17,7 @@ from remix_engine.data import (
     load_examples,
     validate_dataset_bytes,
 )
+from remix_engine.dataset_limits import MAX_CELL_CHARS, MAX_NESTING_DEPTH, MAX_PARQUET_DECODED_BYTES, MAX_ROW_BYTES
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 BENCHMARKS = SHARED / "data" / "math-benchmarks"
@@ -203,6 +204,92 @@ def test_json_without_a_list() -> None:
 
 def test_invalid_parquet_bytes() -> None:
     assert error_of(b"PAR1 not really", "parquet").reason.startswith("not a valid parquet file")
+
+
+# --------------------------------------------------------------------------- limits
+
+GOOD_LINE = b'{"prompt": "1+1=", "answer": "2"}\n'
+
+
+def nested_row(depth: int) -> bytes:
+    """A valid row whose extra column nests `depth` lists, so the row itself reaches depth + 1."""
+    return b'{"prompt": "1+1=", "answer": "2", "x": ' + b"[" * depth + b"]" * depth + b"}"
+
+
+@pytest.mark.parametrize("depth", [MAX_NESTING_DEPTH, 990, 100_000])
+def test_jsonl_nesting_deeper_than_the_limit_names_the_line(depth: int) -> None:
+    # 990 levels is about 2 KB and used to crash the parser with a RecursionError.
+    error = error_of(GOOD_LINE + nested_row(depth) + b"\n", "jsonl")
+    assert (error.line, error.reason) == (2, f"nested more than {MAX_NESTING_DEPTH} levels deep")
+    assert str(error) == f"line 2: nested more than {MAX_NESTING_DEPTH} levels deep"
+
+
+def test_nesting_up_to_the_limit_is_accepted() -> None:
+    # The row object is level 1, so an extra column may nest MAX_NESTING_DEPTH - 1 lists.
+    deepest = nested_row(MAX_NESTING_DEPTH - 1)
+    assert validate_dataset_bytes(GOOD_LINE + deepest + b"\n", "jsonl").num_rows == 2
+    assert validate_dataset_bytes(b"[" + GOOD_LINE + b"," + deepest + b"]", "json").num_rows == 2
+
+
+@pytest.mark.parametrize(("depth", "line", "unit"), [(MAX_NESTING_DEPTH, 2, "row"), (100_000, 3, "line")])
+def test_json_nesting_deeper_than_the_limit_names_the_row_or_line(depth: int, line: int, unit: str) -> None:
+    # Parsed rows are checked one by one (row 2); a document too deep to parse names its line.
+    document = b'{"data": [\n' + GOOD_LINE.strip() + b",\n" + nested_row(depth) + b"\n]}"
+    error = error_of(document, "json")
+    assert (error.line, error.reason) == (line, f"nested more than {MAX_NESTING_DEPTH} levels deep")
+    assert str(error).startswith(f"{unit} {line}: ")
+
+
+def test_a_line_over_the_size_limit_is_refused_before_parsing() -> None:
+    long_line = b'{"prompt": "1+1=", "answer": "2", "pad": "' + b"x" * MAX_ROW_BYTES + b'"}\n'
+    error = error_of(GOOD_LINE + long_line, "jsonl")
+    assert error.line == 2
+    assert error.reason == f"line is {len(long_line) - 1} bytes, over the limit of {MAX_ROW_BYTES} bytes"
+
+
+def test_a_text_value_over_the_cell_limit_names_its_row_in_every_format() -> None:
+    long_row = {"prompt": "1+1=", "answer": "2", "notes": "y" * (MAX_CELL_CHARS + 1)}
+    reason = f"a text value is {MAX_CELL_CHARS + 1} characters, over the limit of {MAX_CELL_CHARS}"
+    good = {"prompt": "2+2=", "answer": "4", "notes": ""}
+    jsonl = (json.dumps(good) + "\n" + json.dumps(long_row) + "\n").encode()
+    for data, fmt, unit in (
+        (jsonl, "jsonl", "line"),
+        (json.dumps([good, long_row]).encode(), "json", "row"),
+        (parquet_bytes([good, long_row]), "parquet", "row"),
+    ):
+        error = error_of(data, fmt)
+        assert (error.line, error.reason) == (2, reason), fmt
+        assert str(error).startswith(f"{unit} 2: "), fmt
+
+
+def test_a_json_row_over_the_size_limit_names_its_row() -> None:
+    # Every text is under the cell limit, but together they are more than a row may hold.
+    columns = MAX_ROW_BYTES // MAX_CELL_CHARS + 1
+    big_row = {"prompt": "1+1=", "answer": "2", **{f"c{i}": "z" * MAX_CELL_CHARS for i in range(columns)}}
+    error = error_of(json.dumps([{"prompt": "a", "answer": "1"}, big_row]).encode(), "json")
+    assert (error.line, error.reason) == (2, f"row is larger than the limit of {MAX_ROW_BYTES} bytes of text")
+
+
+def test_a_parquet_file_that_decodes_past_the_limit_is_refused() -> None:
+    # One dictionary entry repeated: a small file that decodes to more than the limit.
+    cell = "w" * (MAX_CELL_CHARS - 1)
+    rows = MAX_PARQUET_DECODED_BYTES // len(cell) + 1
+    column = pa.DictionaryArray.from_arrays(pa.array([0] * rows, pa.int32()), pa.array([cell]))
+    table = pa.table({"prompt": column, "answer": pa.array(["1"] * rows)})
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    data = sink.getvalue().to_pybytes()
+    assert len(data) < 10 * 1024 * 1024
+    error = error_of(data, "parquet")
+    assert error.line is None
+    assert error.reason.startswith(f"parquet data decodes to more than {MAX_PARQUET_DECODED_BYTES} bytes")
+
+
+@pytest.mark.parametrize(("data", "fmt"), [(b'{"prompt": "a", "answer": 1' + b"0" * 5000 + b"}\n", "jsonl")])
+def test_an_integer_python_refuses_to_parse_is_invalid_json(data: bytes, fmt: str) -> None:
+    error = error_of(GOOD_LINE + data, fmt)
+    assert error.line == 2 and error.reason.startswith("invalid JSON: Exceeds the limit (4300 digits)")
+    assert error_of(b"[" + data.strip() + b"]", "json").reason.startswith("invalid JSON: Exceeds the limit")
 
 
 def test_unknown_format_and_extension(tmp_path: Path) -> None:

@@ -33,8 +33,8 @@ def test_the_child_computes_what_compose_rewards_computes(scorer: RewardScorer) 
 def test_a_batch_past_its_time_limit_fails_clearly_and_the_callers_threads_run_meanwhile(
     scorer: RewardScorer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # given a time limit of 1 s and a reward that takes longer (a python reward sleeping 3 s per sample)
-    monkeypatch.setattr(scoring, "BASE_TIMEOUT_S", 1.0)
+    # given a base limit of 1 s and a reward that takes longer (a python reward sleeping 3 s per sample)
+    monkeypatch.setenv(scoring.TIMEOUT_ENV, "1")
     monkeypatch.setattr(scoring, "STARTUP_GRACE_S", 0.0)
     slow = RewardSpec(
         name="python",
@@ -73,8 +73,9 @@ def test_a_configuration_error_inside_the_child_is_an_error_of_the_batch(scorer:
         scorer.compose([RewardSpec.model_construct(name="regex", weight=1.0, kwargs={})], ["a"], ["a"])
 
 
-def test_the_budget_grows_with_each_python_rewards_per_sample_limit() -> None:
+def test_the_budget_grows_with_each_python_rewards_per_sample_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(scoring.TIMEOUT_ENV, raising=False)
     python = RewardSpec(name="python", kwargs={"code": "def reward(completion, answer):\n    return 1.0\n",
                                                "timeout_s": 2})
-    assert scoring_timeout_s(SPECS, 100) == scoring.BASE_TIMEOUT_S
-    assert scoring_timeout_s([*SPECS, python], 100) == scoring.BASE_TIMEOUT_S + scoring.STARTUP_GRACE_S + 200
+    assert scoring_timeout_s(SPECS, 100) == scoring.DEFAULT_BASE_TIMEOUT_S
+    assert scoring_timeout_s([*SPECS, python], 100) == scoring.DEFAULT_BASE_TIMEOUT_S + scoring.STARTUP_GRACE_S + 200

@@ -20,6 +20,21 @@ def test_keys() -> None:
     assert dataset_key("d1", "..") == "datasets/d1/data"
 
 
+@pytest.mark.parametrize(
+    ("filename", "key"),
+    [
+        ("данные 🤖.jsonl", "datasets/d1/data.jsonl"),
+        ("🤖.parquet", "datasets/d1/data.parquet"),
+        ("数据集 v2.json", "datasets/d1/v2.json"),
+        ("..\\..\\données.ndjson", "datasets/d1/donn_es.ndjson"),
+        (".hidden.json", "datasets/d1/hidden.json"),
+    ],
+)
+def test_dataset_keys_keep_the_extension_of_non_ascii_names(filename: str, key: str) -> None:
+    # The worker's loader picks the format from the extension: losing it fails the job.
+    assert dataset_key("d1", filename) == key
+
+
 @pytest.mark.parametrize("key", ["../outside", "/etc/passwd", "jobs/../../x", "jobs//x", "a/./b", "a\\..\\b", ""])
 def test_traversal_keys_are_refused(tmp_path: Path, key: str) -> None:
     store = LocalArtifactStore(tmp_path / "root")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import uuid
+from pathlib import Path
 from typing import Any, cast
 
 import anyio
@@ -12,8 +14,12 @@ import pyarrow.parquet as pq
 from fastapi.testclient import TestClient
 from service_testing import Caller, assert_problem
 
-from service.artifacts import LocalArtifactStore
+from remix_engine.data import load_examples
+from service.artifacts import LocalArtifactStore, get_artifact_store
+from service.db import session_factory
+from service.models import Job
 from service.settings import Settings
+from worker.job_runner import resolve_config
 
 ROWS = [{"question": f"What is {i}+{i}?", "answer": str(2 * i)} for i in range(7)]
 JSONL = "".join(json.dumps(r) + "\n" for r in ROWS).encode()
@@ -50,6 +56,27 @@ def test_upload_parquet(client: TestClient, alice: Caller) -> None:
     response = upload(client, alice, "tiny.parquet", sink.getvalue())
     assert response.status_code == 201, response.text
     assert response.json()["format"] == "parquet" and response.json()["preview"] == [{"prompt": "2+3", "answer": "5"}]
+
+
+def test_a_non_ascii_file_name_keeps_its_format_and_a_worker_can_load_it(
+    client: TestClient, alice: Caller, settings: Settings, tmp_path: Path
+) -> None:
+    filename = "данные 🤖.jsonl"
+    response = upload(client, alice, filename, JSONL, prompt_field="question")
+    assert response.status_code == 201, response.text
+    dataset = response.json()
+    assert (dataset["name"], dataset["format"], dataset["num_rows"]) == (filename, "jsonl", len(ROWS))
+    submitted = client.post("/v1/jobs", json={"dataset_id": dataset["id"], "config": {}}, headers=alice.headers)
+    assert submitted.status_code == 202, submitted.text
+    assert submitted.json()["config"]["data"]["train_path"] == f"datasets/{dataset['id']}/data.jsonl"
+
+    # The worker's way in: the job's dataset becomes a file of the artifact store, read by the engine.
+    sessions = session_factory(settings.database_url)
+    with sessions() as session:
+        job = session.get_one(Job, uuid.UUID(submitted.json()["id"]))
+    data = resolve_config(job, sessions, get_artifact_store(settings), tmp_path / "cache").data
+    examples = load_examples(data.train_path, prompt_field=data.prompt_field, answer_field=data.answer_field)
+    assert [(e.prompt, e.answer) for e in examples] == [(r["question"], r["answer"]) for r in ROWS]
 
 
 def test_malformed_dataset_is_400_naming_the_line(client: TestClient, alice: Caller) -> None:

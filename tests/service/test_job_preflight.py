@@ -1,5 +1,6 @@
-"""Job validation at submission: the memory pre-flight (REMIX_GPU_MEMORY_GIB) refuses a job that cannot
-fit one GPU before it is queued, and multi-process jobs (distributed.num_processes) are accepted."""
+"""Job validation at submission: the memory pre-flight (REMIX_GPU_MEMORY_GIB, 80 GiB unless set) refuses a
+job that cannot fit one GPU before it is queued, the operator's REMIX_MAX_TOKENS_PER_STEP caps the tokens a
+step generates, and multi-process jobs (distributed.num_processes) are accepted."""
 
 from __future__ import annotations
 
@@ -141,10 +142,56 @@ def test_local_model_folders_of_admins_are_checked(gpu_client: TestClient, admin
     assert_problem(response, 422, "To fit: lower algorithm.minibatch_size (now 64)")
 
 
-def test_without_a_gpu_size_nothing_is_checked(client: TestClient, alice: Caller, hub_cache: Path) -> None:
+def test_without_a_gpu_size_the_default_80_gib_budget_is_checked(
+    client: TestClient, alice: Caller, hub_cache: Path, settings: Settings
+) -> None:
+    # REMIX_GPU_MEMORY_GIB unset: every job still gets the pre-flight, against one 80 GiB GPU.
+    assert settings.gpu_memory_gib == 80.0
     cache_config(hub_cache, "acme/llama-7b", LLAMA_7B)
     response = post(client, alice, BIG_JOB, base_model="acme/llama-7b")
+    assert_problem(response, 422, "job needs about 523.23 GiB per device but 80.00 GiB is available")
+    fits = {
+        **BIG_JOB,
+        "rollout": {**BIG_JOB["rollout"], "generation_batch_size": 32},
+        "algorithm": {"minibatch_size": 4},
+    }
+    response = post(client, alice, {**fits, "lora": {"enabled": True}}, base_model="acme/llama-7b")
     assert response.status_code == 202, response.text
+
+
+def test_tokens_per_step_are_capped_by_the_operator_setting(
+    settings: Settings, alice: Caller, redis_client: Redis
+) -> None:
+    capped = TestClient(create_app(settings.model_copy(update={"max_tokens_per_step": 1000})))
+    before = redis_client.llen(settings.task_queue)
+    over = {"rollout": {"prompts_per_step": 10, "group_size": 2, "max_new_tokens": 51}, "total_steps": 1}
+    body = assert_problem(post(capped, alice, over), 422, "a step generates up to 1020 tokens")
+    assert [e["field"] for e in body["errors"]] == [
+        "config.rollout.prompts_per_step",
+        "config.rollout.group_size",
+        "config.rollout.max_new_tokens",
+    ]
+    assert "at most 1000 (REMIX_MAX_TOKENS_PER_STEP)" in body["detail"]
+    assert redis_client.llen(settings.task_queue) == before
+    at_the_cap = {"rollout": {"prompts_per_step": 10, "group_size": 2, "max_new_tokens": 50}, "total_steps": 1}
+    response = post(capped, alice, at_the_cap)
+    assert response.status_code == 202, response.text
+
+
+def test_the_default_token_cap_fits_real_jobs_and_refuses_the_largest_rollout(
+    client: TestClient, alice: Caller
+) -> None:
+    # Default 2**25 tokens per step: 512 prompts x 16 responses x 4096 tokens is allowed...
+    real = {
+        "rollout": {"prompts_per_step": 512, "group_size": 16, "max_new_tokens": 4096, "generation_batch_size": 64},
+        "algorithm": {"minibatch_size": 16},  # so that the memory pre-flight passes too
+        "total_steps": 1,
+    }
+    response = post(client, alice, real)
+    assert response.status_code == 202, response.text
+    # ...the largest rollout each field allows on its own is not.
+    largest = {"rollout": {"prompts_per_step": 8192, "group_size": 256, "max_new_tokens": 65536}}
+    assert_problem(post(client, alice, largest), 422, "config.rollout.max_new_tokens")
 
 
 def test_multi_process_jobs_are_accepted(
@@ -165,9 +212,15 @@ def test_more_processes_than_fresh_prompt_groups_are_refused(client: TestClient,
 
 
 def test_gpu_memory_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert Settings().gpu_memory_gib is None
-    monkeypatch.setenv("REMIX_GPU_MEMORY_GIB", "80")
-    assert Settings().gpu_memory_gib == 80.0
+    assert Settings().gpu_memory_gib == 80.0  # the default budget
+    monkeypatch.setenv("REMIX_GPU_MEMORY_GIB", "40")
+    assert Settings().gpu_memory_gib == 40.0
+
+
+def test_the_token_cap_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().max_tokens_per_step == 2**25
+    monkeypatch.setenv("REMIX_MAX_TOKENS_PER_STEP", "1000000")
+    assert Settings().max_tokens_per_step == 1_000_000
 
 
 def test_the_api_side_check_never_imports_torch(tmp_path: Path) -> None:

@@ -75,7 +75,8 @@ def test_request_body_errors_are_problems(client: TestClient, alice: Caller) -> 
     response = client.post(
         "/v1/jobs", content=b"{not json", headers=alice.headers | {"content-type": "application/json"}
     )
-    assert_problem(response, 422, "JSON decode error")
+    problem = assert_problem(response, 422, "body: invalid JSON at character 1")
+    assert [e["field"] for e in problem["errors"]] == ["body"]
 
 
 def test_base_model_policy(client: TestClient, alice: Caller, admin: Caller) -> None:

@@ -126,6 +126,35 @@ def test_resume_discards_metrics_after_the_checkpoint(sessions, make_job):
     assert _job(sessions, writer.job_id).current_step == 2
 
 
+def test_a_re_run_step_replaces_its_per_step_events_and_lifecycle_events_accumulate(sessions, make_job):
+    # given attempt 1 wrote step 3's samples and evaluation, then crashed before checkpointing step 3
+    writer = _claimed_writer(sessions, make_job)
+    writer.add_event("samples", 3, "1 sampled completions", {"samples": [{"completion": "first try"}]})
+    writer.add_event("evaluation", 3, "greedy accuracy 0.100", {"accuracy": 0.1})
+
+    # when the resumed attempt trains step 3 again and goes on
+    writer.add_event("resumed", 2, "resumed from checkpoint at step 2", {})
+    writer.add_event("samples", 3, "1 sampled completions", {"samples": [{"completion": "second try"}]})
+    writer.add_event("evaluation", 3, "greedy accuracy 0.200", {"accuracy": 0.2})
+    writer.add_event("samples", 4, "1 sampled completions", {"samples": []})
+    writer.add_event("resumed", 2, "resumed from checkpoint at step 2", {})
+
+    # then step 3 has one samples and one evaluation event, with the re-run's content, under the first
+    # ids (a stream follower past them is not sent them again); lifecycle events are all kept
+    with sessions() as session:
+        events = session.scalars(select(JobEvent).where(JobEvent.job_id == writer.job_id).order_by(JobEvent.id)).all()
+    assert [(e.kind, e.step) for e in events] == [
+        ("started", 0),
+        ("samples", 3),
+        ("evaluation", 3),
+        ("resumed", 2),
+        ("samples", 4),
+        ("resumed", 2),
+    ]
+    assert events[1].payload == {"samples": [{"completion": "second try"}]}
+    assert (events[2].message, events[2].payload) == ("greedy accuracy 0.200", {"accuracy": 0.2})
+
+
 def test_writes_of_an_attempt_that_lost_the_job_are_refused(sessions, make_job):
     # given attempt 1 presumed dead: the job was re-queued and claimed again by attempt 2
     old = _claimed_writer(sessions, make_job)
