@@ -17,10 +17,20 @@ from __future__ import annotations
 import ast
 import math
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    field_validator,
+    model_validator,
+)
 
+from remix_engine.eval_benchmarks import BENCHMARK_NAMES, unknown_benchmark_message
 from remix_engine.prompt_template import PROMPT_TEMPLATE_RULE, check_prompt_template
 
 Algorithm = Literal["remix-grpo", "remix-ppo", "grpo", "ppo"]
@@ -45,6 +55,7 @@ MAX_EVAL_PROMPTS = 100_000
 MAX_KEPT_CHECKPOINTS = 100
 MAX_LOGGED_COMPLETIONS = 64
 MAX_EVAL_SETS = 16
+MAX_EVAL_SAMPLES = 64  # k of avg@k
 
 TINY_MODEL_ID = "builtin:tiny-arith"
 TOY_DATASET_ID = "builtin:addition"
@@ -362,14 +373,67 @@ class OptimConfig(_Strict):
         return value
 
 
+_EVAL_SET_SAMPLES = Field(
+    None,
+    ge=0,
+    le=MAX_EVAL_SAMPLES,
+    description="k of avg@k Pass@1 for this set (0: greedy Pass@1 only); null: the job's eval_samples.",
+)
+
+
 class EvalSetSpec(_Strict):
-    """An extra held-out set evaluated alongside the primary one (e.g. a math benchmark file)."""
+    """An extra held-out set read from a file (e.g. a benchmark file); server paths are admin-only in the API."""
 
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$", description="Metric prefix.")
     path: str = Field(min_length=1, description="JSONL, JSON or parquet file with prompts and answers.")
     prompt_field: str = Field("prompt", min_length=1, description="Column holding the prompt text.")
     answer_field: str = Field("answer", min_length=1, description="Column holding the reference answer.")
     size: int = Field(500, ge=1, le=MAX_EVAL_PROMPTS, description="At most this many prompts are evaluated.")
+    samples: int | None = _EVAL_SET_SAMPLES
+
+
+class BuiltinEvalSetSpec(_Strict):
+    """A builtin evaluation set shipped with ReMix, selected by name (remix_engine/eval_benchmarks.py)."""
+
+    name: str = Field(
+        description=f"One of {', '.join(BENCHMARK_NAMES)}; also the metric prefix (eval_<name>/accuracy).",
+        json_schema_extra={"enum": list(BENCHMARK_NAMES)},
+    )
+    size: int | None = Field(
+        None, ge=1, le=MAX_EVAL_PROMPTS, description="Evaluate only the first `size` problems; null: all of them."
+    )
+    samples: int | None = _EVAL_SET_SAMPLES
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in BENCHMARK_NAMES:
+            raise ValueError(unknown_benchmark_message(value))
+        return value
+
+
+def _eval_set_entry(value: Any, handler: ValidatorFunctionWrapHandler) -> EvalSetSpec | BuiltinEvalSetSpec:
+    """A builtin name ("aime24"), a builtin object ({name, size?, samples?}) or a file set ({name, path, ...}).
+
+    Dispatched by shape and validated by one model, so errors are located at that model's fields
+    (eval_sets.0.name), never under a union member's name.
+    """
+    del handler  # the union's own validation would report every member's errors
+    if isinstance(value, EvalSetSpec | BuiltinEvalSetSpec):
+        return value
+    if isinstance(value, str):
+        return BuiltinEvalSetSpec.model_validate({"name": value})
+    if isinstance(value, dict):
+        return (EvalSetSpec if "path" in value else BuiltinEvalSetSpec).model_validate(value)
+    raise ValueError(
+        "an eval set is a builtin name (one of " + ", ".join(BENCHMARK_NAMES) + ") or an object with a name"
+    )
+
+
+EvalSetEntry = Annotated[
+    BuiltinEvalSetSpec | EvalSetSpec,
+    WrapValidator(_eval_set_entry, json_schema_input_type=Literal[BENCHMARK_NAMES] | BuiltinEvalSetSpec | EvalSetSpec),
+]
 
 
 # Module names LoRA may target: attribute names only, never import paths or code.
@@ -453,12 +517,21 @@ class TrainConfig(_Strict):
     eval_every: int = Field(
         0, ge=0, le=MAX_STEPS, description="Evaluate greedy Pass@1 every K steps; 0: only at start and end."
     )
-    eval_sets: list[EvalSetSpec] = Field(
+    eval_sets: list[EvalSetEntry] = Field(
         default_factory=list,
         max_length=MAX_EVAL_SETS,
-        description="Extra held-out sets, reported as eval_<name>/accuracy.",
+        description=(
+            "Extra held-out sets, each reported on its own as eval_<name>/accuracy (and eval_<name>/avg_pass1 "
+            f"with avg@k). A builtin set by name ({', '.join(BENCHMARK_NAMES)}) or as {{name, size, samples}}; "
+            "or a file as {name, path, prompt_field, answer_field, size, samples} (server paths: admin keys only)."
+        ),
     )
-    eval_samples: int = Field(0, ge=0, le=64, description="k for avg@k Pass@1 with sampling (0: greedy Pass@1 only).")
+    eval_samples: int = Field(
+        0,
+        ge=0,
+        le=MAX_EVAL_SAMPLES,
+        description="k for avg@k Pass@1 with sampling (0: greedy Pass@1 only); an eval set's `samples` overrides it.",
+    )
     eval_temperature: float = Field(0.6, gt=0.0, le=10.0, description="Sampling temperature of avg@k evaluation.")
     checkpoint_every: int = Field(
         10, ge=1, le=MAX_STEPS, description="Save a checkpoint every K steps (and at the end)."
@@ -475,6 +548,15 @@ class TrainConfig(_Strict):
     log_completions: int = Field(
         4, ge=0, le=MAX_LOGGED_COMPLETIONS, description="Sampled completions recorded per step for inspection."
     )
+
+    @field_validator("eval_sets")
+    @classmethod
+    def _distinct_eval_set_names(cls, value: list[BuiltinEvalSetSpec | EvalSetSpec]) -> list:
+        names = [spec.name for spec in value]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"eval_sets: names are metric prefixes and must differ; given more than once: {twice}")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:

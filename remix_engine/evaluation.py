@@ -3,7 +3,8 @@
 - Greedy Pass@1: one greedy completion per prompt.
 - avg@k Pass@1: k sampled completions per prompt at the evaluation temperature, the mean
   correctness over all of them (how the paper reports AIME/AMC), plus pass@k (any correct).
-Extra evaluation sets (benchmark files) are reported under their own name prefix.
+Extra evaluation sets (builtin benchmarks, files) are reported under their own name prefix, each
+with its own k (an eval set's `samples`, else the job's `eval_samples`).
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ class EvalSet:
     name: str  # "" for the primary held-out set
     prompts: list[str]
     answers: list[str]
+    samples: int | None = None  # k of avg@k for this set; None: evaluate_sets' `samples`
 
     @staticmethod
-    def from_examples(name: str, examples: list[Example], template: str) -> EvalSet:
-        return EvalSet(name, [render_prompt(template, e.prompt) for e in examples], [e.answer for e in examples])
+    def from_examples(name: str, examples: list[Example], template: str, samples: int | None = None) -> EvalSet:
+        prompts = [render_prompt(template, e.prompt) for e in examples]
+        return EvalSet(name, prompts, [e.answer for e in examples], samples)
 
 
 def _correct(spec: RewardSpec, completions: list[str], answers: list[str]) -> list[bool]:
@@ -82,12 +85,16 @@ def evaluate_sets(
     samples: int,
     seed: int,
 ) -> dict[str, float]:
-    """Greedy (and, when samples > 0, avg@k) results; keys of extra sets get a '<name>/' prefix."""
+    """Greedy (and, when k > 0, avg@k) results; keys of extra sets get a '<name>/' prefix.
+
+    k is the set's own `samples` when it has one, else `samples`.
+    """
     results: dict[str, float] = {}
     for eval_set in sets:
         prefix = f"{eval_set.name}/" if eval_set.name else ""
+        k = samples if eval_set.samples is None else eval_set.samples
         found = evaluate_greedy(engine, eval_set.prompts, eval_set.answers, spec, max_new_tokens)
-        if samples > 0:
-            found.update(evaluate_sampled(engine, eval_set.prompts, eval_set.answers, spec, k=samples, seed=seed))
+        if k > 0:
+            found.update(evaluate_sampled(engine, eval_set.prompts, eval_set.answers, spec, k=k, seed=seed))
         results.update({f"{prefix}{key}": value for key, value in found.items()})
     return results

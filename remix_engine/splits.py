@@ -1,16 +1,19 @@
-"""Training and held-out prompt sets for a job, from its DataConfig.
+"""Training and held-out prompt sets for a job, from its DataConfig and its extra `eval_sets`.
 
 The builtin addition task has disjoint train and eval splits. A user dataset is evaluated on
 `eval_path` when given; otherwise on a fixed, seeded sample of its own training prompts
-(reported as such in the evaluation result).
+(reported as such in the evaluation result). Extra eval sets are builtin benchmarks shipped with
+the package (remix_engine/eval_benchmarks.py) or files, each evaluated on its own.
 """
 
 from __future__ import annotations
 
 import random
+from typing import NamedTuple
 
-from remix_engine.config import TOY_DATASET_ID, TrainConfig
+from remix_engine.config import TOY_DATASET_ID, BuiltinEvalSetSpec, TrainConfig
 from remix_engine.data import Example, load_examples
+from remix_engine.eval_benchmarks import load_benchmark
 
 TOY_TRAIN_SIZE = 4000
 
@@ -32,12 +35,21 @@ def load_train_eval(cfg: TrainConfig) -> tuple[list[Example], list[Example]]:
     return train, [train[i] for i in sorted(picked)]
 
 
-def load_extra_eval_sets(cfg: TrainConfig) -> list[tuple[str, list[Example]]]:
-    """The extra held-out sets of `cfg.eval_sets`, each cut to its size."""
-    return [
-        (
-            spec.name,
-            load_examples(spec.path, prompt_field=spec.prompt_field, answer_field=spec.answer_field)[: spec.size],
-        )
-        for spec in cfg.eval_sets
-    ]
+class ExtraEvalSet(NamedTuple):
+    name: str  # metric prefix
+    examples: list[Example]
+    samples: int  # k of avg@k for this set (0: greedy only)
+
+
+def load_extra_eval_sets(cfg: TrainConfig) -> list[ExtraEvalSet]:
+    """The extra held-out sets of `cfg.eval_sets`, each cut to its size, with its avg@k k."""
+    sets = []
+    for spec in cfg.eval_sets:
+        if isinstance(spec, BuiltinEvalSetSpec):
+            examples = load_benchmark(spec.name, spec.size)
+        else:
+            fields = {"prompt_field": spec.prompt_field, "answer_field": spec.answer_field}
+            examples = load_examples(spec.path, **fields)[: spec.size]
+        samples = cfg.eval_samples if spec.samples is None else spec.samples
+        sets.append(ExtraEvalSet(spec.name, examples, samples))
+    return sets

@@ -161,7 +161,8 @@ class Trainer:
         self.train_examples, self.eval_examples = load_train_eval(config)
         template = config.data.prompt_template
         self.eval_sets = [EvalSet.from_examples("", self.eval_examples, template)] + [
-            EvalSet.from_examples(name, examples, template) for name, examples in load_extra_eval_sets(config)
+            EvalSet.from_examples(extra.name, extra.examples, template, extra.samples)
+            for extra in load_extra_eval_sets(config)
         ]
         eval_rollout = config.rollout.model_copy(update={"temperature": config.eval_temperature})
         if isinstance(self.engine, VLLMRolloutEngine):  # one vLLM engine per process, shared

@@ -1,9 +1,10 @@
 """Turn a `JobCreate` request into a validated TrainConfig dict.
 
 The request's base_model and datasets are merged into the config before validation, so the
-stored config is exactly what the worker runs. Tenants may only name builtin data or their own
-uploaded datasets, and hub ids or builtin models: server-local paths and remote code are
-reserved to admin keys, because a worker must never read another tenant's files.
+stored config is exactly what the worker runs. Tenants may only name builtin data (the addition
+task, the builtin eval sets such as aime24 or math500) or their own uploaded datasets, and hub ids
+or builtin models: server-local paths and remote code are reserved to admin keys, because a worker
+must never read another tenant's files.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from remix_engine.config import TINY_MODEL_ID, TOY_DATASET_ID, TrainConfig
+from remix_engine.config import TINY_MODEL_ID, TOY_DATASET_ID, EvalSetSpec, TrainConfig
+from remix_engine.eval_benchmarks import BENCHMARK_NAMES
 from remix_engine.preflight import GiB, InsufficientMemoryError, check_fits, offline_model_shape
 from service.errors import FieldValidationError, ProblemError, pydantic_errors
 from service.models import Dataset
@@ -83,18 +85,23 @@ def _check_builtin_ids(config: TrainConfig) -> None:
 
 
 def _check_eval_set_paths(config: TrainConfig, *, is_admin: bool) -> None:
-    # Extra eval sets are read by path on the worker: a tenant could name any file there.
-    if is_admin or not config.eval_sets:
+    # File eval sets are read by path on the worker: a tenant could name any file there. Builtin
+    # sets (by name) are files of the installed package, open to every tenant.
+    if is_admin:
         return
-    raise FieldValidationError(
-        [
-            {
-                "field": f"config.eval_sets.{index}.path",
-                "message": "server paths are reserved to admin keys; upload the set and pass eval_dataset_id",
-            }
-            for index in range(len(config.eval_sets))
-        ]
-    )
+    errors = [
+        {
+            "field": f"config.eval_sets.{index}.path",
+            "message": (
+                "server paths are reserved to admin keys; name a builtin set "
+                f"({', '.join(BENCHMARK_NAMES)}), or upload the set and pass eval_dataset_id"
+            ),
+        }
+        for index, spec in enumerate(config.eval_sets)
+        if isinstance(spec, EvalSetSpec)
+    ]
+    if errors:
+        raise FieldValidationError(errors)
 
 
 def _check_model_name(name: str, *, is_admin: bool) -> None:

@@ -322,6 +322,16 @@ BAD_DATA_PATHS = [
         "config.eval_sets.0.name",
         id="eval-name",
     ),
+    pytest.param(
+        {"eval_sets": ["aime24", {"name": "leak", "path": "/etc/passwd.jsonl"}]},
+        "config.eval_sets.1.path: server paths are reserved to admin keys",
+        id="eval-set-path-next-to-a-builtin",
+    ),
+    pytest.param(
+        {"eval_sets": ["../../etc/passwd"]},
+        "config.eval_sets.0.name: Value error, unknown builtin eval set '../../etc/passwd'; available: aime24",
+        id="eval-set-traversal-name",
+    ),
 ]
 
 

@@ -1,4 +1,4 @@
-"""Dataset loading and upload validation: every format, every error, the shared benchmark files."""
+"""Dataset loading and upload validation: every format, every error, the packaged benchmark files."""
 
 from __future__ import annotations
 
@@ -18,9 +18,10 @@ from remix_engine.data import (
     validate_dataset_bytes,
 )
 from remix_engine.dataset_limits import MAX_CELL_CHARS, MAX_NESTING_DEPTH, MAX_PARQUET_DECODED_BYTES, MAX_ROW_BYTES
+from remix_engine.eval_benchmarks import data_folder
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-BENCHMARKS = SHARED / "data" / "math-benchmarks"
+# The math benchmarks shipped inside the package (remix_engine/benchmarks_data/, package data).
+BENCHMARKS = Path(str(data_folder()))
 BENCHMARK_FILES = ["aime.json", "amc.json", "math.json", "minerva.json", "math500.verl.parquet"]
 
 ROWS = [{"prompt": "1+1=", "answer": "2"}, {"prompt": "2+3=", "answer": 5, "level": 1}]
@@ -366,22 +367,20 @@ def test_loader_and_validator_agree(tmp_path: Path) -> None:
     assert summary.preview == [{"prompt": e.prompt, "answer": e.answer} for e in examples]
 
 
-# --------------------------------------------------------------------------- shared benchmark files
+# --------------------------------------------------------------------------- packaged benchmark files
 
 
 @pytest.mark.parametrize("name", BENCHMARK_FILES)
 def test_benchmark_files_load_as_is(name: str) -> None:
     path = BENCHMARKS / name
-    if not path.is_file():
-        pytest.fail(f"benchmark data missing: expected {path} (the shared folder next to the repository)")
+    assert path.is_file(), f"benchmark data missing from the package: expected {path}"
     examples = load_examples(path)
     assert len(examples) > 0
     assert all(e.prompt.strip() and e.answer.strip() for e in examples)
 
 
 def test_benchmark_values() -> None:
-    if not BENCHMARKS.is_dir():
-        pytest.fail(f"benchmark data missing: expected {BENCHMARKS}")
+    assert BENCHMARKS.is_dir(), f"benchmark data missing from the package: expected {BENCHMARKS}"
     assert load_examples(BENCHMARKS / "amc.json")[0].answer == "142"  # float 142.0 in the file
     minerva = load_examples(BENCHMARKS / "minerva.json")
     assert minerva[0].answer == "9.6"  # a list of forms with a trailing newline in the file

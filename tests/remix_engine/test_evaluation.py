@@ -33,6 +33,19 @@ def test_greedy_and_avg_at_k_definitions():
     assert result["k"] == 4.0
 
 
+def test_each_set_may_have_its_own_k():
+    sets = [
+        EvalSet("", ["q1"], ["2"]),
+        EvalSet("aime24", ["q2", "q3"], ["1", "3"], samples=2),
+        EvalSet("greedy", ["q4"], ["2"], samples=0),
+    ]
+    result = evaluate_sets(ScriptedEngine(), sets, RewardSpec(name="math_verify"), max_new_tokens=8, samples=0, seed=0)
+    assert "avg_pass1" not in result and "greedy/avg_pass1" not in result  # the job's k is 0
+    assert result["aime24/k"] == 2.0 and result["aime24/avg_pass1"] == pytest.approx(0.25)  # q2: '1' of '1','2'
+    assert result["aime24/pass_at_k"] == pytest.approx(0.5) and result["aime24/num_prompts"] == 2.0
+    assert result["greedy/accuracy"] == 1.0
+
+
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("eval-llama")

@@ -6,11 +6,11 @@ import json
 import random
 import re
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
 from remix_engine.config import RewardConfig, RewardSpec
+from remix_engine.eval_benchmarks import data_file
 from remix_engine.rewards import (
     REWARDS,
     compose_rewards,
@@ -20,14 +20,10 @@ from remix_engine.rewards import (
     symbolic_equivalent,
 )
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-BENCHMARKS = SHARED / "data" / "math-benchmarks"
-
-
 def math500_answers() -> list[str]:
-    path = BENCHMARKS / "math.json"
-    if not path.is_file():
-        pytest.fail(f"benchmark data missing: expected {path} (the shared folder next to the repository)")
+    # MATH500 as shipped inside the package (remix_engine/benchmarks_data/math.json).
+    path = data_file("math.json")
+    assert path.is_file(), f"benchmark data missing from the package: expected {path}"
     return [str(row["answer"]) for row in json.loads(path.read_text(encoding="utf-8"))]
 
 
