@@ -65,7 +65,8 @@ def build_small_llama(target: Path, seed: int = 0) -> Path:
     """A randomly initialised Llama ~10x the tiny model, saved with the toy tokenizer as an HF directory."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from remix_engine.toy import MAX_POSITIONS, VOCAB, build_char_tokenizer, build_once
+    from remix_engine.cache import build_once
+    from remix_engine.toy import MAX_POSITIONS, VOCAB, build_char_tokenizer
 
     def write(tmp: Path) -> None:
         tokenizer = build_char_tokenizer()

@@ -4,9 +4,9 @@
 Llama-style model, supervised-pretrains it on "12+34=" -> "\\boxed{46}<eos>" just long enough to reach a
 moderate greedy accuracy on a held-out split (so reinforcement finetuning has room to improve it), and
 saves the result as an ordinary Hugging Face model directory (safetensors weights, tokenizer files and a
-`tiny_arith_meta.json` with the measured accuracy). The directory is cached on disk, built atomically
-(temporary directory + rename) under an exclusive file lock, so concurrent builders never see a partial
-directory and a second call returns immediately.
+`tiny_arith_meta.json` with the measured accuracy). The directory is cached on disk with
+`remix_engine.cache.build_once` (temporary directory + rename under an exclusive file lock), so concurrent
+builders never see a partial directory and a second call returns immediately.
 
 Deliberately omitted: any larger model or chat template; the task exists to exercise the whole training
 loop end to end on a CPU in seconds.
@@ -14,20 +14,16 @@ loop end to end on a CPU in seconds.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
-import os
 import random
-import shutil
-import tempfile
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import torch
+
+from remix_engine.cache import build_once, default_cache_dir
 
 if TYPE_CHECKING:
     from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
@@ -258,52 +254,6 @@ def _sft_step(
 # -------------------------------------------------------------------------------------------- cache
 
 
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("REMIX_CACHE_DIR") or Path.home() / ".cache" / "remix")
-
-
-@contextlib.contextmanager
-def _exclusive_lock(lock_path: Path) -> Iterator[None]:
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file is closed
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def build_once(target: Path, write: Callable[[Path], None], marker: str = META_FILENAME) -> Path:
-    """Make `target` exist exactly once: `write(tmp_dir)` runs under a lock and tmp_dir is renamed to target.
-
-    `marker` is a file `write` creates last; a target holding it is complete and returned at once.
-    """
-    if (target / marker).is_file():
-        return target
-    with _exclusive_lock(target.parent / f".{target.name}.lock"):
-        if (target / marker).is_file():  # another process finished while we waited
-            return target
-        if target.exists():  # an unfinished leftover (no marker): rebuild it
-            shutil.rmtree(target)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        try:
-            write(tmp)
-            if not (tmp / marker).is_file():
-                raise RuntimeError(f"builder for {target} did not write its marker file {marker}")
-            _make_world_readable(tmp)  # mkdtemp creates 0700; the cache may be shared between users
-            os.rename(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-    return target
-
-
-def _make_world_readable(directory: Path) -> None:
-    directory.chmod(0o755)
-    for path in directory.rglob("*"):
-        path.chmod(0o755 if path.is_dir() else 0o644)
-
-
 def tiny_model_dir(cache_dir: Path | None = None, seed: int = 0) -> Path:
     return Path(cache_dir or default_cache_dir()) / f"tiny-arith-{TINY_MODEL_VERSION}-seed{seed}"
 
@@ -335,7 +285,7 @@ def build_tiny_model(cache_dir: Path | None = None, seed: int = 0) -> Path:
     """Path of the pretrained tiny arithmetic model directory, building it on first use (~1 minute on CPU)."""
     target = tiny_model_dir(cache_dir, seed)
     target.parent.mkdir(parents=True, exist_ok=True)
-    return build_once(target, lambda tmp: _write_tiny_model(tmp, seed))
+    return build_once(target, lambda tmp: _write_tiny_model(tmp, seed), marker=META_FILENAME)
 
 
 def read_tiny_model_meta(model_dir: Path) -> dict[str, float | int | str]:

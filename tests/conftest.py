@@ -1,5 +1,6 @@
 """Fixtures shared by the suites that talk to Postgres: a fresh migrated database for the test session,
-a session writing rows the way a worker does, and callers (tenants with API keys).
+a session writing rows the way a worker does, and callers (tenants with API keys). Also, for any suite,
+the session's stand-in models (`qwen_standin`, `r1_standin`, `llama_standin`; see standin_fixtures.py).
 
 The database is created once per test session (CREATE DATABASE remix_test_<random>) and dropped at
 the end; tests stay independent by working in tenants of their own. Suites add their own settings,
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 from sqlalchemy.orm import Session
+from standin_fixtures import llama_standin, qwen_standin, r1_standin  # noqa: F401  (fixtures for every suite)
 from testing_support import Caller, create_database, drop_database, make_caller
 
 
