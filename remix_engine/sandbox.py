@@ -138,7 +138,9 @@ class _Child:
         os.set_blocking(self.info_fd, False)
         try:
             report = json.loads(os.read(self.info_fd, 65536) or b"{}")
-        except (BlockingIOError, ValueError):
+        except (BlockingIOError, ValueError):  # bwrap failed before it could report
+            return None
+        if not isinstance(report, dict):
             return None
         pid = report.get("child-pid")
         return int(pid) if isinstance(pid, int) else None
@@ -158,6 +160,11 @@ class _Child:
         except ProcessLookupError:
             pass
         self.process.wait()
+        if init_pid is None and self.info_fd is not None:
+            log.warning("the sandbox did not report its PID-1; its processes end with bwrap's death signal")
+        deadline = time.monotonic() + 5.0
+        while init_pid is not None and os.path.exists(f"/proc/{init_pid}") and time.monotonic() < deadline:
+            time.sleep(0.01)  # reaped by then, unless the host is very loaded
         if self.info_fd is not None:
             os.close(self.info_fd)
             self.info_fd = None
