@@ -30,6 +30,7 @@ from pydantic import (
     model_validator,
 )
 
+from remix_engine.chat_format import CHAT_TEMPLATE_MODES, check_chat_template_syntax
 from remix_engine.eval_benchmarks import BENCHMARK_NAMES, unknown_benchmark_message
 from remix_engine.prompt_template import PROMPT_TEMPLATE_RULE, check_prompt_template
 
@@ -57,6 +58,8 @@ MAX_LOGGED_COMPLETIONS = 64
 MAX_EVAL_SETS = 16
 MAX_EVAL_SAMPLES = 64  # k of avg@k
 
+MAX_CHAT_TEMPLATE_CHARS = 64 * 1024
+MAX_SYSTEM_PROMPT_CHARS = 16 * 1024
 TINY_MODEL_ID = "builtin:tiny-arith"
 TOY_DATASET_ID = "builtin:addition"
 
@@ -108,7 +111,37 @@ class DataConfig(_Strict):
             f"{PROMPT_TEMPLATE_RULE}."
         ),
     )
-    max_prompt_tokens: int = Field(512, ge=1, le=65536, description="Longer prompts are left-truncated.")
+    chat_template: str = Field(
+        "auto",
+        min_length=1,
+        max_length=MAX_CHAT_TEMPLATE_CHARS,
+        description=(
+            "How prompts are laid out for the model: 'auto' (the tokenizer's own chat template when it has "
+            "one, else plain text), 'none' (plain text), or a Jinja chat template of your own (rendered as "
+            "transformers' apply_chat_template does, with add_generation_prompt). The same rendering is used "
+            "for training, evaluation and the samples shown on the dashboard."
+        ),
+    )
+    system_prompt: str | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_SYSTEM_PROMPT_CHARS,
+        description="A system message put before each conversation that has none (chat templates only).",
+    )
+    max_prompt_tokens: int = Field(
+        512,
+        ge=1,
+        le=65536,
+        description="Longest prompt, in tokens after the chat template; longer ones follow overlong_prompts.",
+    )
+    overlong_prompts: Literal["drop", "error"] = Field(
+        "drop",
+        description=(
+            "What happens to prompts longer than max_prompt_tokens, counted when the job starts: 'drop' them "
+            "(the count is reported in the job's events and step metrics) or fail the job ('error'). "
+            "Prompts are never truncated."
+        ),
+    )
     eval_size: int = Field(
         200, ge=1, le=MAX_EVAL_PROMPTS, description="Number of held-out prompts evaluated (greedy Pass@1)."
     )
@@ -117,6 +150,13 @@ class DataConfig(_Strict):
     @classmethod
     def _valid_template(cls, value: str) -> str:
         return check_prompt_template(value)
+
+    @field_validator("chat_template")
+    @classmethod
+    def _chat_template_compiles(cls, value: str) -> str:
+        if value not in CHAT_TEMPLATE_MODES:
+            check_chat_template_syntax(value)
+        return value
 
 
 class VllmConfig(_Strict):

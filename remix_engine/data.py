@@ -10,14 +10,19 @@ them (a dotted name such as ``reward_model.ground_truth`` reads a nested object)
 field is missing from every row, known aliases are tried in order, so public benchmark files load
 as-is:
 
-- prompt: ``problem``, ``question``, ``prompt``;
-- answer: ``answer``, ``final_answer``, ``reward_model.ground_truth`` (verl layout), then
-  ``solution``, from which the last ``\\boxed{}`` is taken.
+- prompt: ``problem``, ``question``, ``prompt``, ``messages``;
+- answer: ``answer``, ``final_answer``, ``reference_answer``, ``reference``, ``ground_truth``,
+  ``reward_model.ground_truth`` (verl layout), then ``solution``, from which the last ``\\boxed{}``
+  is taken; for chat rows without any of these, the final assistant turn.
 
-Values: a prompt given as a list of chat messages (verl) becomes the content of its last user
-message. Numeric answers become strings (``142.0`` -> ``"142"``); a list of answers (alternative
-forms of one answer, as in Minerva) keeps the first and stores the rest in
-``extra["answer_alternatives"]``. Every other column of a row is kept in ``Example.extra``.
+Values: a prompt given as a list of chat messages (OpenAI ``messages``, verl) keeps every turn in
+``Example.messages`` (content as text or a list of text parts); ``Example.prompt`` is then the text of
+its last user turn. A reference that is a worked solution is cut to its final answer: its last
+``\\boxed{}``, or what follows GSM8K's ``####`` (``final_answer``). Numeric answers become strings
+(``142.0`` -> ``"142"``); a list of answers (alternative forms of one answer, as in Minerva) keeps the
+first and stores the rest in ``extra["answer_alternatives"]``. Every other column of a row is kept in
+``Example.extra``. ``detect_layout`` names the public layout a file follows (openai-chat, verl, gsm8k,
+math, prompt-answer) for the upload preview.
 
 Limits: a row may nest at most 64 levels, a JSONL line (or a JSON/parquet row's text) may be at
 most 1 MiB, one text value at most 256 Ki characters, and a parquet file may decode to at most
@@ -45,12 +50,21 @@ from remix_engine.dataset_limits import (
     measure_row,
     parquet_decoded_too_large,
 )
-from remix_engine.rewards import extract_boxed
+from remix_engine.chat_format import ROLES, normalise_messages
+from remix_engine.rewards import GSM8K_MARK, extract_boxed, final_answer
 
 DatasetFormat = Literal["jsonl", "json", "parquet"]
 
-PROMPT_ALIASES = ("problem", "question", "prompt")
-ANSWER_ALIASES = ("answer", "final_answer", "reward_model.ground_truth", "solution")
+PROMPT_ALIASES = ("problem", "question", "prompt", "messages")
+ANSWER_ALIASES = (
+    "answer",
+    "final_answer",
+    "reference_answer",
+    "reference",
+    "ground_truth",
+    "reward_model.ground_truth",
+    "solution",
+)
 BOXED_ONLY_FIELDS = frozenset({"solution"})  # full worked solutions: only their \boxed{} is the answer
 JSON_LIST_KEYS = ("data", "rows", "examples", "items", "train", "test")
 PREVIEW_ROWS = 5
@@ -89,11 +103,16 @@ class DatasetError(ValueError):
 
 @dataclass(frozen=True)
 class Example:
-    """One training prompt with its verifiable reference answer."""
+    """One training prompt with its verifiable reference answer.
+
+    ``messages`` holds every turn when the row's prompt is a chat conversation (then ``prompt`` is
+    the text of its last user turn, for previews); None for a plain-text prompt.
+    """
 
     prompt: str
     answer: str
     extra: dict[str, Any] = field(default_factory=dict)
+    messages: tuple[dict[str, str], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -103,6 +122,9 @@ class DatasetSummary:
     num_rows: int
     columns: list[str]
     preview: list[dict[str, Any]]  # first rows: {"prompt", "answer"}, each cut to PREVIEW_CHARS
+    detected_format: str = "prompt-answer"  # see detect_layout
+    fields_used: dict[str, str] = field(default_factory=dict)  # {"prompt": column, "answer": column}
+    examples: list[Example] = field(default_factory=list, repr=False)
 
 
 def detect_format(filename: str | Path) -> DatasetFormat:
@@ -265,10 +287,7 @@ def _resolve_field(rows: _Rows, requested: str, aliases: tuple[str, ...]) -> str
 
 
 def _prompt_text(value: Any) -> str | None:
-    """The prompt as text: a string, or the content of the last user turn of a chat-message list."""
-    if isinstance(value, list):
-        turns = [m for m in value if isinstance(m, dict) and m.get("role") == "user"]
-        value = turns[-1].get("content") if turns else None
+    """A plain-text prompt: a non-empty string."""
     return value if isinstance(value, str) and value.strip() else None
 
 
@@ -290,9 +309,10 @@ def _answer_text(value: Any, field_name: str) -> tuple[str | None, list[str]]:
         boxed = extract_boxed(value) if isinstance(value, str) else None
         return (boxed or None), []
     if isinstance(value, list):
-        forms = [text for text in map(_scalar_answer, value) if text is not None]
+        forms = [final_answer(text) for text in map(_scalar_answer, value) if text is not None]
         return (forms[0], forms[1:]) if forms and len(forms) == len(value) else (None, [])
-    return _scalar_answer(value), []
+    answer = _scalar_answer(value)
+    return (final_answer(answer) if answer is not None else None), []
 
 
 def _example(record: Any, prompt_field: str, answer_field: str) -> Example:
@@ -301,12 +321,30 @@ def _example(record: Any, prompt_field: str, answer_field: str) -> Example:
         raise DatasetError(f"expected a JSON object, got {type(record).__name__}")
     found_prompt, raw_prompt = _lookup(record, prompt_field)
     found_answer, raw_answer = _lookup(record, answer_field)
-    for found, name in ((found_prompt, prompt_field), (found_answer, answer_field)):
-        if not found:
-            raise DatasetError(f"missing field {name!r}", field=name)
-    prompt = _prompt_text(raw_prompt)
+    if not found_prompt:
+        raise DatasetError(f"missing field {prompt_field!r}", field=prompt_field)
+    messages = None
+    if isinstance(raw_prompt, list):
+        messages = normalise_messages(raw_prompt)
+        if messages is None:
+            raise DatasetError(
+                f"field {prompt_field!r} must be a list of chat messages, each with a role "
+                f"({', '.join(ROLES)}) and text content (a string or a list of text parts)",
+                field=prompt_field,
+            )
+        if not found_answer and messages[-1]["role"] == "assistant" and len(messages) > 1:
+            # OpenAI chat rows carry the reference as the final assistant turn.
+            found_answer, raw_answer, answer_field = True, messages[-1]["content"], "messages"
+            messages = messages[:-1]
+        users = [m["content"] for m in messages if m["role"] == "user"]
+        prompt = users[-1] if users and users[-1].strip() else None
+    else:
+        prompt = _prompt_text(raw_prompt)
+    if not found_answer:
+        raise DatasetError(f"missing field {answer_field!r}", field=answer_field)
     if prompt is None:
-        raise DatasetError(f"field {prompt_field!r} must be a non-empty string", field=prompt_field)
+        expected = "a user turn with text" if messages is not None else "a non-empty string"
+        raise DatasetError(f"field {prompt_field!r} must be {expected}", field=prompt_field)
     answer, alternatives = _answer_text(raw_answer, answer_field)
     if answer is None:
         kind = "contain a \\boxed{} answer" if answer_field in BOXED_ONLY_FIELDS else "be a non-empty string or number"
@@ -315,7 +353,28 @@ def _example(record: Any, prompt_field: str, answer_field: str) -> Example:
     extra = {key: value for key, value in record.items() if key not in used}
     if alternatives:
         extra["answer_alternatives"] = alternatives
-    return Example(prompt=prompt, answer=answer, extra=extra)
+    return Example(prompt=prompt, answer=answer, extra=extra, messages=tuple(messages) if messages else None)
+
+
+def detect_layout(records: list[Any], prompt_name: str, answer_name: str) -> str:
+    """Which public dataset layout the rows follow, as shown in the upload preview.
+
+    ``openai-chat`` (``messages`` rows), ``verl`` (a chat-message prompt list and
+    ``reward_model.ground_truth``), ``gsm8k`` (``question`` and a worked ``answer`` ending
+    ``#### N``), ``math`` (``problem`` with ``answer`` and/or a boxed ``solution``: MATH, MATH500,
+    DeepScaleR), or ``prompt-answer`` for any other layout.
+    """
+    first = next((r for r in records if isinstance(r, dict)), {})
+    if answer_name == "reward_model.ground_truth" and isinstance(_lookup(first, prompt_name)[1], list):
+        return "verl"
+    if prompt_name == "messages":
+        return "openai-chat"
+    answer = _lookup(first, answer_name)[1]
+    if prompt_name == "question" and isinstance(answer, str) and GSM8K_MARK in answer:
+        return "gsm8k"
+    if prompt_name == "problem" and answer_name in ("answer", "solution"):
+        return "math"
+    return "prompt-answer"
 
 
 def _parse_examples(
@@ -326,8 +385,8 @@ def _parse_examples(
     answer_field: str,
     source: str | None = None,
     max_rows: int | None = None,
-) -> tuple[list[Example], list[str]]:
-    """All examples and the column names of a dataset given as bytes; raises DatasetError."""
+) -> tuple[list[Example], list[str], str, dict[str, str]]:
+    """All examples, the column names, the detected layout and the fields used; raises DatasetError."""
     if fmt not in _READERS:
         raise DatasetError(f"unknown dataset format {fmt!r}; use one of {', '.join(_READERS)}", source=source)
     rows = _READERS[fmt](data, source)
@@ -343,7 +402,11 @@ def _parse_examples(
             examples.append(_example(record, prompt_name, answer_name))
         except DatasetError as error:
             raise DatasetError(error.reason, line=number, field=error.field, source=source, unit=rows.unit) from None
-    return examples, rows.columns
+    layout = detect_layout([record for _, record in rows.records[:1]], prompt_name, answer_name)
+    first = rows.records[0][1]
+    if examples[0].messages is not None and not (isinstance(first, dict) and _lookup(first, answer_name)[0]):
+        answer_name = "messages (final assistant turn)"
+    return examples, rows.columns, layout, {"prompt": prompt_name, "answer": answer_name}
 
 
 # --------------------------------------------------------------------------- public entry points
@@ -357,7 +420,7 @@ def load_examples(path: str | Path, *, prompt_field: str = "prompt", answer_fiel
         data = path.read_bytes()
     except OSError as error:
         raise DatasetError(f"cannot read file: {error.strerror or error}", source=path.name) from None
-    examples, _ = _parse_examples(data, fmt, prompt_field=prompt_field, answer_field=answer_field, source=path.name)
+    examples, *_ = _parse_examples(data, fmt, prompt_field=prompt_field, answer_field=answer_field, source=path.name)
     return examples
 
 
@@ -374,11 +437,22 @@ def validate_dataset_bytes(
 
     ``max_rows`` rejects larger datasets; ``source`` (e.g. the upload's file name) prefixes errors.
     """
-    examples, columns = _parse_examples(
+    examples, columns, layout, fields_used = _parse_examples(
         data, fmt, prompt_field=prompt_field, answer_field=answer_field, source=source, max_rows=max_rows
     )
-    preview = [
-        {"prompt": example.prompt[:PREVIEW_CHARS], "answer": example.answer[:PREVIEW_CHARS]}
-        for example in examples[:PREVIEW_ROWS]
-    ]
-    return DatasetSummary(num_rows=len(examples), columns=columns, preview=preview)
+    preview = []
+    for example in examples[:PREVIEW_ROWS]:
+        row: dict[str, Any] = {"prompt": example.prompt[:PREVIEW_CHARS], "answer": example.answer[:PREVIEW_CHARS]}
+        if example.messages is not None:
+            row["messages"] = [
+                {"role": m["role"], "content": m["content"][:PREVIEW_CHARS]} for m in example.messages[:8]
+            ]
+        preview.append(row)
+    return DatasetSummary(
+        num_rows=len(examples),
+        columns=columns,
+        preview=preview,
+        detected_format=layout,
+        fields_used=fields_used,
+        examples=examples[:PREVIEW_ROWS],
+    )

@@ -12,8 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from remix_engine.config import RewardSpec
-from remix_engine.data import Example
-from remix_engine.prompt_template import render_prompt
+from remix_engine.prompts import completions_for_rewards
 from remix_engine.sampling import response_seed
 
 EVAL_SEED_STEP = -1  # seeds of evaluation samples never collide with training samples
@@ -25,11 +24,6 @@ class EvalSet:
     prompts: list[str]
     answers: list[str]
     samples: int | None = None  # k of avg@k for this set; None: evaluate_sets' `samples`
-
-    @staticmethod
-    def from_examples(name: str, examples: list[Example], template: str, samples: int | None = None) -> EvalSet:
-        prompts = [render_prompt(template, e.prompt) for e in examples]
-        return EvalSet(name, prompts, [e.answer for e in examples], samples)
 
 
 def _correct(spec: RewardSpec, completions: list[str], answers: list[str]) -> list[bool]:
@@ -43,7 +37,7 @@ def evaluate_greedy(
     engine: object, prompts: list[str], answers: list[str], spec: RewardSpec, max_new_tokens: int
 ) -> dict[str, float]:
     completions: list[str] = engine.greedy(prompts, max_new_tokens)  # type: ignore[attr-defined]
-    correct = _correct(spec, completions, answers)
+    correct = _correct(spec, completions_for_rewards(prompts, completions), answers)
     n = max(len(prompts), 1)
     return {
         "accuracy": sum(correct) / n,
@@ -66,7 +60,8 @@ def evaluate_sampled(
         policy_version=0,
         group_id_start=0,
     )
-    correct = _correct(spec, batch.completions, batch.answers)
+    group_prompts = [prompt for prompt in prompts for _ in range(k)]  # the batch is k responses per prompt
+    correct = _correct(spec, completions_for_rewards(group_prompts, batch.completions), batch.answers)
     per_prompt = [correct[i * k : (i + 1) * k] for i in range(len(prompts))]
     n = max(len(prompts), 1)
     return {

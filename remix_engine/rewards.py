@@ -6,7 +6,9 @@ an empty reference answer). Job configs name rewards only by registry key (``Rew
 
 - ``math_verify``: the paper's binary correctness reward (DeepScaleR ``is_correct_finalanswer``):
   the answer is the last ``\\boxed{...}`` (or ``\\fbox{...}``) of the text after ``</think>`` when
-  both think tags are present, otherwise of the whole response. It scores 1.0 when it equals the
+  both think tags are present, otherwise of the whole response; without a box, what follows GSM8K's
+  ``#### `` marker. A reference that is a worked solution (a long MATH solution, a GSM8K answer) is
+  first cut to its final answer the same way. It scores 1.0 when it equals the
   reference after light normalisation, or when the ``math-verify`` package finds the two
   mathematically equivalent (fractions vs decimals, reordered sums, intervals, sets, degrees...).
   It never raises: any parse failure scores 0.0.
@@ -95,6 +97,29 @@ def extract_boxed(text: str) -> str | None:
         if argument is not None:
             return argument.strip()
     return None
+
+
+GSM8K_MARK = "####"  # GSM8K solutions (and completions trained on them) end "... #### 72"
+_GSM8K_ANSWER = re.compile(r"####\s*([^\n]+)")
+
+
+def _gsm8k_answer(text: str) -> str | None:
+    """What follows the last ``####`` on its line (commas of thousands dropped), or None."""
+    matches = _GSM8K_ANSWER.findall(text)
+    if not matches:
+        return None
+    answer = matches[-1].strip().rstrip(".").replace(",", "")
+    return answer or None
+
+
+def extract_final_answer(text: str) -> str | None:
+    """The final answer of a response or a worked solution: its last ``\\boxed{}``, else GSM8K's ``#### N``."""
+    return extract_boxed(text) or _gsm8k_answer(text)
+
+
+def final_answer(reference: str) -> str:
+    """A reference cut to its final answer when it is a worked solution (boxed or ``####``), else as it is."""
+    return extract_final_answer(reference) or reference
 
 
 def _answer_region(completion: str) -> str:
@@ -186,8 +211,8 @@ def math_verify_reward(completions: list[str], answers: list[str], **_: Any) -> 
         if not str(answer).strip():
             scores.append(None)
             continue
-        extracted = extract_boxed(_answer_region(completion))
-        correct = extracted is not None and is_equivalent(extracted, str(answer))
+        extracted = extract_final_answer(_answer_region(completion))
+        correct = extracted is not None and is_equivalent(extracted, final_answer(str(answer)))
         scores.append(1.0 if correct else 0.0)
     return scores
 

@@ -55,7 +55,7 @@ from remix_engine.lora import ADAPTER_DIR, AdapterSnapshot, LoraPolicy, MergedEx
 from remix_engine.losses import POLICY_LOSSES, entropy_bonus, kl_convex_loss, value_loss
 from remix_engine.modeling import load_policy, sequence_logprobs
 from remix_engine.preflight import check_fits, load_model_config
-from remix_engine.prompt_template import render_prompt
+from remix_engine.prompts import PromptSet, completions_for_rewards
 from remix_engine.replay import ReplayBuffer
 from remix_engine.rewards import count_reward_errors
 from remix_engine.rollout import HFRolloutEngine, RolloutEngine
@@ -158,12 +158,16 @@ class Trainer:
         self.ref_model = self._policy_copy(base=True)  # KL anchor: the base model until reincarnation
         self.prev_model = self._policy_copy(base=False)  # precedent policy pi_{t-1}
         self.engine = self._make_engine()
-        self.train_examples, self.eval_examples = load_train_eval(config)
-        template = config.data.prompt_template
-        self.eval_sets = [EvalSet.from_examples("", self.eval_examples, template)] + [
-            EvalSet.from_examples(extra.name, extra.examples, template, extra.samples)
-            for extra in load_extra_eval_sets(config)
-        ]
+        train_examples, eval_examples = load_train_eval(config)
+        prompts = PromptSet(self.tokenizer, config.data)
+        # Rendered once, with the chat template, and checked against max_prompt_tokens (never truncated).
+        self.train_examples, self.train_prompts = prompts.prepare(train_examples, "training")
+        self.eval_examples, eval_prompts = prompts.prepare(eval_examples, "evaluation")
+        self.eval_sets = [EvalSet("", eval_prompts, [e.answer for e in self.eval_examples])]
+        for extra in load_extra_eval_sets(config):
+            kept, rendered = prompts.prepare(extra.examples, f"evaluation set {extra.name!r}")
+            self.eval_sets.append(EvalSet(extra.name, rendered, [e.answer for e in kept], extra.samples))
+        self.overlong_dropped = prompts.dropped
         eval_rollout = config.rollout.model_copy(update={"temperature": config.eval_temperature})
         if isinstance(self.engine, VLLMRolloutEngine):  # one vLLM engine per process, shared
             self.eval_engine: RolloutEngine = self.engine.with_config(eval_rollout)
@@ -257,6 +261,14 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def train(self) -> TrainResult:
+        if self.step == 0 and self.overlong_dropped:
+            message = "; ".join(f"{n} {what} prompts" for what, n in self.overlong_dropped.items())
+            self.callbacks.on_event(
+                "prompts",
+                0,
+                f"dropped {message} longer than data.max_prompt_tokens={self.cfg.data.max_prompt_tokens}",
+                {"overlong_dropped": dict(self.overlong_dropped)},
+            )
         if self.step == 0 and not self.eval_before and self.dist.is_main:
             self.eval_before = self.evaluate()
             self.callbacks.on_event("evaluation", 0, self._eval_message(self.eval_before), self.eval_before)
@@ -300,9 +312,6 @@ class Trainer:
         )
         self._latest_eval = result
         return result
-
-    def _format(self, prompt: str) -> str:
-        return render_prompt(self.cfg.data.prompt_template, prompt)
 
     def in_mix_phase(self, step: int) -> bool:
         t_reinc = self.alg.effective_reincarnation_step
@@ -380,7 +389,7 @@ class Trainer:
         group = self.cfg.rollout.group_size
         seeds = [response_seed(self.cfg.seed, step, i, j) for i in range(start, stop) for j in range(group)]
         batch = self.engine.generate(
-            [self._format(ex.prompt) for ex in examples],
+            [self.train_prompts[i] for i in indices[start:stop]],
             [ex.answer for ex in examples],
             indices[start:stop],
             group_size=group,
@@ -389,7 +398,8 @@ class Trainer:
             group_id_start=(step - 1) * self.cfg.rollout.prompts_per_step + start,
         )
         batch = batch.to(self.device)
-        total, per_fn = compose_rewards_isolated(self.cfg.reward.functions, batch.completions, batch.answers)
+        completions = completions_for_rewards(batch.prompts, batch.completions)
+        total, per_fn = compose_rewards_isolated(self.cfg.reward.functions, completions, batch.answers)
         # Failed sandboxed reward calls this step (all processes).
         self._reward_errors = int(self.dist.all_sum(count_reward_errors(per_fn)))
         batch.rewards = torch.tensor(total, dtype=torch.float32, device=self.device)
@@ -606,6 +616,7 @@ class Trainer:
             "response_length_fresh_correct": _masked_mean(lengths, fresh.correct),
             "response_length_fresh_incorrect": _masked_mean(lengths, ~fresh.correct),
             "fresh_samples": len(fresh),
+            "overlong_prompts_dropped": sum(self.overlong_dropped.values()),
             "replayed_samples": 0 if replay is None else len(replay),
             "fresh_rollouts_total": self.fresh_rollouts,
             "replayed_samples_total": self.buffer.total_replayed,

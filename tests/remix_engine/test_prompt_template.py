@@ -8,7 +8,6 @@ from pydantic import ValidationError
 
 from remix_engine.config import TrainConfig
 from remix_engine.data import Example
-from remix_engine.evaluation import EvalSet
 from remix_engine.prompt_template import (
     MAX_PROMPT_COPIES,
     MAX_TEMPLATE_CHARS,
@@ -40,10 +39,15 @@ def test_text_inside_the_prompt_is_never_substituted():
 
 
 def test_evaluation_renders_with_the_same_function():
+    # Training and evaluation prompts both come from PromptSet.prepare (remix_engine/prompts.py).
+    from remix_engine.config import DataConfig
+    from remix_engine.prompts import PromptSet
+    from remix_engine.toy import build_char_tokenizer
+
     examples = [Example(prompt="2+2=", answer="4"), Example(prompt="{0}", answer="x")]
-    eval_set = EvalSet.from_examples("", examples, BOXED)
-    assert eval_set.prompts == [render_prompt(BOXED, "2+2="), render_prompt(BOXED, "{0}")]
-    assert eval_set.prompts[0].endswith("within \\boxed{}.")
+    prompts = PromptSet(build_char_tokenizer(), DataConfig(prompt_template=BOXED, chat_template="none"))
+    assert prompts.render(examples) == [render_prompt(BOXED, "2+2="), render_prompt(BOXED, "{0}")]
+    assert prompts.render(examples)[0].endswith("within \\boxed{}.")
 
 
 BAD_TEMPLATES = [
@@ -89,8 +93,8 @@ def test_training_and_evaluation_render_a_braced_template_identically(random_mod
         }
     )
     trainer = Trainer(cfg, tmp_path)
-    example = trainer.eval_examples[0]
-    assert trainer._format(example.prompt) == render_prompt(template, example.prompt)
-    assert trainer.eval_sets[0].prompts[0] == render_prompt(template, example.prompt)
+    example, held_out = trainer.train_examples[0], trainer.eval_examples[0]
+    assert trainer.train_prompts[0] == render_prompt(template, example.prompt)
+    assert trainer.eval_sets[0].prompts[0] == render_prompt(template, held_out.prompt)
     assert trainer.eval_sets[0].prompts[0].endswith("{0} Answer within \\boxed{}.")
     trainer.train_step()  # a whole step renders its prompts without error
