@@ -159,6 +159,30 @@ class DataConfig(_Strict):
         return value
 
 
+# vLLM raises a temperature in (0, 0.01) to 0.01 (vllm/sampling_params.py, SamplingParams.__post_init__,
+# _MAX_TEMP) and refuses one above 2 (SamplingParams._verify_args), while the learner divides the logits
+# by the configured value: the vllm backend takes only temperatures it samples at exactly.
+VLLM_MIN_TEMPERATURE = 0.01
+VLLM_MAX_TEMPERATURE = 2.0
+# Why rollouts sample from the whole tempered distribution (rollout.top_p 1, rollout.top_k 0).
+_NO_FILTER_REASON = (
+    "the learner scores every response under the whole tempered distribution (as TRL and verl do), while a "
+    "top-p/top-k sampler reports log-probs renormalised over the tokens it kept, so importance ratios and "
+    "the clip centre would be biased by the filter; sample with the temperature alone"
+)
+
+
+def check_vllm_temperature(value: float, field: str) -> None:
+    """Refuse a sampling temperature vLLM would change or refuse (see VLLM_MIN_TEMPERATURE)."""
+    if not VLLM_MIN_TEMPERATURE <= value <= VLLM_MAX_TEMPERATURE:
+        raise ValueError(
+            f"{field} {value} is outside [{VLLM_MIN_TEMPERATURE}, {VLLM_MAX_TEMPERATURE}]: rollout.backend 'vllm' "
+            f"raises temperatures below {VLLM_MIN_TEMPERATURE} to {VLLM_MIN_TEMPERATURE} and refuses those above "
+            f"{VLLM_MAX_TEMPERATURE}, while the learner divides by the configured value; pick one inside the "
+            "range, or use rollout.backend 'hf'"
+        )
+
+
 class VllmConfig(_Strict):
     """The colocated vLLM engine of `rollout.backend: vllm` (one engine per training process, same GPU)."""
 
@@ -192,9 +216,22 @@ class RolloutConfig(_Strict):
     )
     group_size: int = Field(8, ge=1, le=MAX_GROUP_SIZE, description="Responses sampled per prompt (GRPO group).")
     max_new_tokens: int = Field(16, ge=1, le=MAX_NEW_TOKENS, description="Maximum response length in tokens.")
-    temperature: float = Field(1.0, gt=0.0, le=10.0, description="Sampling temperature (also used in log-probs).")
-    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
-    top_k: int = Field(0, ge=0, le=MAX_TOP_K, description="Top-k filter; 0 disables it.")
+    temperature: float = Field(
+        1.0,
+        gt=0.0,
+        le=10.0,
+        description=(
+            "Sampling temperature (also used in log-probs). With rollout.backend 'vllm' it must be in "
+            f"[{VLLM_MIN_TEMPERATURE}, {VLLM_MAX_TEMPERATURE}], the range vLLM samples at exactly."
+        ),
+    )
+    top_p: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description=f"Nucleus sampling mass. Must be 1.0: {_NO_FILTER_REASON}.",
+    )
+    top_k: int = Field(0, ge=0, le=MAX_TOP_K, description=f"Top-k filter; must be 0 (off): {_NO_FILTER_REASON}.")
     generation_batch_size: int = Field(
         512,
         ge=1,
@@ -202,6 +239,27 @@ class RolloutConfig(_Strict):
         description="Sequences generated per forward batch (memory knob, not an algorithm knob).",
     )
     vllm: VllmConfig = Field(default_factory=VllmConfig, description="Options of the 'vllm' backend (ignored by 'hf').")
+
+    @field_validator("temperature")
+    @classmethod
+    def _vllm_samples_at_this_temperature(cls, value: float, info: ValidationInfo) -> float:
+        if info.data.get("backend") == "vllm":  # absent when the backend itself was refused
+            check_vllm_temperature(value, "rollout.temperature")
+        return value
+
+    @field_validator("top_p")
+    @classmethod
+    def _no_nucleus_filter(cls, value: float) -> float:
+        if value < 1.0:
+            raise ValueError(f"rollout.top_p must be 1.0: {_NO_FILTER_REASON}")
+        return value
+
+    @field_validator("top_k")
+    @classmethod
+    def _no_top_k_filter(cls, value: int) -> int:
+        if value != 0:
+            raise ValueError(f"rollout.top_k must be 0: {_NO_FILTER_REASON}")
+        return value
 
 
 class _NoRewardKwargs(_Strict):
@@ -572,7 +630,15 @@ class TrainConfig(_Strict):
         le=MAX_EVAL_SAMPLES,
         description="k for avg@k Pass@1 with sampling (0: greedy Pass@1 only); an eval set's `samples` overrides it.",
     )
-    eval_temperature: float = Field(0.6, gt=0.0, le=10.0, description="Sampling temperature of avg@k evaluation.")
+    eval_temperature: float = Field(
+        0.6,
+        gt=0.0,
+        le=10.0,
+        description=(
+            "Sampling temperature of avg@k evaluation; with rollout.backend 'vllm' and eval_samples > 0 it must "
+            f"be in [{VLLM_MIN_TEMPERATURE}, {VLLM_MAX_TEMPERATURE}]."
+        ),
+    )
     checkpoint_every: int = Field(
         10, ge=1, le=MAX_STEPS, description="Save a checkpoint every K steps (and at the end)."
     )
@@ -596,6 +662,14 @@ class TrainConfig(_Strict):
         twice = sorted({name for name in names if names.count(name) > 1})
         if twice:
             raise ValueError(f"eval_sets: names are metric prefixes and must differ; given more than once: {twice}")
+        return value
+
+    @field_validator("eval_temperature")
+    @classmethod
+    def _vllm_evaluates_at_this_temperature(cls, value: float, info: ValidationInfo) -> float:
+        rollout, samples = info.data.get("rollout"), info.data.get("eval_samples")
+        if rollout is not None and rollout.backend == "vllm" and samples:  # avg@k samples with vLLM
+            check_vllm_temperature(value, "eval_temperature")
         return value
 
     @model_validator(mode="after")

@@ -7,7 +7,9 @@ learner-side log-prob of every response token of a `RolloutBatch` under the temp
 `rollout_logp` at sampling time, so behaviour and learner log-probs agree to float precision.
 
 Deliberately omitted: top-k / top-p renormalisation in `sequence_logprobs` (the learner scores the
-full tempered distribution, as verl and TRL do), sharding, and quantised loading.
+full tempered distribution, as verl and TRL do; job configs refuse top-k/top-p sampling instead, whose
+behaviour log-probs would not match, and a filtered learner would give replayed and reference tokens
+outside its kept set a log-prob of -inf), sharding, and quantised loading.
 """
 
 from __future__ import annotations

@@ -68,6 +68,7 @@ TINY_MODEL_CONFIG = {
     "num_hidden_layers": 4,
     "num_attention_heads": 4,
     "num_key_value_heads": 4,
+    "max_position_embeddings": 64,  # toy.MAX_POSITIONS: bounds vLLM's context (context_length.py)
     "tie_word_embeddings": True,
 }
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
@@ -354,16 +355,16 @@ def load_model_config(model_cfg: ModelConfig) -> Any:
     return AutoConfig.from_pretrained(name, trust_remote_code=model_cfg.trust_remote_code)
 
 
-def offline_model_shape(model_cfg: ModelConfig) -> ModelShape | None:
-    """The model's shape when its config.json can be read here without network, torch or transformers.
+def offline_model_config(model_cfg: ModelConfig) -> dict[str, Any] | None:
+    """The model's config.json as a dict when it can be read here without network, torch or transformers.
 
     Builtin models are known; a local folder is read directly; a hub id is looked up in the local
-    Hugging Face cache only. None when the config is not available (or not understood): the caller
-    then skips the check, and the worker's own pre-flight (on CUDA) still runs before training.
+    Hugging Face cache only. None when the config is not available (or not a JSON object): the caller
+    then skips its check, and the worker's own checks still run before training.
     """
     name = model_cfg.name_or_path
     if name == TINY_MODEL_ID:
-        return ModelShape.from_dict(TINY_MODEL_CONFIG)
+        return dict(TINY_MODEL_CONFIG)
     if name.startswith("builtin:"):
         return None
     path = _local_config_path(name)
@@ -371,9 +372,21 @@ def offline_model_shape(model_cfg: ModelConfig) -> ModelShape | None:
         return None
     try:
         data = json.loads(path.read_text())
-        return ModelShape.from_dict(data) if isinstance(data, dict) else None
-    except (OSError, ValueError, TypeError, AttributeError, ZeroDivisionError) as error:
-        log.info("memory pre-flight skipped: cannot read the shape of %s from %s (%s)", name, path, error)
+    except (OSError, ValueError) as error:
+        log.info("cannot read the config of %s from %s (%s)", name, path, error)
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def offline_model_shape(model_cfg: ModelConfig) -> ModelShape | None:
+    """The model's shape from `offline_model_config`; None when that is unavailable or not understood."""
+    data = offline_model_config(model_cfg)
+    if data is None:
+        return None
+    try:
+        return ModelShape.from_dict(data)
+    except (ValueError, TypeError, AttributeError, ZeroDivisionError) as error:
+        log.info("memory pre-flight skipped: cannot read the shape of %s (%s)", model_cfg.name_or_path, error)
         return None
 
 

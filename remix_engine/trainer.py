@@ -33,6 +33,7 @@ from remix_engine.advantages import ADVANTAGES, gae_returns
 from remix_engine.batch import RolloutBatch
 from remix_engine.behavior import keyword_rates
 from remix_engine.config import TrainConfig
+from remix_engine.context_length import check_vllm_context, model_position_limit
 from remix_engine.critic import ValueModel
 from remix_engine.distributed import (
     RowMap,
@@ -139,14 +140,24 @@ class Trainer:
         check_backend_available(config.rollout, self.device)  # e.g. vLLM without CUDA: refuse at start
         if any(spec.name == "python" for spec in config.reward.functions):
             log.info("reward sandbox: %s", check_sandbox())  # a worker that cannot jail it refuses now
+        # Seeds what draws from the global generators before the rollout engine starts (LoRA's adapter
+        # init); vLLM's worker reseeds them when it starts, so nothing after that may depend on them:
+        # minibatch order and replay draws come from `self.generator`, prompts from PromptSampler's own
+        # generators, responses from per-response seeds, and the learner runs in eval mode (no dropout).
         random.seed(config.seed)
         torch.manual_seed(config.seed)
+        model_config = None
+        if self.device.type == "cuda" or config.rollout.backend == "vllm":
+            model_config = load_model_config(config.model)  # its config only: no weights yet
+        # vLLM refuses prompts as long as its context, which the model's positions bound: refuse now a job
+        # whose responses leave no room for a prompt.
+        check_vllm_context(config, model_position_limit(model_config))
         if self.device.type == "cuda":  # refuse a job that cannot fit before loading any weights
             free, total = torch.cuda.mem_get_info(self.device)
             need = check_fits(
                 config,
                 free,
-                load_model_config(config.model),
+                model_config,
                 world_size=self.dist.world_size,
                 device_bytes=total,
             )

@@ -13,11 +13,19 @@
   generation vLLM goes to sleep at level 2 (weights and KV cache released), so the learner has the GPU
   to itself; the next `sync_weights` wakes the weights before loading them, and the next generation
   wakes the KV cache (and syncs first if the weights were released and not reloaded since).
+  Sleep mode's allocator maps its memory outside torch's caching allocator, so torch's cache (the
+  learner's freed activations, the merged LoRA weights just loaded) is emptied before each wake.
 - Sampling: one request per response, each with its own `SamplingParams(seed=...)`, so a response
   depends only on its prompt and seed. vLLM reports the log-prob of each sampled token after
-  temperature and top-k/top-p (`logprobs_mode="processed_logprobs"`), which is `rollout_logp`; the
-  trainer recomputes behaviour log-probs with the learner and logs the largest difference as
-  `rollout_logp_mismatch_max` (different kernels and, in bfloat16, different rounding).
+  temperature (`logprobs_mode="processed_logprobs"`; the config allows no top-k/top-p filter), which is
+  `rollout_logp`; the trainer recomputes behaviour log-probs with the learner and logs the largest
+  difference as `rollout_logp_mismatch_max` (different kernels and, in bfloat16, different rounding).
+  Temperatures vLLM would change (below 0.01) or refuse (above 2) are refused (config.py).
+- Context: vLLM refuses a prompt of max_model_len tokens or more, failing the whole batch; prompts are
+  left-truncated to the budget that leaves room for the response (context_length.py).
+- vLLM's worker reseeds Python's, numpy's and torch's global generators when it starts
+  (`set_random_seed`); the trainer draws nothing from them (its own `torch.Generator`s and per-response
+  seeds), so starting the engine changes no sampling sequence of the trainer.
 - The model's generation_config.json is ignored (`generation_config="vllm"`), like the HF engine
   hides it: no repetition penalty or default top-p that the learner would not know about.
 
@@ -43,7 +51,8 @@ from typing import Any
 import torch
 
 from remix_engine.batch import RolloutBatch
-from remix_engine.config import ModelConfig, RolloutConfig
+from remix_engine.config import ModelConfig, RolloutConfig, check_vllm_temperature
+from remix_engine.context_length import model_position_limit, prompt_budget, vllm_max_model_len
 from remix_engine.rollout import _pad_cat, _stop_token_ids, check_generate_args, response_mask_until_stop
 
 log = logging.getLogger(__name__)
@@ -140,8 +149,7 @@ class ColocatedLLM:
     def sync(self) -> None:
         """Copy the learner's current weights into vLLM (waking its weight memory first)."""
         if self.sleep_mode and not self.weights_awake:
-            torch.cuda.empty_cache()  # hand back what the learner's allocator cached
-            self.llm.wake_up(tags=["weights"])
+            self._wake("weights")
             self.weights_awake = True
         self._load(self.weights())
         self.llm.reset_prefix_cache()  # cached prompt KV was computed with the old weights
@@ -161,13 +169,21 @@ class ColocatedLLM:
         except AttributeError:
             return None
 
+    def _wake(self, tag: str) -> None:
+        """Wake one of vLLM's sleeping memory pools ("weights" or "kv_cache")."""
+        # Sleep mode's allocator (vllm/device_allocator/cumem.py, CuMemAllocator) maps memory of its own,
+        # outside torch's caching allocator: blocks torch still caches (the learner's activations, the
+        # merged LoRA weights just loaded) are not free to it until they are handed back to the driver.
+        torch.cuda.empty_cache()
+        self.llm.wake_up(tags=[tag])
+
     @contextlib.contextmanager
     def awake(self) -> Iterator[Any]:
         """The engine ready to generate with the learner's weights; asleep again afterwards."""
         if not self.weights_current:
             self.sync()
         if self.sleep_mode and not self.kv_awake:
-            self.llm.wake_up(tags=["kv_cache"])
+            self._wake("kv_cache")
             self.kv_awake = True
         try:
             yield self.llm
@@ -196,10 +212,24 @@ class VLLMRolloutEngine:
         check_backend_available(cfg, device)
         if tokenizer.pad_token_id is None:
             raise ValueError("the tokenizer needs a pad token (load_policy sets it to eos when missing)")
+        check_vllm_temperature(cfg.temperature, "rollout.temperature")  # also for configs built unvalidated
         self.tokenizer, self.cfg = tokenizer, cfg
         self.max_prompt_tokens = max_prompt_tokens
         self.device = torch.device(device)
         self.stop_ids = _stop_token_ids(model, tokenizer)
+        position_limit = model_position_limit(getattr(model, "config", None))
+        self.max_model_len = vllm_max_model_len(max_prompt_tokens, cfg.max_new_tokens, position_limit)
+        budget = prompt_budget(max_prompt_tokens, cfg.max_new_tokens, self.max_model_len)  # raises: no room
+        if budget is not None and max_prompt_tokens is not None and budget < max_prompt_tokens:
+            log.warning(
+                "vLLM context: prompts are left-truncated to %d tokens (max_model_len %d = the model's %d "
+                "positions, minus rollout.max_new_tokens %d), not data.max_prompt_tokens %d",
+                budget,
+                self.max_model_len,
+                position_limit,
+                cfg.max_new_tokens,
+                max_prompt_tokens,
+            )
         if llm is None:
             from remix_engine.modeling import resolve_model_source
 
@@ -208,7 +238,7 @@ class VLLMRolloutEngine:
                 model_cfg=model_cfg,
                 rollout_cfg=cfg,
                 weights=weights,
-                max_model_len=_max_model_len(model, max_prompt_tokens, cfg.max_new_tokens),
+                max_model_len=self.max_model_len,
                 seed=seed,
             )
             llm.sync()  # the learner's weights, not the checkpoint's (LoRA merges, resumed jobs)
@@ -216,6 +246,8 @@ class VLLMRolloutEngine:
 
     def with_config(self, cfg: RolloutConfig) -> VLLMRolloutEngine:
         """A view on the same vLLM engine that samples with other settings (e.g. the eval temperature)."""
+        check_vllm_temperature(cfg.temperature, "the evaluation temperature")  # model_copy does not validate
+        prompt_budget(self.max_prompt_tokens, cfg.max_new_tokens, self.max_model_len)  # raises: no room
         view = copy.copy(self)
         view.cfg = cfg
         return view
@@ -240,7 +272,7 @@ class VLLMRolloutEngine:
         from vllm import SamplingParams
 
         rows = [i for i in range(len(prompts)) for _ in range(group_size)]  # prompt of each response
-        prompt_ids = self._encode(prompts)
+        prompt_ids = self._encode(prompts, self.cfg.max_new_tokens)
         params = [
             SamplingParams(
                 n=1,
@@ -283,14 +315,15 @@ class VLLMRolloutEngine:
     def greedy(self, prompts: list[str], max_new_tokens: int | None = None) -> list[str]:
         from vllm import SamplingParams
 
+        max_tokens = max_new_tokens or self.cfg.max_new_tokens
         params = SamplingParams(
             n=1,
             temperature=0.0,
-            max_tokens=max_new_tokens or self.cfg.max_new_tokens,
+            max_tokens=max_tokens,
             stop_token_ids=self.stop_ids,
             detokenize=False,
         )
-        requests = [{"prompt_token_ids": ids} for ids in self._encode(prompts)]
+        requests = [{"prompt_token_ids": ids} for ids in self._encode(prompts, max_tokens)]
         with self.llm.awake() as llm:
             outputs = llm.generate(requests, sampling_params=params, use_tqdm=False)
         responses = [list(output.outputs[0].token_ids) for output in outputs]
@@ -299,11 +332,17 @@ class VLLMRolloutEngine:
         return self.tokenizer.batch_decode(ids.masked_fill(~mask, pad), skip_special_tokens=True)
 
     # ------------------------------------------------------------------------------------ internals
-    def _encode(self, prompts: list[str]) -> list[list[int]]:
-        """Token ids of each prompt, left-truncated to max_prompt_tokens (as the HF engine does)."""
+    def _encode(self, prompts: list[str], max_new_tokens: int) -> list[list[int]]:
+        """Token ids of each prompt, left-truncated (as the HF engine truncates to max_prompt_tokens) to
+        what leaves room in vLLM's context for max_new_tokens more: vLLM refuses a prompt of
+        max_model_len tokens or more, and an empty one, failing the whole batch."""
         encoded = self.tokenizer(prompts, padding=False)["input_ids"]
-        limit = self.max_prompt_tokens
-        return [list(ids[-limit:]) if limit is not None else list(ids) for ids in encoded]
+        limit = prompt_budget(self.max_prompt_tokens, max_new_tokens, self.max_model_len)
+        kept = [list(ids[-limit:]) if limit is not None else list(ids) for ids in encoded]
+        empty = [i for i, ids in enumerate(kept) if not ids]
+        if empty:
+            raise ValueError(f"prompts {empty[:5]} encode to no tokens; vLLM refuses empty prompts")
+        return kept
 
     def _responses(self, responses: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, Lr) right-padded ids and the mask of tokens up to and including the first stop token."""
@@ -359,12 +398,3 @@ def _sampled_logprobs(token_ids: Any, logprobs: Any) -> list[float]:
         value = position[token].logprob
         out.append(float("nan") if value is None or math.isnan(value) else float(value))
     return out
-
-
-def _max_model_len(model: Any, max_prompt_tokens: int | None, max_new_tokens: int) -> int | None:
-    """Room for the longest prompt plus the response, within the model's position limit."""
-    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
-    if max_prompt_tokens is None:
-        return None
-    needed = max_prompt_tokens + max_new_tokens
-    return min(needed, int(limit)) if limit else needed

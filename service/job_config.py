@@ -18,8 +18,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from remix_engine.config import TINY_MODEL_ID, TOY_DATASET_ID, EvalSetSpec, TrainConfig
+from remix_engine.context_length import ContextLengthError, check_vllm_context, model_position_limit
 from remix_engine.eval_benchmarks import BENCHMARK_NAMES
-from remix_engine.preflight import GiB, InsufficientMemoryError, check_fits, offline_model_shape
+from remix_engine.preflight import GiB, InsufficientMemoryError, check_fits, offline_model_config, offline_model_shape
 from service.errors import FieldValidationError, ProblemError, pydantic_errors
 from service.models import Dataset
 from service.schemas import JobCreate
@@ -191,6 +192,20 @@ def check_gpu_memory(config: TrainConfig, gpu_memory_gib: float = DEFAULT_GPU_ME
         ) from error
 
 
+def check_context_length(config: TrainConfig) -> None:
+    """Refuse (422) a `rollout.backend: vllm` job whose responses leave no room for a prompt in the model's
+    context (remix_engine/context_length.py), when the model's config can be read without network."""
+    if config.rollout.backend != "vllm":
+        return
+    model_config = offline_model_config(config.model)
+    if model_config is None:
+        return  # the worker checks at job start, before loading any weights
+    try:
+        check_vllm_context(config, model_position_limit(model_config))
+    except ContextLengthError as error:
+        raise FieldValidationError([{"field": f"config.{error.field}", "message": str(error)}]) from error
+
+
 def build_train_config(
     body: JobCreate,
     *,
@@ -202,8 +217,9 @@ def build_train_config(
 ) -> TrainConfig:
     """Merge and validate; errors name the offending field (e.g. config.algorithm.clip_eps).
 
-    Also refused: steps generating more than `max_tokens_per_step` tokens (REMIX_MAX_TOKENS_PER_STEP)
-    and jobs whose memory pre-flight does not fit one GPU of `gpu_memory_gib` (REMIX_GPU_MEMORY_GIB).
+    Also refused: steps generating more than `max_tokens_per_step` tokens (REMIX_MAX_TOKENS_PER_STEP),
+    vLLM jobs whose responses fill the model's whole context, and jobs whose memory pre-flight does not
+    fit one GPU of `gpu_memory_gib` (REMIX_GPU_MEMORY_GIB).
     """
     unstorable = first_unstorable(body.model_dump(mode="json"))
     if unstorable is not None:
@@ -226,5 +242,6 @@ def build_train_config(
             field="config.model",
         )
     check_tokens_per_step(config, max_tokens_per_step)
+    check_context_length(config)
     check_gpu_memory(config, gpu_memory_gib)
     return config

@@ -226,6 +226,43 @@ def test_a_rollout_too_big_to_generate_is_422_naming_the_rollout_fields(client: 
     assert [e["field"] for e in problem["errors"]] == [f"config.rollout.{k}" for k in large]
 
 
+# Sampling the learner could not score exactly: each would bias importance ratios, or fail on the GPU.
+NOT_SCORED_AS_SAMPLED = [
+    pytest.param({"top_p": 0.9}, "config.rollout.top_p", "whole tempered distribution", id="top-p-filter"),
+    pytest.param({"top_k": 20}, "config.rollout.top_k", "whole tempered distribution", id="top-k-filter"),
+    pytest.param(
+        {"backend": "vllm", "temperature": 0.005}, "config.rollout.temperature", "below 0.01 to 0.01", id="vllm-cold"
+    ),
+    pytest.param(
+        {"backend": "vllm", "temperature": 3.0}, "config.rollout.temperature", "refuses those above 2", id="vllm-hot"
+    ),
+    # The builtin tiny model has 64 positions: 64 new tokens leave vLLM no room for a prompt.
+    pytest.param(
+        {"backend": "vllm", "max_new_tokens": 64},
+        "config.rollout.max_new_tokens",
+        "serves at most 64 tokens per sequence",
+        id="vllm-no-room-for-a-prompt",
+    ),
+]
+
+
+@pytest.mark.usefixtures("unchanged")
+@pytest.mark.parametrize(("rollout", "field", "reason"), NOT_SCORED_AS_SAMPLED)
+def test_sampling_the_learner_cannot_score_exactly_is_422_naming_the_field(
+    client: TestClient, alice: Caller, rollout: dict[str, Any], field: str, reason: str
+) -> None:
+    problem = assert_problem(_post_job(client, alice, {"config": {"rollout": rollout}}), 422, field)
+    assert [e["field"] for e in problem["errors"]] == [field]
+    assert reason in problem["errors"][0]["message"]
+
+
+def test_a_vllm_job_whose_prompts_still_fit_is_accepted(client: TestClient, alice: Caller) -> None:
+    # 63 new tokens of the tiny model's 64 positions: prompts are left-truncated to one token, not refused.
+    rollout = {"backend": "vllm", "max_new_tokens": 63, "temperature": 0.01}
+    response = _post_job(client, alice, {"config": {"total_steps": 1, "rollout": rollout}})
+    assert response.status_code == 202, response.text
+
+
 BAD_TEMPLATES = [
     pytest.param("{prompt}{prompt:>1000000000}", id="gigabyte-format-spec"),
     pytest.param("{prompt!r}", id="conversion"),

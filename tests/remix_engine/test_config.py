@@ -173,7 +173,6 @@ def test_every_count_has_an_upper_bound():
         ("rollout.group_size", 256),
         ("rollout.max_new_tokens", 65536),
         ("rollout.generation_batch_size", 65536),
-        ("rollout.top_k", 2**20),
         ("algorithm.minibatch_size", 65536),
     ],
 )
@@ -190,6 +189,48 @@ def test_counts_stop_at_their_documented_bound(field, limit):
     with pytest.raises(ValidationError) as info:
         TrainConfig.model_validate(patch(limit + 1))
     assert [".".join(str(p) for p in e["loc"]) for e in info.value.errors()] == [field]
+
+
+@pytest.mark.parametrize(
+    ("rollout", "field"),
+    [
+        ({"top_p": 0.9}, "rollout.top_p"),
+        ({"top_p": 0.999}, "rollout.top_p"),
+        ({"top_k": 5}, "rollout.top_k"),
+        ({"top_k": 2**20}, "rollout.top_k"),  # above any vocabulary: still a filter the learner never applies
+        ({"backend": "vllm", "top_p": 0.9}, "rollout.top_p"),
+    ],
+)
+def test_top_p_and_top_k_filters_are_refused_for_training_rollouts(rollout, field):
+    with pytest.raises(ValidationError) as info:
+        TrainConfig.model_validate({"rollout": rollout})
+    errors = info.value.errors()
+    assert [".".join(str(p) for p in e["loc"]) for e in errors] == [field]
+    assert "the learner scores every response under the whole tempered distribution" in errors[0]["msg"]
+    unfiltered = TrainConfig.model_validate({"rollout": {"top_p": 1.0, "top_k": 0}}).rollout
+    assert (unfiltered.top_p, unfiltered.top_k) == (1.0, 0)
+
+
+@pytest.mark.parametrize("temperature", [0.005, 0.0099, 2.01, 10.0])
+def test_the_vllm_backend_refuses_temperatures_vllm_would_change_or_refuse(temperature):
+    with pytest.raises(ValidationError) as info:
+        TrainConfig.model_validate({"rollout": {"backend": "vllm", "temperature": temperature}})
+    errors = info.value.errors()
+    assert [".".join(str(p) for p in e["loc"]) for e in errors] == ["rollout.temperature"]
+    assert "raises temperatures below 0.01 to 0.01" in errors[0]["msg"]
+    TrainConfig.model_validate({"rollout": {"backend": "hf", "temperature": temperature}})  # HF samples exactly
+
+
+def test_the_vllm_backend_takes_the_edges_of_its_range_and_checks_the_sampled_eval_temperature():
+    for edge in (0.01, 2.0):
+        cfg = TrainConfig.model_validate({"rollout": {"backend": "vllm", "temperature": edge}})
+        assert cfg.rollout.temperature == edge
+    vllm = {"rollout": {"backend": "vllm"}}
+    with pytest.raises(ValidationError) as info:
+        TrainConfig.model_validate({**vllm, "eval_samples": 4, "eval_temperature": 0.001})
+    assert [e["loc"] for e in info.value.errors()] == [("eval_temperature",)]
+    TrainConfig.model_validate({**vllm, "eval_samples": 0, "eval_temperature": 0.001})  # greedy evaluation only
+    TrainConfig.model_validate({"eval_samples": 4, "eval_temperature": 0.001})  # the HF backend
 
 
 def test_the_largest_seed_seeds_every_generator_the_engine_uses():

@@ -1,6 +1,6 @@
 """On CUDA: the HF backend in bfloat16 (full and LoRA training steps, checkpoints, the memory
 pre-flight), a LoRA job's merged export served by vLLM, and the colocated vLLM rollout backend
-(log-probs, per-sample seeds, weight sync, sleep mode).
+(log-probs, per-sample seeds, weight sync, sleep mode, prompts longer than its context).
 
 Marked `gpu`; skipped on machines without CUDA (run them with `pytest -m gpu` on a GPU host). The vLLM
 tests are also skipped when the vllm package is not installed.
@@ -8,6 +8,7 @@ tests are also skipped when the vllm package is not installed.
 
 import pytest
 import torch
+from child_result import marked_result, print_result_line
 from transformers import AutoModelForCausalLM
 
 from remix_engine.config import TrainConfig
@@ -72,15 +73,18 @@ def test_bf16_lora_training_on_cuda(random_model_dir, tmp_path):
     assert not any("lora" in k for k in merged.state_dict())
 
 
-_VLLM_GREEDY = """
+_VLLM_GREEDY = (
+    """
 import json, sys
 from vllm import LLM, SamplingParams
 
 llm = LLM(model=sys.argv[1], dtype="float32", gpu_memory_utilization=0.2, enforce_eager=True)
 prompts = [{"prompt_token_ids": ids} for ids in json.loads(sys.argv[2])]
 outputs = llm.generate(prompts, SamplingParams(temperature=0.0, max_tokens=8))
-print(json.dumps([list(o.outputs[0].token_ids) for o in outputs]))
 """
+    # vLLM logs to stdout as well, before and after this line: the parent looks for the marked one
+    + print_result_line("[list(o.outputs[0].token_ids) for o in outputs]")
+)
 
 
 def test_lora_merged_export_loads_in_vllm(random_model_dir, tmp_path):
@@ -110,7 +114,7 @@ def test_lora_merged_export_loads_in_vllm(random_model_dir, tmp_path):
         timeout=600,
     )
     assert run.returncode == 0, run.stderr[-4000:]
-    generated = json.loads(run.stdout.strip().splitlines()[-1])
+    generated = marked_result(run.stdout)
     assert tokenizer.batch_decode(generated, skip_special_tokens=True) == expected
 
 
@@ -179,6 +183,19 @@ def test_vllm_log_probs_match_the_learner_and_seeds_reproduce(vllm_trainer):
         group_id_start=0,
     )
     assert torch.equal(again.response_ids.cpu(), first.response_ids.cpu())  # per-sample seeds
+
+
+def test_vllm_takes_prompts_longer_than_its_context(vllm_trainer):
+    # The random model has 64 positions: vLLM would refuse these prompts, and the whole batch with them.
+    engine = vllm_trainer.engine
+    prompts = ["12+34=" * 30, "1+1="]
+    batch = engine.generate(
+        prompts, ["46", "2"], [0, 1], group_size=2, seeds=[1, 2, 3, 4], policy_version=1, group_id_start=0
+    )
+    budget = engine.max_model_len - vllm_trainer.cfg.rollout.max_new_tokens
+    assert int(batch.prompt_mask[0].sum()) == budget < len(vllm_trainer.tokenizer(prompts[0])["input_ids"])
+    assert int(batch.response_mask.sum(dim=1).min()) >= 1
+    assert len(engine.greedy(prompts)) == 2
 
 
 def test_vllm_samples_the_updated_policy_after_each_step(vllm_trainer):

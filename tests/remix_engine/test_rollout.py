@@ -39,8 +39,11 @@ def model(tokenizer):
     return policy
 
 
-def _generate(model, tokenizer, prompts, seeds, *, group_size=1, batch_size=512, **cfg) -> RolloutBatch:
+def _generate(model, tokenizer, prompts, seeds, *, group_size=1, batch_size=512, top_k=0, top_p=1.0, **cfg):
     rollout_cfg = RolloutConfig(max_new_tokens=10, generation_batch_size=batch_size, **cfg)
+    # The sampler implements top-k/top-p; job configs refuse them (config.py) because the learner scores
+    # the unfiltered distribution. model_copy does not validate: these tests reach the sampler itself.
+    rollout_cfg = rollout_cfg.model_copy(update={"top_k": top_k, "top_p": top_p})
     engine = HFRolloutEngine(model, tokenizer, rollout_cfg)
     answers = [str(i) for i in range(len(prompts))]
     return engine.generate(
@@ -179,6 +182,22 @@ def test_top_k_and_top_p_restrict_samples_to_the_allowed_set(model, tokenizer) -
     # Renormalised over 3 tokens, a sampled token is at least as likely as under the full distribution.
     assert torch.all(batch.rollout_logp[mask] >= full_logp[mask] - 1e-6)
     assert torch.all(batch.rollout_logp[mask] > torch.log(torch.tensor(1 / 3)) - 1.0)
+    # ...and strictly more likely wherever other tokens had mass: behaviour log-probs under a filter are not
+    # the learner's, the bias in importance ratios and clip centre for which configs refuse filters.
+    assert float((batch.rollout_logp - full_logp)[mask].max()) > 0.1
+
+
+def test_a_nucleus_filter_biases_behaviour_log_probs_against_the_learner(model, tokenizer) -> None:
+    batch = _generate(model, tokenizer, PROMPTS, list(range(16)), group_size=4, top_p=0.5, temperature=1.5)
+    with torch.no_grad():
+        full_logp, _ = sequence_logprobs(model, batch, temperature=1.5)
+    mask = batch.response_mask
+    gap = (batch.rollout_logp - full_logp)[mask]
+    assert float(gap.min()) > -1e-5 and float(gap.max()) > 0.5  # filtered: renormalised over half the mass
+    unfiltered = _generate(model, tokenizer, PROMPTS, list(range(16)), group_size=4, temperature=1.5)
+    with torch.no_grad():
+        learner, _ = sequence_logprobs(model, unfiltered, temperature=1.5)
+    torch.testing.assert_close(unfiltered.rollout_logp, learner, atol=1e-4, rtol=0)  # what configs allow
 
 
 def test_filtered_logprobs_top_k_and_top_p() -> None:
