@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from remix_engine.config import TINY_MODEL_ID, BuiltinEvalSetSpec, EvalSetSpec, TrainConfig
+from remix_engine.config import BuiltinEvalSetSpec, EvalSetSpec, TrainConfig
 from remix_engine.data import load_examples
 from remix_engine.eval_benchmarks import (
     BENCHMARK_NAMES,
@@ -191,12 +191,13 @@ def test_each_set_is_loaded_cut_to_its_size_with_its_own_k() -> None:
 # --------------------------------------------------------------------------- end to end
 
 
-def test_tiny_model_reports_each_builtin_set(tmp_path: Path) -> None:
-    """The builtin tiny model, one training step, two builtin sets cut to a few problems."""
+def test_a_small_chat_model_reports_each_builtin_set(tmp_path: Path, qwen_standin: Path) -> None:
+    """A Qwen2.5-style stand-in (its 2048 positions hold a whole AIME problem in its chat template; the
+    builtin tiny model's 64 do not), one training step, two builtin sets cut to a few problems."""
     cfg = TrainConfig.model_validate(
         {
-            "model": {"name_or_path": TINY_MODEL_ID},
-            "data": {"eval_size": 4, "max_prompt_tokens": 64},
+            "model": {"name_or_path": str(qwen_standin)},
+            "data": {"eval_size": 4, "max_prompt_tokens": 1024},
             "rollout": {"prompts_per_step": 2, "group_size": 2, "max_new_tokens": 4},
             "algorithm": {"name": "grpo", "minibatch_size": 4},
             "eval_sets": [{"name": "aime24", "size": 3}, {"name": "math500", "size": 2, "samples": 2}],
