@@ -69,6 +69,7 @@ BOXED_ONLY_FIELDS = frozenset({"solution"})  # full worked solutions: only their
 JSON_LIST_KEYS = ("data", "rows", "examples", "items", "train", "test")
 PREVIEW_ROWS = 5
 PREVIEW_CHARS = 500
+SUMMARY_EXAMPLES = 2000  # examples an upload summary keeps, for the API's rendered preview and token counts
 PARQUET_BATCH_ROWS = 64  # rows decoded at a time: bounds what a parquet file can expand to before it is measured
 
 _EXTENSIONS: dict[str, DatasetFormat] = {
@@ -454,5 +455,5 @@ def validate_dataset_bytes(
         preview=preview,
         detected_format=layout,
         fields_used=fields_used,
-        examples=examples[:PREVIEW_ROWS],
+        examples=examples[:SUMMARY_EXAMPLES],
     )

@@ -95,7 +95,32 @@ class Dataset(Base):
     answer_field: Mapped[str] = mapped_column(String(200))
     columns: Mapped[list[Any]] = mapped_column(default=list)
     preview: Mapped[list[Any]] = mapped_column(default=list)  # first rows
+    # What the upload found (service/dataset_preview.py): detected_format, fields_used, rendered_prompt...
+    analysis: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True, default=None)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    def _found(self, key: str, default: Any = None) -> Any:
+        return (self.analysis or {}).get(key, default)
+
+    @property
+    def detected_format(self) -> str:
+        return str(self._found("detected_format", "prompt-answer"))
+
+    @property
+    def fields_used(self) -> dict[str, str]:
+        return dict(self._found("fields_used", {}))
+
+    @property
+    def rendered_prompt(self) -> str | None:
+        return self._found("rendered_prompt")
+
+    @property
+    def rendered_with(self) -> str | None:
+        return self._found("rendered_with")
+
+    @property
+    def prompt_tokens(self) -> dict[str, Any] | None:
+        return self._found("prompt_tokens")
 
 
 class Job(Base):

@@ -128,6 +128,19 @@ class DatasetPublic(_Out):
     answer_field: str
     columns: list[Any]
     preview: list[Any] = Field(description="The first rows, as parsed.")
+    detected_format: str = Field(
+        description="The layout recognised: openai-chat, verl, gsm8k, math or prompt-answer (any other)."
+    )
+    fields_used: dict[str, str] = Field(description="The columns read as the prompt and the answer.")
+    rendered_prompt: str | None = Field(
+        None, description="The first prompt as the model named at upload sees it (its chat template applied)."
+    )
+    rendered_with: str | None = Field(None, description="The model whose tokenizer rendered it.")
+    prompt_tokens: dict[str, Any] | None = Field(
+        None,
+        description="With a model: {'max', 'checked', 'max_prompt_tokens', 'overlong'}: the longest prompt in "
+        "tokens over the first `checked` rows, and how many exceed max_prompt_tokens.",
+    )
     created_at: UtcDatetime
 
 

@@ -9,10 +9,13 @@ from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
+from remix_engine.config import DataConfig
 from remix_engine.data import DatasetError, DatasetSummary, detect_format, validate_dataset_bytes
-from service.api.deps import ArtifactStoreDep, CurrentTenant, SessionDep, SettingsDep
+from service.api.deps import ArtifactStoreDep, CurrentTenant, Principal, SessionDep, SettingsDep
 from service.artifacts import ArtifactStore, dataset_key
+from service.dataset_preview import analyse, tokenizer_dir
 from service.errors import FieldValidationError, NotFoundError, ProblemError
+from service.job_config import _HUB_ID
 from service.pagination import decode_cursor, encode_cursor
 from service.repositories import datasets as datasets_repo
 from service.schemas import DatasetPublic, DatasetsPage
@@ -41,6 +44,15 @@ _UPLOAD_SCHEMA: dict[str, Any] = {
                         "prompt_field": {"type": "string", "default": "prompt"},
                         "answer_field": {"type": "string", "default": "answer"},
                         "name": {"type": "string", "description": "Defaults to the file name."},
+                        "model": {
+                            "type": "string",
+                            "description": "A model whose chat template renders the preview's first prompt and "
+                            "whose tokenizer measures the prompts (its tokenizer files must be on the API host).",
+                        },
+                        "max_prompt_tokens": {
+                            "type": "integer",
+                            "description": "With a model: prompts longer than this are counted as overlong.",
+                        },
                     },
                 }
             }
@@ -54,6 +66,8 @@ def _form_fields(upload: Upload) -> dict[str, str]:
         "prompt_field": upload.fields.get("prompt_field") or "prompt",
         "answer_field": upload.fields.get("answer_field") or "answer",
         "name": upload.fields.get("name", ""),
+        "model": upload.fields.get("model", ""),
+        "max_prompt_tokens": upload.fields.get("max_prompt_tokens", ""),
     }
     too_long = [
         {"field": k, "message": f"at most {FIELD_NAME_MAX} characters"}
@@ -66,6 +80,17 @@ def _form_fields(upload: Upload) -> dict[str, str]:
     if unstorable is not None:
         raise FieldValidationError([{"field": unstorable, "message": REASON}])
     return fields
+
+
+def _preview_model(fields: dict[str, str], *, is_admin: bool) -> tuple[str | None, int]:
+    """The model named for the preview (a hub id, or a local directory for admin keys) and the token limit."""
+    model = fields["model"] or None
+    if model is not None and not (_HUB_ID.match(model) and ".." not in model) and not is_admin:
+        raise FieldValidationError([{"field": "model", "message": "must be a hub id such as 'org/name'"}])
+    raw_limit = fields["max_prompt_tokens"] or str(DataConfig.model_fields["max_prompt_tokens"].default)
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 65536:
+        raise FieldValidationError([{"field": "max_prompt_tokens", "message": "must be an integer in [1, 65536]"}])
+    return model, int(raw_limit)
 
 
 def _validate(upload: Upload, prompt_field: str, answer_field: str) -> tuple[str, DatasetSummary]:
@@ -99,9 +124,19 @@ def _validate(upload: Upload, prompt_field: str, answer_field: str) -> tuple[str
 
 
 def _store(
-    session: Session, store: ArtifactStore, tenant_id: uuid.UUID, upload: Upload, fields: dict[str, str]
+    session: Session, store: ArtifactStore, caller: Principal, upload: Upload, fields: dict[str, str]
 ) -> DatasetPublic:
+    model, max_prompt_tokens = _preview_model(fields, is_admin=caller.is_admin)
     fmt, summary = _validate(upload, fields["prompt_field"], fields["answer_field"])
+    folder = None
+    if model is not None:
+        folder = tokenizer_dir(model, is_admin=caller.is_admin, is_hub_id=bool(_HUB_ID.match(model)))
+    analysis = analyse(summary, model, folder, max_prompt_tokens)
+    unstorable = first_unstorable(analysis)
+    if unstorable is not None:
+        raise ProblemError(400, f"dataset preview {unstorable}: {REASON}", title="Invalid dataset",
+                           slug="invalid-dataset", field="file")  # fmt: skip
+    tenant_id = caller.tenant_id
     dataset_id = uuid.uuid4()
     key = dataset_key(dataset_id, upload.filename)
     store.put_bytes(key, upload.data)
@@ -119,6 +154,7 @@ def _store(
             answer_field=fields["answer_field"],
             columns=summary.columns,
             preview=summary.preview,
+            analysis=analysis,
         )
     except BaseException:
         store.delete(key)  # no orphan files when the row cannot be written
@@ -144,7 +180,7 @@ async def upload_dataset(
     upload = await read_upload(request, max_bytes=settings.max_upload_bytes)
     fields = _form_fields(upload)
     # Parsing and DB writes are blocking: keep them off the event loop.
-    return await run_in_threadpool(_store, session, store, caller.tenant_id, upload, fields)
+    return await run_in_threadpool(_store, session, store, caller, upload, fields)
 
 
 @router.get("", responses={400: PROBLEM})
