@@ -51,13 +51,15 @@ from remix_engine.distributed import (
     wrap_for_training,
 )
 from remix_engine.evaluation import EvalSet, evaluate_sets
+from remix_engine.judge import check_judge
 from remix_engine.lora import ADAPTER_DIR, AdapterSnapshot, LoraPolicy, MergedExport
 from remix_engine.losses import POLICY_LOSSES, entropy_bonus, kl_convex_loss, value_loss
 from remix_engine.modeling import load_policy, sequence_logprobs
 from remix_engine.preflight import check_fits, load_model_config
 from remix_engine.prompt_template import render_prompt
 from remix_engine.replay import ReplayBuffer
-from remix_engine.rewards import count_reward_errors
+from remix_engine.reward_specs import JUDGE_REWARDS
+from remix_engine.rewards import count_reward_errors, reward_metrics, reward_row
 from remix_engine.rollout import HFRolloutEngine, RolloutEngine
 from remix_engine.sampling import PromptSampler, response_seed
 from remix_engine.sandbox import check_sandbox
@@ -139,6 +141,8 @@ class Trainer:
         check_backend_available(config.rollout, self.device)  # e.g. vLLM without CUDA: refuse at start
         if any(spec.name == "python" for spec in config.reward.functions):
             log.info("reward sandbox: %s", check_sandbox())  # a worker that cannot jail it refuses now
+        if any(spec.name in JUDGE_REWARDS for spec in config.reward.functions):
+            check_judge()  # a worker without a judge endpoint refuses now
         random.seed(config.seed)
         torch.manual_seed(config.seed)
         if self.device.type == "cuda":  # refuse a job that cannot fit before loading any weights
@@ -388,9 +392,14 @@ class Trainer:
             group_id_start=(step - 1) * self.cfg.rollout.prompts_per_step + start,
         )
         batch = batch.to(self.device)
-        total, per_fn = compose_rewards_isolated(self.cfg.reward.functions, batch.completions, batch.answers)
-        # Failed sandboxed reward calls this step (all processes).
+        rows = [reward_row(ex.prompt, ex.extra) for ex in examples]  # the rewards see each sample's row
+        batch.rows = [rows[i] for i in range(len(examples)) for _ in range(group)]
+        total, per_fn = compose_rewards_isolated(
+            self.cfg.reward.functions, batch.completions, batch.answers, batch.rows
+        )
+        # Failed reward calls this step and each reward's mean and error rate (all processes).
         self._reward_errors = int(self.dist.all_sum(count_reward_errors(per_fn)))
+        self._reward_metrics = reward_metrics(per_fn, self.dist.all_sum)
         batch.rewards = torch.tensor(total, dtype=torch.float32, device=self.device)
         first = per_fn[self.cfg.reward.functions[0].name]
         batch.correct = torch.tensor([s > 0 for s in first], dtype=torch.bool, device=self.device)
@@ -618,6 +627,7 @@ class Trainer:
             metrics["replay_policy_age_mean"] = float((step - replay.policy_version).float().mean())
         metrics.update(update)
         metrics.update(self._adv_metrics)
+        metrics.update(getattr(self, "_reward_metrics", {}))
         metrics.update({f"kw_{k}": v for k, v in keyword_rates(fresh.completions).items()})
         return metrics
 
