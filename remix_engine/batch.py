@@ -27,6 +27,9 @@ _RIGHT_PADDED = (
     "values",
 )
 
+# What a list field holds for rows of a batch that lacks it, when joined with batches that have it.
+_LIST_FILLERS: dict[str, Any] = {"rows": dict, "completions": str, "answers": str, "prompts": str}
+
 
 @dataclass
 class RolloutBatch:
@@ -42,6 +45,9 @@ class RolloutBatch:
     completions: list[str] = field(default_factory=list)  # decoded responses
     answers: list[str] = field(default_factory=list)  # reference answers, one per response
     prompts: list[str] = field(default_factory=list)  # prompt texts, one per response
+    # What the rewards see of each response's dataset row (rewards.reward_row; JSON values only),
+    # one per response: a group's responses share their prompt's dict. Set by the trainer.
+    rows: list[dict[str, Any]] = field(default_factory=list)
     # Filled in by the trainer:
     behavior_logp: torch.Tensor | None = None  # (B, Lr) learner log-probs of the behaviour policy
     old_logp: torch.Tensor | None = None  # (B, Lr) log-probs under pi_k, the policy before this update
@@ -96,6 +102,12 @@ class RolloutBatch:
             elif any(v is None for v in values):
                 raise ValueError(f"cannot concatenate batches where only some have '{f.name}'")
             elif isinstance(values[0], list):
+                if any(values) and not all(values):  # e.g. replayed rows saved before a field existed
+                    filler = _LIST_FILLERS.get(f.name)
+                    values = [
+                        v or [filler() if filler else None for _ in range(len(b))]
+                        for v, b in zip(values, batches, strict=True)
+                    ]
                 out[f.name] = [x for v in values for x in v]
             elif f.name in _LEFT_PADDED or f.name in _RIGHT_PADDED:
                 pad = pad_token_id if f.name in ("prompt_ids", "response_ids") else 0

@@ -14,8 +14,6 @@ T=50, clip 0.2, beta=0.001, k3 KL, entropy bonus 0.001, token-mean aggregation.
 
 from __future__ import annotations
 
-import ast
-import math
 import re
 from typing import Annotated, Any, Literal
 
@@ -33,16 +31,13 @@ from pydantic import (
 from remix_engine.chat_format import CHAT_TEMPLATE_MODES, check_chat_template_syntax
 from remix_engine.eval_benchmarks import BENCHMARK_NAMES, unknown_benchmark_message
 from remix_engine.prompt_template import PROMPT_TEMPLATE_RULE, check_prompt_template
+from remix_engine.reward_specs import MAX_REWARD_FUNCTIONS, REWARD_NAMES, check_reward_kwargs, kwargs_description
 
 Algorithm = Literal["remix-grpo", "remix-ppo", "grpo", "ppo"]
 KLEstimator = Literal["k1", "k2", "k3"]
 LossAggregation = Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum"]
-RewardName = Literal["math_verify", "exact_match", "regex", "format", "python"]
-# The "python" reward (remix_engine/sandbox.py): user code and the limits a job may set for it.
-PYTHON_REWARD_KWARGS = {"code", "timeout_s", "memory_mb"}
-PYTHON_REWARD_MAX_CODE_CHARS = 64 * 1024
-REGEX_REWARD_MAX_PATTERN_CHARS = 1024
-MAX_REWARD_FUNCTIONS = 16
+# The reward names come from the one registry of rewards (remix_engine/reward_specs.py).
+RewardName = Literal[REWARD_NAMES]  # type: ignore[valid-type]
 
 # Upper bounds of counts: far above any real RFT job, low enough that nothing explodes on a worker.
 MAX_SEED = 2**32 - 1  # numpy (and vLLM, which seeds numpy) takes seeds below 2**32
@@ -262,111 +257,24 @@ class RolloutConfig(_Strict):
         return value
 
 
-class _NoRewardKwargs(_Strict):
-    """math_verify, exact_match and format take no kwargs."""
-
-
-class RegexRewardKwargs(_Strict):
-    """The kwargs of the 'regex' reward (remix_engine/rewards.py), checked before a job is queued."""
-
-    pattern: str = Field(
-        min_length=1,
-        max_length=REGEX_REWARD_MAX_PATTERN_CHARS,
-        description="RE2 syntax (no backreferences or lookaround): the engine matches with google-re2.",
-    )
-    target: Literal["boxed", "completion"] = Field(
-        "boxed", description="'boxed': full-match the \\boxed{} answer; 'completion': search the whole text."
-    )
-
-    @field_validator("pattern")
-    @classmethod
-    def _re2_compiles(cls, value: str) -> str:
-        import re2  # google-re2: what the engine runs the pattern with
-
-        options = re2.Options()
-        options.log_errors = False
-        try:
-            re2.compile(value, options=options)
-        except re2.error as error:
-            reason = error.args[0] if error.args else error
-            reason = reason.decode(errors="replace") if isinstance(reason, bytes) else str(reason)
-            raise ValueError(f"regex reward: RE2 cannot compile the pattern: {reason}") from None
-        return value
-
-
-# The kwargs each reward accepts; "python" is checked by _check_python_reward.
-REWARD_KWARGS: dict[str, type[_Strict]] = {
-    "math_verify": _NoRewardKwargs,
-    "exact_match": _NoRewardKwargs,
-    "format": _NoRewardKwargs,
-    "regex": RegexRewardKwargs,
-}
-
-
 class RewardSpec(_Strict):
-    """One reward function of the weighted composition."""
+    """One reward function of the weighted composition (the names and kwargs: remix_engine/reward_specs.py)."""
 
     name: RewardName = Field(description="Registry key of the reward function.")
     weight: float = Field(1.0, description="Weight in the weighted sum of rewards (finite).")
     kwargs: dict[str, Any] = Field(
         default_factory=dict,
         validate_default=True,  # the regex and python rewards need kwargs: none given is checked too
-        description=(
-            "Keyword arguments of the reward, checked at submission (unknown ones are refused). "
-            "math_verify, exact_match and format take none. regex takes 'pattern' (required, RE2 syntax, "
-            f"at most {REGEX_REWARD_MAX_PATTERN_CHARS} characters: no backreferences or lookaround) and "
-            "optionally 'target': 'boxed' (default: full-match the \\boxed{} answer) or 'completion' "
-            "(search the whole completion). The 'python' reward takes 'code' defining "
-            "`def reward(completion: str, answer: str) -> float` (run sandboxed: no network, CPU, memory "
-            "and wall-clock limits), and optionally 'timeout_s' (<= 10) and 'memory_mb' (64..2048)."
-        ),
+        description=kwargs_description(),
     )
 
     @field_validator("kwargs")
     @classmethod
     def _kwargs_of_the_reward(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
         name = info.data.get("name")  # absent when the name itself was refused
-        if name == "python":
-            _check_python_reward(value)
-        elif name in REWARD_KWARGS:
-            REWARD_KWARGS[name].model_validate(value)  # its errors are located under kwargs
+        if name is not None:
+            check_reward_kwargs(name, value)  # a kwargs model's errors are located under kwargs
         return value
-
-
-def _check_python_reward(kwargs: dict[str, Any]) -> None:
-    """The 'python' reward needs source code defining reward(completion, answer); limits are bounded."""
-    unknown = set(kwargs) - PYTHON_REWARD_KWARGS
-    if unknown:
-        raise ValueError(f"python reward: unknown kwargs {sorted(unknown)}; allowed: {sorted(PYTHON_REWARD_KWARGS)}")
-    code = kwargs.get("code")
-    if not isinstance(code, str) or not code.strip():
-        raise ValueError("python reward needs kwargs.code: source defining def reward(completion, answer)")
-    if len(code) > PYTHON_REWARD_MAX_CODE_CHARS:
-        raise ValueError(f"python reward: code longer than {PYTHON_REWARD_MAX_CODE_CHARS} characters")
-    try:
-        module = ast.parse(code)
-    except SyntaxError as error:
-        raise ValueError(f"python reward: code does not parse: {error.msg} (line {error.lineno})") from None
-    functions = [n for n in module.body if isinstance(n, ast.FunctionDef) and n.name == "reward"]
-    if not functions:
-        raise ValueError("python reward: code must define a top-level def reward(completion, answer)")
-    args = functions[-1].args
-    positional = [*args.posonlyargs, *args.args]
-    required = len(positional) - len(args.defaults)
-    if (
-        not (required <= 2 <= len(positional) or (required <= 2 and args.vararg))
-        or args.kwonlyargs
-        and any(d is None for d in args.kw_defaults)
-    ):
-        raise ValueError("python reward: reward must take exactly (completion, answer)")
-    timeout = kwargs.get("timeout_s", 2.0)
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= 10:
-        raise ValueError("python reward: timeout_s must be a number in (0, 10]")
-    if not math.isfinite(timeout):
-        raise ValueError("python reward: timeout_s must be finite")
-    memory = kwargs.get("memory_mb", 512)
-    if isinstance(memory, bool) or not isinstance(memory, int) or not 64 <= memory <= 2048:
-        raise ValueError("python reward: memory_mb must be an integer in [64, 2048]")
 
 
 class RewardConfig(_Strict):

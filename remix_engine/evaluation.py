@@ -9,7 +9,8 @@ with its own k (an eval set's `samples`, else the job's `eval_samples`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from remix_engine.config import RewardSpec
 from remix_engine.prompts import completions_for_rewards
@@ -24,20 +25,28 @@ class EvalSet:
     prompts: list[str]
     answers: list[str]
     samples: int | None = None  # k of avg@k for this set; None: evaluate_sets' `samples`
+    rows: list[dict[str, Any]] = field(default_factory=list)  # what the reward sees of each row
 
 
-def _correct(spec: RewardSpec, completions: list[str], answers: list[str]) -> list[bool]:
+def _correct(
+    spec: RewardSpec, completions: list[str], answers: list[str], rows: list[dict[str, Any]] | None = None
+) -> list[bool]:
     from remix_engine.scoring import compose_rewards_isolated
 
-    _total, per_fn = compose_rewards_isolated([spec], completions, answers)
+    _total, per_fn = compose_rewards_isolated([spec], completions, answers, rows or None)
     return [score > 0 for score in per_fn[spec.name]]
 
 
 def evaluate_greedy(
-    engine: object, prompts: list[str], answers: list[str], spec: RewardSpec, max_new_tokens: int
+    engine: object,
+    prompts: list[str],
+    answers: list[str],
+    spec: RewardSpec,
+    max_new_tokens: int,
+    rows: list[dict[str, Any]] | None = None,
 ) -> dict[str, float]:
     completions: list[str] = engine.greedy(prompts, max_new_tokens)  # type: ignore[attr-defined]
-    correct = _correct(spec, completions_for_rewards(prompts, completions), answers)
+    correct = _correct(spec, completions_for_rewards(prompts, completions), answers, rows)
     n = max(len(prompts), 1)
     return {
         "accuracy": sum(correct) / n,
@@ -47,7 +56,14 @@ def evaluate_greedy(
 
 
 def evaluate_sampled(
-    engine: object, prompts: list[str], answers: list[str], spec: RewardSpec, *, k: int, seed: int
+    engine: object,
+    prompts: list[str],
+    answers: list[str],
+    spec: RewardSpec,
+    *,
+    k: int,
+    seed: int,
+    rows: list[dict[str, Any]] | None = None,
 ) -> dict[str, float]:
     """avg@k Pass@1 and pass@k; the engine samples with its configured max length and filters."""
     seeds = [response_seed(seed, EVAL_SEED_STEP, i, j) for i in range(len(prompts)) for j in range(k)]
@@ -61,7 +77,9 @@ def evaluate_sampled(
         group_id_start=0,
     )
     group_prompts = [prompt for prompt in prompts for _ in range(k)]  # the batch is k responses per prompt
-    correct = _correct(spec, completions_for_rewards(group_prompts, batch.completions), batch.answers)
+    sample_rows = [row for row in rows for _ in range(k)] if rows else None  # responses i*k..i*k+k-1
+    seen = completions_for_rewards(group_prompts, batch.completions)
+    correct = _correct(spec, seen, batch.answers, sample_rows)
     per_prompt = [correct[i * k : (i + 1) * k] for i in range(len(prompts))]
     n = max(len(prompts), 1)
     return {
@@ -88,8 +106,11 @@ def evaluate_sets(
     for eval_set in sets:
         prefix = f"{eval_set.name}/" if eval_set.name else ""
         k = samples if eval_set.samples is None else eval_set.samples
-        found = evaluate_greedy(engine, eval_set.prompts, eval_set.answers, spec, max_new_tokens)
+        rows = eval_set.rows or None
+        found = evaluate_greedy(engine, eval_set.prompts, eval_set.answers, spec, max_new_tokens, rows)
         if k > 0:
-            found.update(evaluate_sampled(engine, eval_set.prompts, eval_set.answers, spec, k=k, seed=seed))
+            found.update(
+                evaluate_sampled(engine, eval_set.prompts, eval_set.answers, spec, k=k, seed=seed, rows=rows)
+            )
         results.update({f"{prefix}{key}": value for key, value in found.items()})
     return results

@@ -1,8 +1,13 @@
-"""Verifiable reward functions and their weighted composition.
+"""Reward functions and their weighted composition.
 
-Every reward is a pure function ``fn(completions, answers, **kwargs) -> list[float | None]``
-registered by name in ``REWARDS``; ``None`` means "not applicable to this sample" (for example
-an empty reference answer). Job configs name rewards only by registry key (``RewardSpec.name``).
+Every reward is a function ``fn(completions, answers, *, rows, **kwargs) -> list[float | None]``
+registered by name in ``REWARDS``; the names and the kwargs each takes are declared once, in
+``remix_engine/reward_specs.py`` (what job configs are validated against), and the two lists are
+the same. ``rows`` holds, per completion, the dataset row of its prompt (``reward_row``: the prompt
+and every other JSON-serialisable column but the answer), as TRL passes a dataset's columns to its
+reward functions. ``None`` means "not applicable to this sample" (for example an empty reference
+answer). A reward that can fail on one sample returns ``RewardScores`` (scores with one error
+message or None per sample); ``compose_rewards`` then adds ``<name>/errors`` flags.
 
 - ``math_verify``: the paper's binary correctness reward (DeepScaleR ``is_correct_finalanswer``):
   the answer is the last ``\\boxed{...}`` (or ``\\fbox{...}``) of the text after ``</think>`` when
@@ -18,6 +23,12 @@ an empty reference answer). Job configs name rewards only by registry key (``Rew
   The reference answer is not used. Patterns are RE2 syntax (google-re2), matched in linear time, so
   no pattern can backtrack for ever (``(.+.+)+#``); backreferences and lookarounds are refused.
 - ``format``: 1.0 when the completion contains a non-empty ``\\boxed{}``.
+- ``string_check``: OpenAI's string_check grader on a row: the completion (or its boxed answer)
+  against a row field or a literal, with ``eq``, ``ne``, ``contains`` or ``ilike`` (a SQL LIKE
+  pattern, translated to RE2 so it matches in linear time). A missing or non-text field is a
+  per-sample error.
+- ``python``: user code, sandboxed (remix_engine/sandbox.py).
+- ``judge``: model as judge, on the operator's endpoint (remix_engine/judge.py).
 
 Timeouts: math-verify implements its timeouts with ``signal.alarm``, which fails outside the main
 thread and would clobber other SIGALRM users. We call it with timeouts disabled and instead bound
@@ -27,15 +38,19 @@ the work by refusing to hand it answers longer than ``MAX_VERIFY_CHARS``.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from remix_engine.config import RewardSpec
+from remix_engine.judge import judge_reward
 from remix_engine.registry import Registry
-from remix_engine.sandbox import python_reward
+from remix_engine.reward_specs import REWARD_NAMES
+from remix_engine.sandbox import RewardScores, python_reward
 
 RewardFn = Callable[..., list[float | None]]
 
@@ -268,10 +283,158 @@ def format_reward(completions: list[str], answers: list[str], **_: Any) -> list[
     return [float(bool(extract_boxed(completion))) for completion in completions]
 
 
+# --------------------------------------------------------------------------- rows
+
+
+def _json_value(value: Any) -> bool:
+    """Whether `value` crosses a process boundary as JSON unchanged (finite numbers, str keys)."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError, RecursionError):
+        return False
+    return True
+
+
+def reward_row(prompt: str, extra: Mapping[str, Any]) -> dict[str, Any]:
+    """What a reward sees of a dataset row: the prompt (under "prompt", before the prompt template) and
+    every other column but the answer (``Example.extra``) whose value is JSON-serialisable.
+
+    A column literally named "prompt" that is not the prompt column is shadowed by the prompt.
+    """
+    row = {key: value for key, value in extra.items() if isinstance(key, str) and _json_value(value)}
+    row["prompt"] = prompt
+    return row
+
+
+def _rows_for(rows: Sequence[Mapping[str, Any]] | None, count: int) -> list[Mapping[str, Any]]:
+    if rows is None:
+        return [{}] * count
+    if len(rows) != count:
+        raise ValueError(f"got {len(rows)} rows for {count} completions")
+    return list(rows)
+
+
+def row_text(value: Any) -> str | None:
+    """A row value as text: strings as they are, numbers and booleans as JSON writes them; None for
+    anything else (lists, objects, null)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool | int | float):
+        return json.dumps(value)
+    return None
+
+
+# --------------------------------------------------------------------------- string_check
+
+
+@functools.lru_cache(maxsize=256)
+def like_matcher(pattern: str) -> Any:
+    r"""A case-insensitive SQL LIKE pattern as a compiled RE2 regex (matching is linear in the text).
+
+    ``%`` matches any run of characters (newlines too), ``_`` exactly one, and a backslash makes the
+    next character literal (``\%``, ``\_``, ``\\``); everything else is literal.
+    """
+    import re2
+
+    parts: list[str] = []
+    literal: list[str] = []
+
+    def flush() -> None:
+        if literal:
+            parts.append(re2.escape("".join(literal)))
+            literal.clear()
+
+    index = 0
+    while index < len(pattern):
+        char = pattern[index]
+        if char == "\\" and index + 1 < len(pattern):
+            literal.append(pattern[index + 1])
+            index += 2
+            continue
+        if char in "%_":
+            flush()
+            if char == "_":
+                parts.append(".")
+            elif not parts or parts[-1] != ".*":
+                parts.append(".*")
+        else:
+            literal.append(char)
+        index += 1
+    flush()
+    options = re2.Options()
+    options.log_errors = False
+    options.case_sensitive = False
+    options.dot_nl = True
+    try:
+        return re2.compile("".join(parts), options=options)
+    except re2.error as error:  # e.g. a pattern too large for RE2's memory budget
+        raise ValueError(f"string_check: cannot compile the LIKE pattern: {error}") from None
+
+
+def _string_check(operation: str, text: str, reference: str) -> bool:
+    if operation == "eq":
+        return text == reference
+    if operation == "ne":
+        return text != reference
+    if operation == "contains":
+        return reference in text
+    if operation == "ilike":
+        return like_matcher(reference).fullmatch(text) is not None
+    raise ValueError(f"string_check: operation must be eq, ne, contains or ilike, got {operation!r}")
+
+
+@REWARDS.register("string_check")
+def string_check_reward(
+    completions: list[str],
+    answers: list[str],
+    *,
+    operation: str,
+    field: str | None = None,
+    reference: str | None = None,
+    target: str = "completion",
+    rows: Sequence[Mapping[str, Any]] | None = None,
+    **_: Any,
+) -> RewardScores:
+    """1.0 when the input (completion or boxed answer, stripped) passes `operation` against the reference
+    (`reference`, else the row's `field`, else the answer, stripped); a missing field is a sample's error."""
+    _check_lengths(completions, answers)
+    if target not in ("completion", "boxed"):
+        raise ValueError(f"string_check: target must be 'completion' or 'boxed', got {target!r}")
+    source = field or "answer"
+    scores: list[float | None] = []
+    errors: list[str | None] = []
+    for completion, answer, row in zip(completions, answers, _rows_for(rows, len(completions)), strict=True):
+        expected: str | None
+        if reference is not None:
+            expected = reference
+        elif source == "answer":
+            expected = str(answer)
+        elif source not in row:
+            expected = None
+            errors.append(f"string_check: the row has no field {source!r}")
+        else:
+            expected = row_text(row[source])
+            if expected is None:
+                errors.append(f"string_check: field {source!r} is {type(row[source]).__name__}, not text or a number")
+        if expected is None:
+            scores.append(None)
+            continue
+        text = extract_boxed(_answer_region(completion)) if target == "boxed" else completion
+        try:
+            passed = text is not None and _string_check(operation, text.strip(), expected.strip())
+        except ValueError as error:
+            scores.append(None)
+            errors.append(str(error))
+            continue
+        scores.append(float(passed))
+        errors.append(None)
+    return RewardScores(scores, errors)
+
+
 # --------------------------------------------------------------------------- composition
 
 
-def _unique_key(name: str, taken: dict[str, list[float]]) -> str:
+def _unique_key(name: str, taken: Mapping[str, object]) -> str:
     """``name``, or ``name#2``, ``name#3``... when the same reward appears more than once."""
     key, index = name, 1
     while key in taken:
@@ -280,37 +443,107 @@ def _unique_key(name: str, taken: dict[str, list[float]]) -> str:
     return key
 
 
+@dataclass
+class RewardResult:
+    """Scores of a batch: the weighted total, each reward's unweighted scores and its per-sample errors.
+
+    Keys of ``parts`` and ``errors`` are the reward names in the order of the specs (``name#2`` for a
+    repeat). ``errors`` has every key (None for a sample that did not fail); ``reporting`` holds the keys
+    of the rewards that can fail on a sample (``python``, ``string_check``, ``judge``).
+    """
+
+    total: list[float]
+    parts: dict[str, list[float]] = field(default_factory=dict)
+    errors: dict[str, list[str | None]] = field(default_factory=dict)
+    reporting: list[str] = field(default_factory=list)
+
+    def per_fn(self) -> dict[str, list[float]]:
+        """``parts`` plus ``<name>/errors`` flags (1.0 = failed) for the rewards that report errors."""
+        out = dict(self.parts)
+        for key in self.reporting:
+            out[f"{key}{ERRORS_SUFFIX}"] = [float(error is not None) for error in self.errors[key]]
+        return out
+
+
+def score_rewards(
+    specs: Sequence[RewardSpec],
+    completions: list[str],
+    answers: list[str],
+    rows: Sequence[Mapping[str, Any]] | None = None,
+) -> RewardResult:
+    """Weighted sum of the rewards in ``specs``, with each reward's scores and errors.
+
+    ``None`` (not applicable, or failed) counts as 0.0 both in ``parts`` and in the sum.
+    """
+    _check_lengths(completions, answers)
+    sample_rows = _rows_for(rows, len(completions))
+    result = RewardResult(total=[0.0] * len(completions))
+    for spec in specs:
+        raw = REWARDS.get(spec.name)(completions, answers, rows=sample_rows, **spec.kwargs)
+        if len(raw) != len(completions):
+            raise ValueError(f"reward {spec.name!r} returned {len(raw)} scores for {len(completions)} completions")
+        scores = [0.0 if score is None else float(score) for score in raw]
+        key = _unique_key(spec.name, result.parts)
+        result.parts[key] = scores
+        errors = getattr(raw, "errors", None)  # rewards that can fail on one sample report it
+        if errors is not None:
+            result.reporting.append(key)
+            result.errors[key] = [None if error is None else str(error) for error in errors]
+        else:
+            result.errors[key] = [None] * len(completions)
+        result.total = [acc + spec.weight * score for acc, score in zip(result.total, scores, strict=True)]
+    return result
+
+
 def compose_rewards(
-    specs: Sequence[RewardSpec], completions: list[str], answers: list[str]
+    specs: Sequence[RewardSpec],
+    completions: list[str],
+    answers: list[str],
+    rows: Sequence[Mapping[str, Any]] | None = None,
 ) -> tuple[list[float], dict[str, list[float]]]:
     """Weighted sum of the rewards in ``specs``.
 
     Returns ``(total, per_fn)``: ``per_fn`` maps each reward name (``name#2`` for a repeat) to its
     unweighted scores, in the order of ``specs`` (the first one defines accuracy). ``None``
     (not applicable) counts as 0.0 both in ``per_fn`` and in the sum. A reward that reports
-    per-sample errors (the sandboxed ``python`` reward) adds ``<name>/errors`` flags (1.0 = failed).
+    per-sample errors (``python``, ``string_check``, ``judge``) adds ``<name>/errors`` flags (1.0 = failed).
     """
-    _check_lengths(completions, answers)
-    total = [0.0] * len(completions)
-    per_fn: dict[str, list[float]] = {}
-    for spec in specs:
-        raw = REWARDS.get(spec.name)(completions, answers, **spec.kwargs)
-        if len(raw) != len(completions):
-            raise ValueError(f"reward {spec.name!r} returned {len(raw)} scores for {len(completions)} completions")
-        scores = [0.0 if score is None else float(score) for score in raw]
-        key = _unique_key(spec.name, per_fn)
-        per_fn[key] = scores
-        errors = getattr(raw, "errors", None)  # sandboxed rewards report per-sample failures
-        if errors is not None:
-            per_fn[f"{key}{ERRORS_SUFFIX}"] = [float(error is not None) for error in errors]
-        total = [acc + spec.weight * score for acc, score in zip(total, scores, strict=True)]
-    return total, per_fn
+    result = score_rewards(specs, completions, answers, rows)
+    return result.total, result.per_fn()
 
 
 def count_reward_errors(per_fn: dict[str, list[float]]) -> int:
-    """Samples whose sandboxed reward failed (the ``<name>/errors`` entries of ``compose_rewards``)."""
+    """Samples whose reward failed (the ``<name>/errors`` entries of ``compose_rewards``)."""
     return int(sum(sum(flags) for key, flags in per_fn.items() if key.endswith(ERRORS_SUFFIX)))
+
+
+def reward_metrics(
+    per_fn: dict[str, list[float]], all_sum: Callable[[float], float] = lambda value: value
+) -> dict[str, float]:
+    """Step metrics of each reward: ``reward/<name>/mean`` (unweighted) and ``reward/<name>/error_rate``
+    (the fraction of samples it failed on; 0 for rewards that cannot fail).
+
+    ``all_sum`` adds a number over the processes of a distributed job (each scores its own shard);
+    every process calls it in the same order.
+    """
+    count = all_sum(float(max((len(v) for v in per_fn.values()), default=0)))
+    metrics: dict[str, float] = {}
+    for key, scores in per_fn.items():
+        if key.endswith(ERRORS_SUFFIX):
+            continue
+        flags = per_fn.get(f"{key}{ERRORS_SUFFIX}")
+        total, failed = all_sum(float(sum(scores))), all_sum(float(sum(flags)) if flags else 0.0)
+        metrics[f"reward/{key}/mean"] = total / count if count else 0.0
+        metrics[f"reward/{key}/error_rate"] = failed / count if count else 0.0
+    return metrics
 
 
 # User code as a reward: runs in a separate, locked-down process (remix_engine/sandbox.py).
 REWARDS.register("python")(python_reward)
+# A model as judge, on the operator's OpenAI-compatible endpoint (remix_engine/judge.py).
+REWARDS.register("judge")(judge_reward)
+
+if set(REWARDS.names()) != set(REWARD_NAMES):  # pragma: no cover - a reward added to one list only
+    raise RuntimeError(
+        f"rewards.py implements {REWARDS.names()} but reward_specs.py declares {sorted(REWARD_NAMES)}"
+    )

@@ -4,6 +4,10 @@ A job may define its own verifier as Python source in the reward kwargs::
 
     {"name": "python", "kwargs": {"code": "def reward(completion: str, answer: str) -> float: ..."}}
 
+or, to see the sample's dataset row (a dict of its columns, remix_engine/rewards.py `reward_row`),
+``def reward(completion, answer, row)``: the child passes the row when the function accepts a third
+positional argument.
+
 `python_reward` starts a child interpreter (`remix_engine/sandbox_child.py`) inside a bubblewrap
 jail (remix_engine/sandbox_jail.py: PID, network and mount namespaces showing only a read-only
 Python runtime and a private scratch dir, a seccomp filter, uid 65534 without capabilities, a clean
@@ -80,16 +84,20 @@ def python_reward(
     code: str,
     timeout_s: float | None = None,
     memory_mb: int | None = None,
+    rows: list[dict[str, Any]] | None = None,
     audit_hook: bool = True,
     **_: Any,
 ) -> RewardScores:
-    """Score each (completion, answer) with the user's `reward` function, in the sandbox.
+    """Score each (completion, answer[, row]) with the user's `reward` function, in the sandbox.
 
     `audit_hook=False` leaves out the Python-level layer so tests can show that the OS jail alone
     holds; job configs cannot set it (remix_engine/config.py accepts only code, timeout_s, memory_mb).
     """
     if len(completions) != len(answers):
         raise ValueError(f"got {len(completions)} completions but {len(answers)} answers")
+    if rows is not None and len(rows) != len(completions):
+        raise ValueError(f"got {len(rows)} rows for {len(completions)} completions")
+    sample_rows = rows if rows is not None else [{}] * len(completions)
     limits = Limits.from_kwargs(timeout_s, memory_mb)
     jailed = sandbox_mode() == "bwrap"
     scores: list[float | None] = [None] * len(completions)
@@ -97,7 +105,7 @@ def python_reward(
     pending = list(range(len(completions)))
     isolation: list[str] = []
     while pending:
-        samples = [(i, completions[i], answers[i]) for i in pending]
+        samples = [(i, completions[i], answers[i], sample_rows[i]) for i in pending]
         done = _run_child(code, samples, limits, scores, errors, isolation, jailed=jailed, audit_hook=audit_hook)
         pending = [i for i in pending if i not in done]
     result = RewardScores(scores, errors, isolation[0] if isolation else "")
@@ -225,7 +233,7 @@ def _jail_failure(child: _Child) -> str:
 
 def _run_child(
     code: str,
-    samples: list[tuple[int, str, str]],
+    samples: list[tuple[int, str, str, dict[str, Any]]],
     limits: Limits,
     scores: list[float | None],
     errors: list[str | None],
@@ -242,7 +250,7 @@ def _run_child(
         process = child.process
         request = {
             "code": code,
-            "samples": [[i, [c, a]] for i, c, a in samples],
+            "samples": [[i, [c, a, row]] for i, c, a, row in samples],
             # CPU budget of the whole child; each sample also has its own wall-clock limit below.
             "cpu_seconds": int(limits.timeout_s * len(samples) + 1),
             "memory_bytes": limits.memory_mb * 1024 * 1024,
@@ -265,7 +273,7 @@ def _run_child(
                     reason = (report or {}).get("isolation_failed") or _jail_failure(child)
                     raise SandboxUnavailable(f"the reward sandbox could not be built on this worker: {reason}")
                 isolation.append(str(report["isolation"]))
-            for index, _c, _a in samples:
+            for index, *_sample in samples:
                 line = reader.next_line(deadline)
                 while line is not None and "isolation" in line:  # the process-mode child's start-up report
                     isolation.append(str(line["isolation"]))

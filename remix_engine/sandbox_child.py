@@ -2,11 +2,13 @@
 by the engine. Uses only the standard library.
 
 It reads one JSON request from stdin ({"code", "samples", "cpu_seconds", "memory_bytes",
-"drop_to_uid", "jailed", "audit_hook"}), applies resource limits, gives up root, then calls the
-user's `reward(completion, answer)` once per sample and writes one JSON line per sample to the
-results descriptor: {"i": index, "score": float} or {"i": index, "error": "..."}. Its first line
-reports the isolation it observed: {"isolation": "..."}. An exception fails only its sample; anything
-that kills the process (CPU limit, os._exit, a crash) is reported by the parent.
+"drop_to_uid", "jailed", "audit_hook"}; each sample is [index, [completion, answer, row]]), applies
+resource limits, gives up root, then calls the user's `reward(completion, answer, row)` once per
+sample (`reward(completion, answer)` when the function takes no third positional argument) and
+writes one JSON line per sample to the results descriptor: {"i": index, "score": float} or
+{"i": index, "error": "..."}. Its first line reports the isolation it observed: {"isolation": "..."}.
+An exception fails only its sample; anything that kills the process (CPU limit, os._exit, a crash)
+is reported by the parent.
 
 Jailed (`jailed: true`, the default `bwrap` mode, see remix_engine/sandbox_jail.py): bwrap already
 built the namespaces, the mount jail and the seccomp filter; started as root, this script keeps only
@@ -23,6 +25,7 @@ ctypes and setrlimit as an extra layer above the kernel's.
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -181,6 +184,15 @@ def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}{where}"[:500]
 
 
+def takes_row(function: object) -> bool:
+    """Whether the user's reward accepts (completion, answer, row), rather than only (completion, answer)."""
+    try:
+        inspect.signature(function).bind("", "", {})  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 def main() -> None:
     request = json.loads(sys.stdin.readline())
     results = os.fdopen(os.dup(1), "w", buffering=1)
@@ -213,14 +225,17 @@ def main() -> None:
         reward = namespace["reward"]
         if not callable(reward):
             raise TypeError("'reward' is not a function")
+        with_row = takes_row(reward)
     except BaseException as error:  # the module itself is broken: every sample fails the same way
         message = "the reward code failed to load: " + _describe(error)
         for index, _sample in request["samples"]:
             results.write(json.dumps({"i": index, "error": message}) + "\n")
         return
-    for index, (completion, answer) in request["samples"]:
+    for index, (completion, answer, *rest) in request["samples"]:
+        row = rest[0] if rest else {}
         try:
-            line = {"i": index, "score": _score(reward(completion, answer))}
+            value = reward(completion, answer, row) if with_row else reward(completion, answer)
+            line = {"i": index, "score": _score(value)}
         except BaseException as error:  # noqa: BLE001 - one sample's failure is reported, not fatal
             line = {"i": index, "error": _describe(error)}
         results.write(json.dumps(line) + "\n")

@@ -35,6 +35,7 @@ from remix_engine.behavior import keyword_rates
 from remix_engine.config import TrainConfig
 from remix_engine.context_length import check_vllm_context, model_position_limit
 from remix_engine.critic import ValueModel
+from remix_engine.data import Example
 from remix_engine.distributed import (
     RowMap,
     check_shardable,
@@ -52,13 +53,15 @@ from remix_engine.distributed import (
     wrap_for_training,
 )
 from remix_engine.evaluation import EvalSet, evaluate_sets
+from remix_engine.judge import check_judge
 from remix_engine.lora import ADAPTER_DIR, AdapterSnapshot, LoraPolicy, MergedExport
 from remix_engine.losses import POLICY_LOSSES, entropy_bonus, kl_convex_loss, value_loss
 from remix_engine.modeling import load_policy, sequence_logprobs
 from remix_engine.preflight import check_fits, load_model_config
 from remix_engine.prompts import PromptSet, completions_for_rewards
 from remix_engine.replay import ReplayBuffer
-from remix_engine.rewards import count_reward_errors
+from remix_engine.reward_specs import JUDGE_REWARDS
+from remix_engine.rewards import count_reward_errors, reward_metrics, reward_row
 from remix_engine.rollout import HFRolloutEngine, RolloutEngine
 from remix_engine.sampling import PromptSampler, response_seed
 from remix_engine.sandbox import check_sandbox
@@ -115,6 +118,12 @@ def make_rollout_engine(
     raise ValueError(f"rollout.backend={cfg.backend!r} is built by the Trainer (see vllm_rollout.py)")
 
 
+def _eval_set(name: str, examples: list[Example], prompts: list[str], samples: int | None = None) -> EvalSet:
+    """An evaluation set of rendered prompts, with the answers and the rows its reward sees."""
+    rows = [reward_row(e.prompt, e.extra) for e in examples]
+    return EvalSet(name, prompts, [e.answer for e in examples], samples, rows)
+
+
 def _frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
     clone = copy.deepcopy(model).eval()
     clone.requires_grad_(False)
@@ -140,6 +149,8 @@ class Trainer:
         check_backend_available(config.rollout, self.device)  # e.g. vLLM without CUDA: refuse at start
         if any(spec.name == "python" for spec in config.reward.functions):
             log.info("reward sandbox: %s", check_sandbox())  # a worker that cannot jail it refuses now
+        if any(spec.name in JUDGE_REWARDS for spec in config.reward.functions):
+            check_judge()  # a worker without a judge endpoint refuses now
         # Seeds what draws from the global generators before the rollout engine starts (LoRA's adapter
         # init); vLLM's worker reseeds them when it starts, so nothing after that may depend on them:
         # minibatch order and replay draws come from `self.generator`, prompts from PromptSampler's own
@@ -174,10 +185,10 @@ class Trainer:
         # Rendered once, with the chat template, and checked against max_prompt_tokens (never truncated).
         self.train_examples, self.train_prompts = prompts.prepare(train_examples, "training")
         self.eval_examples, eval_prompts = prompts.prepare(eval_examples, "evaluation")
-        self.eval_sets = [EvalSet("", eval_prompts, [e.answer for e in self.eval_examples])]
+        self.eval_sets = [_eval_set("", self.eval_examples, eval_prompts)]
         for extra in load_extra_eval_sets(config):
             kept, rendered = prompts.prepare(extra.examples, f"evaluation set {extra.name!r}")
-            self.eval_sets.append(EvalSet(extra.name, rendered, [e.answer for e in kept], extra.samples))
+            self.eval_sets.append(_eval_set(extra.name, kept, rendered, extra.samples))
         self.overlong_dropped = prompts.dropped
         eval_rollout = config.rollout.model_copy(update={"temperature": config.eval_temperature})
         if isinstance(self.engine, VLLMRolloutEngine):  # one vLLM engine per process, shared
@@ -409,10 +420,13 @@ class Trainer:
             group_id_start=(step - 1) * self.cfg.rollout.prompts_per_step + start,
         )
         batch = batch.to(self.device)
+        rows = [reward_row(ex.prompt, ex.extra) for ex in examples]  # the rewards see each sample's row
+        batch.rows = [rows[i] for i in range(len(examples)) for _ in range(group)]
         completions = completions_for_rewards(batch.prompts, batch.completions)
-        total, per_fn = compose_rewards_isolated(self.cfg.reward.functions, completions, batch.answers)
-        # Failed sandboxed reward calls this step (all processes).
+        total, per_fn = compose_rewards_isolated(self.cfg.reward.functions, completions, batch.answers, batch.rows)
+        # Failed reward calls this step and each reward's mean and error rate (all processes).
         self._reward_errors = int(self.dist.all_sum(count_reward_errors(per_fn)))
+        self._reward_metrics = reward_metrics(per_fn, self.dist.all_sum)
         batch.rewards = torch.tensor(total, dtype=torch.float32, device=self.device)
         first = per_fn[self.cfg.reward.functions[0].name]
         batch.correct = torch.tensor([s > 0 for s in first], dtype=torch.bool, device=self.device)
@@ -641,6 +655,7 @@ class Trainer:
             metrics["replay_policy_age_mean"] = float((step - replay.policy_version).float().mean())
         metrics.update(update)
         metrics.update(self._adv_metrics)
+        metrics.update(getattr(self, "_reward_metrics", {}))
         metrics.update({f"kw_{k}": v for k, v in keyword_rates(fresh.completions).items()})
         return metrics
 

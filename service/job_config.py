@@ -21,6 +21,7 @@ from remix_engine.config import TINY_MODEL_ID, TOY_DATASET_ID, EvalSetSpec, Trai
 from remix_engine.context_length import ContextLengthError, check_vllm_context, model_position_limit
 from remix_engine.eval_benchmarks import BENCHMARK_NAMES
 from remix_engine.preflight import GiB, InsufficientMemoryError, check_fits, offline_model_config, offline_model_shape
+from remix_engine.reward_specs import JUDGE_REWARDS
 from service.errors import FieldValidationError, ProblemError, pydantic_errors
 from service.models import Dataset
 from service.schemas import JobCreate
@@ -149,6 +150,24 @@ def _merge_request(body: JobCreate, train: Dataset | None, evaluation: Dataset |
     return config
 
 
+def check_judge_available(functions: Any, *, configured: bool, prefix: str) -> None:
+    """Refuse (422, naming each judge reward's name field) judge rewards where the operator set no judge
+    endpoint (REMIX_JUDGE_URL and REMIX_JUDGE_MODEL): the config schema cannot see the settings."""
+    if configured:
+        return
+    errors = [
+        {
+            "field": f"{prefix}functions.{index}.name",
+            "message": "the judge reward needs a judge endpoint and none is configured on this service "
+            "(the operator sets REMIX_JUDGE_URL and REMIX_JUDGE_MODEL)",
+        }
+        for index, spec in enumerate(functions)
+        if spec.name in JUDGE_REWARDS
+    ]
+    if errors:
+        raise FieldValidationError(errors)
+
+
 def check_tokens_per_step(config: TrainConfig, max_tokens_per_step: int) -> None:
     """Refuse (422) a job whose steps would generate more tokens than the operator allows."""
     rollout = config.rollout
@@ -214,12 +233,14 @@ def build_train_config(
     is_admin: bool,
     gpu_memory_gib: float = DEFAULT_GPU_MEMORY_GIB,
     max_tokens_per_step: int = DEFAULT_MAX_TOKENS_PER_STEP,
+    judge_configured: bool = False,
 ) -> TrainConfig:
     """Merge and validate; errors name the offending field (e.g. config.algorithm.clip_eps).
 
     Also refused: steps generating more than `max_tokens_per_step` tokens (REMIX_MAX_TOKENS_PER_STEP),
-    vLLM jobs whose responses fill the model's whole context, and jobs whose memory pre-flight does not
-    fit one GPU of `gpu_memory_gib` (REMIX_GPU_MEMORY_GIB).
+    vLLM jobs whose responses fill the model's whole context, jobs whose memory pre-flight does not fit
+    one GPU of `gpu_memory_gib` (REMIX_GPU_MEMORY_GIB), and judge rewards where no judge endpoint is
+    configured (`judge_configured`, REMIX_JUDGE_URL).
     """
     unstorable = first_unstorable(body.model_dump(mode="json"))
     if unstorable is not None:
@@ -241,6 +262,7 @@ def build_train_config(
             slug="forbidden",
             field="config.model",
         )
+    check_judge_available(config.reward.functions, configured=judge_configured, prefix="config.reward.")
     check_tokens_per_step(config, max_tokens_per_step)
     check_context_length(config)
     check_gpu_memory(config, gpu_memory_gib)

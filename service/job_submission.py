@@ -72,6 +72,7 @@ def submit_job(
         is_admin=submitter.is_admin,
         gpu_memory_gib=settings.gpu_memory_gib,
         max_tokens_per_step=settings.max_tokens_per_step,
+        judge_configured=settings.judge_configured,
     )
     draft = jobs_repo.NewJob(
         tenant_id=submitter.tenant_id,

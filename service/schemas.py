@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from remix_engine.config import RewardConfig
 from service.pagination import as_utc
 from service.storable import MAX_CONFIG_DEPTH, deeper_than
 
@@ -153,3 +155,67 @@ class DatasetsPage(BaseModel):
 class HealthStatus(BaseModel):
     status: str
     checks: dict[str, str] = Field(default_factory=dict)
+
+
+# Bounds of POST /v1/rewards/dry-run (the whole body is also capped at 1 MiB: service/body_limit.py).
+DRY_RUN_MAX_COMPLETIONS = 64
+DRY_RUN_MAX_COMPLETION_CHARS = 64 * 1024
+DRY_RUN_MAX_ROW_BYTES = 256 * 1024
+DRY_RUN_MAX_ROW_DEPTH = 32
+
+DryRunCompletion = Annotated[str, Field(max_length=DRY_RUN_MAX_COMPLETION_CHARS)]
+
+
+class RewardDryRun(BaseModel):
+    """Score completions against one dataset row with a reward config, exactly as a job's rewards would."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reward: RewardConfig = Field(description="The `reward` section of a job config (see /v1/config/schema).")
+    row: dict[str, Any] = Field(
+        default_factory=dict,
+        description=(
+            "One dataset row: 'answer' is the reference answer (a string or number; missing: empty), 'prompt' "
+            "the prompt, every other column is what rewards read from the row (string_check's field, the "
+            f"python reward's row, the judge rubric's placeholders). At most {DRY_RUN_MAX_ROW_BYTES} bytes as "
+            f"JSON, {DRY_RUN_MAX_ROW_DEPTH} levels deep."
+        ),
+        examples=[{"prompt": "What is 6 x 7?", "answer": "42", "unit": "apples"}],
+    )
+    completions: list[DryRunCompletion] = Field(
+        min_length=1,
+        max_length=DRY_RUN_MAX_COMPLETIONS,
+        description=f"1 to {DRY_RUN_MAX_COMPLETIONS} completions of at most {DRY_RUN_MAX_COMPLETION_CHARS} "
+        "characters each, all scored against the row.",
+        examples=[["The answer is \\boxed{42}.", "41"]],
+    )
+
+    @field_validator("row", mode="before")
+    @classmethod
+    def _shallow_enough(cls, value: Any) -> Any:
+        if deeper_than(value, DRY_RUN_MAX_ROW_DEPTH):
+            raise ValueError(f"nested more than {DRY_RUN_MAX_ROW_DEPTH} levels deep")
+        return value
+
+    @field_validator("row")
+    @classmethod
+    def _small_enough(cls, value: dict[str, Any]) -> dict[str, Any]:
+        size = len(json.dumps(value, ensure_ascii=False).encode())
+        if size > DRY_RUN_MAX_ROW_BYTES:
+            raise ValueError(f"is {size} bytes as JSON; at most {DRY_RUN_MAX_ROW_BYTES}")
+        answer = value.get("answer", "")
+        if isinstance(answer, bool) or not isinstance(answer, str | int | float):
+            raise ValueError("'answer' must be a string or a number")
+        return value
+
+
+class RewardDryRunResult(BaseModel):
+    scores: list[float] = Field(description="Weighted total of each completion (what training would use).")
+    parts: dict[str, list[float]] = Field(
+        description="Each reward's unweighted scores, by name ('name#2' for a repeat), in config order; "
+        "a reward that does not apply or failed scores 0."
+    )
+    errors: dict[str, list[str | None]] = Field(
+        description="Each reward's error per completion (null: none), e.g. a python reward that raised, a "
+        "string_check field missing from the row, a judge request that timed out."
+    )

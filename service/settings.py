@@ -80,6 +80,17 @@ class Settings(BaseSettings):
         description="Wall-clock budget for scoring one batch with the builtin rewards (python rewards add "
         "their own per-sample limits); past it the job fails with RewardScoringError.",
     )
+    # The judge reward's endpoint (remix_engine/judge.py), read by the engine on the workers from the
+    # same environment variables, and by the API for POST /v1/rewards/dry-run and at submission.
+    judge_url: str | None = Field(
+        None,
+        description="Base URL of the OpenAI-compatible chat-completions API the 'judge' reward calls (e.g. "
+        "https://api.openai.com/v1; requests go to <url>/chat/completions). Unset: jobs and dry runs with a "
+        "judge reward are refused (422). Only the operator names it: a job cannot.",
+    )
+    judge_model: str | None = Field(None, description="Model name sent to the judge endpoint (needed with judge_url).")
+    judge_api_key: SecretStr | None = Field(None, description="Sent to the judge endpoint as a Bearer token.")
+    judge_concurrency: int = Field(8, ge=1, le=64, description="Judge requests in flight at once per batch.")
     metrics_token: SecretStr | None = Field(
         None,
         min_length=16,
@@ -92,11 +103,32 @@ class Settings(BaseSettings):
         "the metrics show job counts, job ids and queue depth across every tenant.",
     )
 
-    @field_validator("metrics_token", mode="before")
+    @field_validator("metrics_token", "judge_url", "judge_model", "judge_api_key", mode="before")
     @classmethod
-    def _empty_metrics_token_is_unset(cls, value: object) -> object:
+    def _empty_is_unset(cls, value: object) -> object:
         # Compose passes `REMIX_METRICS_TOKEN: ${REMIX_METRICS_TOKEN:-}`: empty means "not configured".
         return None if value == "" else value
+
+    @field_validator("judge_url")
+    @classmethod
+    def _judge_url_is_http(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("REMIX_JUDGE_URL must be an http:// or https:// URL")
+        return value
+
+    @property
+    def judge_configured(self) -> bool:
+        """Whether the judge reward can run: an endpoint and a model are configured."""
+        return self.judge_url is not None and self.judge_model is not None
+
+    def judge_env(self) -> dict[str, str]:
+        """The REMIX_JUDGE_* variables of these settings, for a scoring child of the API."""
+        return {
+            "REMIX_JUDGE_URL": self.judge_url or "",
+            "REMIX_JUDGE_MODEL": self.judge_model or "",
+            "REMIX_JUDGE_API_KEY": self.judge_api_key.get_secret_value() if self.judge_api_key else "",
+            "REMIX_JUDGE_CONCURRENCY": str(self.judge_concurrency),
+        }
 
     @model_validator(mode="after")
     def _refuse_embedded_defaults_in_prod(self) -> Settings:

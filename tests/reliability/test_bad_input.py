@@ -303,6 +303,14 @@ BAD_REWARDS = [
     pytest.param({"name": "exact_match", "kwargs": {"pattern": "a"}}, "kwargs.pattern", id="exact-match-kwarg"),
     pytest.param({"name": "format", "kwargs": {"x": 1}}, "kwargs.x", id="format-kwarg"),
     pytest.param({"name": "python", "kwargs": {"code": "x = 1"}}, "kwargs", id="python-without-reward"),
+    pytest.param({"name": "string_check", "kwargs": {"field": "label"}}, "kwargs.operation", id="string-check-op"),
+    pytest.param({"name": "judge", "kwargs": {"rubric": "no placeholder"}}, "kwargs.rubric", id="judge-rubric"),
+    # SSRF: the judge's endpoint is the operator's (REMIX_JUDGE_URL); a job can never name one.
+    pytest.param(
+        {"name": "judge", "kwargs": {"rubric": "{completion}", "url": "http://169.254.169.254/latest/meta-data/"}},
+        "kwargs.url",
+        id="judge-url-from-a-tenant",
+    ),
 ]
 
 

@@ -8,7 +8,7 @@ import yaml
 from annotated_types import Le, Lt
 from pydantic import BaseModel, ValidationError
 
-from remix_engine.config import AlgorithmConfig, TrainConfig
+from remix_engine.config import AlgorithmConfig, RewardConfig, TrainConfig
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -273,6 +273,23 @@ def test_the_largest_seed_seeds_every_generator_the_engine_uses():
         ({"name": "exact_match", "kwargs": {"strict": True}}, "kwargs.strict", "Extra inputs"),
         ({"name": "format", "kwargs": {"x": 1}}, "kwargs.x", "Extra inputs"),
         ({"name": "python", "kwargs": {}}, "kwargs", "python reward needs kwargs.code"),
+        ({"name": "string_check"}, "kwargs.operation", "Field required"),
+        ({"name": "string_check", "kwargs": {"operation": "like"}}, "kwargs.operation", "'eq', 'ne', 'contains'"),
+        (
+            {"name": "string_check", "kwargs": {"operation": "eq", "field": "label", "reference": "x"}},
+            "kwargs",
+            "either 'field'",
+        ),
+        ({"name": "string_check", "kwargs": {"operation": "eq", "field": ""}}, "kwargs.field", "at least 1"),
+        ({"name": "string_check", "kwargs": {"operation": "eq", "target": "x"}}, "kwargs.target", "'completion'"),
+        ({"name": "judge"}, "kwargs.rubric", "Field required"),
+        ({"name": "judge", "kwargs": {"rubric": "Rate {answer}"}}, "kwargs.rubric", "{completion}"),
+        ({"name": "judge", "kwargs": {"rubric": "{completion}" * 17}}, "kwargs.rubric", "17 placeholders; at most 16"),
+        ({"name": "judge", "kwargs": {"rubric": "{completion}", "timeout_s": 0}}, "kwargs.timeout_s", "greater"),
+        ({"name": "judge", "kwargs": {"rubric": "{completion}", "max_tokens": 10**6}}, "kwargs.max_tokens", "8192"),
+        # The endpoint is the operator's: a job can never name the URL a worker calls (SSRF).
+        ({"name": "judge", "kwargs": {"rubric": "{completion}", "url": "http://10.0.0.1/"}}, "kwargs.url", "Extra"),
+        ({"name": "judge", "kwargs": {"rubric": "{completion}", "model": "x"}}, "kwargs.model", "Extra"),
     ],
 )
 def test_reward_kwargs_are_checked_against_what_each_reward_takes(reward, field, message):
@@ -284,10 +301,16 @@ def test_reward_kwargs_are_checked_against_what_each_reward_takes(reward, field,
 
 
 def test_every_reward_declares_its_kwargs_and_valid_ones_run():
-    from remix_engine.config import REWARD_KWARGS, RewardName
+    from remix_engine.config import RewardName
+    from remix_engine.reward_specs import REWARD_KINDS, REWARD_NAMES
     from remix_engine.rewards import REWARDS
 
-    assert set(REWARD_KWARGS) | {"python"} == set(get_args(RewardName)) == set(REWARDS.names())
+    # One registry of names: the config's Literal is built from it, and each name has an implementation.
+    assert get_args(RewardName) == REWARD_NAMES == tuple(REWARD_KINDS)
+    assert set(REWARD_NAMES) == set(REWARDS.names())
+    assert all(kind.kwargs is not None or kind.check is not None for kind in REWARD_KINDS.values())
+    schema = TrainConfig.model_json_schema()["$defs"]["RewardSpec"]["properties"]["name"]
+    assert schema["enum"] == list(REWARD_NAMES)
     cfg = TrainConfig.model_validate(
         {
             "reward": {
@@ -302,3 +325,11 @@ def test_every_reward_declares_its_kwargs_and_valid_ones_run():
     first, second, _ = cfg.reward.functions
     assert REWARDS.get(first.name)(["\\boxed{42}", "\\boxed{4a}"], ["", ""], **first.kwargs) == [1.0, 0.0]
     assert REWARDS.get(second.name)(["a x12 b", "x1"], ["", ""], **second.kwargs) == [1.0, 0.0]
+    valid = [
+        {"name": "string_check", "kwargs": {"operation": "ilike", "field": "label", "target": "boxed"}},
+        {"name": "string_check", "kwargs": {"operation": "ne", "reference": "I don't know"}},
+        {"name": "judge", "kwargs": {"rubric": "Q: {prompt} A: {completion} ({answer}) \\boxed{}", "timeout_s": 5}},
+        {"name": "python", "kwargs": {"code": "def reward(completion, answer, row):\n    return 1.0\n"}},
+    ]
+    names = [spec.name for spec in RewardConfig.model_validate({"functions": valid}).functions]
+    assert names == ["string_check", "string_check", "judge", "python"]

@@ -94,3 +94,15 @@ def test_rejects_data_that_cannot_be_corrected():
         buf.add(1, batch)
     with pytest.raises(ValueError):
         ReplayBuffer(history_window=0, pad_token_id=0)
+
+
+def test_rows_stay_aligned_when_batches_without_them_are_joined():
+    # Replayed batches saved before rows existed (an older checkpoint) join fresh batches that have them.
+    fresh = make_batch(2)
+    fresh.rows = [{"prompt": "p", "label": i} for i in range(len(fresh))]
+    old = RolloutBatch.from_state_dict({k: v for k, v in make_batch(1).state_dict().items() if k != "rows"})
+    assert old.rows == []
+    joined = RolloutBatch.concat([fresh, old], pad_token_id=0)
+    assert len(joined.rows) == len(joined) == 12
+    assert joined.rows[:6] == fresh.rows and joined.rows[6:] == [{}] * 6
+    assert joined.select([5, 6]).rows == [fresh.rows[5], {}]

@@ -1,22 +1,31 @@
-"""Reward functions: boxed extraction, the math verifier on MATH500 answers, composition."""
+"""Reward functions: boxed extraction, the math verifier on MATH500 answers, string_check on a row's
+fields, the rows every reward sees, composition and the per-reward step metrics."""
 
 from __future__ import annotations
 
 import json
+import math
 import random
 import re
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from remix_engine.config import RewardConfig, RewardSpec
 from remix_engine.eval_benchmarks import data_file
+from remix_engine.reward_specs import REWARD_KINDS, REWARD_NAMES
 from remix_engine.rewards import (
     REWARDS,
     compose_rewards,
+    count_reward_errors,
     extract_boxed,
     is_equivalent,
+    like_matcher,
     normalize_answer,
+    reward_metrics,
+    reward_row,
+    score_rewards,
     symbolic_equivalent,
 )
 
@@ -243,7 +252,8 @@ def test_format_reward() -> None:
 
 def test_every_configurable_reward_is_registered() -> None:
     configurable = set(RewardSpec.model_fields["name"].annotation.__args__)
-    assert configurable == set(REWARDS.names())
+    # One list of names (reward_specs.py); rewards.py implements each of them and nothing else.
+    assert configurable == set(REWARD_NAMES) == set(REWARD_KINDS) == set(REWARDS.names())
 
 
 def test_compose_rewards_weighted_sum() -> None:
@@ -283,3 +293,114 @@ def test_patterns_re2_cannot_run_in_linear_time_are_refused() -> None:
     for pattern in (r"(a)\1", r"(?=a)a", r"(?<!b)a"):
         with pytest.raises(ValueError, match="invalid pattern"):
             regex(["a"], ["a"], pattern=pattern)
+
+
+# --------------------------------------------------------------------------- rows
+
+
+def test_a_reward_row_is_the_prompt_and_the_json_columns_but_the_answer() -> None:
+    extra = {"label": "x", "level": 3, "tags": ["a", {"b": 1.5}], "when": object(), "nan": math.nan, 7: "int key"}
+    row = reward_row("What is 2+2?", extra)
+    assert row == {"label": "x", "level": 3, "tags": ["a", {"b": 1.5}], "prompt": "What is 2+2?"}
+    assert json.loads(json.dumps(row)) == row  # it crosses process boundaries as JSON unchanged
+    assert reward_row("p", {"prompt": "another column"}) == {"prompt": "p"}  # the prompt wins
+
+
+def test_every_reward_is_given_the_rows_and_a_count_mismatch_is_refused() -> None:
+    check = RewardSpec(name="string_check", kwargs={"operation": "eq", "field": "label"})
+    specs = [RewardSpec(name="exact_match"), check]
+    rows = [{"label": "4"}, {"label": "5"}]
+    total, per_fn = compose_rewards(specs, ["4", "4"], ["4", "4"], rows)
+    assert per_fn["string_check"] == [1.0, 0.0] and total == [2.0, 1.0]
+    with pytest.raises(ValueError, match="1 rows for 2 completions"):
+        compose_rewards(specs, ["4", "4"], ["4", "4"], rows[:1])
+
+
+# --------------------------------------------------------------------------- string_check
+
+string_check = REWARDS.get("string_check")
+
+
+@pytest.mark.parametrize(
+    ("operation", "completion", "reference", "expected"),
+    [
+        ("eq", " Paris \n", "Paris", 1.0),
+        ("eq", "paris", "Paris", 0.0),  # eq is case-sensitive, like OpenAI's string_check
+        ("ne", "Lyon", "Paris", 1.0),
+        ("ne", "Paris", " Paris", 0.0),
+        ("contains", "The capital is Paris.", "Paris", 1.0),
+        ("contains", "The capital is paris.", "Paris", 0.0),
+        ("ilike", "The capital is PARIS.", "%paris%", 1.0),
+        ("ilike", "Paris", "p_ris", 1.0),
+        ("ilike", "Pariss", "p_ris", 0.0),  # a LIKE pattern matches the whole input
+        ("ilike", "100%", "100\\%", 1.0),  # a backslash makes % literal
+        ("ilike", "100 percent", "100\\%", 0.0),
+        ("ilike", "a_b", "a\\_b", 1.0),
+        ("ilike", "axb", "a\\_b", 0.0),
+        ("ilike", "line one\nline two", "line%two", 1.0),  # % spans newlines
+        ("ilike", "(a+b)*[c]", "(A+B)*[C]", 1.0),  # regex metacharacters are literal
+        ("ilike", "Ünïcode", "üNÏCODE", 1.0),
+    ],
+)
+def test_string_check_operations(operation: str, completion: str, reference: str, expected: float) -> None:
+    result = string_check([completion], [""], operation=operation, reference=reference)
+    assert list(result) == [expected] and result.errors == [None]
+
+
+def test_string_check_reads_the_reference_from_a_row_field_or_the_answer() -> None:
+    rows = [{"label": "cat"}, {"label": "dog"}, {"label": 42}, {"other": 1}, {"label": ["a"]}]
+    completions = ["cat", "cat", "42", "cat", "a"]
+    result = string_check(completions, ["cat"] * 5, operation="eq", field="label", rows=rows)
+    assert list(result) == [1.0, 0.0, 1.0, None, None]
+    assert result.errors[:3] == [None, None, None]
+    assert result.errors[3] == "string_check: the row has no field 'label'"
+    assert "field 'label' is list, not text or a number" in str(result.errors[4])
+    by_answer = string_check(["cat", "dog"], ["cat", "cat"], operation="eq", rows=[{}, {}])  # field defaults to answer
+    assert list(by_answer) == [1.0, 0.0]
+
+
+def test_string_check_on_the_boxed_answer() -> None:
+    completions = ["I think \\boxed{Paris}", "Paris but no box", "<think>\\boxed{Lyon}</think> \\boxed{paris}"]
+    result = string_check(completions, ["Paris"] * 3, operation="ilike", target="boxed")
+    assert list(result) == [1.0, 0.0, 1.0]
+
+
+def test_an_ilike_pattern_matches_in_linear_time() -> None:
+    # A naive backtracking matcher takes exponential time on many %'s against a near miss.
+    pattern = "%a" * 200 + "%b"
+    text = "a" * 60_000
+    started = time.monotonic()
+    assert like_matcher(pattern).fullmatch(text) is None
+    assert like_matcher(pattern).fullmatch(text + "b") is not None
+    assert time.monotonic() - started < 5
+
+
+def test_string_check_errors_are_counted_and_reported_by_the_composition() -> None:
+    specs = [RewardSpec(name="string_check", kwargs={"operation": "contains", "field": "keyword"})]
+    result = score_rewards(specs, ["has foo", "has bar"], ["", ""], [{"keyword": "foo"}, {}])
+    assert result.parts == {"string_check": [1.0, 0.0]}
+    assert result.errors == {"string_check": [None, "string_check: the row has no field 'keyword'"]}
+    assert count_reward_errors(result.per_fn()) == 1
+
+
+# --------------------------------------------------------------------------- per-reward metrics
+
+
+def test_reward_metrics_give_each_rewards_mean_and_error_rate() -> None:
+    per_fn = {
+        "math_verify": [1.0, 0.0, 1.0, 1.0],
+        "python": [0.5, 0.0, 0.0, 1.0],
+        "python/errors": [0.0, 1.0, 1.0, 0.0],
+        "regex#2": [0.0, 0.0, 0.0, 1.0],
+    }
+    assert reward_metrics(per_fn) == {
+        "reward/math_verify/mean": 0.75,
+        "reward/math_verify/error_rate": 0.0,
+        "reward/python/mean": 0.375,
+        "reward/python/error_rate": 0.5,
+        "reward/regex#2/mean": 0.25,
+        "reward/regex#2/error_rate": 0.0,
+    }
+    # Two processes with the same shard: sums double, means stay.
+    doubled = reward_metrics(per_fn, all_sum=lambda value: 2 * value)
+    assert doubled["reward/python/mean"] == 0.375 and doubled["reward/python/error_rate"] == 0.5

@@ -46,6 +46,26 @@ def test_a_normal_function_scores_every_sample() -> None:
     assert REWARDS.get("python") is python_reward
 
 
+def test_a_reward_taking_a_row_sees_the_samples_columns() -> None:
+    code = (
+        "def reward(completion, answer, row):\n"
+        "    assert set(row) >= {'prompt', 'unit'}, row\n"
+        "    return float(completion.strip() == answer + ' ' + row['unit']) + 0.5 * (row.get('level') == 2)\n"
+    )
+    rows = [{"prompt": "How long?", "unit": "m", "level": 2}, {"prompt": "How heavy?", "unit": "kg"}]
+    result = python_reward(["3 m", "3 g"], ["3", "3"], code=code, rows=rows)
+    assert list(result) == [1.5, 0.0] and result.errors == [None, None]
+    # A row is optional for the function: (completion, answer) functions keep working, and so do
+    # signatures that can take a row (a default, *args).
+    assert list(python_reward(["4"], ["4"], code=EXACT, rows=[{"unit": "m"}])) == [1.0]
+    with_default = "def reward(completion, answer, row=None):\n    return float(row is not None and 'unit' in row)\n"
+    assert list(python_reward(["4", "4"], ["4", "4"], code=with_default, rows=[{"unit": "m"}, {}])) == [1.0, 0.0]
+    varargs = "def reward(*args):\n    return float(len(args))\n"
+    assert list(python_reward(["4"], ["4"], code=varargs, rows=[{}])) == [3.0]
+    # Without rows (e.g. a caller that has none) the function gets an empty row.
+    assert list(python_reward(["4"], ["4"], code="def reward(c, a, row):\n    return float(row == {})\n")) == [1.0]
+
+
 def test_an_exception_fails_only_its_sample() -> None:
     code = _dispatching("    raise ValueError('cannot grade ' + completion)")
     error = _only_sample_1_fails(python_reward(["ok", "boom", "ok"], ["a", "b", "cd"], code=code))
@@ -175,7 +195,8 @@ def test_errors_are_counted_by_compose_rewards() -> None:
         ({"code": "def reward(:"}, "does not parse"),
         ({"code": "def score(completion, answer):\n    return 1.0\n"}, "must define a top-level def reward"),
         ({"code": "def reward(completion):\n    return 1.0\n"}, "exactly (completion, answer)"),
-        ({"code": "def reward(a, b, c):\n    return 1.0\n"}, "exactly (completion, answer)"),
+        ({"code": "def reward(a, b, c, d):\n    return 1.0\n"}, "(completion, answer) or (completion, answer, row)"),
+        ({"code": "def reward(a, b, *, c):\n    return 1.0\n"}, "exactly (completion, answer)"),
         ({"code": EXACT, "timeout_s": 60}, "timeout_s"),
         ({"code": EXACT, "memory_mb": 10**6}, "memory_mb"),
         ({"code": EXACT, "network": True}, "unknown kwargs"),

@@ -79,3 +79,30 @@ def test_the_budget_grows_with_each_python_rewards_per_sample_limit(monkeypatch:
                                                "timeout_s": 2})
     assert scoring_timeout_s(SPECS, 100) == scoring.DEFAULT_BASE_TIMEOUT_S
     assert scoring_timeout_s([*SPECS, python], 100) == scoring.DEFAULT_BASE_TIMEOUT_S + scoring.STARTUP_GRACE_S + 200
+
+
+def test_rows_cross_to_the_child_once_per_group_and_errors_come_back_with_their_message(scorer: RewardScorer) -> None:
+    reads_row = RewardSpec(
+        name="python",
+        kwargs={"code": "def reward(completion, answer, row):\n    return float(completion == row['unit'])\n"},
+    )
+    check = RewardSpec(name="string_check", kwargs={"operation": "eq", "field": "unit"})
+    first, second = {"unit": "m", "prompt": "p1"}, {"prompt": "p2"}
+    rows = [first, first, second, second]  # a group's responses share their prompt's row
+    request = scoring._rows_request(rows, 4)
+    assert request == {"rows": [first, second], "row_index": [0, 0, 1, 1]}
+    result = scorer.score([reads_row, check], ["m", "x", "m", "m"], ["", "", "", ""], rows)
+    assert result.parts == {"python": [1.0, 0.0, 0.0, 0.0], "string_check": [1.0, 0.0, 0.0, 0.0]}
+    assert result.errors["python"][:2] == [None, None] and "KeyError: 'unit'" in str(result.errors["python"][2])
+    assert result.errors["string_check"] == [None, None, *["string_check: the row has no field 'unit'"] * 2]
+    assert result.reporting == ["python", "string_check"]
+    total, per_fn = scorer.compose([reads_row, check], ["m", "x", "m", "m"], ["", "", "", ""], rows)
+    assert (total, per_fn) == compose_rewards([reads_row, check], ["m", "x", "m", "m"], ["", "", "", ""], rows)
+    assert per_fn["python/errors"] == [0.0, 0.0, 1.0, 1.0]
+
+
+def test_the_budget_grows_with_each_judges_requests() -> None:
+    judge = RewardSpec(name="judge", kwargs={"rubric": "{completion}", "timeout_s": 10})
+    env = {"REMIX_JUDGE_CONCURRENCY": "4"}
+    # 8 samples, 4 at a time: 2 waves of a request and its 2 retries (10 s each, up to 5 s between tries).
+    assert scoring_timeout_s([judge], 8, base_s=1.0, environ=env) == 1.0 + 2 * (3 * 10 + 2 * 5)

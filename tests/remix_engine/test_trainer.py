@@ -253,3 +253,56 @@ def test_a_stop_saves_the_step_reached_only_when_asked(random_model_dir, tmp_pat
         assert Trainer.latest_checkpoint(tmp_path) == result.last_checkpoint
     else:
         assert result.last_checkpoint is None and callbacks.checkpoints == []
+
+
+def test_rewards_see_the_row_and_each_reward_is_a_step_metric(random_model_dir, tmp_path):
+    import json
+
+    from remix_engine.rewards import compose_rewards, reward_row
+
+    # A dataset with a column beyond prompt and answer; only some rows have it.
+    rows = [{"prompt": f"{a}+{b}=", "answer": str(a + b), **({"unit": "1"} if a % 2 else {})}
+            for a, b in [(11, 22), (12, 30), (13, 40), (24, 15), (35, 26), (46, 17)]]
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    functions = [
+        {"name": "regex", "kwargs": {"pattern": "[0-9]", "target": "completion"}},
+        {"name": "string_check", "weight": 0.5, "kwargs": {"operation": "contains", "field": "unit"}},
+        # Reads the row's column; fails (KeyError) on the rows without it.
+        {"name": "python", "weight": 2.0,
+         "kwargs": {"code": "def reward(completion, answer, row):\n    return float(row['unit'] in completion)\n"}},
+    ]
+    cfg = small_config(random_model_dir, name="grpo").model_copy(
+        update={
+            "data": TrainConfig.model_validate({"data": {"train_path": str(data), "eval_size": 2}}).data,
+            "reward": TrainConfig.model_validate({"reward": {"functions": functions}}).reward,
+            "total_steps": 2,
+            "log_completions": 64,
+        }
+    )
+    rec = Recorder()
+    Trainer(cfg, tmp_path / "out", callbacks=rec).train()
+    samples = [e[3]["samples"] for e in rec.events if e[0] == "samples"]
+    assert len(samples) == 2
+    by_prompt = {
+        row["prompt"]: reward_row(row["prompt"], {k: v for k, v in row.items() if k not in ("prompt", "answer")})
+        for row in rows
+    }
+    for metrics, step_samples in zip(rec.steps, samples, strict=True):
+        completions = [s["completion"] for s in step_samples]
+        answers = [s["answer"] for s in step_samples]
+        sample_rows = [by_prompt[s["prompt"]] for s in step_samples]
+        _, per_fn = compose_rewards(cfg.reward.functions, completions, answers, sample_rows)
+        missing = [float("unit" not in row) for row in sample_rows]
+        assert 0 < sum(missing) < len(missing)  # the step saw rows with and without the column
+        for name in ("regex", "string_check", "python"):
+            assert metrics[f"reward/{name}/mean"] == pytest.approx(sum(per_fn[name]) / len(completions)), name
+        assert metrics["reward/regex/error_rate"] == 0.0
+        assert metrics["reward/string_check/error_rate"] == pytest.approx(sum(missing) / len(missing))
+        assert metrics["reward/python/error_rate"] == pytest.approx(sum(missing) / len(missing))
+        assert metrics["reward_errors"] == 2 * sum(missing)
+        assert metrics["accuracy"] == pytest.approx(metrics["reward/regex/mean"])  # the first reward is binary
+        weighted = sum(
+            spec.weight * metrics[f"reward/{spec.name}/mean"] for spec in cfg.reward.functions
+        )
+        assert metrics["reward_mean"] == pytest.approx(weighted, abs=1e-6)

@@ -104,6 +104,11 @@ def step_metrics(step: int, *, mix: bool) -> dict[str, Any]:
         "loss": 1.0 / step,
         "step_s": 0.5,
         "gen_tokens_per_s": 800.0,
+        # each reward function's mean and error rate (math_verify, the config's reward, charts first)
+        "reward/math_verify/mean": 0.1 * step,
+        "reward/math_verify/error_rate": 0.0,
+        "reward/python/mean": 0.05 * step,
+        "reward/python/error_rate": 0.25,
     }
     if mix:
         metrics["response_length_replay"] = 18.0 + step
@@ -179,6 +184,12 @@ def test_dashboard_follows_a_job_live(
     assert page.inner_text("#metric-count") == "3"
     assert chart_points(page, "Response length (tokens)") == 3
     assert chart_points(page, "Accuracy") == 4  # steps 1-3 plus the evaluation before training
+    # One line per reward function (and its error rate), built from the reward/<name>/* keys.
+    assert chart_points(page, "Reward functions") == 3
+    assert page.get_attribute('[data-chart="Reward functions"]', "data-series") == (
+        "reward/math_verify/mean reward/math_verify/error_rate reward/python/mean reward/python/error_rate"
+    )
+    assert "python errors" in page.inner_text('[data-chart="Reward functions"]')
     page.locator("#job-status .status-running").wait_for()
 
     # Sampled completions and the reincarnation at step 3.
@@ -204,13 +215,15 @@ def test_dashboard_follows_a_job_live(
     assert "<b>42</b> \\boxed{42}" in first_sample.inner_text()  # shown as text, never as HTML
     assert "reward 1" in first_sample.inner_text()
     assert page.locator("#samples b").count() == 0
-    assert all(page.get_attribute(f'[data-chart="{t}"]', "data-markers") == "1" for t in ("Reward", "KL terms and λ"))
+    charts = ("Reward", "Reward functions", "KL terms and λ")
+    assert all(page.get_attribute(f'[data-chart="{t}"]', "data-markers") == "1" for t in charts)
 
     # On-policy steps after the reincarnation extend the charts without a reload.
     for step in (4, 5, 6):
         job_outputs.record_metrics(db, job_id, step, step_metrics(step, mix=False))
     db.commit()
     wait_for_points(page, "Reward", 6)
+    assert chart_points(page, "Reward functions") == 6
     assert page.inner_text("#phase") == "on-policy"
     assert chart_points(page, "Response length (tokens)") == 6
 

@@ -9,7 +9,7 @@ export class StepChart {
   /**
    * @param {HTMLElement} container
    * @param {{title: string, series: {key: string, label: string, color: string, right?: boolean,
-   *          dots?: boolean}[], rightLabel?: string}} spec
+   *          dots?: boolean, dash?: number[]}[], rightLabel?: string}} spec
    */
   constructor(container, spec) {
     this.container = container;
@@ -33,6 +33,7 @@ export class StepChart {
           label: s.label,
           stroke: s.color,
           width: 2,
+          ...(s.dash ? { dash: s.dash } : {}),
           scale: s.right ? "right" : "y",
           spanGaps: true, // sparse series (evaluation) still draw as a line
           points: { show: s.dots ?? false, size: 6, fill: s.color },
@@ -65,6 +66,7 @@ export class StepChart {
     this.points = keep.filter(Boolean).length;
     this.showLatestInLegend();
     this.container.dataset.points = String(this.points); // read by tests and handy when debugging
+    this.container.dataset.series = this.spec.series.map((s) => s.key).join(" ");
   }
 
   /** Without a hovering cursor the legend shows the latest values instead of "--". */

@@ -25,10 +25,26 @@ const CHARTS = [
     { key: "replayed_samples_total", label: "replayed", color: "#ea580c" },
   ] },
 ];
+// One line per reward function of the job (its reward/<name>/mean step metric) and, dashed on the
+// right axis, the fraction of samples it failed on (reward/<name>/error_rate); built from the keys.
+const REWARD_CHART = "Reward functions";
+const REWARD_KEY = /^reward\/(.+)\/(mean|error_rate)$/;
+const PALETTE = ["#2563eb", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#ca8a04", "#dc2626", "#4b5563"];
 const MAX_SAMPLES = 24;
 const MAX_EVENTS = 100;
 const RENDER_DELAY_MS = 150; // batch bursts of messages (a finished job replays its whole history)
 const LIFECYCLE = new Set(["queued", "started", "resumed", "cancelling", "succeeded", "failed", "cancelled", "stalled"]);
+
+/** The metric names of a job's reward functions, in order: `name`, then `name#2`... for a repeat. */
+function rewardKeys(functions) {
+  const keys = [];
+  for (const { name } of functions) {
+    let key = name;
+    for (let i = 2; keys.includes(key); i += 1) key = `${name}#${i}`;
+    keys.push(key);
+  }
+  return keys;
+}
 
 /** Render the job page into `view`; returns the teardown that closes the stream. */
 export function renderJobPage(view, jobId) {
@@ -81,6 +97,42 @@ class JobPage {
       e.charts.append(box);
       return new StepChart(box, spec);
     });
+    this.rewardChart = null; // {names, chart}, made once the first reward/<name>/* metric arrives
+  }
+
+  /** The per-reward chart, (re)built when the set of reward names in the metrics changes. */
+  syncRewardChart(steps) {
+    const names = [];
+    for (const step of steps) {
+      for (const key of Object.keys(this.rows.get(step))) {
+        const match = REWARD_KEY.exec(key);
+        if (match && !names.includes(match[1])) names.push(match[1]);
+      }
+    }
+    // In the order of the job's reward functions (the database does not keep the order of metric keys).
+    const order = rewardKeys(this.job?.config?.reward?.functions ?? []);
+    const rank = (name) => (order.includes(name) ? order.indexOf(name) : order.length);
+    names.sort((a, b) => rank(a) - rank(b) || a.localeCompare(b));
+    if (!names.length || this.rewardChart?.names.join("\n") === names.join("\n")) return;
+    const series = names.flatMap((name, i) => [
+      { key: `reward/${name}/mean`, label: `${name}`, color: PALETTE[i % PALETTE.length] },
+      { key: `reward/${name}/error_rate`, label: `${name} errors`, color: PALETTE[i % PALETTE.length],
+        right: true, dash: [6, 4] },
+    ]);
+    let box = this.el.charts.querySelector(`[data-chart="${REWARD_CHART}"]`);
+    const markers = this.charts[0].markers;
+    if (this.rewardChart) {
+      this.charts = this.charts.filter((c) => c !== this.rewardChart.chart);
+      this.rewardChart.chart.destroy();
+      box.replaceChildren();
+    } else {
+      box = h("div", { class: "chart", "data-chart": REWARD_CHART });
+      this.el.charts.children[0].after(box); // next to the total reward
+    }
+    const chart = new StepChart(box, { title: REWARD_CHART, rightLabel: "error rate", series });
+    markers.forEach((m) => chart.mark(m.step, m.label));
+    this.rewardChart = { names, chart };
+    this.charts.splice(1, 0, chart);
   }
 
   start() {
@@ -134,6 +186,7 @@ class JobPage {
   render() {
     this.renderTimer = null;
     const steps = [...this.rows.keys()].sort((a, b) => a - b);
+    this.syncRewardChart(steps);
     this.charts.forEach((c) => c.update(steps, this.rows));
     const trained = steps.filter((s) => this.rows.get(s).phase !== undefined);
     this.el.metricCount.textContent = String(trained.length);
@@ -158,6 +211,7 @@ class JobPage {
       this.el.cancel.hidden = !["queued", "running"].includes(this.job.status);
       this.showProgress(Number(this.el.progress.dataset.step ?? 0));
       this.el.error.textContent = this.job.error ? `Error: ${this.job.error}` : "";
+      if (this.rows.size && !this.renderTimer) this.render(); // e.g. reward charts in the config's order
     } catch (err) {
       this.el.error.textContent = `Could not load the job: ${err.message}`;
     }
