@@ -20,8 +20,9 @@ import torch
 
 from remix_engine.batch import RolloutBatch
 
-# Quantities that belong to one optimisation step and are recomputed whenever a sample is reused.
-_STEP_LOCAL_FIELDS = ("old_logp", "ref_logp", "prev_logp")
+# Quantities that belong to one optimisation step and are recomputed whenever a sample is reused
+# (values: by the PPO critic of the step that replays it, the centre of its value clip).
+_STEP_LOCAL_FIELDS = ("old_logp", "ref_logp", "prev_logp", "values")
 
 
 class ReplayBuffer:

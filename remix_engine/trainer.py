@@ -6,6 +6,9 @@ Step t (1-based) with the policy pi_t:
   2. Score fresh responses, compute their learner log-probs (the behaviour log-probs kept for
      replay) and advantages (GRPO group-normalised, or GAE with the critic for PPO).
   3. Log-probs of the whole batch under pi_t (clip centre), the KL anchor and the precedent pi_{t-1}.
+     PPO: replayed rows get the current critic's values (the centre of their value clip, as for
+     fresh rows; the critic that scored them is 1..N updates old) but keep their stored advantages
+     and returns (GAE targets; with gae_gamma = gae_lambda = 1 the return is the reward, critic-free).
   4. m (UTD) passes over the batch in the Mix phase, 1 otherwise (times ppo_epochs), minimising
      Mix-PPG - c*entropy + beta*[lambda(t) KL(pi||anchor) + (1-lambda(t)) KL(pi||pi_{t-1})].
   5. At the end of step T: policy reincarnation. The anchor becomes the current policy, the replay
@@ -485,7 +488,7 @@ class Trainer:
         computed by the same model just before; only replayed rows need a pass. With `pi_k_pending`
         the learner's first forward fills both in (NaN until then, so a missed fill cannot go
         unnoticed). Anchor log-probs are computed only for KL terms with a non-zero weight unless
-        `log_inactive_kl` asks for them all.
+        `log_inactive_kl` asks for them all. PPO: replayed rows' values come from the current critic.
         """
         if pi_k_pending:
             fresh.behavior_logp = torch.full(fresh.response_ids.shape, float("nan"), device=self.device)
@@ -497,6 +500,9 @@ class Trainer:
                 if pi_k_pending
                 else self._logprobs(self.policy, replay)
             )
+            if self.critic is not None:  # PPO: the value clip is centred on this step's critic, as for fresh rows
+                with torch.no_grad():
+                    replay.values = self.critic(replay)
             parts.append(replay)
         batch = RolloutBatch.concat(parts, self.tokenizer.pad_token_id)
         coef, log_all = self.alg.kl_coef, self.alg.log_inactive_kl
