@@ -7,7 +7,7 @@ REMIX_ENV=prod, on 127.0.0.1 and a free port. Jobs are dispatched to Redis on a 
 - POST /v1/jobs (job creation: validation, insert, broker publish), then
 - GET /v1/jobs/{id} (status reads) over the created jobs,
 and reports p50/p99 latency and throughput. Finally the worker's own write path
-(`worker.job_writer.JobWriter.record_step`: heartbeat-guarded metric upsert, one transaction per step)
+(`service.lifecycle.JobWriter.record_step`: heartbeat-guarded metric upsert, one transaction per step)
 is timed for one writer and for several concurrent writers on claimed jobs.
 
     python -m benchmarks.api_load            # full run
@@ -211,10 +211,9 @@ def representative_metrics(step: int) -> dict[str, Any]:
 def ingest(database_url: str, writers: int, steps: int) -> dict[str, Any]:
     """`writers` threads, each claiming its own job and recording `steps` metric rows through JobWriter."""
     from service.db import session_factory, session_scope
+    from service.lifecycle import JobWriter, claim_job
     from service.models import Job
     from service.repositories.tenants import get_or_create_tenant
-    from worker.job_runner import claim_job
-    from worker.job_writer import JobWriter
 
     sessions = session_factory(database_url)
     with session_scope(database_url) as session:

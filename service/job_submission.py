@@ -1,4 +1,5 @@
-"""Submitting a job: resolve datasets, validate the config, insert idempotently, dispatch.
+"""Submitting a job: resolve datasets, validate the config, insert idempotently, dispatch
+(the insert and the dispatch are service/lifecycle transitions; this module maps their failures to problems).
 
 The row is committed before the task is sent, so a worker never receives an id it cannot
 read. If the broker is down the job stays queued without a task id and the client gets a 503;
@@ -13,12 +14,12 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
+from service import lifecycle
 from service.errors import FieldValidationError, ProblemError
 from service.job_config import build_train_config, request_hash
 from service.models import Dataset, Job, JobStatus
 from service.queue import enqueue_train_job
 from service.repositories import datasets as datasets_repo
-from service.repositories import jobs as jobs_repo
 from service.schemas import JobCreate
 from service.settings import Settings
 
@@ -41,14 +42,12 @@ def _dataset(session: Session, submitter: Submitter, dataset_id: uuid.UUID | Non
 
 
 def _dispatch(session: Session, settings: Settings, job: Job) -> None:
-    task_id = jobs_repo.claim_dispatch(session, job)
-    if task_id is None:
-        return  # a concurrent request with the same Idempotency-Key dispatched it
+    """Send the job's task unless a concurrent request with the same Idempotency-Key already did."""
     try:
-        enqueue_train_job(settings, job.id, task_id=task_id)
-    except Exception as exc:  # any broker/transport failure: the job row is safe, dispatch is retryable
+        lifecycle.dispatch_job(session, job, lambda task_id: enqueue_train_job(settings, job.id, task_id=task_id))
+    except lifecycle.DispatchFailed as failed:
+        exc = failed.__cause__ or failed
         log.warning("could not dispatch job %s: %s", job.id, exc)
-        jobs_repo.release_dispatch(session, job, task_id)
         raise ProblemError(
             503,
             f"job {job.id} was stored but could not be dispatched; retry with the same Idempotency-Key",
@@ -74,7 +73,7 @@ def submit_job(
         max_tokens_per_step=settings.max_tokens_per_step,
         judge_configured=settings.judge_configured,
     )
-    draft = jobs_repo.NewJob(
+    draft = lifecycle.NewJob(
         tenant_id=submitter.tenant_id,
         name=body.name,
         base_model=config.model.name_or_path,
@@ -85,8 +84,8 @@ def submit_job(
         request_hash=request_hash(body),
     )
     try:
-        job, created = jobs_repo.create_job(session, draft)
-    except jobs_repo.IdempotencyKeyReused as exc:
+        job, created = lifecycle.create_job(session, draft)
+    except lifecycle.IdempotencyKeyReused as exc:
         raise ProblemError(
             422,
             "Idempotency-Key was already used with a different request body",

@@ -21,7 +21,9 @@ from typing import Any
 import psycopg
 import pytest
 import redis
+from sqlalchemy.orm import Session, sessionmaker
 
+from service import lifecycle
 from service.db import session_factory
 from service.repositories.tenants import create_api_key, get_or_create_tenant
 from service.settings import Settings
@@ -107,6 +109,17 @@ def api_settings(
 
 
 # ----------------------------------------------------------------------------- jobs
+
+
+def claim_as_worker(
+    sessions: sessionmaker[Session], job_id: uuid.UUID | str, *, worker_id: str = "test-worker"
+) -> lifecycle.JobWriter:
+    """Claim a queued job exactly as the worker does (`service.lifecycle.claim_job`: queued -> running,
+    a JobAttempt and a 'started' event) and return the `JobWriter` of that attempt, through which
+    the test then writes metrics, events, checkpoints and the outcome as the worker would."""
+    claim = lifecycle.claim_job(sessions, uuid.UUID(str(job_id)), worker_id=worker_id)
+    assert claim is not None, f"job {job_id} could not be claimed"
+    return lifecycle.JobWriter(sessions, claim.job_id, claim.attempt)
 
 
 def tiny_job_config(**overrides: Any) -> dict[str, Any]:

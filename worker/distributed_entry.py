@@ -78,9 +78,9 @@ def main(argv: list[str] | None = None) -> int:
 def _run_main_rank(args: argparse.Namespace, config: TrainConfig) -> int:
     from service.artifacts import get_artifact_store
     from service.db import session_factory
+    from service.lifecycle import JobWriter, LeaseLost
     from service.settings import get_settings
     from worker.job_runner import DbCallbacks, train_and_finish
-    from worker.job_writer import JobWriter, LeaseLost
 
     settings = get_settings()
     writer = JobWriter(

@@ -34,9 +34,9 @@ from collections import deque
 from pathlib import Path
 
 from remix_engine.config import TrainConfig
+from service.lifecycle import ACTIVE_STATUSES, JobWriter
 from service.models import JobStatus
 from service.settings import Settings
-from worker.job_writer import ACTIVE_STATUSES, JobWriter
 
 log = logging.getLogger(__name__)
 

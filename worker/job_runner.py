@@ -10,6 +10,9 @@ that writes metrics, events and checkpoints and polls for cancellation; a backgr
 `Heartbeat` keeps `heartbeat_at` fresh even while one long step runs. A crashed worker is not
 handled here but by the reaper (worker/reaper.py), which re-queues jobs whose heartbeat went stale.
 
+The claim and every database write of an attempt are transitions of service/lifecycle
+(`claim_job`, the attempt's `JobWriter`); this module decides when to make them.
+
 A job with `distributed.num_processes > 1` is claimed here all the same, then trained by that many
 processes under torchrun (worker/distributed_launch.py); their rank 0 runs `train_and_finish` with
 `DbCallbacks` exactly as this process would, while this process keeps the heartbeat.
@@ -25,20 +28,18 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from remix_engine.config import TrainConfig
 from service.artifacts import ArtifactStore, LocalArtifactStore, checkpoint_key, get_artifact_store
 from service.db import session_factory
-from service.models import Dataset, Job, JobAttempt, JobEvent, JobStatus, utcnow
+from service.lifecycle import ACTIVE_STATUSES, JobWriter, LeaseLost, claim_job
+from service.models import Dataset, Job, JobStatus
 from service.settings import Settings, get_settings
-from worker.job_writer import ACTIVE_STATUSES, JobWriter, LeaseLost, retry_db
 
 if TYPE_CHECKING:  # the trainer (and torch) are imported only inside run_job
     from remix_engine.trainer import TrainResult
@@ -52,67 +53,6 @@ ARTIFACT_CACHE = ".worker-cache"
 def worker_identity() -> str:
     """hostname-pid: tells apart two workers on one machine and a restarted worker."""
     return f"{socket.gethostname()}-{os.getpid()}"
-
-
-@dataclass(frozen=True)
-class Claim:
-    job_id: uuid.UUID
-    attempt: int
-    worker_id: str
-
-
-def claim_job(
-    sessions: sessionmaker[Session],
-    job_id: uuid.UUID,
-    *,
-    worker_id: str,
-    celery_task_id: str | None = None,
-    retry_window: float = 0.0,
-) -> Claim | None:
-    """Atomically move a queued job to running and record the attempt; None if it was not queued."""
-
-    def operation() -> Claim | None:
-        now = utcnow()
-        with sessions.begin() as session:
-            claimed = session.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.status == JobStatus.queued.value)
-                .values(
-                    status=JobStatus.running.value,
-                    attempts=Job.attempts + 1,
-                    worker_id=worker_id,
-                    heartbeat_at=now,
-                    started_at=func.coalesce(Job.started_at, now),
-                    celery_task_id=func.coalesce(celery_task_id, Job.celery_task_id),
-                    error=None,
-                )
-                .returning(Job.attempts, Job.current_step)
-                .execution_options(synchronize_session=False)
-            ).one_or_none()
-            if claimed is None:
-                return None
-            attempt, step = claimed
-            session.add(
-                JobAttempt(
-                    job_id=job_id,
-                    attempt=attempt,
-                    worker_id=worker_id,
-                    celery_task_id=celery_task_id,
-                    started_at=now,
-                )
-            )
-            session.add(
-                JobEvent(
-                    job_id=job_id,
-                    kind="started",
-                    step=step,
-                    message=f"attempt {attempt} started on {worker_id}",
-                    payload={"attempt": attempt, "worker_id": worker_id},
-                )
-            )
-            return Claim(job_id, attempt, worker_id)
-
-    return retry_db(operation, what=f"claim of job {job_id}", window=retry_window)
 
 
 class Heartbeat:

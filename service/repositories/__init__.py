@@ -1,1 +1,5 @@
-"""Every database read and write of the service goes through these modules; routes stay thin."""
+"""Read queries of the service, plus the writes of tenants, API keys and datasets; routes stay thin.
+
+A job's state changes (create, dispatch, cancel, claim, writes of an attempt, finish, re-queue)
+are not here but in service/lifecycle, which the API, the worker and the reaper share.
+"""

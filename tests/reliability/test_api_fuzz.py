@@ -21,13 +21,12 @@ from fastapi.testclient import TestClient
 from reliability_testing import Caller, make_caller
 from schemathesis import GenerationMode
 from sqlalchemy import text
+from testing_support import claim_as_worker
 
 from service.api.deps import SessionDep
 from service.artifacts import LocalArtifactStore, checkpoint_key
 from service.main import create_app
 from service.models import JobStatus
-from service.repositories import job_outputs
-from service.repositories import jobs as jobs_repo
 from service.settings import Settings
 
 MAX_EXAMPLES = 50  # per operation and mode: 15 operations x 2 modes stay well under two minutes
@@ -56,13 +55,11 @@ def resources(
     folder = tmp_path_factory.mktemp("checkpoint")
     (folder / "config.json").write_text("{}")
     LocalArtifactStore(settings.artifacts_dir).put_dir(checkpoint_key(job_id, 1), folder)
-    with session_factory(database_url)() as session:
-        assert jobs_repo.claim_job(session, job_id, worker_id="fuzz-worker")
-        job_outputs.record_metrics(session, job_id, 1, {"loss": 0.5})
-        job_outputs.record_event(session, job_id, "checkpoint", step=1, message="saved")
-        job_outputs.record_checkpoint(session, job_id, 1, uri=checkpoint_key(job_id, 1), size_bytes=2)
-        jobs_repo.finish_job(session, job_id, JobStatus.succeeded)  # terminal: streams end at once
-        session.commit()
+    writer = claim_as_worker(session_factory(database_url), job_id, worker_id="fuzz-worker")
+    writer.record_step(1, {"loss": 0.5})
+    writer.add_event("checkpoint", 1, "saved", {})
+    writer.register_checkpoint(1, checkpoint_key(job_id, 1), 2, {}, kept_steps=set())
+    writer.finish(JobStatus.succeeded, step=1, message="done")  # terminal: streams end at once
     rows = b'{"prompt": "1+1=", "answer": "2"}\n'
     dataset = client.post("/v1/datasets", files={"file": ("d.jsonl", io.BytesIO(rows))}, headers=owner.headers)
     assert dataset.status_code == 201, dataset.text

@@ -17,11 +17,10 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from reliability_testing import Caller, files_under, row_counts
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
+from testing_support import claim_as_worker
 
 from service.artifacts import LocalArtifactStore, checkpoint_key
-from service.repositories import job_outputs
-from service.repositories import jobs as jobs_repo
 from service.settings import Settings
 
 SECRET = b"TRAINER-STATE-SECRET-0b6f"
@@ -55,7 +54,9 @@ HOSTILE_NAMES = [
 
 
 @pytest.fixture
-def checkpointed_job(client: TestClient, alice: Caller, db: Session, settings: Settings, tmp_path: Path) -> uuid.UUID:
+def checkpointed_job(
+    client: TestClient, alice: Caller, sessions: sessionmaker[Session], settings: Settings, tmp_path: Path
+) -> uuid.UUID:
     """Alice's job with a registered checkpoint whose folder also holds trainer state (never served)."""
     created = client.post("/v1/jobs", json={"config": {"total_steps": 3}}, headers=alice.headers)
     assert created.status_code == 202, created.text
@@ -67,9 +68,8 @@ def checkpointed_job(client: TestClient, alice: Caller, db: Session, settings: S
     store = LocalArtifactStore(settings.artifacts_dir)
     store.put_dir(checkpoint_key(job_id, STEP), folder)
     store.put_bytes(f"jobs/{job_id}/secret.txt", SECRET)  # beside the checkpoints, never published
-    assert jobs_repo.claim_job(db, job_id, worker_id="w")
-    job_outputs.record_checkpoint(db, job_id, STEP, uri=checkpoint_key(job_id, STEP))
-    db.commit()
+    writer = claim_as_worker(sessions, job_id, worker_id="w")
+    writer.register_checkpoint(STEP, checkpoint_key(job_id, STEP), 0, {}, kept_steps=set())
     return job_id
 
 

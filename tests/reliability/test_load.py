@@ -21,11 +21,10 @@ from reliability_testing import Caller, make_caller
 from servers import start_api
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
+from testing_support import claim_as_worker
 
 from service.db import session_factory
-from service.models import Job, JobStatus
-from service.repositories import job_outputs
-from service.repositories import jobs as jobs_repo
+from service.models import Job, JobMetric, JobStatus
 from service.settings import Settings
 
 pytestmark = pytest.mark.slow
@@ -152,21 +151,15 @@ class _Follower:
 
 
 def _feed_job(database_url: str, job_id: uuid.UUID, start: threading.Event) -> None:
-    """Write a job's progress through the repository layer, as a worker does, step by step."""
+    """Write a job's progress through service.lifecycle, as a worker does, step by step."""
     start.wait(timeout=120)
-    with session_factory(database_url)() as session:
-        assert jobs_repo.claim_job(session, job_id, worker_id="load-feeder")
-        job_outputs.record_event(session, job_id, "started", step=0, message="attempt 1")
-        session.commit()
-        for step in range(1, STEPS + 1):
-            job_outputs.record_metrics(session, job_id, step, {"loss": 1.0 / step, "accuracy": step / STEPS})
-            if step % 4 == 0:
-                job_outputs.record_event(session, job_id, "checkpoint", step=step, message="saved")
-            session.commit()
-            time.sleep(0.1)
-        jobs_repo.finish_job(session, job_id, JobStatus.succeeded, summary={"final_step": STEPS})
-        job_outputs.record_event(session, job_id, "succeeded", step=STEPS, message="done")
-        session.commit()
+    writer = claim_as_worker(session_factory(database_url), job_id, worker_id="load-feeder")  # 'started'
+    for step in range(1, STEPS + 1):
+        writer.record_step(step, {"loss": 1.0 / step, "accuracy": step / STEPS})
+        if step % 4 == 0:
+            writer.add_event("checkpoint", step, "saved", {})
+        time.sleep(0.1)
+    writer.finish(JobStatus.succeeded, step=STEPS, summary={"final_step": STEPS}, message="done")
 
 
 async def _follow_all(url: str, caller: Caller, job_id: str, start: threading.Event) -> list[_Follower]:
@@ -213,9 +206,7 @@ def test_fifty_sse_followers_each_get_every_step_once_and_the_end(api_url: str, 
         )
         assert follower.end == {"job_id": job_id, "status": "succeeded"}
     db.rollback()
-    metric_rows = db.scalar(
-        select(func.count()).select_from(job_outputs.JobMetric).where(job_outputs.JobMetric.job_id == uuid.UUID(job_id))
-    )
+    metric_rows = db.scalar(select(func.count()).select_from(JobMetric).where(JobMetric.job_id == uuid.UUID(job_id)))
     assert metric_rows == STEPS
 
 

@@ -25,10 +25,10 @@ from sqlalchemy.orm import sessionmaker
 from testing_support import tiny_job_config
 
 from service.db import create_db_engine, get_engine
+from service.lifecycle import plumbing
 from service.migrate import upgrade
 from service.models import Checkpoint, Job, JobAttempt, JobEvent, JobMetric
 from service.settings import Settings
-from worker import job_writer
 
 TOTAL_STEPS = 6
 DOWN_FOR = 8.0  # seconds without a database; a worker used to give up after ~4 s of retries
@@ -174,7 +174,7 @@ def test_postgres_restart_mid_job_gives_503_then_recovers_and_the_job_completes(
 
 
 class _Clock:
-    """Stands in for the `time` module of worker.job_writer: sleeping advances a fake clock."""
+    """Stands in for the `time` module of service.lifecycle.plumbing (retry_db): sleeping advances a fake clock."""
 
     def __init__(self) -> None:
         self.now = 1000.0
@@ -202,38 +202,38 @@ def _outage(failures: int, clock: _Clock, error: exc.DBAPIError | None = None): 
 
 def test_a_write_is_retried_through_an_outage_within_the_window(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = _Clock()
-    monkeypatch.setattr(job_writer, "time", clock)
+    monkeypatch.setattr(plumbing, "time", clock)
     # 20 failures last ~62 s of backoff (0.25, 0.5, 1, 2, then 4 s apart): far past the 5 quick tries
     operation, calls = _outage(20, clock)
-    finished_at = job_writer.retry_db(operation, what="metrics of step 3", window=120.0)
+    finished_at = plumbing.retry_db(operation, what="metrics of step 3", window=120.0)
     assert calls["n"] == 21
     assert 60 <= finished_at - 1000.0 <= 70
 
 
 def test_retries_stop_once_the_window_has_passed(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = _Clock()
-    monkeypatch.setattr(job_writer, "time", clock)
+    monkeypatch.setattr(plumbing, "time", clock)
     operation, calls = _outage(10_000, clock)
     with pytest.raises(exc.OperationalError):
-        job_writer.retry_db(operation, what="metrics of step 3", window=30.0)
-    assert 30.0 <= clock.now - 1000.0 <= 30.0 + job_writer.RETRY_MAX_DELAY_S  # bounded by the window
+        plumbing.retry_db(operation, what="metrics of step 3", window=30.0)
+    assert 30.0 <= clock.now - 1000.0 <= 30.0 + plumbing.RETRY_MAX_DELAY_S  # bounded by the window
     assert calls["n"] < 20
 
 
 def test_without_a_window_only_the_quick_retries_are_made(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = _Clock()
-    monkeypatch.setattr(job_writer, "time", clock)
+    monkeypatch.setattr(plumbing, "time", clock)
     operation, calls = _outage(10_000, clock)
     with pytest.raises(exc.OperationalError):
-        job_writer.retry_db(operation, what="reaping job x")
-    assert calls["n"] == job_writer.RETRY_ATTEMPTS
+        plumbing.retry_db(operation, what="reaping job x")
+    assert calls["n"] == plumbing.RETRY_ATTEMPTS
 
 
 def test_errors_that_are_not_outages_are_never_retried(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = _Clock()
-    monkeypatch.setattr(job_writer, "time", clock)
+    monkeypatch.setattr(plumbing, "time", clock)
     refused = exc.IntegrityError("INSERT", {}, Exception("duplicate key value violates unique constraint"))
     operation, calls = _outage(10_000, clock, refused)
     with pytest.raises(exc.IntegrityError):
-        job_writer.retry_db(operation, what="metrics of step 3", window=120.0)
+        plumbing.retry_db(operation, what="metrics of step 3", window=120.0)
     assert calls["n"] == 1 and clock.now == 1000.0

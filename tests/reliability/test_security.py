@@ -18,13 +18,13 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from reliability_testing import UPLOAD_LIMIT, Caller, assert_problem, files_under, make_caller, row_counts
 from sqlalchemy import text
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
+from testing_support import claim_as_worker
 
 from service.artifacts import LocalArtifactStore, checkpoint_key
 from service.body_limit import JSON_BODY_LIMIT
+from service.lifecycle import JobWriter
 from service.models import JobStatus
-from service.repositories import job_outputs
-from service.repositories import jobs as jobs_repo
 from service.settings import Settings
 
 # ----------------------------------------------------------------------------- API keys
@@ -80,18 +80,19 @@ def test_near_miss_keys_are_rejected(client: TestClient, alice: Caller, mutation
 
 
 @pytest.fixture
-def alices_things(client: TestClient, alice: Caller, db: Session, settings: Settings, tmp_path: Any) -> dict[str, str]:
-    """A running job of Alice with a metric, an event and a downloadable checkpoint, and a dataset."""
+def alices_things(
+    client: TestClient, alice: Caller, sessions: sessionmaker[Session], settings: Settings, tmp_path: Any
+) -> dict[str, str]:
+    """A running job of Alice (attempt 1) with a metric, an event and a downloadable checkpoint, and a dataset."""
     created = client.post("/v1/jobs", json={"config": {"total_steps": 3}}, headers=alice.headers)
     assert created.status_code == 202, created.text
     job_id = uuid.UUID(created.json()["id"])
     (tmp_path / "config.json").write_text("{}")
     LocalArtifactStore(settings.artifacts_dir).put_dir(checkpoint_key(job_id, 1), tmp_path)
-    assert jobs_repo.claim_job(db, job_id, worker_id="w")
-    job_outputs.record_metrics(db, job_id, 1, {"loss": 1.0})
-    job_outputs.record_event(db, job_id, "checkpoint", step=1)
-    job_outputs.record_checkpoint(db, job_id, 1, uri=checkpoint_key(job_id, 1))
-    db.commit()
+    writer = claim_as_worker(sessions, job_id, worker_id="w")
+    writer.record_step(1, {"loss": 1.0})
+    writer.add_event("checkpoint", 1, "", {})
+    writer.register_checkpoint(1, checkpoint_key(job_id, 1), 0, {}, kept_steps=set())
     rows = b'{"prompt": "1+1=", "answer": "2"}\n'
     dataset = client.post("/v1/datasets", files={"file": ("d.jsonl", io.BytesIO(rows))}, headers=alice.headers)
     assert dataset.status_code == 201, dataset.text
@@ -140,12 +141,11 @@ def test_another_tenant_can_neither_read_cancel_nor_download(
 
 
 def test_stream_of_another_tenants_job_is_404_and_the_owner_gets_it(
-    client: TestClient, alice: Caller, bob: Caller, alices_things: dict[str, str], db: Session
+    client: TestClient, alice: Caller, bob: Caller, alices_things: dict[str, str], sessions: sessionmaker[Session]
 ) -> None:
     job_id = alices_things["job_id"]
     assert_problem(client.get(f"/v1/jobs/{job_id}/stream", headers=bob.headers), 404, f"job {job_id} not found")
-    jobs_repo.finish_job(db, uuid.UUID(job_id), JobStatus.succeeded)
-    db.commit()
+    JobWriter(sessions, uuid.UUID(job_id), attempt=1).finish(JobStatus.succeeded, step=1, message="done")
     stream = client.get(f"/v1/jobs/{job_id}/stream", headers=alice.headers)
     assert stream.status_code == 200 and "event: end" in stream.text and "event: metric" in stream.text
 

@@ -1,6 +1,7 @@
-"""Helpers of the client tests: a uvicorn server in a thread, worker-side writes (claiming and
-finishing jobs, checkpoints with files), a scripted local HTTP server and a TCP proxy whose
-connections can be cut, to exercise retries and stream resumption over real sockets."""
+"""Helpers of the client tests: a uvicorn server in a thread, worker-side writes through
+service.lifecycle (claiming and finishing jobs, metrics, events, checkpoints with files), a scripted
+local HTTP server and a TCP proxy whose connections can be cut, to exercise retries and stream
+resumption over real sockets."""
 
 from __future__ import annotations
 
@@ -17,12 +18,12 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
+from testing_support import claim_as_worker
 
 from service.artifacts import LocalArtifactStore, checkpoint_key
-from service.models import JobStatus
-from service.repositories import job_outputs
-from service.repositories import jobs as jobs_repo
+from service.lifecycle import JobWriter
+from service.models import Job, JobStatus
 from service.settings import Settings
 
 
@@ -49,35 +50,54 @@ def serve_in_thread(app: FastAPI) -> Iterator[str]:
 # --------------------------------------------------------------------------- worker-side writes
 
 
-def start_job(db: Session, job_id: uuid.UUID | str) -> uuid.UUID:
-    """Claim the job as a worker would (queued -> running)."""
-    ident = uuid.UUID(str(job_id))
-    assert jobs_repo.claim_job(db, ident, worker_id="test-worker")
-    db.commit()
-    return ident
+def start_job(sessions: sessionmaker[Session], job_id: uuid.UUID | str) -> uuid.UUID:
+    """Claim the job as the worker does (queued -> running, with its 'started' event)."""
+    return claim_as_worker(sessions, job_id).job_id
 
 
-def record_steps(db: Session, job_id: uuid.UUID, steps: range) -> None:
+def _attempt(sessions: sessionmaker[Session], job_id: uuid.UUID) -> JobWriter:
+    """The writer of the job's current attempt (the one `start_job` claimed)."""
+    with sessions() as session:
+        attempt = session.get_one(Job, job_id).attempts
+    return JobWriter(sessions, job_id, attempt)
+
+
+def record_steps(sessions: sessionmaker[Session], job_id: uuid.UUID, steps: range) -> None:
+    writer = _attempt(sessions, job_id)
     for step in steps:
-        job_outputs.record_metrics(db, job_id, step, {"reward_mean": step / 10, "accuracy": step / 20, "phase": "mix"})
-    db.commit()
+        writer.record_step(step, {"reward_mean": step / 10, "accuracy": step / 20, "phase": "mix"})
 
 
-def finish(db: Session, job_id: uuid.UUID, status: JobStatus = JobStatus.succeeded, error: str | None = None) -> None:
-    assert jobs_repo.finish_job(db, job_id, status, error=error)
-    db.commit()
+def add_event(sessions: sessionmaker[Session], job_id: uuid.UUID, kind: str, step: int, message: str) -> None:
+    _attempt(sessions, job_id).add_event(kind, step, message, {})
 
 
-def store_checkpoint(settings: Settings, db: Session, job_id: uuid.UUID, step: int, files: dict[str, bytes]) -> None:
-    """Write checkpoint files to the artifact store and record the row, as the worker does."""
+def finish(
+    sessions: sessionmaker[Session],
+    job_id: uuid.UUID,
+    status: JobStatus = JobStatus.succeeded,
+    error: str | None = None,
+) -> None:
+    """Finish the running attempt at the step it reached (with the outcome's event), as the worker does."""
+    writer = _attempt(sessions, job_id)
+    step = writer.read_job().current_step
+    writer.finish(status, step=step, error=error, message=error or f"{status.value} at step {step}")
+
+
+def store_checkpoint(
+    settings: Settings, sessions: sessionmaker[Session], job_id: uuid.UUID, step: int, files: dict[str, bytes]
+) -> None:
+    """Write checkpoint files to the artifact store and register the row, as the worker does."""
     store = LocalArtifactStore(settings.artifacts_dir)
     prefix = checkpoint_key(job_id, step)
     for relpath, data in files.items():
         store.put_bytes(prefix.rstrip("/") + "/" + relpath, data)
-    job_outputs.record_checkpoint(
-        db, job_id, step, uri=prefix, size_bytes=sum(map(len, files.values())), metrics={"accuracy": 0.5}
+    # Like the worker, keep the rows of every checkpoint whose folder is still stored.
+    folders = store.path_for(f"jobs/{job_id}/checkpoints").glob("step-*")
+    kept = {int(folder.name.removeprefix("step-")) for folder in folders}
+    _attempt(sessions, job_id).register_checkpoint(
+        step, prefix, sum(map(len, files.values())), {"accuracy": 0.5}, kept_steps=kept
     )
-    db.commit()
 
 
 # --------------------------------------------------------------------------- scripted HTTP server

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from client_testing import finish, record_steps, start_job, store_checkpoint, write_jsonl
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 from testing_support import Caller
 from typer.testing import CliRunner
 
@@ -50,9 +50,10 @@ def run_worker_soon(database_url: str, tenant_id: uuid.UUID, status: JobStatus, 
                     break
                 db.rollback()
                 time.sleep(0.05)
-            start_job(db, job_id)
-            record_steps(db, job_id, range(1, steps + 1))
-            finish(db, job_id, status, error="diverged" if status is JobStatus.failed else None)
+            sessions = session_factory(database_url)
+            start_job(sessions, job_id)
+            record_steps(sessions, job_id, range(1, steps + 1))
+            finish(sessions, job_id, status, error="diverged" if status is JobStatus.failed else None)
 
     thread = threading.Thread(target=work, daemon=True)
     thread.start()
@@ -125,10 +126,10 @@ def test_follow_a_cancelled_job(cli: Any, remix: RemixClient) -> None:
     assert f"job {job.id} cancelled" in result.stdout and "cancelled while queued" in result.stdout
 
 
-def test_list_and_show(cli: Any, remix: RemixClient, db: Session) -> None:
+def test_list_and_show(cli: Any, remix: RemixClient, sessions: sessionmaker[Session]) -> None:
     queued = remix.create_job({"total_steps": 3}, name="waiting")
     done = remix.create_job({"total_steps": 3}, name="finished")
-    finish(db, start_job(db, done.id))
+    finish(sessions, start_job(sessions, done.id))
     listing = cli("list")
     assert listing.exit_code == 0
     assert str(queued.id) in listing.stdout and str(done.id) in listing.stdout and "2 job(s)" in listing.stdout
@@ -151,12 +152,12 @@ def test_cancel_then_conflict(cli: Any, remix: RemixClient) -> None:
 
 
 def test_download_latest_and_missing_step(
-    cli: Any, remix: RemixClient, db: Session, settings: Settings, tmp_path: Path
+    cli: Any, remix: RemixClient, sessions: sessionmaker[Session], settings: Settings, tmp_path: Path
 ) -> None:
     job = remix.create_job({"total_steps": 10})
-    job_id = start_job(db, job.id)
+    job_id = start_job(sessions, job.id)
     for step in (5, 10):
-        store_checkpoint(settings, db, job_id, step, {"config.json": b'{"step": %d}' % step})
+        store_checkpoint(settings, sessions, job_id, step, {"config.json": b'{"step": %d}' % step})
     result = cli("download", str(job_id), "-o", str(tmp_path))
     assert result.exit_code == 0, result.output
     folder = Path(result.stdout.strip())

@@ -9,13 +9,12 @@ import uuid
 from pathlib import Path
 
 import pytest
-from client_testing import finish, record_steps, start_job, store_checkpoint
-from sqlalchemy.orm import Session
+from client_testing import add_event, finish, record_steps, start_job, store_checkpoint
+from sqlalchemy.orm import Session, sessionmaker
 from testing_support import Caller
 
 from remix_client import Conflict, Job, NotFound, RemixClient
 from service.models import JobStatus
-from service.repositories import job_outputs
 from service.settings import Settings
 
 
@@ -68,9 +67,9 @@ def test_cancel_a_queued_job_then_conflict(remix: RemixClient) -> None:
     assert info.value.status == 409 and "already cancelled" in info.value.detail
 
 
-def test_cancel_a_running_job_with_checkpoint(remix: RemixClient, db: Session) -> None:
+def test_cancel_a_running_job_with_checkpoint(remix: RemixClient, sessions: sessionmaker[Session]) -> None:
     job = remix.create_job({"total_steps": 3})
-    start_job(db, job.id)
+    start_job(sessions, job.id)
     cancelling = remix.cancel_job(job.id, checkpoint=True)
     assert (cancelling.status, cancelling.cancel_requested, cancelling.checkpoint_on_cancel) == (
         "cancelling",
@@ -79,20 +78,19 @@ def test_cancel_a_running_job_with_checkpoint(remix: RemixClient, db: Session) -
     )
 
 
-def test_metrics_events_and_wait(remix: RemixClient, db: Session) -> None:
+def test_metrics_events_and_wait(remix: RemixClient, sessions: sessionmaker[Session]) -> None:
     job = remix.create_job({"total_steps": 4})
-    job_id = start_job(db, job.id)
-    record_steps(db, job_id, range(1, 5))
-    job_outputs.record_event(db, job_id, "evaluation", step=4, message="accuracy 0.5")
-    db.commit()
-    finish(db, job_id, JobStatus.succeeded)
+    job_id = start_job(sessions, job.id)
+    record_steps(sessions, job_id, range(1, 5))
+    add_event(sessions, job_id, "evaluation", 4, "accuracy 0.5")
+    finish(sessions, job_id, JobStatus.succeeded)
 
     assert [m.step for m in remix.metrics(job.id)] == [1, 2, 3, 4]
     window = remix.metrics(job.id, from_step=2, to_step=3)
     assert [(m.step, m.metrics["reward_mean"]) for m in window] == [(2, 0.2), (3, 0.3)]
     events = remix.events(job.id)
-    assert [e.kind for e in events] == ["queued", "evaluation"]
-    assert [e.kind for e in remix.events(job.id, after=events[0].id)] == ["evaluation"]
+    assert [e.kind for e in events] == ["queued", "started", "evaluation", "succeeded"]  # claim and finish write theirs
+    assert [e.kind for e in remix.events(job.id, after=events[0].id)] == ["started", "evaluation", "succeeded"]
     done = remix.wait(job.id, poll_interval=0.05, timeout=10)
     assert done.status == "succeeded" and done.is_terminal
 
@@ -103,9 +101,11 @@ def test_wait_times_out_on_a_job_that_does_not_end(remix: RemixClient) -> None:
         remix.wait(job.id, poll_interval=0.05, timeout=0.2)
 
 
-def test_checkpoints_and_download(remix: RemixClient, db: Session, settings: Settings, tmp_path: Path) -> None:
+def test_checkpoints_and_download(
+    remix: RemixClient, sessions: sessionmaker[Session], settings: Settings, tmp_path: Path
+) -> None:
     job = remix.create_job({"total_steps": 20})
-    job_id = start_job(db, job.id)
+    job_id = start_job(sessions, job.id)
     weights = bytes(range(256)) * 64
     for step in (10, 20):
         files = {
@@ -113,7 +113,7 @@ def test_checkpoints_and_download(remix: RemixClient, db: Session, settings: Set
             "model.safetensors": weights,
             "trainer_state/rng.pt": b"x",
         }
-        store_checkpoint(settings, db, job_id, step, files)
+        store_checkpoint(settings, sessions, job_id, step, files)
 
     listed = remix.checkpoints(job.id)
     assert [c.step for c in listed] == [10, 20]

@@ -8,13 +8,12 @@ import re
 import time
 from typing import Any
 
-from client_testing import CuttableProxy, ScriptedServer, finish, record_steps, start_job
-from sqlalchemy.orm import Session
+from client_testing import CuttableProxy, ScriptedServer, add_event, finish, record_steps, start_job
+from sqlalchemy.orm import Session, sessionmaker
 from testing_support import Caller
 
 from remix_client import RemixClient, StreamEnd, StreamEvent, StreamItem, StreamMetric
 from remix_client.sse import iter_sse
-from service.repositories import job_outputs
 
 
 def _take_until_step(items: Any, step: int) -> list[StreamItem]:
@@ -26,32 +25,38 @@ def _take_until_step(items: Any, step: int) -> list[StreamItem]:
     raise AssertionError(f"stream ended before step {step}: {taken}")
 
 
-def test_stream_resumes_after_a_cut_connection(base_url: str, alice: Caller, db: Session) -> None:
+def test_stream_resumes_after_a_cut_connection(base_url: str, alice: Caller, sessions: sessionmaker[Session]) -> None:
     proxy = CuttableProxy(base_url)
     try:
         with RemixClient(proxy.url, alice.key, timeout=10) as client:
             job = client.create_job({"total_steps": 6})
-            job_id = start_job(db, job.id)
-            record_steps(db, job_id, range(1, 4))
+            job_id = start_job(sessions, job.id)
+            record_steps(sessions, job_id, range(1, 4))
             stream = client.stream(job.id)
             items = _take_until_step(stream, 3)
 
-            record_steps(db, job_id, range(4, 5))
+            record_steps(sessions, job_id, range(4, 5))
             time.sleep(0.2)  # step 4 may be in flight, or already read, when the connection drops
             proxy.cut()
-            record_steps(db, job_id, range(5, 7))
-            job_outputs.record_event(db, job_id, "evaluation", step=6, message="done")
-            db.commit()
-            finish(db, job_id)
+            record_steps(sessions, job_id, range(5, 7))
+            add_event(sessions, job_id, "evaluation", 6, "done")
+            finish(sessions, job_id)
             items += list(stream)
     finally:
         proxy.close()
 
     steps = [i.metric.step for i in items if isinstance(i, StreamMetric)]
     assert steps == [1, 2, 3, 4, 5, 6]
-    assert [i.event.kind for i in items if isinstance(i, StreamEvent)] == ["queued", "evaluation"]
+    # The worker's claim writes 'started' and its finish the outcome's event.
+    assert [i.event.kind for i in items if isinstance(i, StreamEvent)] == [
+        "queued",
+        "started",
+        "evaluation",
+        "succeeded",
+    ]
     assert isinstance(items[-1], StreamEnd) and items[-1].status == "succeeded" and items[-1].job_id == job_id
-    assert items[2].metric.metrics["reward_mean"] == 0.2  # type: ignore[union-attr]
+    # items: queued, started, step 1, step 2, ...
+    assert items[3].metric.metrics["reward_mean"] == 0.2  # type: ignore[union-attr]
     # Each stream request's headers, whichever connection carried it.
     heads = re.findall(rb"GET /v1/jobs/[^ ]+/stream HTTP/1.1\r\n(.*?)\r\n\r\n", b"".join(proxy.request_heads), re.S)
     assert len(heads) >= 2 and b"last-event-id" not in heads[0].lower()
@@ -59,16 +64,17 @@ def test_stream_resumes_after_a_cut_connection(base_url: str, alice: Caller, db:
     assert resumed_from is not None and int(resumed_from.group(1)) in (3, 4)
 
 
-def test_stream_starts_after_last_event_id(remix: RemixClient, db: Session) -> None:
+def test_stream_starts_after_last_event_id(remix: RemixClient, sessions: sessionmaker[Session]) -> None:
     job = remix.create_job({"total_steps": 4})
-    job_id = start_job(db, job.id)
-    record_steps(db, job_id, range(1, 5))
-    finish(db, job_id)
+    job_id = start_job(sessions, job.id)
+    record_steps(sessions, job_id, range(1, 5))
+    finish(sessions, job_id)
     first = list(remix.stream(job.id))
     cursor = next(i.id for i in first if isinstance(i, StreamMetric) and i.metric.step == 2)
     rest = list(remix.stream(job.id, last_event_id=cursor))
     assert [i.metric.step for i in rest if isinstance(i, StreamMetric)] == [3, 4]
-    assert not any(isinstance(i, StreamEvent) for i in rest)  # the queued event came before the cursor
+    # queued and started came before the cursor; only the outcome's event came after it
+    assert [i.event.kind for i in rest if isinstance(i, StreamEvent)] == ["succeeded"]
     assert isinstance(rest[-1], StreamEnd)
 
 

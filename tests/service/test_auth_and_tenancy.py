@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import io
 import json
-import uuid
+from datetime import timedelta
 from pathlib import Path
 
 from fastapi.testclient import TestClient
 from service_testing import Caller, assert_problem, submit
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
+from testing_support import claim_as_worker
 
+from service import lifecycle
 from service.artifacts import LocalArtifactStore, checkpoint_key
-from service.repositories import job_outputs
+from service.models import JobStatus, utcnow
 from service.repositories.tenants import revoke_key
 from service.security import hash_api_key, public_prefix
 from service.settings import Settings
@@ -54,15 +56,18 @@ def test_keys_are_stored_hashed(db: Session, alice: Caller) -> None:
 
 
 def test_other_tenants_resources_do_not_exist(
-    client: TestClient, alice: Caller, bob: Caller, db: Session, settings: Settings, tmp_path: Path
+    client: TestClient, alice: Caller, bob: Caller, sessions: sessionmaker[Session], settings: Settings, tmp_path: Path
 ) -> None:
     job_id = submit(client, alice)["id"]
     (tmp_path / "config.json").write_text("{}")
     key = checkpoint_key(job_id, 1)
     LocalArtifactStore(settings.artifacts_dir).put_dir(key, tmp_path)
-    job_outputs.record_checkpoint(db, uuid.UUID(job_id), 1, uri=key)
-    job_outputs.record_metrics(db, uuid.UUID(job_id), 1, {"loss": 1.0})
-    db.commit()
+    writer = claim_as_worker(sessions, job_id)
+    writer.register_checkpoint(1, key, 0, {}, kept_steps=set())
+    writer.record_step(1, {"loss": 1.0})
+    # Its worker dies: the reaper re-queues it with its outputs, so Alice's cancel below is immediate.
+    cutoff = utcnow() + timedelta(seconds=1)  # stale whatever the limit
+    assert lifecycle.reap_job(sessions, writer.job_id, cutoff=cutoff, settings=settings) is JobStatus.queued
     rows = b'{"prompt": "1+1", "answer": "2"}\n'
     dataset_id = client.post(
         "/v1/datasets", files={"file": ("d.jsonl", io.BytesIO(rows))}, headers=alice.headers

@@ -5,15 +5,15 @@ from __future__ import annotations
 import io
 import os
 import tarfile
-import uuid
 from pathlib import Path
 
 from fastapi.testclient import TestClient
 from service_testing import Caller, assert_problem, submit
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
+from testing_support import claim_as_worker
 
 from service.artifacts import LocalArtifactStore, checkpoint_key
-from service.repositories import job_outputs
+from service.lifecycle import JobWriter
 from service.settings import Settings
 
 HF_FILES = {
@@ -27,9 +27,11 @@ STATE_FILES = {"trainer_state/optimizer.pt": b"adam", "trainer_state/replay.pt":
 
 
 def _job_with_checkpoint(
-    client: TestClient, caller: Caller, db: Session, settings: Settings, tmp_path: Path, step: int
-) -> str:
+    client: TestClient, caller: Caller, sessions: sessionmaker[Session], settings: Settings, tmp_path: Path, step: int
+) -> JobWriter:
+    """A running job whose worker saved the checkpoint of `step` (files in the store, row registered)."""
     job_id = submit(client, caller)["id"]
+    writer = claim_as_worker(sessions, job_id)
     folder = tmp_path / f"step-{step}"
     for rel, data in (HF_FILES | STATE_FILES).items():
         (folder / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -37,28 +39,28 @@ def _job_with_checkpoint(
     store = LocalArtifactStore(settings.artifacts_dir)
     key = checkpoint_key(job_id, step)
     size = store.put_dir(key, folder)
-    job_outputs.record_checkpoint(
-        db, uuid.UUID(job_id), step, uri=key, size_bytes=size, metrics={"accuracy": 0.4}, eval_score=0.4
-    )
-    db.commit()
-    return job_id
+    # The worker's eval_score is the checkpoint's held-out accuracy (`eval_accuracy`).
+    writer.register_checkpoint(step, key, size, {"eval_accuracy": 0.4}, kept_steps=set())
+    return writer
 
 
-def test_list_checkpoints(client: TestClient, alice: Caller, db: Session, settings: Settings, tmp_path: Path) -> None:
-    job_id = _job_with_checkpoint(client, alice, db, settings, tmp_path, 10)
-    job_outputs.record_checkpoint(db, uuid.UUID(job_id), 20, uri=checkpoint_key(job_id, 20), metrics={"accuracy": 0.6})
-    db.commit()
+def test_list_checkpoints(
+    client: TestClient, alice: Caller, sessions: sessionmaker[Session], settings: Settings, tmp_path: Path
+) -> None:
+    writer = _job_with_checkpoint(client, alice, sessions, settings, tmp_path, 10)
+    job_id = str(writer.job_id)
+    writer.register_checkpoint(20, checkpoint_key(job_id, 20), 0, {"accuracy": 0.6}, kept_steps={10})
     data = client.get(f"/v1/jobs/{job_id}/checkpoints", headers=alice.headers).json()["data"]
     assert [c["step"] for c in data] == [10, 20]
-    assert data[0]["eval_score"] == 0.4 and data[0]["metrics"] == {"accuracy": 0.4}
+    assert data[0]["eval_score"] == 0.4 and data[0]["metrics"] == {"eval_accuracy": 0.4}
     assert data[0]["size_bytes"] == sum(len(v) for v in (HF_FILES | STATE_FILES).values())
     assert data[0]["download_url"] == f"/v1/jobs/{job_id}/checkpoints/10/download"
 
 
 def test_download_streams_the_hf_folder_without_trainer_state(
-    client: TestClient, alice: Caller, db: Session, settings: Settings, tmp_path: Path
+    client: TestClient, alice: Caller, sessions: sessionmaker[Session], settings: Settings, tmp_path: Path
 ) -> None:
-    job_id = _job_with_checkpoint(client, alice, db, settings, tmp_path, 10)
+    job_id = str(_job_with_checkpoint(client, alice, sessions, settings, tmp_path, 10).job_id)
     response = client.get(f"/v1/jobs/{job_id}/checkpoints/10/download", headers=alice.headers)
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/gzip"
@@ -71,9 +73,9 @@ def test_download_streams_the_hf_folder_without_trainer_state(
 
 
 def test_download_rejects_bad_steps(
-    client: TestClient, alice: Caller, db: Session, settings: Settings, tmp_path: Path
+    client: TestClient, alice: Caller, sessions: sessionmaker[Session], settings: Settings, tmp_path: Path
 ) -> None:
-    job_id = _job_with_checkpoint(client, alice, db, settings, tmp_path, 10)
+    job_id = str(_job_with_checkpoint(client, alice, sessions, settings, tmp_path, 10).job_id)
     for step in ("..%2F..%2Fetc", "%2e%2e", "1.5", "10;ls", "abc"):
         response = client.get(f"/v1/jobs/{job_id}/checkpoints/{step}/download", headers=alice.headers)
         assert response.headers["content-type"] == "application/problem+json", step
@@ -93,9 +95,9 @@ def test_download_rejects_bad_steps(
 
 
 def test_download_of_pruned_files_is_410(
-    client: TestClient, alice: Caller, db: Session, settings: Settings, tmp_path: Path
+    client: TestClient, alice: Caller, sessions: sessionmaker[Session], settings: Settings, tmp_path: Path
 ) -> None:
-    job_id = _job_with_checkpoint(client, alice, db, settings, tmp_path, 10)
+    job_id = str(_job_with_checkpoint(client, alice, sessions, settings, tmp_path, 10).job_id)
     LocalArtifactStore(settings.artifacts_dir).delete(checkpoint_key(job_id, 10))
     assert_problem(
         client.get(f"/v1/jobs/{job_id}/checkpoints/10/download", headers=alice.headers),

@@ -1,8 +1,9 @@
 """The web dashboard in headless Chromium against a live API server, Postgres and Redis.
 
-No worker runs: the test writes metrics, events and a checkpoint through the repository layer,
-exactly as a worker does, and checks that the open job page picks them up from the SSE stream
-(chart point counts, reincarnation marker, sampled completions) and downloads a checkpoint.
+No worker runs: the test claims the job and writes metrics, events, a checkpoint and the outcome
+through service.lifecycle (`claim_job` and the attempt's `JobWriter`), exactly as a worker does,
+and checks that the open job page picks them up from the SSE stream (chart point counts,
+reincarnation marker, sampled completions) and downloads a checkpoint.
 Chromium comes from the distribution (apt-get install chromium); CI installs it, so a missing
 browser fails the test instead of skipping it.
 """
@@ -22,13 +23,13 @@ from typing import Any
 import pytest
 import uvicorn
 from service_testing import Caller
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
+from testing_support import claim_as_worker
 
 from service.artifacts import checkpoint_key, get_artifact_store
+from service.lifecycle import JobWriter
 from service.main import create_app
 from service.models import JobStatus
-from service.repositories import job_outputs
-from service.repositories import jobs as jobs_repo
 from service.settings import Settings
 
 CHROMIUM = os.environ.get("REMIX_TEST_CHROMIUM", "/usr/bin/chromium")
@@ -124,28 +125,20 @@ def wait_for_points(page: Any, title: str, count: int) -> None:
     page.wait_for_function(chart_has + " === String(count)", arg=[title, count])
 
 
-def write_checkpoint(db: Session, settings: Settings, job_id: uuid.UUID, step: int, folder: Path) -> None:
+def write_checkpoint(writer: JobWriter, settings: Settings, step: int, folder: Path) -> None:
     """Upload a small Hugging Face-style folder and register it, as the worker does after a save."""
     (folder / "trainer_state").mkdir(parents=True)
     (folder / "config.json").write_text('{"model_type": "llama"}')
     (folder / "model.safetensors").write_bytes(b"\0" * 4096)
     (folder / "trainer_state" / "optimizer.pt").write_bytes(b"resume-only")
-    key = checkpoint_key(job_id, step)
+    key = checkpoint_key(writer.job_id, step)
     size = get_artifact_store(settings).put_dir(key, folder)
-    job_outputs.record_event(
-        db,
-        job_id,
-        "checkpoint",
-        step=step,
-        message=f"checkpoint saved at step {step}",
-        payload={"checkpoint": key},
-    )
-    job_outputs.record_checkpoint(db, job_id, step, uri=key, size_bytes=size, eval_score=0.5)
-    db.commit()
+    writer.add_event("checkpoint", step, f"checkpoint saved at step {step}", {"checkpoint": key})
+    writer.register_checkpoint(step, key, size, {"eval_accuracy": 0.5}, kept_steps=set())
 
 
 def test_dashboard_follows_a_job_live(
-    page: Any, base_url: str, settings: Settings, alice: Caller, db: Session, tmp_path: Path
+    page: Any, base_url: str, settings: Settings, alice: Caller, sessions: sessionmaker[Session], tmp_path: Path
 ) -> None:
     # The root redirects to the dashboard, which asks for the API key once.
     page.goto(f"{base_url}/")
@@ -166,20 +159,11 @@ def test_dashboard_follows_a_job_live(
     page.wait_for_url(f"**/dashboard/#/jobs/{job_id}")
     page.locator("#events li[data-kind=queued]").wait_for()
 
-    # A worker claims the job and reports three mixed-policy steps.
-    assert jobs_repo.claim_job(db, job_id, worker_id="w-dashboard")
-    job_outputs.record_event(db, job_id, "started", step=0, message="started on w-dashboard")
-    job_outputs.record_event(
-        db,
-        job_id,
-        "evaluation",
-        step=0,
-        message="greedy accuracy 0.250",
-        payload={"accuracy": 0.25, "num_prompts": 8},
-    )
+    # A worker claims the job (its 'started' event) and reports three mixed-policy steps.
+    writer = claim_as_worker(sessions, job_id, worker_id="w-dashboard")
+    writer.add_event("evaluation", 0, "greedy accuracy 0.250", {"accuracy": 0.25, "num_prompts": 8})
     for step in (1, 2, 3):
-        job_outputs.record_metrics(db, job_id, step, step_metrics(step, mix=True))
-    db.commit()
+        writer.record_step(step, step_metrics(step, mix=True))
     wait_for_points(page, "Reward", 3)
     assert page.inner_text("#metric-count") == "3"
     assert chart_points(page, "Response length (tokens)") == 3
@@ -197,18 +181,8 @@ def test_dashboard_follows_a_job_live(
         {"prompt": "12+30=", "completion": "<b>42</b> \\boxed{42}", "answer": "42", "reward": 1.0},
         {"prompt": "7+8=", "completion": "\\boxed{14}", "answer": "15", "reward": 0.0},
     ]
-    job_outputs.record_event(
-        db, job_id, "samples", step=3, message="2 sampled completions", payload={"samples": samples}
-    )
-    job_outputs.record_event(
-        db,
-        job_id,
-        "reincarnated",
-        step=3,
-        message="policy reincarnation at step 3",
-        payload={"step": 3, "dropped_replay_responses": 12},
-    )
-    db.commit()
+    writer.add_event("samples", 3, "2 sampled completions", {"samples": samples})
+    writer.add_event("reincarnated", 3, "policy reincarnation at step 3", {"step": 3, "dropped_replay_responses": 12})
     page.locator("#reincarnation", has_text="at step 3").wait_for()
     page.locator("#samples li.sample").nth(1).wait_for()
     first_sample = page.locator("#samples li.sample.good")
@@ -220,15 +194,14 @@ def test_dashboard_follows_a_job_live(
 
     # On-policy steps after the reincarnation extend the charts without a reload.
     for step in (4, 5, 6):
-        job_outputs.record_metrics(db, job_id, step, step_metrics(step, mix=False))
-    db.commit()
+        writer.record_step(step, step_metrics(step, mix=False))
     wait_for_points(page, "Reward", 6)
     assert chart_points(page, "Reward functions") == 6
     assert page.inner_text("#phase") == "on-policy"
     assert chart_points(page, "Response length (tokens)") == 6
 
     # A checkpoint appears with a download button; the download is the tar.gz of the model folder.
-    write_checkpoint(db, settings, job_id, 6, tmp_path / "step-000006")
+    write_checkpoint(writer, settings, 6, tmp_path / "step-000006")
     button = page.locator('#checkpoints button.download[data-step="6"]')
     with page.expect_download() as download_info:
         button.click()
@@ -240,9 +213,7 @@ def test_dashboard_follows_a_job_live(
     assert not any("trainer_state" in name for name in names)
 
     # The job finishes: the stream ends and the header shows the final state.
-    jobs_repo.finish_job(db, job_id, JobStatus.succeeded, summary={"accuracy_after": 0.6})
-    job_outputs.record_event(db, job_id, "succeeded", step=6, message="finished")
-    db.commit()
+    writer.finish(JobStatus.succeeded, step=6, summary={"accuracy_after": 0.6}, message="finished")
     page.locator("#job-status .status-succeeded").wait_for()
     page.locator("#stream-state", has_text="stream ended").wait_for()
     page.wait_for_timeout(300)  # let the last chart frame paint before the picture

@@ -8,13 +8,12 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 from service_testing import make_caller
 from sqlalchemy import text
+from testing_support import claim_as_worker
 
 from service.db import get_engine, session_factory
 from service.main import create_app
 from service.migrate import upgrade
 from service.models import JobStatus
-from service.repositories import job_outputs
-from service.repositories import jobs as jobs_repo
 from service.settings import Settings
 
 
@@ -47,12 +46,10 @@ def test_embedded_stack_end_to_end(tmp_path: Path) -> None:
     assert [j["id"] for j in page["data"] + rest["data"]] == list(reversed(ids))
 
     job_id = uuid.UUID(ids[0])
-    with session_factory(settings.database_url)() as session:
-        assert jobs_repo.claim_job(session, job_id, worker_id="w")
-        job_outputs.record_metrics(session, job_id, 1, {"loss": 2.0})
-        job_outputs.record_metrics(session, job_id, 1, {"loss": 1.0})  # upsert on SQLite too
-        assert jobs_repo.finish_job(session, job_id, JobStatus.succeeded)
-        session.commit()
+    writer = claim_as_worker(session_factory(settings.database_url), job_id, worker_id="w")  # the worker's claim
+    writer.record_step(1, {"loss": 2.0})
+    writer.record_step(1, {"loss": 1.0})  # upsert on SQLite too
+    writer.finish(JobStatus.succeeded, step=1, message="done")
     metrics = client.get(f"/v1/jobs/{job_id}/metrics", headers=caller.headers).json()["data"]
     assert [(m["step"], m["metrics"]) for m in metrics] == [(1, {"loss": 1.0})]
     stream = client.get(f"/v1/jobs/{job_id}/stream", headers=caller.headers).text

@@ -10,27 +10,23 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 from service_testing import Caller, assert_problem, submit
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
+from testing_support import claim_as_worker
 
-from service.db import session_factory
+from service.lifecycle import JobWriter
 from service.models import JobStatus
-from service.repositories import job_outputs
-from service.repositories import jobs as jobs_repo
 from service.settings import Settings
 
 
-def _running_job(client: TestClient, caller: Caller, db: Session) -> uuid.UUID:
+def _running_job(client: TestClient, caller: Caller, sessions: sessionmaker[Session]) -> JobWriter:
+    """A submitted job claimed as the worker claims it (its 'started' event included); its attempt's writer."""
     job_id = uuid.UUID(submit(client, caller)["id"])
-    assert jobs_repo.claim_job(db, job_id, worker_id="w1")
-    job_outputs.record_event(db, job_id, "started", step=0, message="worker w1")
-    db.commit()
-    return job_id
+    return claim_as_worker(sessions, job_id, worker_id="w1")
 
 
-def _write_steps(db: Session, job_id: uuid.UUID, steps: range) -> None:
+def _write_steps(writer: JobWriter, steps: range) -> None:
     for step in steps:
-        job_outputs.record_metrics(db, job_id, step, {"reward_mean": step / 10, "replay_fraction": 0.4})
-    db.commit()
+        writer.record_step(step, {"reward_mean": step / 10, "replay_fraction": 0.4})
 
 
 def parse_sse(text: str) -> list[dict[str, Any]]:
@@ -43,9 +39,10 @@ def parse_sse(text: str) -> list[dict[str, Any]]:
     return messages
 
 
-def test_metrics_range_and_limit(client: TestClient, alice: Caller, db: Session) -> None:
-    job_id = _running_job(client, alice, db)
-    _write_steps(db, job_id, range(10))
+def test_metrics_range_and_limit(client: TestClient, alice: Caller, sessions: sessionmaker[Session]) -> None:
+    writer = _running_job(client, alice, sessions)
+    job_id = writer.job_id
+    _write_steps(writer, range(10))
     url = f"/v1/jobs/{job_id}/metrics"
     everything = client.get(url, headers=alice.headers).json()
     assert [p["step"] for p in everything["data"]] == list(range(10)) and not everything["has_more"]
@@ -61,19 +58,21 @@ def test_metrics_range_and_limit(client: TestClient, alice: Caller, db: Session)
     )
 
 
-def test_a_retried_step_overwrites_its_metrics(client: TestClient, alice: Caller, db: Session) -> None:
-    job_id = _running_job(client, alice, db)
-    _write_steps(db, job_id, range(3))
-    job_outputs.record_metrics(db, job_id, 1, {"reward_mean": 0.99})
-    db.commit()
+def test_a_retried_step_overwrites_its_metrics(
+    client: TestClient, alice: Caller, sessions: sessionmaker[Session]
+) -> None:
+    writer = _running_job(client, alice, sessions)
+    job_id = writer.job_id
+    _write_steps(writer, range(3))
+    writer.record_step(1, {"reward_mean": 0.99})
     data = client.get(f"/v1/jobs/{job_id}/metrics", headers=alice.headers).json()["data"]
     assert [(p["step"], p["metrics"].get("reward_mean")) for p in data] == [(0, 0.0), (1, 0.99), (2, 0.2)]
 
 
-def test_events_after_cursor(client: TestClient, alice: Caller, db: Session) -> None:
-    job_id = _running_job(client, alice, db)
-    job_outputs.record_event(db, job_id, "reincarnated", step=50, message="anchor reset", payload={"step": 50})
-    db.commit()
+def test_events_after_cursor(client: TestClient, alice: Caller, sessions: sessionmaker[Session]) -> None:
+    writer = _running_job(client, alice, sessions)
+    job_id = writer.job_id
+    writer.add_event("reincarnated", 50, "anchor reset", {"step": 50})
     events = client.get(f"/v1/jobs/{job_id}/events", headers=alice.headers).json()["data"]
     assert [e["kind"] for e in events] == ["queued", "started", "reincarnated"]
     assert events[2]["payload"] == {"step": 50}
@@ -81,12 +80,13 @@ def test_events_after_cursor(client: TestClient, alice: Caller, db: Session) -> 
     assert [e["kind"] for e in later["data"]] == ["started", "reincarnated"]
 
 
-def test_stream_sends_metrics_events_and_end(client: TestClient, alice: Caller, db: Session) -> None:
-    job_id = _running_job(client, alice, db)
-    _write_steps(db, job_id, range(1, 4))
-    assert jobs_repo.finish_job(db, job_id, JobStatus.succeeded)
-    job_outputs.record_event(db, job_id, "succeeded", step=3)
-    db.commit()
+def test_stream_sends_metrics_events_and_end(
+    client: TestClient, alice: Caller, sessions: sessionmaker[Session]
+) -> None:
+    writer = _running_job(client, alice, sessions)
+    job_id = writer.job_id
+    _write_steps(writer, range(1, 4))
+    writer.finish(JobStatus.succeeded, step=3, message="done")  # with its 'succeeded' event
     response = client.get(f"/v1/jobs/{job_id}/stream", headers=alice.headers)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/event-stream")
@@ -105,12 +105,11 @@ def test_stream_sends_metrics_events_and_end(client: TestClient, alice: Caller, 
     assert len({m["id"] for m in messages[:-1]}) == len(messages) - 1  # every item moves the cursor
 
 
-def test_stream_resumes_after_last_event_id(client: TestClient, alice: Caller, db: Session) -> None:
-    job_id = _running_job(client, alice, db)
-    _write_steps(db, job_id, range(1, 6))
-    assert jobs_repo.finish_job(db, job_id, JobStatus.failed, error="out of memory")
-    job_outputs.record_event(db, job_id, "failed", step=5, message="out of memory")
-    db.commit()
+def test_stream_resumes_after_last_event_id(client: TestClient, alice: Caller, sessions: sessionmaker[Session]) -> None:
+    writer = _running_job(client, alice, sessions)
+    job_id = writer.job_id
+    _write_steps(writer, range(1, 6))
+    writer.finish(JobStatus.failed, step=5, error="out of memory", message="out of memory")
     full = parse_sse(client.get(f"/v1/jobs/{job_id}/stream", headers=alice.headers).text)
     resume_at = next(m for m in full if m["event"] == "metric" and m["data"]["step"] == 2)["id"]
     resumed = parse_sse(
@@ -133,17 +132,15 @@ def test_stream_resumes_after_last_event_id(client: TestClient, alice: Caller, d
     assert [m["event"] for m in at_end] == ["end"]
 
 
-def test_stream_follows_a_live_job(client: TestClient, alice: Caller, db: Session, database_url: str) -> None:
-    job_id = _running_job(client, alice, db)
+def test_stream_follows_a_live_job(client: TestClient, alice: Caller, sessions: sessionmaker[Session]) -> None:
+    writer = _running_job(client, alice, sessions)
+    job_id = writer.job_id
 
     def worker() -> None:  # writes while the stream is open, then finishes the job
-        with session_factory(database_url)() as session:
-            for step in range(1, 4):
-                time.sleep(0.1)
-                job_outputs.record_metrics(session, job_id, step, {"loss": 1.0 / step})
-                session.commit()
-            jobs_repo.finish_job(session, job_id, JobStatus.succeeded)
-            session.commit()
+        for step in range(1, 4):
+            time.sleep(0.1)
+            writer.record_step(step, {"loss": 1.0 / step})
+        writer.finish(JobStatus.succeeded, step=3, message="done")
 
     thread = threading.Thread(target=worker)
     thread.start()
@@ -153,23 +150,24 @@ def test_stream_follows_a_live_job(client: TestClient, alice: Caller, db: Sessio
     assert messages[-1]["event"] == "end" and messages[-1]["data"]["status"] == "succeeded"
 
 
-def test_stream_rejects_a_malformed_cursor(client: TestClient, alice: Caller, db: Session) -> None:
-    job_id = _running_job(client, alice, db)
+def test_stream_rejects_a_malformed_cursor(client: TestClient, alice: Caller, sessions: sessionmaker[Session]) -> None:
+    job_id = _running_job(client, alice, sessions).job_id
     response = client.get(f"/v1/jobs/{job_id}/stream", headers=alice.headers | {"Last-Event-ID": "../x"})
     assert_problem(response, 400, "last_event_id: expected '<metric step>-<event id>'")
 
 
-def test_stream_sends_keepalives_while_idle(settings: Settings, alice: Caller, db: Session, client: TestClient) -> None:
+def test_stream_sends_keepalives_while_idle(
+    settings: Settings, alice: Caller, sessions: sessionmaker[Session], client: TestClient
+) -> None:
     from service.main import create_app
 
-    job_id = _running_job(client, alice, db)
+    writer = _running_job(client, alice, sessions)
+    job_id = writer.job_id
     quick = TestClient(create_app(settings.model_copy(update={"sse_keepalive_seconds": 0.1})))
 
     def finish_later() -> None:
         time.sleep(0.5)
-        with session_factory(settings.database_url)() as session:
-            jobs_repo.finish_job(session, job_id, JobStatus.succeeded)
-            session.commit()
+        writer.finish(JobStatus.succeeded, step=0, message="done")
 
     thread = threading.Thread(target=finish_later)
     thread.start()

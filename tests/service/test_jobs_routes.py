@@ -7,8 +7,10 @@ import uuid
 from fastapi.testclient import TestClient
 from redis import Redis
 from service_testing import Caller, assert_problem, queued_messages, submit
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
+from testing_support import claim_as_worker
 
+from service import lifecycle
 from service.models import JobStatus
 from service.repositories import jobs as jobs_repo
 from service.settings import Settings
@@ -169,11 +171,12 @@ def test_cancel_queued_job_is_immediate(client: TestClient, alice: Caller) -> No
     assert_problem(again, 409, f"job {job['id']} is already cancelled")
 
 
-def test_cancel_running_job_requests_cancellation(client: TestClient, alice: Caller, db: Session) -> None:
+def test_cancel_running_job_requests_cancellation(
+    client: TestClient, alice: Caller, sessions: sessionmaker[Session]
+) -> None:
     job = submit(client, alice)
     job_id = uuid.UUID(job["id"])
-    assert jobs_repo.claim_job(db, job_id, worker_id="w1")
-    db.commit()
+    writer = claim_as_worker(sessions, job_id, worker_id="w1")
     response = client.post(f"/v1/jobs/{job_id}/cancel", params={"checkpoint": "true"}, headers=alice.headers)
     assert response.status_code == 202
     body = response.json()
@@ -183,23 +186,21 @@ def test_cancel_running_job_requests_cancellation(client: TestClient, alice: Cal
         True,
     )
     assert client.post(f"/v1/jobs/{job_id}/cancel", headers=alice.headers).status_code == 202  # repeat is harmless
-    # The worker notices the flag between steps and stops.
-    assert jobs_repo.finish_job(db, job_id, JobStatus.cancelled)
-    db.commit()
+    # The worker notices the flag between steps and stops (finish raises LeaseLost if the job is not its own).
+    writer.finish(JobStatus.cancelled, step=0, message="cancelled after step 0")
     assert_problem(client.post(f"/v1/jobs/{job_id}/cancel", headers=alice.headers), 409, "is already cancelled")
 
 
-def test_cancel_finished_job_is_409(client: TestClient, alice: Caller, db: Session) -> None:
+def test_cancel_finished_job_is_409(client: TestClient, alice: Caller, sessions: sessionmaker[Session]) -> None:
     job_id = uuid.UUID(submit(client, alice)["id"])
-    assert jobs_repo.claim_job(db, job_id, worker_id="w1")
-    assert jobs_repo.finish_job(db, job_id, JobStatus.succeeded, summary={"accuracy_after": 0.5})
-    db.commit()
+    writer = claim_as_worker(sessions, job_id, worker_id="w1")
+    writer.finish(JobStatus.succeeded, step=0, message="done", summary={"accuracy_after": 0.5})
     body = assert_problem(client.post(f"/v1/jobs/{job_id}/cancel", headers=alice.headers), 409, "is already succeeded")
     assert body["type"] == "urn:remix:problem:job-terminal"
     assert client.get(f"/v1/jobs/{job_id}", headers=alice.headers).json()["summary"] == {"accuracy_after": 0.5}
 
 
-def test_cancelled_job_cannot_be_claimed(client: TestClient, alice: Caller, db: Session) -> None:
+def test_cancelled_job_cannot_be_claimed(client: TestClient, alice: Caller, sessions: sessionmaker[Session]) -> None:
     job_id = uuid.UUID(submit(client, alice)["id"])
     client.post(f"/v1/jobs/{job_id}/cancel", headers=alice.headers)
-    assert not jobs_repo.claim_job(db, job_id, worker_id="late-worker")
+    assert not lifecycle.claim_job(sessions, job_id, worker_id="late-worker")  # the claim run_job makes

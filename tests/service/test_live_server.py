@@ -12,12 +12,11 @@ import httpx
 import pytest
 import uvicorn
 from service_testing import Caller
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
+from testing_support import claim_as_worker
 
 from service.main import create_app
 from service.models import JobStatus
-from service.repositories import job_outputs
-from service.repositories import jobs as jobs_repo
 from service.settings import Settings
 
 
@@ -47,24 +46,21 @@ def _read_until(lines: Iterator[str], event: str) -> list[str]:
     raise AssertionError(f"stream ended before {event!r}: {seen}")
 
 
-def test_stream_is_incremental_over_http(base_url: str, alice: Caller, db: Session) -> None:
+def test_stream_is_incremental_over_http(base_url: str, alice: Caller, sessions: sessionmaker[Session]) -> None:
     with httpx.Client(base_url=base_url, headers=alice.headers, timeout=10) as http:
         created = http.post(
             "/v1/jobs", json={"config": {"total_steps": 2}}, headers={"Idempotency-Key": str(uuid.uuid4())}
         )
         assert created.status_code == 202 and created.headers["location"].startswith("/v1/jobs/")
         job_id = uuid.UUID(created.json()["id"])
-        assert jobs_repo.claim_job(db, job_id, worker_id="w1")
-        db.commit()
+        writer = claim_as_worker(sessions, job_id, worker_id="w1")
         with http.stream("GET", f"/v1/jobs/{job_id}/stream") as response:
             assert response.headers["content-type"].startswith("text/event-stream")
             lines = response.iter_lines()
             # The job is still running: the queued event arrives anyway.
             assert "event: queued" in _read_until(lines, "queued")
-            job_outputs.record_metrics(db, job_id, 1, {"loss": 0.5})
-            db.commit()
+            writer.record_step(1, {"loss": 0.5})
             assert "event: metric" in _read_until(lines, "metric")
-            jobs_repo.finish_job(db, job_id, JobStatus.succeeded)
-            db.commit()
+            writer.finish(JobStatus.succeeded, step=1, message="done")
             _read_until(lines, "end")
             assert next(lines) == f'data: {{"job_id":"{job_id}","status":"succeeded"}}'

@@ -7,17 +7,15 @@ import uuid
 
 import pytest
 from fastapi.testclient import TestClient
-from pydantic import SecretStr
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
 from service_testing import Caller, assert_problem, submit
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
+from testing_support import claim_as_worker
 
 from service.main import create_app
 from service.models import JobStatus
-from service.repositories import job_outputs
-from service.repositories import jobs as jobs_repo
 from service.settings import Settings
-
 
 METRICS_TOKEN = "operator-metrics-token-for-tests"
 TOKEN_HEADERS = {"Authorization": f"Bearer {METRICS_TOKEN}"}
@@ -57,13 +55,12 @@ def test_metrics_endpoint_lists_every_metric_family(client: TestClient, alice: C
 
 
 def test_metrics_endpoint_jobs_by_state_and_queue_depth_follow_the_database(
-    client: TestClient, settings: Settings, alice: Caller, admin: Caller, db: Session
+    client: TestClient, settings: Settings, alice: Caller, admin: Caller, sessions: sessionmaker[Session]
 ) -> None:
     before = scrape(client, admin.headers)
     first = uuid.UUID(submit(client, alice)["id"])
     submit(client, alice)
-    assert jobs_repo.claim_job(db, first, worker_id="w-prom")
-    db.commit()
+    writer = claim_as_worker(sessions, first, worker_id="w-prom")
     after = scrape(client, admin.headers)
 
     def delta(name: str, **labels: str) -> float:
@@ -73,22 +70,20 @@ def test_metrics_endpoint_jobs_by_state_and_queue_depth_follow_the_database(
     assert delta("remix_jobs", state="running") == 1
     assert delta("remix_queue_depth", queue=settings.task_queue) == 2  # nothing consumes the test queue
 
-    jobs_repo.finish_job(db, first, JobStatus.failed, error="boom")
-    db.commit()
+    writer.finish(JobStatus.failed, step=0, error="boom", message="boom")
     final = scrape(client, admin.headers)
     assert value(final, "remix_jobs", state="running") == value(before, "remix_jobs", state="running")
     assert value(final, "remix_jobs", state="failed") == (value(before, "remix_jobs", state="failed") or 0) + 1
 
 
 def test_metrics_endpoint_reports_worker_progress_of_running_jobs(
-    client: TestClient, alice: Caller, admin: Caller, db: Session
+    client: TestClient, alice: Caller, admin: Caller, sessions: sessionmaker[Session]
 ) -> None:
     job_id = uuid.UUID(submit(client, alice, config={"total_steps": 9})["id"])
-    assert jobs_repo.claim_job(db, job_id, worker_id="w-speed")
+    writer = claim_as_worker(sessions, job_id, worker_id="w-speed")
     steps_before = value(scrape(client, admin.headers), "remix_training_steps_total")
-    job_outputs.record_metrics(db, job_id, 1, {"step_s": 9.0, "gen_tokens_per_s": 10.0})
-    job_outputs.record_metrics(db, job_id, 2, {"step_s": 1.5, "gen_tokens_per_s": 1234.0})
-    db.commit()
+    writer.record_step(1, {"step_s": 9.0, "gen_tokens_per_s": 10.0})
+    writer.record_step(2, {"step_s": 1.5, "gen_tokens_per_s": 1234.0})
 
     samples = scrape(client, admin.headers)
     labels = {"job_id": str(job_id), "worker_id": "w-speed"}
@@ -98,8 +93,7 @@ def test_metrics_endpoint_reports_worker_progress_of_running_jobs(
     assert value(samples, "remix_worker_heartbeat_age_seconds", **labels) is not None
     assert value(samples, "remix_training_steps_total") == steps_before + 2
 
-    jobs_repo.finish_job(db, job_id, JobStatus.succeeded)
-    db.commit()
+    writer.finish(JobStatus.succeeded, step=2, message="done")
     assert value(scrape(client, admin.headers), "remix_worker_step_seconds", **labels) is None  # only active jobs
 
 

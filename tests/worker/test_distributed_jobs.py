@@ -15,8 +15,8 @@ from sqlalchemy import select
 from worker_testing import tiny_job_config, wait_for
 
 from service.artifacts import checkpoint_key
+from service.lifecycle import CancelOutcome, request_cancel
 from service.models import Checkpoint, Job, JobAttempt, JobEvent, JobMetric, utcnow
-from service.repositories.jobs import CancelOutcome, request_cancel
 from service.settings import Settings
 from worker.celery_app import create_celery_app
 from worker.distributed_entry import Lifeline, pid_alive

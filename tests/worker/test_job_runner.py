@@ -18,6 +18,7 @@ from sqlalchemy.orm import sessionmaker
 from worker_testing import tiny_job_config
 
 from service.artifacts import LocalArtifactStore
+from service.lifecycle import JobWriter, LeaseLost, claim_job, jsonable
 from service.models import (
     Checkpoint,
     Dataset,
@@ -32,13 +33,11 @@ from service.models import (
 from worker.job_runner import (
     DbCallbacks,
     Heartbeat,
-    claim_job,
     job_output_dir,
     resolve_config,
     run_job,
     worker_identity,
 )
-from worker.job_writer import JobWriter, LeaseLost, jsonable
 
 
 def _job(sessions, job_id) -> Job:
@@ -310,7 +309,7 @@ def test_writes_survive_a_dropped_database_connection(sessions, make_job, databa
         assert session.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": backend}).scalar_one()
 
     # when the next write runs on the dead connection
-    with caplog.at_level(logging.WARNING, logger="worker.job_writer"):
+    with caplog.at_level(logging.WARNING, logger="service.lifecycle"):
         writer.record_step(2, {"loss": 0.5})
 
     # then it was retried on a new connection and landed

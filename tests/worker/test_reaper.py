@@ -9,9 +9,9 @@ import redis
 from sqlalchemy import select, update
 from worker_testing import queued_train_jobs
 
+from service.lifecycle import claim_job
 from service.models import Job, JobAttempt, JobEvent, utcnow
 from worker.celery_app import create_celery_app
-from worker.job_runner import claim_job
 from worker.reaper import reap_stale_jobs
 
 TRAIN_TASK = "worker.train_job"

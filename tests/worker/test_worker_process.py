@@ -28,12 +28,12 @@ from worker_testing import (
     wait_for,
 )
 
+from service.lifecycle import claim_job
 from service.models import ApiKey, Checkpoint, Dataset, Job, JobAttempt, JobEvent, JobMetric, Tenant, utcnow
 from service.repositories.tenants import create_api_key, get_or_create_tenant
 from service.settings import Settings
 from worker.celery_app import create_celery_app
 from worker.commands import celery_worker_argv
-from worker.job_runner import claim_job
 
 pytestmark = pytest.mark.slow
 

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request, Response
 from sqlalchemy.orm import Session
 
+from service import lifecycle
 from service.api.deps import CurrentTenant, Principal, SessionDep, SettingsDep
 from service.errors import ConflictError, FieldValidationError, NotFoundError
 from service.job_submission import Submitter, submit_job
@@ -93,10 +94,10 @@ def cancel_job(
 ) -> JobPublic:
     """Cancel: a queued job is cancelled at once (200); a running one stops at the next step (202)."""
     job = owned_job(session, caller, job_id)
-    outcome = jobs_repo.request_cancel(session, job, checkpoint=checkpoint)
-    if outcome is jobs_repo.CancelOutcome.terminal:
+    outcome = lifecycle.request_cancel(session, job, checkpoint=checkpoint)
+    if outcome is lifecycle.CancelOutcome.terminal:
         raise ConflictError(f"job {job.id} is already {job.status}", slug="job-terminal")
-    response.status_code = 200 if outcome is jobs_repo.CancelOutcome.cancelled else 202
+    response.status_code = 200 if outcome is lifecycle.CancelOutcome.cancelled else 202
     return JobPublic.model_validate(job)
 
 

@@ -1,120 +1,105 @@
-"""Database writes of a running job, guarded by ownership and retried on transient errors
-(through a database outage of up to `worker_db_retry_seconds`, training waiting meanwhile).
+"""One attempt of a job, on the worker: the claim (queued -> running), the lease it holds while it
+trains (heartbeat renewals), its writes (metrics, events, checkpoints, resume bookkeeping) and its
+finish (-> succeeded | failed | cancelled). Retried through database outages of up to
+`worker_db_retry_seconds` (`retry_window`), training waiting meanwhile.
 
-Every write of a training attempt happens in one short transaction that first renews the
-heartbeat with `UPDATE jobs ... WHERE attempts = <my attempt> AND status IN (running, cancelling)`.
-If that matches no row the job was re-queued (or finished) behind this worker's back, so the
-write is rolled back and `LeaseLost` is raised: a worker that was presumed dead never overwrites
-the work of its successor. Metrics and checkpoints are upserts keyed by (job_id, step), and so are
-the per-step events (samples, evaluation, ...) by (job_id, kind, step), so a step that is re-run
-after a crash replaces its rows instead of duplicating them.
+The claim is a conditional `UPDATE jobs SET status='running' ... WHERE status='queued'` that records
+a `JobAttempt` and a 'started' event, so a redelivered message, a job running elsewhere, or a
+cancelled or finished job is left alone. Every later write of the attempt happens in one short
+transaction that first renews the heartbeat with
+`UPDATE jobs ... WHERE attempts = <my attempt> AND status IN (running, cancelling)`. If that matches
+no row the job was re-queued (or finished) behind this worker's back, so the write is rolled back and
+`LeaseLost` is raised: a worker that was presumed dead never overwrites the work of its successor.
+Metrics and checkpoints are upserts keyed by (job_id, step), and so are the per-step events
+(samples, evaluation, ...) by (job_id, kind, step), so a step that is re-run after a crash replaces
+its rows instead of duplicating them.
 """
 
 from __future__ import annotations
 
-import logging
-import math
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import delete, exc, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.lifecycle.plumbing import ACTIVE_STATUSES, jsonable, retry_db, upsert
 from service.models import Checkpoint, Job, JobAttempt, JobEvent, JobMetric, JobStatus, utcnow
 
-log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-ACTIVE_STATUSES = (JobStatus.running.value, JobStatus.cancelling.value)
 # Events the trainer writes once per step. A resumed attempt re-runs the steps after its checkpoint
 # and writes them again; the new one replaces the crashed attempt's row in place (same id and time),
 # so an SSE follower that already received it is not sent it twice, and one arriving later gets it once.
 PER_STEP_EVENT_KINDS = frozenset({"samples", "evaluation", "reincarnated", "checkpoint"})
-RETRY_ATTEMPTS = 5
-RETRY_BASE_DELAY_S = 0.25
-RETRY_MAX_DELAY_S = 4.0
 
 
 class LeaseLost(RuntimeError):
     """The job no longer belongs to this attempt (re-queued by the reaper, or finished)."""
 
 
-def is_transient(error: BaseException) -> bool:
-    """Connection drops, server restarts, failovers: worth retrying; constraint errors are not."""
-    if isinstance(error, exc.DBAPIError) and error.connection_invalidated:
-        return True
-    return isinstance(error, exc.OperationalError | exc.InterfaceError)
+@dataclass(frozen=True)
+class Claim:
+    job_id: uuid.UUID
+    attempt: int
+    worker_id: str
 
 
-def retry_db(operation: Callable[[], T], *, what: str, attempts: int = RETRY_ATTEMPTS, window: float = 0.0) -> T:
-    """Run `operation` (one whole transaction), retrying transient errors with exponential backoff.
+def claim_job(
+    sessions: sessionmaker[Session],
+    job_id: uuid.UUID,
+    *,
+    worker_id: str,
+    celery_task_id: str | None = None,
+    retry_window: float = 0.0,
+) -> Claim | None:
+    """Atomically move a queued job to running and record the attempt; None if it was not queued."""
 
-    Gives up after `attempts` tries or, if that is later, once `window` seconds have passed since the
-    first failure: with a window, a worker rides out a database restart instead of failing its job."""
-    first_failure: float | None = None
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            return operation()
-        except exc.DBAPIError as error:
-            now = time.monotonic()
-            first_failure = now if first_failure is None else first_failure
-            outage = now - first_failure
-            if not is_transient(error) or (attempt >= attempts and outage >= window):
-                raise
-            delay = min(RETRY_BASE_DELAY_S * 2 ** min(attempt - 1, 16), RETRY_MAX_DELAY_S)
-            log.warning(
-                "transient database error during %s (try %d, %.1fs since the first), retrying in %.2fs: %s",
-                what,
-                attempt,
-                outage,
-                delay,
-                error,
+    def operation() -> Claim | None:
+        now = utcnow()
+        with sessions.begin() as session:
+            claimed = session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status == JobStatus.queued.value)
+                .values(
+                    status=JobStatus.running.value,
+                    attempts=Job.attempts + 1,
+                    worker_id=worker_id,
+                    heartbeat_at=now,
+                    started_at=func.coalesce(Job.started_at, now),
+                    celery_task_id=func.coalesce(celery_task_id, Job.celery_task_id),
+                    error=None,
+                )
+                .returning(Job.attempts, Job.current_step)
+                .execution_options(synchronize_session=False)
+            ).one_or_none()
+            if claimed is None:
+                return None
+            attempt, step = claimed
+            session.add(
+                JobAttempt(
+                    job_id=job_id,
+                    attempt=attempt,
+                    worker_id=worker_id,
+                    celery_task_id=celery_task_id,
+                    started_at=now,
+                )
             )
-            time.sleep(delay)
+            session.add(
+                JobEvent(
+                    job_id=job_id,
+                    kind="started",
+                    step=step,
+                    message=f"attempt {attempt} started on {worker_id}",
+                    payload={"attempt": attempt, "worker_id": worker_id},
+                )
+            )
+            return Claim(job_id, attempt, worker_id)
 
-
-def upsert(
-    session: Session,
-    model: type[Any],
-    values: Mapping[str, Any],
-    keys: Iterable[str],
-    update_columns: Iterable[str],
-) -> None:
-    """INSERT ... ON CONFLICT (keys) DO UPDATE, with the dialect's own insert (Postgres or SQLite)."""
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    elif dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    else:
-        raise NotImplementedError(f"upsert is not implemented for the {dialect} dialect")
-    stmt = insert(model).values(**values)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=list(keys), set_={col: stmt.excluded[col] for col in update_columns}
-    )
-    session.execute(stmt)
-
-
-def jsonable(value: Any) -> Any:
-    """Plain JSON: numpy/torch scalars become numbers and NaN/inf become None (Postgres rejects them)."""
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    if isinstance(value, bool | int | str) or value is None:
-        return value
-    if hasattr(value, "item"):  # numpy / torch scalar
-        value = value.item()
-        return jsonable(value)
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    return str(value)
+    return retry_db(operation, what=f"claim of job {job_id}", window=retry_window)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,65 @@
+"""The job lifecycle: every state change of a job, one implementation each.
+
+The API (routes, service/job_submission.py), the worker (worker/job_runner.py and the rank 0 of a
+distributed job, worker/distributed_entry.py) and the reaper (worker/reaper.py) all change a job's
+state through this package, and so do the tests; service/repositories only reads (and writes
+tenants, keys and datasets). It imports SQLAlchemy and the models only, never torch or worker/,
+so the API process stays light.
+
+    transition                        status change / effect                               caller   module
+    create_job                        -> queued, with its 'queued' event                   API      creation
+    dispatch_job                      reserves a task id, sends the task once              API      creation
+    request_cancel                    queued -> cancelled, running -> cancelling           API      cancel
+    claim_job                         queued -> running, a JobAttempt, a 'started' event   worker   attempt
+    JobWriter.heartbeat               renews the attempt's lease (heartbeat_at)            worker   attempt
+    JobWriter.record_step             a step's metrics (upsert by step), current_step      worker   attempt
+    JobWriter.add_event               an event (per-step kinds upsert by kind and step)    worker   attempt
+    JobWriter.register_checkpoint     a checkpoint row (upsert), rows of pruned ones gone  worker   attempt
+    JobWriter.forget_checkpoint       the row of a checkpoint the trainer pruned           worker   attempt
+    JobWriter.prepare_resume          drops metrics after the resume step                  worker   attempt
+    JobWriter.finish                  running|cancelling -> succeeded|failed|cancelled     worker   attempt
+    reap_job                          stale running|cancelling -> queued|cancelled|failed  reaper   requeue
+    dispatch_requeued                 re-sends a re-queued job's task (or reverts it)      reaper   requeue
+
+API-side transitions run in the request's session and commit. Worker and reaper transitions take a
+sessionmaker, run one short transaction each and retry transient database errors (`retry_db`);
+the attempt's writes are guarded by its lease and raise `LeaseLost` once the job belongs to another
+attempt. No job is paused: there is no pause transition.
+"""
+
+from service.lifecycle.attempt import (
+    PER_STEP_EVENT_KINDS,
+    Claim,
+    JobStatusView,
+    JobWriter,
+    LeaseLost,
+    claim_job,
+)
+from service.lifecycle.cancel import CancelOutcome, request_cancel
+from service.lifecycle.creation import DispatchFailed, IdempotencyKeyReused, NewJob, create_job, dispatch_job
+from service.lifecycle.plumbing import ACTIVE_STATUSES, is_transient, jsonable, retry_db
+from service.lifecycle.requeue import Enqueue, dispatch_requeued, find_stale_jobs, reap_job
+
+__all__ = [
+    "ACTIVE_STATUSES",
+    "PER_STEP_EVENT_KINDS",
+    "CancelOutcome",
+    "Claim",
+    "DispatchFailed",
+    "Enqueue",
+    "IdempotencyKeyReused",
+    "JobStatusView",
+    "JobWriter",
+    "LeaseLost",
+    "NewJob",
+    "claim_job",
+    "create_job",
+    "dispatch_job",
+    "dispatch_requeued",
+    "find_stale_jobs",
+    "is_transient",
+    "jsonable",
+    "reap_job",
+    "request_cancel",
+    "retry_db",
+]

@@ -1,0 +1,130 @@
+"""Recovering a job whose worker died (its heartbeat went stale): re-queue, cancel or fail it,
+and re-send the task of a re-queued job. Called by the reaper (worker/reaper.py).
+
+A job in running/cancelling whose heartbeat is older than the cutoff gets a `stalled` event (and
+its attempt the `stalled` outcome) and then:
+  - a job being cancelled becomes `cancelled` (nobody needs to finish it);
+  - otherwise, while attempts < max_attempts, it goes back to `queued` (`requeued` event) and its
+    task is sent again; the next worker resumes from the last checkpoint;
+  - otherwise it becomes `failed` with "gave up after N attempts".
+Every transition is a conditional UPDATE that re-checks the staleness and the attempt, so two
+reapers (the periodic one and one run at worker start-up) never act twice on the same job, and a
+heartbeat that arrives meanwhile wins.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.lifecycle.plumbing import ACTIVE_STATUSES, retry_db
+from service.models import Job, JobAttempt, JobEvent, JobStatus, utcnow
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Enqueue = Callable[[str], str | None]  # sends worker.train_job for a job id, returns the task id
+
+
+def _stale_condition(cutoff: datetime) -> Any:
+    return or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < cutoff)
+
+
+def find_stale_jobs(session: Session, cutoff: datetime) -> list[uuid.UUID]:
+    """Active jobs whose heartbeat is missing or older than `cutoff`, oldest job first."""
+    rows = session.execute(
+        select(Job.id).where(Job.status.in_(ACTIVE_STATUSES), _stale_condition(cutoff)).order_by(Job.created_at)
+    )
+    return list(rows.scalars())
+
+
+def _decide(job: Job, max_attempts: int) -> tuple[JobStatus, str]:
+    if job.status == JobStatus.cancelling.value:
+        return (
+            JobStatus.cancelled,
+            "cancelled: its worker stopped responding while the job was being cancelled",
+        )
+    if job.attempts < max_attempts:
+        return JobStatus.queued, f"re-queued for attempt {job.attempts + 1} of {max_attempts}"
+    return JobStatus.failed, f"gave up after {job.attempts} attempts"
+
+
+def reap_job(
+    sessions: sessionmaker[Session], job_id: uuid.UUID, *, cutoff: datetime, settings: Settings
+) -> JobStatus | None:
+    """Re-queue, cancel or fail one stale job in one (retried) transaction; returns its new status,
+    or None if it is no longer stale (a heartbeat or another reaper got there first)."""
+
+    def operation() -> JobStatus | None:
+        with sessions.begin() as session:
+            return _reap_one(session, job_id, cutoff, settings)
+
+    return retry_db(operation, what=f"reaping job {job_id}")
+
+
+def _reap_one(session: Session, job_id: uuid.UUID, cutoff: datetime, settings: Settings) -> JobStatus | None:
+    job = session.get(Job, job_id, populate_existing=True)
+    if job is None or job.status not in ACTIVE_STATUSES:
+        return None
+    now = utcnow()
+    last_beat = job.heartbeat_at.isoformat() if job.heartbeat_at else "never"
+    limit = f"{settings.stale_after_seconds:g}s"
+    reason = f"no heartbeat from worker {job.worker_id} since {last_beat} (limit {limit})"
+    new_status, outcome = _decide(job, settings.max_attempts)
+    values: dict[str, Any] = {"status": new_status.value, "worker_id": None}
+    if new_status is JobStatus.failed:
+        values.update(error=f"{outcome}; last: {reason}", finished_at=now)
+    elif new_status is JobStatus.cancelled:
+        values.update(finished_at=now)
+    changed = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == job.status, Job.attempts == job.attempts, _stale_condition(cutoff))
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if changed != 1:  # a heartbeat or another reaper got there first
+        return None
+    payload = {"attempt": job.attempts, "worker_id": job.worker_id, "last_heartbeat": last_beat}
+    session.add(JobEvent(job_id=job_id, kind="stalled", step=job.current_step, message=reason, payload=payload))
+    session.execute(
+        update(JobAttempt)
+        .where(JobAttempt.job_id == job_id, JobAttempt.attempt == job.attempts, JobAttempt.ended_at.is_(None))
+        .values(outcome="stalled", error=reason, ended_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    kind = "requeued" if new_status is JobStatus.queued else new_status.value
+    session.add(JobEvent(job_id=job_id, kind=kind, step=job.current_step, message=outcome, payload=payload))
+    return new_status
+
+
+def dispatch_requeued(sessions: sessionmaker[Session], job_id: uuid.UUID, enqueue: Enqueue) -> None:
+    """Send the task of a job `reap_job` re-queued and record its task id.
+
+    If the broker cannot be reached the job is put back as stale-running (heartbeat NULL), so the
+    next reaper run tries again instead of leaving it queued with no message in the broker."""
+    try:
+        task_id = enqueue(str(job_id))
+    except Exception:
+        log.exception("could not enqueue job %s; it will be retried by the next reaper run", job_id)
+        with sessions.begin() as session:
+            session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status == JobStatus.queued.value)
+                .values(status=JobStatus.running.value, heartbeat_at=None)
+                .execution_options(synchronize_session=False)
+            )
+        return
+    if task_id:
+        with sessions.begin() as session:
+            session.execute(
+                update(Job)
+                .where(Job.id == job_id)
+                .values(celery_task_id=task_id)
+                .execution_options(synchronize_session=False)
+            )
