@@ -11,6 +11,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from test_trainer import Recorder
 from pydantic import ValidationError
 
 from remix_engine.config import BuiltinEvalSetSpec, EvalSetSpec, TrainConfig
@@ -206,28 +207,9 @@ def test_a_small_chat_model_reports_each_builtin_set(tmp_path: Path, qwen_standi
         }
     )
 
-    class Callbacks:
-        def __init__(self):
-            self.metrics: list[dict] = []
-
-        def on_step(self, step, metrics):
-            self.metrics.append(metrics)
-
-        def on_event(self, *args):
-            pass
-
-        def on_checkpoint(self, step, path, metrics):
-            pass
-
-        def on_checkpoint_pruned(self, step, path):
-            pass
-
-        def should_stop(self):
-            return False
-
-    callbacks = Callbacks()
+    callbacks = Recorder()
     result = Trainer(cfg, tmp_path / "run", callbacks=callbacks).train()
-    last = callbacks.metrics[-1]
+    last = callbacks.steps[-1]
     assert last["eval_aime24/num_prompts"] == 3 and 0.0 <= last["eval_aime24/accuracy"] <= 1.0
     assert "eval_aime24/avg_pass1" not in last  # eval_samples 0 and no samples of its own: greedy only
     assert last["eval_math500/num_prompts"] == 2 and 0.0 <= last["eval_math500/accuracy"] <= 1.0

@@ -19,6 +19,7 @@ import copy
 
 import pytest
 import torch
+from test_trainer import small_config
 
 import remix_engine.trainer as trainer_module
 from remix_engine.config import TrainConfig
@@ -34,28 +35,11 @@ def wiring_config(model_path: str, **algorithm) -> TrainConfig:
     A large learning rate makes successive policies (and critics) clearly different, so a model
     holding the wrong weights gives clearly different log-probs (or values).
     """
-    return TrainConfig.model_validate(
-        {
-            "model": {"name_or_path": model_path},
-            "data": {"eval_size": 8},
-            "rollout": {"prompts_per_step": 5, "group_size": 2, "max_new_tokens": 6},
-            "reward": {"functions": [{"name": "regex", "kwargs": {"pattern": "[0-9]", "target": "completion"}}]},
-            "algorithm": {
-                "off_policy_fraction": 0.4,
-                "history_window": 2,
-                "utd_ratio": 2,
-                "reincarnation_step": 2,
-                "lambda_start_step": 1,
-                "lambda_interval": 1,
-                "minibatch_size": 6,  # two minibatches of a 10-row batch
-                **algorithm,
-            },
-            "optim": {"lr": 1e-2, "critic_lr": 1e-2},
-            "total_steps": 3,
-            "checkpoint_every": 3,
-            "seed": 7,
-        }
-    )
+    # test_trainer's small job (5 x 2 rows, two minibatches of 6), with the larger learning rates above.
+    config = small_config(model_path, **algorithm).model_dump(mode="json")
+    config["optim"].update(lr=1e-2, critic_lr=1e-2)
+    config["checkpoint_every"] = 3
+    return TrainConfig.model_validate(config)
 
 
 def weights(module: torch.nn.Module) -> dict[str, torch.Tensor]:
