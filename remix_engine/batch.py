@@ -2,7 +2,9 @@
 
 Shapes: B responses; Lp prompt tokens (left-padded); Lr response tokens (right-padded).
 Every response carries the policy version that generated it and its sampling seed, so a
-replayed sample can be importance-corrected against its own behaviour policy.
+replayed sample can be importance-corrected against its own behaviour policy, and whether it was
+truncated (it reached rollout.max_new_tokens without an EOS token or a stop string), which
+`reward.overlong` reads: `loss_mask` is the response mask without the rows it excludes from the loss.
 """
 
 from __future__ import annotations
@@ -59,6 +61,9 @@ class RolloutBatch:
     returns: torch.Tensor | None = None  # (B, Lr) float (PPO)
     values: torch.Tensor | None = None  # (B, Lr) float (PPO)
     is_replay: torch.Tensor | None = None  # (B,) bool: sample came from the replay buffer
+    # Set by the rollout engines: (B,) bool, the response hit max_new_tokens without an EOS token or a
+    # stop string. None only in batches built by hand (tests) or stored before the flag existed.
+    truncated: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.response_ids.shape[0])
@@ -66,6 +71,21 @@ class RolloutBatch:
     @property
     def response_lengths(self) -> torch.Tensor:
         return self.response_mask.sum(dim=1)  # (B,)
+
+    @property
+    def truncated_rows(self) -> torch.Tensor:
+        """(B,) bool: `truncated`, all False when the batch carries no flag."""
+        if self.truncated is None:
+            return torch.zeros(len(self), dtype=torch.bool, device=self.response_ids.device)
+        return self.truncated.bool()
+
+    def loss_mask(self, *, exclude_truncated: bool = False) -> torch.Tensor:
+        """(B, Lr) bool: the tokens the loss terms see; with `exclude_truncated` truncated rows see none
+        (reward.overlong: mask). The forward passes still read `response_mask`."""
+        mask = self.response_mask.bool()
+        if exclude_truncated:
+            mask = mask & ~self.truncated_rows.unsqueeze(1)
+        return mask
 
     def select(self, index: torch.Tensor | list[int]) -> RolloutBatch:
         """Rows `index` of every field, as a new batch."""
@@ -97,6 +117,8 @@ class RolloutBatch:
         out: dict[str, Any] = {}
         for f in fields(RolloutBatch):
             values = [getattr(b, f.name) for b in batches]
+            if f.name == "truncated" and any(v is not None for v in values):
+                values = [b.truncated_rows for b in batches]  # a batch stored before the flag: none truncated
             if all(v is None for v in values):
                 out[f.name] = None
             elif any(v is None for v in values):
@@ -121,7 +143,7 @@ class RolloutBatch:
 
     @staticmethod
     def from_state_dict(state: dict[str, Any]) -> RolloutBatch:
-        return RolloutBatch(**state)
+        return RolloutBatch(**state)  # fields added since the state was saved keep their defaults
 
 
 def _pad_cat(tensors: list[torch.Tensor], pad_value: float, *, left: bool) -> torch.Tensor:

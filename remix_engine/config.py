@@ -53,10 +53,38 @@ MAX_LOGGED_COMPLETIONS = 64
 MAX_EVAL_SETS = 16
 MAX_EVAL_SAMPLES = 64  # k of avg@k
 
+MAX_STOP_STRINGS = 8
+MAX_STOP_STRING_CHARS = 64
+
 MAX_CHAT_TEMPLATE_CHARS = 64 * 1024
 MAX_SYSTEM_PROMPT_CHARS = 16 * 1024
 TINY_MODEL_ID = "builtin:tiny-arith"
 TOY_DATASET_ID = "builtin:addition"
+# `model.name_or_path: job:<job id>[@<step>]`: a checkpoint of an earlier job of the same tenant
+# (the newest one without a step), resolved by the API (which checks it) and the worker (which loads it).
+JOB_MODEL_PREFIX = "job:"
+_JOB_MODEL = re.compile(
+    r"^job:(?P<job>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})(?:@(?P<step>[0-9]{1,6}))?$",
+    re.IGNORECASE,
+)
+JOB_MODEL_RULE = "job:<job id>[@<step>], e.g. job:0b9e...c1@20 (a job's UUID and an optional checkpoint step)"
+
+
+def parse_job_model(name: str) -> tuple[str, int | None] | None:
+    """(job id, step or None) of a `job:<id>[@<step>]` model name; None for any other name.
+
+    Raises ValueError for a name that starts with `job:` but is not of that form."""
+    if not name.startswith(JOB_MODEL_PREFIX):
+        return None
+    match = _JOB_MODEL.match(name)
+    if match is None:
+        raise ValueError(f"a model name starting with {JOB_MODEL_PREFIX!r} must be {JOB_MODEL_RULE}")
+    step = match.group("step")
+    return match.group("job").lower(), None if step is None else int(step)
+
+
+def job_model_name(job_id: str, step: int | None = None) -> str:
+    return f"{JOB_MODEL_PREFIX}{job_id}" if step is None else f"{JOB_MODEL_PREFIX}{job_id}@{step}"
 
 
 class _Strict(BaseModel):
@@ -73,14 +101,23 @@ class ModelConfig(_Strict):
         TINY_MODEL_ID,
         min_length=1,
         description=(
-            "A local Hugging Face model directory, a hub id (e.g. 'Qwen/Qwen2.5-0.5B-Instruct'), or "
-            f"'{TINY_MODEL_ID}' for the small Llama-style arithmetic model built locally from a seed."
+            "A local Hugging Face model directory, a hub id (e.g. 'Qwen/Qwen2.5-0.5B-Instruct'), "
+            f"'{TINY_MODEL_ID}' for the small Llama-style arithmetic model built locally from a seed, or "
+            "'job:<job id>[@<step>]' to start from a checkpoint of an earlier job of the same tenant (the "
+            "newest one without @step; the service stores the step it picked). Through the API, local "
+            "directories are for admin keys, or inside the operator's REMIX_MODEL_DIRS."
         ),
     )
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
         "float32", description="Parameter dtype of the learner. float32 on CPU."
     )
     trust_remote_code: bool = Field(False, description="Passed to transformers' from_pretrained.")
+
+    @field_validator("name_or_path")
+    @classmethod
+    def _job_reference_is_well_formed(cls, value: str) -> str:
+        parse_job_model(value)  # raises for a malformed job:<id>[@<step>]
+        return value
 
 
 class DataConfig(_Strict):
@@ -210,7 +247,26 @@ class RolloutConfig(_Strict):
         64, ge=1, le=MAX_PROMPTS_PER_STEP, description="Prompt groups per training step."
     )
     group_size: int = Field(8, ge=1, le=MAX_GROUP_SIZE, description="Responses sampled per prompt (GRPO group).")
-    max_new_tokens: int = Field(16, ge=1, le=MAX_NEW_TOKENS, description="Maximum response length in tokens.")
+    max_new_tokens: int = Field(
+        1024,
+        ge=1,
+        le=MAX_NEW_TOKENS,
+        description=(
+            "Maximum response length in tokens. A response that reaches it without an EOS token or a stop "
+            "string is truncated (step metric truncated_fraction; reward.overlong decides how it trains)."
+        ),
+    )
+    stop: list[Annotated[str, Field(min_length=1, max_length=MAX_STOP_STRING_CHARS)]] = Field(
+        default_factory=list,
+        max_length=MAX_STOP_STRINGS,
+        description=(
+            f"Stop strings (at most {MAX_STOP_STRINGS}, each 1-{MAX_STOP_STRING_CHARS} characters), besides the "
+            "EOS tokens: a response ends with the token that completes the first of them in its text, and "
+            "is not truncated. The trained tokens end with that token, and the completion the rewards see "
+            "ends with the stop string itself (kept, with both backends; any characters of its last token "
+            "after the stop string are cut from the text)."
+        ),
+    )
     temperature: float = Field(
         1.0,
         gt=0.0,
@@ -240,6 +296,13 @@ class RolloutConfig(_Strict):
     def _vllm_samples_at_this_temperature(cls, value: float, info: ValidationInfo) -> float:
         if info.data.get("backend") == "vllm":  # absent when the backend itself was refused
             check_vllm_temperature(value, "rollout.temperature")
+        return value
+
+    @field_validator("stop")
+    @classmethod
+    def _distinct_stop_strings(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("rollout.stop lists a stop string twice")
         return value
 
     @field_validator("top_p")
@@ -285,6 +348,16 @@ class RewardConfig(_Strict):
         min_length=1,
         max_length=MAX_REWARD_FUNCTIONS,
         description="Reward functions and weights. The first one defines 'accuracy'.",
+    )
+    overlong: Literal["keep", "zero", "mask"] = Field(
+        "keep",
+        description=(
+            "What a truncated response (rollout.max_new_tokens reached without an EOS token or a stop "
+            "string) trains with: 'keep' the reward it got; 'zero': its reward is set to 0 before "
+            "advantages; 'mask': it contributes no loss (policy, entropy, KL and, for PPO, value terms; "
+            "DAPO's overlong filtering) while its reward still counts in its group's GRPO mean and std "
+            "(and its tokens in GAE whitening). Replayed responses keep their flag."
+        ),
     )
 
 

@@ -160,7 +160,12 @@ class RowMap:
 
 
 def local_minibatch(
-    batch: RolloutBatch, local_rows: torch.Tensor, ctx: DistContext, aggregation: str
+    batch: RolloutBatch,
+    local_rows: torch.Tensor,
+    ctx: DistContext,
+    aggregation: str,
+    *,
+    exclude_truncated: bool = False,
 ) -> tuple[RolloutBatch, float]:
     """This process's rows of a minibatch, and the weight of its loss (collective: every rank calls it).
 
@@ -168,6 +173,8 @@ def local_minibatch(
     weighting it by world_size * local / global denominator makes DDP's gradient average equal the
     gradient of the single-process loss over the whole minibatch. A process holding none of the
     rows still runs a forward and backward (DDP needs every process) on a fully masked row, weight 0.
+    With `exclude_truncated` the denominators count the tokens the loss sees (RolloutBatch.loss_mask,
+    reward.overlong 'mask').
     """
     if len(local_rows) == 0:
         placeholder = batch.select([0])
@@ -175,7 +182,7 @@ def local_minibatch(
         ctx.all_sum(0.0)
         return placeholder, 0.0
     mb = batch.select(local_rows)
-    local_den = agg_denominator(mb.response_mask, aggregation)
+    local_den = agg_denominator(mb.loss_mask(exclude_truncated=exclude_truncated), aggregation)
     global_den = ctx.all_sum(local_den)
     return mb, ctx.world_size * local_den / max(global_den, 1.0)
 

@@ -12,7 +12,14 @@ the filters remain for the sampler's own tests and for callers outside training.
 The vLLM engine (`rollout.backend: vllm`, vllm_rollout.py) implements the same `RolloutEngine` protocol;
 `sync_weights` is how it follows the learner.
 
-Deliberately omitted: stop strings other than the EOS tokens.
+Where a response ends is decided the same way for both engines (`finish_response`): at its first EOS
+token, or at the token that completes the first of `rollout.stop` in its decoded text, whichever comes
+first; the engines only stop generating there (`StopStringCriteria` of this module here, vLLM's
+detokenizer there). transformers' own StopStringCriteria (generate's `stop_strings=`) is not used: it
+matches token strings, special tokens included, so a stop string "a" would end a response at a sampled
+"<pad>", which vLLM's detokenizer (special tokens skipped) and the rewards' text never see. The trained tokens end with that token; the completion text ends with the stop
+string (kept, as vLLM's include_stop_str_in_output, and as transformers keeps the tokens). A response
+that ends on neither within max_new_tokens is `truncated`.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from collections.abc import Iterator
 from typing import Any, Protocol
 
 import torch
-from transformers import LogitsProcessor
+from transformers import LogitsProcessor, StoppingCriteria
 
 from remix_engine.batch import RolloutBatch
 from remix_engine.config import RolloutConfig
@@ -118,6 +125,81 @@ class SeededGumbelSampler(LogitsProcessor):
         self._pending = None
 
 
+def _decode(tokenizer: Any, ids: list[int]) -> str:
+    return str(tokenizer.decode(ids, skip_special_tokens=True))
+
+
+def _first_stop_end(text: str, stop_strings: tuple[str, ...] | list[str]) -> int | None:
+    """Character offset just after the earliest-ending stop string in `text`; None when there is none."""
+    ends = [text.find(s) + len(s) for s in stop_strings if s in text]
+    return min(ends) if ends else None
+
+
+def finish_response(
+    tokens: list[int],
+    tokenizer: Any,
+    stop_ids: list[int],
+    stop_strings: tuple[str, ...] | list[str] = (),
+    *,
+    stopped: bool = False,
+) -> tuple[int, str, bool]:
+    """Where one generated response ends: (tokens kept, completion text, truncated).
+
+    `tokens` are the ids the engine generated (nothing after its stop). The response ends with its first
+    stop token (EOS), or with the token whose text completes a stop string, whichever comes first; its
+    text is cut just after that stop string (kept). `stopped` says the engine itself reported a stop
+    (vLLM's finish_reason "stop"), which also rules out truncation. Truncated: it ended on neither.
+    """
+    stop_set = set(stop_ids)
+    end = next((i + 1 for i, token in enumerate(tokens) if token in stop_set), None)
+    ended = end is not None or stopped
+    kept = list(tokens[: end if end is not None else len(tokens)])
+    if stop_strings:
+        text = _decode(tokenizer, kept)
+        if _first_stop_end(text, stop_strings) is not None:
+            # The shortest prefix whose text holds a stop string (prefix texts only grow with the prefix).
+            low, high = 1, len(kept)
+            while low < high:
+                middle = (low + high) // 2
+                if _first_stop_end(_decode(tokenizer, kept[:middle]), stop_strings) is None:
+                    low = middle + 1
+                else:
+                    high = middle
+            text = _decode(tokenizer, kept[:low])
+            return low, text[: _first_stop_end(text, stop_strings)], False
+        return len(kept), text, not ended
+    return len(kept), _decode(tokenizer, kept), not ended
+
+
+class StopStringCriteria(StoppingCriteria):
+    """A transformers stopping criterion: a row is done once its response's text holds a stop string.
+
+    After each generated token it decodes the last few tokens of every row (special tokens skipped, as
+    the completions and vLLM's detokenizer do), enough to hold the longest stop string, and remembers
+    how many tokens each row had when it first stopped (`stopped_at`, -1: never), so that the padding
+    generate appends to a finished row is never taken for response tokens.
+    """
+
+    def __init__(
+        self, tokenizer: Any, stop_strings: tuple[str, ...], prompt_length: int, rows: int, device: torch.device
+    ) -> None:
+        self.tokenizer, self.stop_strings, self.prompt_length = tokenizer, stop_strings, prompt_length
+        self.window = max(len(s) for s in stop_strings) + 8  # tokens: most hold at least one character
+        self.stopped_at = torch.full((rows,), -1, dtype=torch.long, device=device)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
+        generated = input_ids.shape[1] - self.prompt_length
+        tails = self.tokenizer.batch_decode(input_ids[:, -min(self.window, generated) :], skip_special_tokens=True)
+        done = torch.tensor(
+            [_first_stop_end(text, self.stop_strings) is not None for text in tails],
+            dtype=torch.bool,
+            device=self.stopped_at.device,
+        )
+        first = done & (self.stopped_at < 0)
+        self.stopped_at[first] = generated
+        return done.to(input_ids.device)
+
+
 def response_mask_until_stop(response_ids: torch.Tensor, stop_ids: list[int]) -> torch.Tensor:
     """(B, L) bool: tokens up to and including the first stop token of each row."""
     is_stop = torch.isin(response_ids, torch.tensor(stop_ids, device=response_ids.device))  # (B, L)
@@ -145,6 +227,7 @@ class HFRolloutEngine:
         if tokenizer.pad_token_id is None:
             raise ValueError("the tokenizer needs a pad token (load_policy sets it to eos when missing)")
         self.stop_ids = _stop_token_ids(model, tokenizer)
+        self.stop_strings = tuple(cfg.stop)
 
     def sync_weights(self, model: torch.nn.Module) -> None:
         """Nothing to copy: generation reads the weights of the very model the learner updates."""
@@ -170,6 +253,8 @@ class HFRolloutEngine:
             for start in range(0, len(rows), size)
         ]
         ids, pmask, rids, rmask, rlogp = (_pad_cat([c[k] for c in chunks], left=k < 2) for k in range(5))
+        completions = [text for c in chunks for text in c[5]]
+        truncated = torch.cat([c[6] for c in chunks])
         device = ids.device
         return RolloutBatch(
             prompt_ids=ids.masked_fill(~pmask, self.tokenizer.pad_token_id),
@@ -181,11 +266,10 @@ class HFRolloutEngine:
             seeds=torch.tensor(seeds, dtype=torch.long, device=device),
             group_ids=torch.tensor([group_id_start + i for i in rows], dtype=torch.long, device=device),
             prompt_index=torch.tensor([prompt_index[i] for i in rows], dtype=torch.long, device=device),
-            completions=self.tokenizer.batch_decode(
-                rids.masked_fill(~rmask, self.tokenizer.pad_token_id), skip_special_tokens=True
-            ),
+            completions=completions,
             answers=[answers[i] for i in rows],
             prompts=[prompts[i] for i in rows],
+            truncated=truncated.to(device),
         )
 
     def greedy(self, prompts: list[str], max_new_tokens: int | None = None) -> list[str]:
@@ -193,15 +277,11 @@ class HFRolloutEngine:
         out: list[str] = []
         for start in range(0, len(prompts), self.cfg.generation_batch_size):
             prompt_ids, prompt_mask = self._encode(prompts[start : start + self.cfg.generation_batch_size])
+            recorder = self._stop_recorder(prompt_ids)
             with _inference_mode(self.model):
-                sequences = self._run_generate(prompt_ids, prompt_mask, limit, logits_processor=None)
+                sequences = self._run_generate(prompt_ids, prompt_mask, limit, logits_processor=None, stop=recorder)
             response = sequences[:, prompt_ids.shape[1] :]  # (b, Lr)
-            mask = response_mask_until_stop(response, self.stop_ids)
-            out.extend(
-                self.tokenizer.batch_decode(
-                    response.masked_fill(~mask, self.tokenizer.pad_token_id), skip_special_tokens=True
-                )
-            )
+            out.extend(self._finish(response, recorder)[1])
         return out
 
     # ------------------------------------------------------------------------------------ internals
@@ -225,23 +305,65 @@ class HFRolloutEngine:
             top_p=self.cfg.top_p,
             device=prompt_ids.device,
         )
+        recorder = self._stop_recorder(prompt_ids)
         with _inference_mode(self.model):
-            sequences = self._run_generate(prompt_ids, prompt_mask, self.cfg.max_new_tokens, logits_processor=sampler)
+            sequences = self._run_generate(
+                prompt_ids, prompt_mask, self.cfg.max_new_tokens, logits_processor=sampler, stop=recorder
+            )
         response_ids = sequences[:, prompt_ids.shape[1] :]  # (b, Lr)
         rollout_logp = sampler.finish(response_ids[:, -1])  # (b, Lr)
-        response_mask = response_mask_until_stop(response_ids, self.stop_ids)
+        response_mask, completions, truncated = self._finish(response_ids, recorder)
         return (
             prompt_ids,
             prompt_mask,
             response_ids,
             response_mask,
             rollout_logp.masked_fill(~response_mask, 0.0),
+            completions,
+            truncated,
         )
 
+    def _stop_recorder(self, prompt_ids: torch.Tensor) -> StopStringCriteria | None:
+        if not self.stop_strings:
+            return None
+        return StopStringCriteria(
+            self.tokenizer, self.stop_strings, prompt_ids.shape[1], prompt_ids.shape[0], prompt_ids.device
+        )
+
+    def _finish(
+        self, response_ids: torch.Tensor, recorder: StopStringCriteria | None
+    ) -> tuple[torch.Tensor, list[str], torch.Tensor]:
+        """(response_mask (b, Lr), completions, truncated (b,)) of generated rows (see `finish_response`)."""
+        if recorder is None:  # EOS tokens only: the whole batch at once
+            mask = response_mask_until_stop(response_ids, self.stop_ids)  # (b, Lr)
+            ended = torch.isin(response_ids, torch.tensor(self.stop_ids, device=response_ids.device)).any(dim=1)
+            texts = self.tokenizer.batch_decode(
+                response_ids.masked_fill(~mask, self.tokenizer.pad_token_id), skip_special_tokens=True
+            )
+            return mask, texts, ~ended
+        width = response_ids.shape[1]
+        lengths, texts, truncated = [], [], []
+        for row, stopped_at in zip(response_ids.tolist(), recorder.stopped_at.tolist(), strict=True):
+            generated = row if stopped_at < 0 else row[:stopped_at]  # generate pads a stopped row
+            kept, text, cut_off = finish_response(
+                generated, self.tokenizer, self.stop_ids, self.stop_strings, stopped=stopped_at >= 0
+            )
+            lengths.append(kept)
+            texts.append(text)
+            truncated.append(cut_off)
+        device = response_ids.device
+        mask = torch.arange(width, device=device).unsqueeze(0) < torch.tensor(lengths, device=device).unsqueeze(1)
+        return mask, texts, torch.tensor(truncated, dtype=torch.bool, device=device)
+
     def _run_generate(
-        self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, max_new_tokens: int, logits_processor: Any
+        self,
+        prompt_ids: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        max_new_tokens: int,
+        logits_processor: Any,
+        stop: StoppingCriteria | None = None,
     ) -> torch.Tensor:
-        from transformers import GenerationConfig, LogitsProcessorList
+        from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
 
         config = GenerationConfig(
             max_new_tokens=max_new_tokens,
@@ -254,12 +376,16 @@ class HFRolloutEngine:
             no_repeat_ngram_size=0,
         )
         processors = LogitsProcessorList([logits_processor] if logits_processor is not None else [])
+        # Stop strings through this module's StopStringCriteria (see the module docstring for why not
+        # generate's `stop_strings=` and `tokenizer=`); it also records where each row stopped.
+        criteria = StoppingCriteriaList([stop] if stop is not None else [])
         with _model_generation_defaults_hidden(self.model):
             return self.model.generate(
                 input_ids=prompt_ids,
                 attention_mask=prompt_mask.long(),
                 generation_config=config,
                 logits_processor=processors,
+                stopping_criteria=criteria,
             )
 
 

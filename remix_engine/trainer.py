@@ -3,14 +3,16 @@
 Step t (1-based) with the policy pi_t:
   1. Mix phase (remix-* and t <= T): sample (1-p)*P fresh prompt groups from pi_t and p*P groups
      from the rollouts of the last N policies; on-policy phase (t > T, and the baselines): P fresh.
-  2. Score fresh responses, compute their learner log-probs (the behaviour log-probs kept for
-     replay) and advantages (GRPO group-normalised, or GAE with the critic for PPO).
+  2. Score fresh responses (reward.overlong: 'zero' sets a truncated response's reward to 0), compute
+     their learner log-probs (the behaviour log-probs kept for replay) and advantages (GRPO
+     group-normalised, or GAE with the critic for PPO).
   3. Log-probs of the whole batch under pi_t (clip centre), the KL anchor and the precedent pi_{t-1}.
      PPO: replayed rows get the current critic's values (the centre of their value clip, as for
      fresh rows; the critic that scored them is 1..N updates old) but keep their stored advantages
      and returns (GAE targets; with gae_gamma = gae_lambda = 1 the return is the reward, critic-free).
   4. m (UTD) passes over the batch in the Mix phase, 1 otherwise (times ppo_epochs), minimising
-     Mix-PPG - c*entropy + beta*[lambda(t) KL(pi||anchor) + (1-lambda(t)) KL(pi||pi_{t-1})].
+     Mix-PPG - c*entropy + beta*[lambda(t) KL(pi||anchor) + (1-lambda(t)) KL(pi||pi_{t-1})]
+     over the batch's tokens (reward.overlong: 'mask' leaves out truncated responses, fresh or replayed).
   5. At the end of step T: policy reincarnation. The anchor becomes the current policy, the replay
      buffer is emptied, and training goes on on-policy (optionally with a fresh Adam state).
 This class only orchestrates; the maths lives in losses.py, advantages.py and kl.py.
@@ -431,6 +433,8 @@ class Trainer:
         self._reward_errors = int(self.dist.all_sum(count_reward_errors(per_fn)))
         self._reward_metrics = reward_metrics(per_fn, self.dist.all_sum)
         batch.rewards = torch.tensor(total, dtype=torch.float32, device=self.device)
+        if self.cfg.reward.overlong == "zero":  # before advantages; `correct` (accuracy) stays as scored
+            batch.rewards = batch.rewards.masked_fill(batch.truncated_rows, 0.0)
         first = per_fn[self.cfg.reward.functions[0].name]
         batch.correct = torch.tensor([s > 0 for s in first], dtype=torch.bool, device=self.device)
         batch.is_replay = torch.zeros(len(batch), dtype=torch.bool, device=self.device)
@@ -520,6 +524,7 @@ class Trainer:
         """
         alg = self.alg
         loss_fn = POLICY_LOSSES.get("mix_ppg" if alg.uses_replay else "ppo_clip")
+        exclude_truncated = self._masks_truncated
         sums: dict[str, float] = defaultdict(float)
         counts: dict[str, int] = defaultdict(int)
 
@@ -533,7 +538,7 @@ class Trainer:
             order = torch.randperm(total, generator=self.generator)
             for global_rows in order.split(alg.minibatch_size):
                 mb, share = self._minibatch(batch, global_rows, rows)
-                mask = mb.response_mask
+                mask = mb.loss_mask(exclude_truncated=exclude_truncated)  # the forward reads response_mask
                 logp, entropy = sequence_logprobs(self.train_policy, mb, temperature=self.cfg.rollout.temperature)
                 if pi_k_pending:
                     pi_k_pending = False
@@ -590,7 +595,19 @@ class Trainer:
         """This process's rows of a minibatch and the weight of its loss (1 for a single process)."""
         if rows is None or not self.dist.enabled:
             return batch.select(global_rows), 1.0
-        return local_minibatch(batch, rows.local_rows(global_rows), self.dist, self.alg.loss_aggregation)
+        return local_minibatch(
+            batch,
+            rows.local_rows(global_rows),
+            self.dist,
+            self.alg.loss_aggregation,
+            exclude_truncated=self._masks_truncated,
+        )
+
+    @property
+    def _masks_truncated(self) -> bool:
+        """reward.overlong 'mask': truncated responses are left out of every loss term (DAPO's overlong
+        filtering); their rewards still count in their group's advantage statistics."""
+        return self.cfg.reward.overlong == "mask"
 
     def _critic_step(self, mb: RolloutBatch, share: float = 1.0) -> dict[str, float]:
         assert self.critic is not None and self.critic_optimizer is not None and self.train_critic is not None
@@ -599,7 +616,7 @@ class Trainer:
             values,
             mb.values,
             mb.returns,
-            mb.response_mask,
+            mb.loss_mask(exclude_truncated=self._masks_truncated),
             clip=self.alg.value_clip,
             agg=self.alg.loss_aggregation,
         )
@@ -647,6 +664,7 @@ class Trainer:
             "response_length_fresh_correct": _masked_mean(lengths, fresh.correct),
             "response_length_fresh_incorrect": _masked_mean(lengths, ~fresh.correct),
             "fresh_samples": len(fresh),
+            "truncated_fraction": float(fresh.truncated_rows.float().mean()) if len(fresh) else 0.0,
             "overlong_prompts_dropped": sum(self.overlong_dropped.values()),
             "replayed_samples": 0 if replay is None else len(replay),
             "fresh_rollouts_total": self.fresh_rollouts,

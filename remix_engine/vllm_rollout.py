@@ -28,12 +28,17 @@
   seeds), so starting the engine changes no sampling sequence of the trainer.
 - The model's generation_config.json is ignored (`generation_config="vllm"`), like the HF engine
   hides it: no repetition penalty or default top-p that the learner would not know about.
+- Stop strings (`rollout.stop`): vLLM matches them in its detokenizer, which it only has with a
+  tokenizer: without stop strings the engine runs with `skip_tokenizer_init` (prompts are token ids),
+  with them vLLM loads the model's tokenizer and requests detokenize. vLLM only stops generating there;
+  where the response ends, its text (the stop string kept) and whether it was truncated
+  (finish_reason "length") are decided by rollout.finish_response, as for the HF engine.
 
 vLLM is imported only when an engine is built; nothing else in the project needs it. On a worker
 without CUDA or without the vllm package, `check_backend_available` refuses the job at start.
 
-Deliberately omitted: tensor parallelism (one GPU per vLLM engine), a separate inference server,
-vLLM's own LoRA adapters (merged weights are loaded instead), and stop strings.
+Deliberately omitted: tensor parallelism (one GPU per vLLM engine), a separate inference server, and
+vLLM's own LoRA adapters (merged weights are loaded instead).
 """
 
 from __future__ import annotations
@@ -53,7 +58,7 @@ import torch
 from remix_engine.batch import RolloutBatch
 from remix_engine.config import ModelConfig, RolloutConfig, check_vllm_temperature
 from remix_engine.context_length import model_position_limit, prompt_budget, vllm_max_model_len
-from remix_engine.rollout import _pad_cat, _stop_token_ids, check_generate_args, response_mask_until_stop
+from remix_engine.rollout import _pad_cat, _stop_token_ids, check_generate_args, finish_response
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +129,9 @@ class ColocatedLLM:
         kwargs: dict[str, Any] = {
             "model": source,
             # Prompts arrive as token ids from the learner's tokenizer and responses are decoded by it;
-            # stop tokens are passed explicitly, so vLLM needs no tokenizer of its own.
-            "skip_tokenizer_init": True,
+            # stop tokens are passed explicitly, so vLLM needs no tokenizer of its own, except to match
+            # stop strings (its detokenizer does; without a tokenizer it silently ignores them).
+            "skip_tokenizer_init": not rollout_cfg.stop,
             "dtype": model_cfg.dtype,
             "trust_remote_code": model_cfg.trust_remote_code,
             "seed": seed,
@@ -217,6 +223,7 @@ class VLLMRolloutEngine:
         self.max_prompt_tokens = max_prompt_tokens
         self.device = torch.device(device)
         self.stop_ids = _stop_token_ids(model, tokenizer)
+        self.stop_strings = tuple(cfg.stop)
         position_limit = model_position_limit(getattr(model, "config", None))
         self.max_model_len = vllm_max_model_len(max_prompt_tokens, cfg.max_new_tokens, position_limit)
         budget = prompt_budget(max_prompt_tokens, cfg.max_new_tokens, self.max_model_len)  # raises: no room
@@ -287,23 +294,27 @@ class VLLMRolloutEngine:
                 min_tokens=0,
                 seed=int(seed),
                 logprobs=0,  # the sampled token's log-prob only
-                stop_token_ids=self.stop_ids,
-                detokenize=False,
+                **self._stop_params(),
             )
             for seed in seeds
         ]
         requests = [{"prompt_token_ids": prompt_ids[i]} for i in rows]
         with self.llm.awake() as llm:
             outputs = llm.generate(requests, sampling_params=params, use_tqdm=False)
-        tokens, logps = [], []
+        tokens, logps, texts, truncated = [], [], [], []
         for output in outputs:
             sample = output.outputs[0]
-            tokens.append(list(sample.token_ids))
-            logps.append(_sampled_logprobs(sample.token_ids, sample.logprobs))
+            kept, text, cut_off = self._finish(sample)
+            tokens.append(list(sample.token_ids)[:kept])
+            logps.append(_sampled_logprobs(sample.token_ids, sample.logprobs)[:kept])
+            texts.append(text)
+            truncated.append(cut_off)
         return self._batch(
             [prompt_ids[i] for i in rows],
             tokens,
             logps,
+            texts,
+            truncated,
             policy_version=policy_version,
             seeds=seeds,
             group_ids=[group_id_start + i for i in rows],
@@ -320,18 +331,32 @@ class VLLMRolloutEngine:
             n=1,
             temperature=0.0,
             max_tokens=max_tokens,
-            stop_token_ids=self.stop_ids,
-            detokenize=False,
+            **self._stop_params(),
         )
         requests = [{"prompt_token_ids": ids} for ids in self._encode(prompts, max_tokens)]
         with self.llm.awake() as llm:
             outputs = llm.generate(requests, sampling_params=params, use_tqdm=False)
-        responses = [list(output.outputs[0].token_ids) for output in outputs]
-        ids, mask = self._responses(responses)
-        pad = self.tokenizer.pad_token_id
-        return self.tokenizer.batch_decode(ids.masked_fill(~mask, pad), skip_special_tokens=True)
+        return [self._finish(output.outputs[0])[1] for output in outputs]
 
     # ------------------------------------------------------------------------------------ internals
+    def _stop_params(self) -> dict[str, Any]:
+        """SamplingParams keywords of the stop rules: EOS tokens, and stop strings when there are any
+        (matched by vLLM's detokenizer, which needs detokenize; the text keeps the stop string)."""
+        params: dict[str, Any] = {"stop_token_ids": self.stop_ids, "detokenize": bool(self.stop_strings)}
+        if self.stop_strings:
+            params.update(stop=list(self.stop_strings), include_stop_str_in_output=True)
+        return params
+
+    def _finish(self, sample: Any) -> tuple[int, str, bool]:
+        """(tokens kept, completion text, truncated) of one vLLM completion (rollout.finish_response)."""
+        return finish_response(
+            list(sample.token_ids),
+            self.tokenizer,
+            self.stop_ids,
+            self.stop_strings,
+            stopped=getattr(sample, "finish_reason", None) == "stop",
+        )
+
     def _encode(self, prompts: list[str], max_new_tokens: int) -> list[list[int]]:
         """Token ids of each prompt, left-truncated (as the HF engine truncates to max_prompt_tokens) to
         what leaves room in vLLM's context for max_new_tokens more: vLLM refuses a prompt of
@@ -345,18 +370,19 @@ class VLLMRolloutEngine:
         return kept
 
     def _responses(self, responses: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, Lr) right-padded ids and the mask of tokens up to and including the first stop token."""
+        """(B, Lr) right-padded ids and the mask of their tokens (each response already ends at its stop)."""
         width = max((len(r) for r in responses), default=0) or 1
         pad = self.tokenizer.pad_token_id
         ids = torch.tensor([r + [pad] * (width - len(r)) for r in responses], dtype=torch.long)
-        generated = torch.arange(width).unsqueeze(0) < torch.tensor([len(r) for r in responses]).unsqueeze(1)
-        return ids, response_mask_until_stop(ids, self.stop_ids) & generated
+        return ids, torch.arange(width).unsqueeze(0) < torch.tensor([len(r) for r in responses]).unsqueeze(1)
 
     def _batch(
         self,
         prompt_ids: list[list[int]],
         responses: list[list[int]],
         logps: list[list[float]],
+        completions: list[str],
+        truncated: list[bool],
         *,
         policy_version: int,
         seeds: list[int],
@@ -383,9 +409,10 @@ class VLLMRolloutEngine:
             seeds=torch.tensor(seeds, dtype=torch.long, device=device),
             group_ids=torch.tensor(group_ids, dtype=torch.long, device=device),
             prompt_index=torch.tensor(prompt_index, dtype=torch.long, device=device),
-            completions=self.tokenizer.batch_decode(rids.masked_fill(~rmask, pad), skip_special_tokens=True),
+            completions=completions,
             answers=answers,
             prompts=prompts,
+            truncated=torch.tensor(truncated, dtype=torch.bool, device=device),
         )
 
 

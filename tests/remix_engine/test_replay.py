@@ -106,3 +106,25 @@ def test_rows_stay_aligned_when_batches_without_them_are_joined():
     assert len(joined.rows) == len(joined) == 12
     assert joined.rows[:6] == fresh.rows and joined.rows[6:] == [{}] * 6
     assert joined.select([5, 6]).rows == [fresh.rows[5], {}]
+
+
+def test_replayed_responses_keep_their_truncated_flag_through_the_buffer_and_its_state():
+    buf = ReplayBuffer(history_window=2, pad_token_id=0)
+    batch = make_batch(1)
+    batch.truncated = torch.tensor([True, False, False, True, False, False])
+    buf.add(1, batch)
+    restored = ReplayBuffer(history_window=2, pad_token_id=0)
+    restored.load_state_dict(buf.state_dict())
+    for source in (buf, restored):
+        sampled = source.sample(3, torch.Generator().manual_seed(0))
+        flags = {text: bool(flag) for text, flag in zip(sampled.completions, sampled.truncated, strict=True)}
+        assert flags == {f"s1-{i}": i in (0, 3) for i in range(6)}
+
+
+def test_a_batch_stored_before_the_flag_existed_joins_as_not_truncated():
+    old, new = make_batch(1), make_batch(2)  # `old` has no flag, as in a checkpoint from before it
+    new.truncated = torch.ones(len(new), dtype=torch.bool)
+    joined = RolloutBatch.concat([old, new], pad_token_id=0)
+    assert joined.truncated.tolist() == [False] * len(old) + [True] * len(new)
+    assert joined.loss_mask(exclude_truncated=True).sum() == 0 + old.response_mask.sum()
+    assert torch.equal(joined.loss_mask(), joined.response_mask)

@@ -1,4 +1,5 @@
-"""Tests of the Hugging Face rollout engine: seeded sampling, masks, layout and behaviour log-probs."""
+"""Tests of the Hugging Face rollout engine: seeded sampling, masks, layout, behaviour log-probs, stop
+strings and truncation."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from remix_engine.modeling import sequence_logprobs
 from remix_engine.rollout import (
     HFRolloutEngine,
     SeededGumbelSampler,
+    StopStringCriteria,
     filtered_logprobs,
+    finish_response,
     response_mask_until_stop,
 )
 from remix_engine.toy import build_char_tokenizer, build_untrained_model
@@ -239,3 +242,103 @@ def test_sync_weights_keeps_sampling_from_the_learner_model(model, tokenizer) ->
     engine = HFRolloutEngine(model, tokenizer, RolloutConfig(max_new_tokens=3))
     engine.sync_weights(model)
     assert engine.model is model
+
+
+# ------------------------------------------------------------------------------- stop strings, truncation
+
+SEEDS = list(range(40, 56))
+
+
+def _rows(batch):
+    return [batch.response_ids[i][batch.response_mask[i]].tolist() for i in range(len(batch))]
+
+
+def test_responses_that_hit_max_new_tokens_without_eos_are_truncated(model, tokenizer) -> None:
+    batch = _generate(model, tokenizer, PROMPTS * 4, SEEDS)
+    eos = tokenizer.eos_token_id
+    ended = [bool(row) and row[-1] == eos for row in _rows(batch)]
+    assert batch.truncated.tolist() == [not e for e in ended]
+    assert any(ended) and not all(ended)
+    assert all(n == 10 for n, t in zip(batch.response_lengths.tolist(), batch.truncated.tolist()) if t)
+
+
+# Stop strings picked from the responses sampled without any: one character, two, and a two-character
+# string (over two tokens of this character tokenizer).
+PICKS = {
+    "one character": lambda texts: [texts[0][2]],
+    "two characters": lambda texts: [texts[1][3], texts[2][1]],
+    "a two-token string": lambda texts: [texts[3][4:6]],
+}
+
+
+@pytest.mark.parametrize("pick", PICKS.values(), ids=PICKS.keys())
+def test_a_stop_string_ends_the_response_with_the_token_that_completes_it(model, tokenizer, pick) -> None:
+    plain = _generate(model, tokenizer, PROMPTS * 4, SEEDS)
+    stop = pick([text for text in plain.completions if len(text) >= 6])
+    stopped = _generate(model, tokenizer, PROMPTS * 4, SEEDS, stop=stop)
+    hits = 0
+    for i, (full, cut) in enumerate(zip(_rows(plain), _rows(stopped), strict=True)):
+        text = tokenizer.decode(full, skip_special_tokens=True)
+        ends = [text.find(s) + len(s) for s in stop if s in text]
+        if not ends:  # no stop string: the same response (sampling is per row and per seed)
+            assert (cut, stopped.completions[i], stopped.truncated[i]) == (full, plain.completions[i], plain.truncated[i])
+            continue
+        hits += 1
+        # the trained tokens are a prefix ending with the token that completes the stop string
+        assert cut == full[: len(cut)]
+        holds_stop = [any(s in tokenizer.decode(ids, skip_special_tokens=True) for s in stop) for ids in (cut, cut[:-1])]
+        assert holds_stop == [True, False]
+        assert any(stopped.completions[i].endswith(s) for s in stop)  # the stop string is kept
+        assert stopped.completions[i] == text[: min(ends)]
+        assert not bool(stopped.truncated[i])
+        assert float(stopped.rollout_logp[i, len(cut) :].abs().sum()) == 0.0
+    assert hits > 0
+
+
+def test_greedy_evaluation_stops_at_stop_strings_too(tokenizer) -> None:
+    model = build_untrained_model(tokenizer, seed=1)  # random text, EOS rare
+    plain = HFRolloutEngine(model, tokenizer, RolloutConfig(max_new_tokens=10)).greedy(PROMPTS)
+    stop = sorted({text[1] for text in plain if len(text) > 2})[:2]  # a character of some completions
+    stopped = HFRolloutEngine(model, tokenizer, RolloutConfig(max_new_tokens=10, stop=stop)).greedy(PROMPTS)
+    for full, cut in zip(plain, stopped, strict=True):
+        ends = [full.find(s) + len(s) for s in stop if s in full]
+        assert cut == (full[: min(ends)] if ends else full)
+    assert stopped != plain
+
+
+class _PieceTokenizer:
+    """Decodes ids to fixed pieces of text: tokens that span a stop string's end, or hold all of it."""
+
+    PIECES = {0: "", 1: "ab", 2: "c}x", 3: "d", 4: "</ans", 5: "wer>tail", 9: "<eos>"}
+
+    def decode(self, ids, skip_special_tokens=True):
+        return "".join("" if (i == 9 and skip_special_tokens) else self.PIECES[i] for i in ids)
+
+
+@pytest.mark.parametrize(
+    ("tokens", "stop", "expected"),
+    [
+        ([1, 2, 3], ["}"], (2, "abc}", False)),  # the token completing "}" is kept; its "x" is cut from the text
+        ([1, 4, 5, 3], ["</answer>"], (3, "ab</answer>", False)),  # a stop string over two tokens
+        ([1, 3, 9, 2], ["}"], (3, "abd", False)),  # EOS first
+        ([1, 2, 9], [], (3, "abc}x", False)),  # no stop strings: EOS ends it
+        ([1, 3, 1], ["}"], (3, "abdab", True)),  # neither: truncated
+        ([1, 3], ["}", "bd"], (2, "abd", False)),
+        ([0, 0, 1, 2], ["}", "c"], (4, "abc", False)),  # the earliest-ending stop string cuts the text
+    ],
+)
+def test_finish_response_keeps_the_tokens_up_to_the_stop_and_the_stop_string_in_the_text(tokens, stop, expected):
+    assert finish_response(tokens, _PieceTokenizer(), [9], stop) == expected
+
+
+def test_a_response_the_engine_reports_stopped_is_not_truncated() -> None:
+    assert finish_response([1, 3], _PieceTokenizer(), [9], ["zz"], stopped=True) == (2, "abd", False)
+
+
+def test_stop_strings_match_the_text_never_a_special_token_s_name(tokenizer) -> None:
+    # transformers' own StopStringCriteria would stop at a sampled "<pad>" for the stop string "a"
+    ids = tokenizer.convert_tokens_to_ids
+    criteria = StopStringCriteria(tokenizer, ("a",), prompt_length=1, rows=3, device=torch.device("cpu"))
+    rows = torch.tensor([[ids("1"), ids("<pad>")], [ids("1"), ids("a")], [ids("1"), ids("<bos>")]])
+    assert criteria(rows, None).tolist() == [False, True, False]
+    assert criteria.stopped_at.tolist() == [-1, 1, -1]

@@ -1,4 +1,7 @@
-"""Trainer: phases, replay mix, reincarnation, exact resume, PPO path, and that ReMix learns."""
+"""Trainer: phases, replay mix, reincarnation, exact resume, PPO path, long responses (truncation and
+reward.overlong), and that ReMix learns."""
+
+import copy
 
 import pytest
 import torch
@@ -306,3 +309,113 @@ def test_rewards_see_the_row_and_each_reward_is_a_step_metric(random_model_dir, 
             spec.weight * metrics[f"reward/{spec.name}/mean"] for spec in cfg.reward.functions
         )
         assert metrics["reward_mean"] == pytest.approx(weighted, abs=1e-6)
+
+
+# ---------------------------------------------------------------------------------- long responses
+
+# The untrained model rarely samples EOS: with these stop strings about 4 in 10 of its 6-token responses
+# end on a digit and the others are truncated.
+DIGIT_STOPS = ["0", "1", "2", "3", "4", "5", "6", "7"]
+ANY_TEXT = {"functions": [{"name": "regex", "kwargs": {"pattern": ".", "target": "completion"}}]}
+
+
+def long_response_config(model_path, overlong, **algorithm):
+    data = small_config(model_path, **algorithm).model_dump(mode="json")
+    data["rollout"]["stop"] = DIGIT_STOPS
+    data["reward"] = {**ANY_TEXT, "overlong": overlong}
+    return TrainConfig.model_validate(data)
+
+
+def test_truncated_fraction_counts_the_fresh_responses_that_hit_max_new_tokens(random_model_dir, tmp_path):
+    trainer = Trainer(long_response_config(random_model_dir, "keep"), tmp_path)
+    fresh = trainer._rollout(1, 5)
+    assert fresh.truncated is not None and 0 < int(fresh.truncated.sum()) < len(fresh)
+    eos = trainer.tokenizer.eos_token_id
+    rows = zip(fresh.truncated.tolist(), fresh.response_ids, fresh.response_mask, fresh.completions, strict=True)
+    for truncated, ids, mask, text in rows:
+        ended = text[-1:] in DIGIT_STOPS or ids[mask][-1] == eos  # on a stop string or on EOS
+        assert truncated == (not ended)
+        assert int(mask.sum()) == 6 or not truncated  # a truncated response has all of max_new_tokens
+    metrics = Trainer(long_response_config(random_model_dir, "keep"), tmp_path / "again").train_step()
+    assert metrics["truncated_fraction"] == pytest.approx(float(fresh.truncated.float().mean()))
+
+
+@pytest.mark.parametrize("overlong", ["keep", "zero", "mask"])
+def test_overlong_zero_sets_the_reward_of_truncated_responses_to_zero(random_model_dir, tmp_path, overlong):
+    fresh = Trainer(long_response_config(random_model_dir, overlong), tmp_path)._rollout(1, 5)
+    truncated = fresh.truncated
+    assert 0 < int(truncated.sum()) < len(fresh)
+    assert fresh.rewards[~truncated].tolist() == [1.0] * int((~truncated).sum())  # any text scores 1
+    expected = 0.0 if overlong == "zero" else 1.0
+    assert fresh.rewards[truncated].tolist() == [expected] * int(truncated.sum())
+    assert bool(fresh.correct.all())  # accuracy stays as scored
+
+
+def _step_batch(trainer):
+    """The step-1 batch of `trainer` as the learner sees it, one response of each pair truncated."""
+    fresh = trainer._rollout(1, trainer.cfg.rollout.prompts_per_step)
+    fresh.truncated = torch.tensor([True, False] * (len(fresh) // 2))
+    trainer._prepare_fresh(fresh)
+    return trainer._attach_reference_logprobs(fresh, None, lam=1.0)
+
+
+def _parameters_after_update(trainer, batch):
+    """Policy (and critic) parameters after one `_update` on `batch` from the current weights, restored after.
+
+    Plain SGD: Adam's first step is about lr * sign(gradient), blind to most changes of the gradient."""
+    saved = {k: v.clone() for k, v in trainer.policy.state_dict().items()}
+    critic = None if trainer.critic is None else {k: v.clone() for k, v in trainer.critic.state_dict().items()}
+    trainer.optimizer = torch.optim.SGD(trainer._trainable(trainer.policy), lr=1.0)
+    if trainer.critic is not None:
+        trainer.critic_optimizer = torch.optim.SGD(trainer._trainable(trainer.critic), lr=1.0)
+    trainer.generator.manual_seed(0)
+    trainer._update(batch, 1.0, epochs=1)
+    after = {f"policy.{k}": v.clone() for k, v in trainer.policy.state_dict().items()}
+    if trainer.critic is not None:
+        after |= {f"critic.{k}": v.clone() for k, v in trainer.critic.state_dict().items()}
+        trainer.critic.load_state_dict(critic)
+    trainer.policy.load_state_dict(saved)
+    return after
+
+
+def _scrambled_truncated_rows(batch):
+    """A copy of `batch` whose truncated rows have other advantages, KL anchors and value targets
+    (small changes: a ratio or a KL pushed past its clip would have no gradient to change)."""
+    changed = copy.deepcopy(batch)
+    rows = changed.truncated
+    changed.advantages[rows] += 1.0
+    for name, shift in (("ref_logp", 0.1), ("prev_logp", -0.1), ("returns", 0.5)):
+        value = getattr(changed, name)
+        if value is not None:
+            value[rows] += shift
+    return changed
+
+
+@pytest.mark.parametrize("name", ["grpo", "ppo"])
+def test_overlong_mask_leaves_truncated_responses_out_of_the_update(random_model_dir, tmp_path, name):
+    # given the same batch twice, once with everything the loss reads on its truncated rows changed
+    masked = Trainer(long_response_config(random_model_dir, "mask", name=name, minibatch_size=64), tmp_path / "m")
+    batch = _step_batch(masked)
+    reference = _parameters_after_update(masked, batch)
+    scrambled = _parameters_after_update(masked, _scrambled_truncated_rows(batch))
+    # then the policy (and critic) update is bit for bit the same with reward.overlong: mask
+    assert [k for k in reference if not torch.equal(reference[k], scrambled[k])] == []
+    assert [k for k in reference if not torch.equal(reference[k], _parameters_after_update(masked, batch)[k])] == []
+
+    # while with reward.overlong: keep the truncated rows do train
+    kept = Trainer(long_response_config(random_model_dir, "keep", name=name, minibatch_size=64), tmp_path / "k")
+    batch = _step_batch(kept)
+    reference = _parameters_after_update(kept, batch)
+    scrambled = _parameters_after_update(kept, _scrambled_truncated_rows(batch))
+    assert [k for k in reference if not torch.equal(reference[k], scrambled[k])] != []
+
+
+def test_overlong_mask_keeps_truncated_rewards_in_their_group_statistics(random_model_dir, tmp_path):
+    # DAPO's overlong filtering: the loss skips a truncated response, its group's GRPO mean and std do not.
+    trainer = Trainer(long_response_config(random_model_dir, "mask", name="grpo"), tmp_path)
+    fresh = trainer._rollout(1, 5)
+    fresh.truncated = torch.tensor([True, False] * 5)
+    fresh.rewards = torch.tensor([0.0, 1.0] * 5)
+    trainer._prepare_fresh(fresh)
+    completed = fresh.advantages[~fresh.truncated].amax(dim=1)  # (5,) one per group
+    assert completed.tolist() == pytest.approx([0.7071061] * 5, abs=1e-5)  # (1 - 0.5) / (std 0.7071 + eps)

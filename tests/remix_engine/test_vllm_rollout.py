@@ -1,6 +1,6 @@
 """The vLLM rollout backend without vLLM: refused clearly where it cannot run, and its bookkeeping
-(requests, per-sample seeds, log-probs, batch layout, prompt budget, weight syncs, sleep/wake, the
-trainer's random draws) checked against a stand-in `vllm` module (vllm_standin.py) that enforces what
+(requests, per-sample seeds, log-probs, batch layout, prompt budget, stop strings and truncation, weight
+syncs, sleep/wake, the trainer's random draws) checked against a stand-in `vllm` module (vllm_standin.py) that enforces what
 vLLM 0.31 enforces. The real engine runs in tests/remix_engine/test_gpu.py.
 """
 
@@ -20,6 +20,7 @@ from vllm_standin import EOS, LLM, GarbageWeightsError, SamplingParams, Sleeples
 from remix_engine import vllm_rollout
 from remix_engine.config import ModelConfig, RolloutConfig, TrainConfig
 from remix_engine.context_length import ContextLengthError
+from remix_engine.rollout import finish_response
 from remix_engine.toy import build_char_tokenizer, build_untrained_model
 from remix_engine.vllm_rollout import (
     RolloutBackendUnavailable,
@@ -73,13 +74,13 @@ def model(tokenizer):
     return build_untrained_model(tokenizer, seed=0)
 
 
-def make_engine(model, tokenizer, **rollout):
+def make_engine(model, tokenizer, *, model_path="builtin:tiny-arith", **rollout):
     cfg = RolloutConfig(**{"backend": "vllm", "max_new_tokens": 6, **rollout})
     return VLLMRolloutEngine(
         model,
         tokenizer,
         cfg,
-        model_cfg=ModelConfig(name_or_path="builtin:tiny-arith"),
+        model_cfg=ModelConfig(name_or_path=model_path),
         weights=lambda: model.state_dict().items(),
         max_prompt_tokens=512,
         seed=3,
@@ -524,3 +525,71 @@ def test_the_result_of_a_vllm_child_process_is_found_among_its_log_lines():
     assert marked_result(run.stdout) == [[5, 6], [7]]
     with pytest.raises(AssertionError, match="expected one REMIX_RESULT line"):
         marked_result("INFO only logs\n")
+
+
+# ------------------------------------------------------------------------------- stop strings, truncation
+
+
+@pytest.mark.usefixtures("fake_vllm")
+def test_a_response_vllm_ends_by_length_is_truncated(model, tokenizer):
+    engine = make_engine(model, tokenizer)
+    batch = engine.generate(["1+2="] * 8, ["3"] * 8, list(range(8)), group_size=1, seeds=list(range(8)),
+                            policy_version=1, group_id_start=0)  # fmt: skip
+    returned = LLM.last.responses[-1]
+    assert batch.truncated.tolist() == [tokens[-1] != EOS for tokens in returned]  # finish_reason "length"
+    assert 0 < int(batch.truncated.sum()) < 8
+    assert LLM.last.kwargs["skip_tokenizer_init"] is True  # no stop strings: vLLM needs no tokenizer
+    _, params = LLM.last.requests[-1]
+    assert all(p.stop == [] and p.detokenize is False for p in params)
+
+
+@pytest.mark.usefixtures("fake_vllm")
+def test_stop_strings_reach_vllm_with_its_tokenizer_and_end_responses_as_the_hf_engine_does(
+    model, tokenizer, random_model_dir
+):
+    # a model folder with a tokenizer: vLLM's detokenizer needs one to match stop strings
+    stop = ["5", "ab", "}"]
+    engine = make_engine(model, tokenizer, model_path=random_model_dir, stop=stop, max_new_tokens=30)
+    seeds = list(range(24))
+    batch = engine.generate(["1+2="] * 24, ["3"] * 24, list(range(24)), group_size=1, seeds=seeds,
+                            policy_version=1, group_id_start=0)  # fmt: skip
+    llm = LLM.last
+    assert llm.kwargs["skip_tokenizer_init"] is False
+    _, params = llm.requests[-1]
+    for p in params:
+        assert (p.stop, p.include_stop_str_in_output, p.detokenize, p.stop_token_ids) == (stop, True, True, [EOS])
+
+    # what an engine that ignored them (vLLM without its tokenizer) would have returned for the same seeds
+    unstopped = make_engine(model, tokenizer, max_new_tokens=30)
+    unstopped.generate(["1+2="] * 24, ["3"] * 24, list(range(24)), group_size=1, seeds=seeds,
+                       policy_version=1, group_id_start=0)  # fmt: skip
+    stops = 0
+    for row, (full, returned) in enumerate(zip(LLM.last.responses[-1], llm.responses[-1], strict=True)):
+        trained = batch.response_ids[row][batch.response_mask[row]].tolist()
+        # the rule both engines apply (rollout.finish_response): the same tokens, text and flag
+        kept, text, truncated = finish_response(full, tokenizer, [EOS], stop)
+        assert (trained, batch.completions[row], bool(batch.truncated[row])) == (full[:kept], text, truncated)
+        assert returned == trained  # vLLM stopped generating at the token that completes the stop string
+        if any(text.endswith(s) for s in stop):
+            stops += 1
+            assert not truncated and returned[-1] != EOS
+    assert stops > 3
+
+
+def test_the_stand_in_ignores_stop_strings_without_a_tokenizer_and_refuses_bad_ones_like_vllm(random_model_dir):
+    with pytest.raises(ValueError, match="stop cannot contain an empty string"):
+        SamplingParams(stop=["x", ""])
+    with pytest.raises(ValueError, match="only supported when detokenize is True"):
+        SamplingParams(stop=["x"], detokenize=False)
+    prompt = [{"prompt_token_ids": [5, 6]}]
+    every_char = [chr(c) for c in range(33, 127)]  # any printable character stops, when stop strings work
+    params = SamplingParams(max_tokens=20, seed=3, stop=every_char[:50], logprobs=0)
+    with _global_generators_kept():
+        blind = LLM(random_model_dir, skip_tokenizer_init=True)  # vLLM's detokenizer is then a no-op
+        seeing = LLM(random_model_dir)
+    (ignored,) = blind.generate(prompt, sampling_params=params)
+    (stopped,) = seeing.generate(prompt, sampling_params=params)
+    tokens = stopped.outputs[0].token_ids
+    assert ignored.outputs[0].token_ids[: len(tokens)] == tokens and len(tokens) < len(ignored.outputs[0].token_ids)
+    assert stopped.outputs[0].finish_reason == "stop" and stopped.outputs[0].stop_reason in params.stop
+    assert not stopped.outputs[0].text.endswith(stopped.outputs[0].stop_reason)  # cut before it by default

@@ -12,7 +12,13 @@ the vLLM source it follows, so that a CPU test fails where the real engine would
   asleep, do nothing (vLLM only logs a warning); weights woken after a level-2 sleep are garbage until
   they are loaded again.
 - `generate` refuses the whole batch when one prompt is empty or has max_model_len tokens or more, and
-  stops responses at max_model_len. Where the real engine would hang (memory still asleep) or sample
+  stops responses at max_model_len.
+- Stop strings (`SamplingParams(stop=...)`) are matched in the detokenized text, as vLLM's detokenizer
+  does: the response ends with the token that completes one (finish_reason "stop", stop_reason the
+  string), its token ids are kept, and the text keeps the stop string only with
+  include_stop_str_in_output. Like vLLM, an engine built with `skip_tokenizer_init` has no detokenizer
+  and silently ignores stop strings; without it the engine uses the model's tokenizer (so the model
+  path must hold one when a request has stop strings). Where the real engine would hang (memory still asleep) or sample
   from garbage (weights not reloaded), it raises instead, so a test fails rather than hangs or passes.
 
 The sampling itself is fake: tokens and log-probs come from a generator seeded by the request's seed.
@@ -66,6 +72,7 @@ class SamplingParams:
     seed: int | None = None
     stop: list[str] | None = None
     stop_token_ids: list[int] | None = None
+    include_stop_str_in_output: bool = False
     ignore_eos: bool = False
     max_tokens: int | None = 16
     min_tokens: int = 0
@@ -115,6 +122,8 @@ class SamplingParams:
             raise ValueError(f"logprobs must be non-negative or -1, got {self.logprobs}.")
         if not all(isinstance(token, int) for token in self.stop_token_ids):
             raise ValueError("stop_token_ids must contain only integers.")
+        if any(not stop_str for stop_str in self.stop):
+            raise ValueError("stop cannot contain an empty string.")
         if self.stop and not self.detokenize:
             raise ValueError("stop strings are only supported when detokenize is True.")
 
@@ -199,6 +208,11 @@ class LLM:
         self.weights_discarded = False  # by a level-2 sleep
         self.requests: list = []  # (prompts, sampling params) of each generate call
         self.responses: list = []  # the token ids each call returned
+        # vLLM loads the tokenizer (the model's, unless `tokenizer` names another) unless told not to;
+        # without one its detokenizer does nothing and stop strings are ignored. The stand-in loads it
+        # when a request first needs it (tests build engines on model paths that hold no files).
+        self.has_tokenizer = not kwargs.get("skip_tokenizer_init", False)
+        self._tokenizer: Any = None
         seed = kwargs.get("seed", 0)  # EngineArgs.seed defaults to 0
         if seed is not None:
             set_random_seed(seed)
@@ -328,12 +342,48 @@ class LLM:
         tokens = [rng.randint(4, 100) for _ in range(min(wanted, room))]
         if rng.random() < 0.5:  # stopped at EOS, which vLLM returns as the last token
             tokens[-1] = EOS
+        stop_at = next((i for i, t in enumerate(tokens) if t in p.stop_token_ids), None)
+        if stop_at is not None:  # vLLM stops at the first stop token
+            tokens = tokens[: stop_at + 1]
         finish = "stop" if tokens[-1] in p.stop_token_ids else "length"
+        stop_reason: Any = tokens[-1] if finish == "stop" else None
+        text = ""
+        if p.detokenize and self.has_tokenizer and p.stop:  # (the stand-in makes text only to match stops)
+            tokens, text, matched = self._detokenize(tokens, p)
+            if matched is not None:
+                finish, stop_reason = "stop", matched
         logprobs = [{t: SimpleNamespace(logprob=-0.1 * (i + 1), rank=1)} for i, t in enumerate(tokens)]
         sample = SimpleNamespace(
-            index=0, token_ids=tokens, logprobs=logprobs if p.logprobs is not None else None, finish_reason=finish
+            index=0,
+            token_ids=tokens,
+            text=text,
+            logprobs=logprobs if p.logprobs is not None else None,
+            finish_reason=finish,
+            stop_reason=stop_reason,
         )
         return SimpleNamespace(prompt_token_ids=prompt_ids, outputs=[sample])
+
+    def _detokenize(self, tokens: list[int], p: SamplingParams) -> tuple[list[int], str, str | None]:
+        """vllm/v1/engine/detokenizer.py: text grows token by token (a stop token adds none); after each
+        token the stop strings are searched in the text (StopChecker.check_stop_strings) and the first one
+        found ends the request there, its text cut before the stop string or, with
+        include_stop_str_in_output, just after it."""
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            self._tokenizer = AutoTokenizer.from_pretrained(self.kwargs.get("tokenizer") or self.kwargs["model"])
+        tokenizer = self._tokenizer
+        for end in range(1, len(tokens) + 1):
+            if tokens[end - 1] in p.stop_token_ids:
+                break
+            text = tokenizer.decode(tokens[:end], skip_special_tokens=p.skip_special_tokens)
+            found = [(text.find(s), s) for s in p.stop if s in text]
+            if found:
+                index, stop = min(found)
+                cut = index + len(stop) if p.include_stop_str_in_output else index
+                return tokens[:end], text[:cut], stop
+        text = tokenizer.decode([t for t in tokens if t not in p.stop_token_ids], skip_special_tokens=p.skip_special_tokens)
+        return tokens, text, None
 
 
 class SleeplessLLM(LLM):
