@@ -79,3 +79,19 @@ def test_the_budget_grows_with_each_python_rewards_per_sample_limit(monkeypatch:
                                                "timeout_s": 2})
     assert scoring_timeout_s(SPECS, 100) == scoring.DEFAULT_BASE_TIMEOUT_S
     assert scoring_timeout_s([*SPECS, python], 100) == scoring.DEFAULT_BASE_TIMEOUT_S + scoring.STARTUP_GRACE_S + 200
+
+
+def test_the_scoring_child_gets_none_of_the_worker_s_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the worker's hub token (for gated models) and database URL stay in the worker
+    monkeypatch.setenv("HF_TOKEN", "hf_secretTokenOfTheWorker")
+    monkeypatch.setenv("REMIX_DATABASE_URL", "postgresql+psycopg://remix:pw@db/remix")
+    child = RewardScorer()
+    try:
+        process = child._start()
+        with open(f"/proc/{process.pid}/environ", "rb") as fh:
+            names = {entry.split(b"=", 1)[0].decode() for entry in fh.read().split(b"\0") if entry}
+    finally:
+        child._process = process
+        child.close()
+    assert "HF_TOKEN" not in names and "REMIX_DATABASE_URL" not in names
+    assert names <= set(scoring._PASSED_ENV) | {"PYTHONPATH", "REMIX_SCORING_MEMORY_BYTES"}
