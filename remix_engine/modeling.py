@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from remix_engine.batch import RolloutBatch
-from remix_engine.config import TINY_MODEL_ID, ModelConfig
+from remix_engine.config import JOB_MODEL_PREFIX, TINY_MODEL_ID, ModelConfig
 
 BUILTIN_PREFIX = "builtin:"
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -50,6 +50,11 @@ def resolve_model_source(model_id: str) -> str:
     """A local directory or hub id for from_pretrained; builtin ids are built (or read from cache) first."""
     if model_id.startswith(BUILTIN_PREFIX):
         return str(_builtin_model_dir(model_id))
+    if model_id.startswith(JOB_MODEL_PREFIX):
+        raise ModelLoadError(
+            f"cannot load model {model_id!r}: it names a checkpoint of a service job, which only a worker "
+            "resolves; here pass the checkpoint folder itself (remix download JOB_ID --step N)"
+        )
     path = Path(model_id).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():

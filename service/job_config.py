@@ -2,9 +2,16 @@
 
 The request's base_model and datasets are merged into the config before validation, so the
 stored config is exactly what the worker runs. Tenants may only name builtin data (the addition
-task, the builtin eval sets such as aime24 or math500) or their own uploaded datasets, and hub ids
-or builtin models: server-local paths and remote code are reserved to admin keys, because a worker
-must never read another tenant's files.
+task, the builtin eval sets such as aime24 or math500) or their own uploaded datasets, and as the
+model a hub id, a builtin model, a checkpoint of one of their own jobs (`job:<id>[@<step>]`) or a
+directory inside the operator's REMIX_MODEL_DIRS: other server-local paths and remote code are
+reserved to admin keys, because a worker must never read another tenant's files.
+
+`job:<id>` is refused (422) unless the tenant has that job and it has a checkpoint (at that step, with
+`@<step>`); a job of another tenant gets the same answer as one that does not exist, so nothing tells
+a tenant which job ids exist. The stored config names the step it starts from (`job:<id>@<step>`, the
+newest checkpoint when none was given), so a retried or resumed job always starts from the same weights.
+A directory accepted through REMIX_MODEL_DIRS is stored as its real path (symlinks and '..' resolved).
 """
 
 from __future__ import annotations
@@ -12,12 +19,22 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
-from remix_engine.config import TINY_MODEL_ID, TOY_DATASET_ID, EvalSetSpec, TrainConfig
+from remix_engine.config import (
+    TINY_MODEL_ID,
+    TOY_DATASET_ID,
+    EvalSetSpec,
+    TrainConfig,
+    job_model_name,
+    parse_job_model,
+)
 from remix_engine.context_length import ContextLengthError, check_vllm_context, model_position_limit
 from remix_engine.eval_benchmarks import BENCHMARK_NAMES
 from remix_engine.preflight import GiB, InsufficientMemoryError, check_fits, offline_model_config, offline_model_shape
@@ -33,6 +50,20 @@ BUILTIN_MODELS = (TINY_MODEL_ID,)
 BUILTIN_DATASETS = (TOY_DATASET_ID,)
 # 'name' or 'org/name' as on the Hugging Face hub; no path tricks.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+_MODEL_FIELD = "config.model.name_or_path"
+_MAX_JOB_CHAIN = 16  # job:<a> from job:<b> from ...: how far the pre-flight follows to the base model
+
+
+@dataclass(frozen=True)
+class CheckpointSource:
+    """A job of the submitting tenant named by `job:<id>`: its checkpoint steps and its own config.model."""
+
+    steps: tuple[int, ...]
+    model: dict[str, Any]
+
+
+# The submitting tenant's job by id (a lowercase UUID string), or None: absent or another tenant's.
+JobLookup = Callable[[str], CheckpointSource | None]
 
 
 def request_hash(body: JobCreate) -> str:
@@ -106,17 +137,79 @@ def _check_eval_set_paths(config: TrainConfig, *, is_admin: bool) -> None:
         raise FieldValidationError(errors)
 
 
-def _check_model_name(name: str, *, is_admin: bool) -> None:
+def _inside(path: str, root: str) -> bool:
+    return path == root or os.path.commonpath([path, root]) == root
+
+
+def allowed_model_dir(name: str, model_dirs: Sequence[str]) -> str | None:
+    """The real path of `name` when it is one of `model_dirs` or inside one, else None.
+
+    Both sides are resolved with realpath (symlinks, '..', '.', repeated slashes) before the
+    containment check, so a link inside an allowed directory that points out of it is refused, as is
+    /models/../etc. Only absolute names are considered.
+    """
+    if not model_dirs or not os.path.isabs(name) or "\x00" in name:
+        return None
+    resolved = os.path.realpath(name)
+    if any(_inside(resolved, os.path.realpath(root)) for root in model_dirs):
+        return resolved
+    return None
+
+
+def _check_model_name(name: str, *, is_admin: bool, model_dirs: Sequence[str] = ()) -> str:
+    """The model name to store: as given, or an allowed directory's real path; 422 for anything else."""
     if is_admin or name.startswith(BUILTIN_PREFIX) or (_HUB_ID.match(name) and ".." not in name):
-        return
+        return name
+    allowed = allowed_model_dir(name, model_dirs)
+    if allowed is not None:
+        return allowed
     raise FieldValidationError(
         [
             {
-                "field": "config.model.name_or_path",
-                "message": "must be a hub id such as 'org/name' or a builtin model",
+                "field": _MODEL_FIELD,
+                "message": "must be a hub id such as 'org/name', a builtin model, job:<id>[@<step>] naming a "
+                "checkpoint of one of your jobs, or a directory inside the operator's REMIX_MODEL_DIRS",
             }
         ]
     )
+
+
+def _model_error(message: str) -> FieldValidationError:
+    return FieldValidationError([{"field": _MODEL_FIELD, "message": message}])
+
+
+def _pin_job_checkpoint(job_id: str, step: int | None, lookup: JobLookup | None) -> tuple[str, dict[str, Any]]:
+    """`job:<id>@<step>` of an existing checkpoint of the tenant's job, and that job's config.model."""
+    source = None if lookup is None else lookup(job_id)
+    if source is None:  # absent, or another tenant's: the same answer
+        raise _model_error(f"job {job_id} does not exist")
+    if not source.steps:
+        raise _model_error(f"job {job_id} has no checkpoint yet; name it once it has saved one")
+    if step is None:
+        step = max(source.steps)
+    elif step not in source.steps:
+        kept = ", ".join(str(s) for s in sorted(source.steps)[-10:])
+        raise _model_error(f"job {job_id} has no checkpoint at step {step}; it has steps {kept}")
+    return job_model_name(job_id, step), source.model
+
+
+def _preflight_model(config: TrainConfig, source_model: dict[str, Any], lookup: JobLookup | None) -> TrainConfig:
+    """`config` with the model of the job chain's base model, whose architecture every checkpoint of the
+    chain has: what the memory and context pre-flights read (the checkpoint itself is on the workers)."""
+    model = source_model
+    for _ in range(_MAX_JOB_CHAIN):
+        name = model.get("name_or_path")
+        reference = parse_job_model(name) if isinstance(name, str) else None
+        if reference is None:
+            break
+        source = None if lookup is None else lookup(reference[0])
+        if source is None:
+            return config  # the chain cannot be followed (the source is gone): the worker checks
+        model = source.model
+    name = model.get("name_or_path")
+    if not isinstance(name, str) or parse_job_model(name) is not None:
+        return config
+    return config.model_copy(update={"model": config.model.model_copy(update={"name_or_path": name})})
 
 
 def _merge_request(body: JobCreate, train: Dataset | None, evaluation: Dataset | None) -> dict[str, Any]:
@@ -234,13 +327,17 @@ def build_train_config(
     gpu_memory_gib: float = DEFAULT_GPU_MEMORY_GIB,
     max_tokens_per_step: int = DEFAULT_MAX_TOKENS_PER_STEP,
     judge_configured: bool = False,
+    model_dirs: Sequence[str] = (),
+    jobs: JobLookup | None = None,
 ) -> TrainConfig:
     """Merge and validate; errors name the offending field (e.g. config.algorithm.clip_eps).
 
     Also refused: steps generating more than `max_tokens_per_step` tokens (REMIX_MAX_TOKENS_PER_STEP),
-    vLLM jobs whose responses fill the model's whole context, jobs whose memory pre-flight does not fit
-    one GPU of `gpu_memory_gib` (REMIX_GPU_MEMORY_GIB), and judge rewards where no judge endpoint is
-    configured (`judge_configured`, REMIX_JUDGE_URL).
+    vLLM jobs whose responses fill the model's whole context, jobs whose memory pre-flight does not
+    fit one GPU of `gpu_memory_gib` (REMIX_GPU_MEMORY_GIB), judge rewards where no judge endpoint is
+    configured (`judge_configured`, REMIX_JUDGE_URL), local model directories outside `model_dirs`
+    (REMIX_MODEL_DIRS) for non-admin keys, and `job:<id>[@<step>]` models that `jobs` (the submitting
+    tenant's jobs) does not know or that have no such checkpoint.
     """
     unstorable = first_unstorable(body.model_dump(mode="json"))
     if unstorable is not None:
@@ -252,7 +349,15 @@ def build_train_config(
         config = TrainConfig.model_validate(merged)
     except ValidationError as exc:
         raise FieldValidationError(pydantic_errors(exc.errors(), prefix=("config",))) from exc
-    _check_model_name(config.model.name_or_path, is_admin=is_admin)
+    name = config.model.name_or_path
+    reference = parse_job_model(name)
+    source_model: dict[str, Any] | None = None
+    if reference is not None:
+        stored, source_model = _pin_job_checkpoint(*reference, jobs)
+    else:
+        stored = _check_model_name(name, is_admin=is_admin, model_dirs=model_dirs)
+    if stored != name:
+        config = config.model_copy(update={"model": config.model.model_copy(update={"name_or_path": stored})})
     _check_builtin_ids(config)
     _check_eval_set_paths(config, is_admin=is_admin)
     if config.model.trust_remote_code and not is_admin:
@@ -264,6 +369,7 @@ def build_train_config(
         )
     check_judge_available(config.reward.functions, configured=judge_configured, prefix="config.reward.")
     check_tokens_per_step(config, max_tokens_per_step)
-    check_context_length(config)
-    check_gpu_memory(config, gpu_memory_gib)
+    checked = config if source_model is None else _preflight_model(config, source_model, jobs)
+    check_context_length(checked)
+    check_gpu_memory(checked, gpu_memory_gib)
     return config

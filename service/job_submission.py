@@ -16,10 +16,12 @@ from sqlalchemy.orm import Session
 
 from service import lifecycle
 from service.errors import FieldValidationError, ProblemError
-from service.job_config import build_train_config, request_hash
+from service.job_config import CheckpointSource, JobLookup, build_train_config, request_hash
 from service.models import Dataset, Job, JobStatus
 from service.queue import enqueue_train_job
 from service.repositories import datasets as datasets_repo
+from service.repositories import job_outputs as outputs_repo
+from service.repositories import jobs as jobs_repo
 from service.schemas import JobCreate
 from service.settings import Settings
 
@@ -39,6 +41,20 @@ def _dataset(session: Session, submitter: Submitter, dataset_id: uuid.UUID | Non
     if dataset is None:
         raise FieldValidationError([{"field": field, "message": f"dataset {dataset_id} not found"}])
     return dataset
+
+
+def _tenant_jobs(session: Session, submitter: Submitter) -> JobLookup:
+    """The submitting tenant's jobs and their checkpoints, for `model.name_or_path: job:<id>[@<step>]`."""
+
+    def lookup(job_id: str) -> CheckpointSource | None:
+        job = jobs_repo.get_job(session, submitter.tenant_id, uuid.UUID(job_id))  # None for other tenants
+        if job is None:
+            return None
+        steps = tuple(checkpoint.step for checkpoint in outputs_repo.list_checkpoints(session, job.id))
+        model = job.config.get("model") if isinstance(job.config, dict) else None
+        return CheckpointSource(steps, model if isinstance(model, dict) else {})
+
+    return lookup
 
 
 def _dispatch(session: Session, settings: Settings, job: Job) -> None:
@@ -72,6 +88,8 @@ def submit_job(
         gpu_memory_gib=settings.gpu_memory_gib,
         max_tokens_per_step=settings.max_tokens_per_step,
         judge_configured=settings.judge_configured,
+        model_dirs=settings.model_dir_list,
+        jobs=_tenant_jobs(session, submitter),
     )
     draft = lifecycle.NewJob(
         tenant_id=submitter.tenant_id,

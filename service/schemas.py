@@ -30,7 +30,10 @@ class JobCreate(BaseModel):
         None,
         min_length=1,
         max_length=500,
-        description="Base model (hub id or builtin id); sets config.model.name_or_path.",
+        description=(
+            "Base model: a hub id, a builtin id, job:<id>[@<step>] (a checkpoint of one of your jobs) or a local "
+            "directory (admin keys, or inside REMIX_MODEL_DIRS); sets config.model.name_or_path."
+        ),
     )
     dataset_id: uuid.UUID | None = Field(
         None, description="An uploaded dataset (POST /v1/datasets) used as config.data.train_path."

@@ -7,6 +7,7 @@ broker, artifacts on local disk); production points them at Postgres, Redis/Rabb
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from typing import Literal
 
@@ -60,6 +61,13 @@ class Settings(BaseSettings):
         description="Most tokens one training step may generate (rollout.prompts_per_step x "
         "rollout.group_size x rollout.max_new_tokens); the API refuses (422) a job above it.",
     )
+    model_dirs: str = Field(
+        "",
+        description="Local model directories any tenant may train from (os.pathsep-separated absolute paths, "
+        "e.g. /models:/data/models): config.model.name_or_path may be one of them or a directory inside one "
+        "(symlinks and '..' resolved before the check). Every other local path is reserved to admin keys. "
+        "Read by the API; mount the directories at the same paths on the API host and the workers.",
+    )
     worker_db_retry_seconds: float = Field(
         120.0,
         ge=0,
@@ -102,6 +110,19 @@ class Settings(BaseSettings):
         description="Serve GET /metrics without any authentication. Only for an API port tenants cannot reach: "
         "the metrics show job counts, job ids and queue depth across every tenant.",
     )
+
+    @field_validator("model_dirs")
+    @classmethod
+    def _absolute_model_dirs(cls, value: str) -> str:
+        relative = [entry for entry in value.split(os.pathsep) if entry and not os.path.isabs(entry)]
+        if relative:
+            raise ValueError(f"REMIX_MODEL_DIRS takes absolute directories only; relative: {relative}")
+        return value
+
+    @property
+    def model_dir_list(self) -> tuple[str, ...]:
+        """REMIX_MODEL_DIRS as a tuple of absolute directories (empty entries skipped)."""
+        return tuple(entry for entry in self.model_dirs.split(os.pathsep) if entry)
 
     @field_validator("metrics_token", "judge_url", "judge_model", "judge_api_key", mode="before")
     @classmethod

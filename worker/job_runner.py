@@ -13,6 +13,10 @@ handled here but by the reaper (worker/reaper.py), which re-queues jobs whose he
 The claim and every database write of an attempt are transitions of service/lifecycle
 (`claim_job`, the attempt's `JobWriter`); this module decides when to make them.
 
+Before training, `resolve_config` turns the job's artifact keys into local paths: uploaded datasets,
+and a `model.name_or_path: job:<id>@<step>` (a checkpoint of an earlier job of the same tenant) into
+that checkpoint's folder, downloaded from a remote store like the datasets.
+
 A job with `distributed.num_processes > 1` is claimed here all the same, then trained by that many
 processes under torchrun (worker/distributed_launch.py); their rank 0 runs `train_and_finish` with
 `DbCallbacks` exactly as this process would, while this process keeps the heartbeat.
@@ -32,13 +36,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from remix_engine.config import TrainConfig
+from remix_engine.config import TrainConfig, parse_job_model
 from service.artifacts import ArtifactStore, LocalArtifactStore, checkpoint_key, get_artifact_store
 from service.db import session_factory
 from service.lifecycle import ACTIVE_STATUSES, JobWriter, LeaseLost, claim_job
-from service.models import Dataset, Job, JobStatus
+from service.models import Checkpoint, Dataset, Job, JobStatus
 from service.settings import Settings, get_settings
 
 if TYPE_CHECKING:  # the trainer (and torch) are imported only inside run_job
@@ -48,6 +53,11 @@ log = logging.getLogger(__name__)
 
 CANCEL_POLL_SECONDS = 1.0
 ARTIFACT_CACHE = ".worker-cache"
+MODEL_CACHE = "models"  # under ARTIFACT_CACHE: checkpoints of other jobs a job starts from
+
+
+class ModelSourceError(ValueError):
+    """`model.name_or_path: job:<id>[@<step>]` names no checkpoint this job may start from."""
 
 
 def worker_identity() -> str:
@@ -178,9 +188,39 @@ class DbCallbacks:
         return self.cancel_requested
 
 
+def resolve_model(job: Job, sessions: sessionmaker[Session], store: ArtifactStore, cache: Path) -> str | None:
+    """The local folder of the checkpoint `job:<id>[@<step>]` names (downloaded from a remote store), or
+    None when the job's model is no such reference. Only a job of the same tenant is accepted (the API
+    checked it; checked again here), and without a step its newest checkpoint."""
+    name = TrainConfig.model_validate(job.config).model.name_or_path
+    reference = parse_job_model(name)
+    if reference is None:
+        return None
+    source_id, step = reference
+    with sessions() as session:
+        tenant = session.scalar(select(Job.tenant_id).where(Job.id == uuid.UUID(source_id)))
+        if tenant is None or tenant != job.tenant_id:
+            raise ModelSourceError(f"cannot load model {name!r}: job {source_id} does not exist")
+        query = select(Checkpoint).where(Checkpoint.job_id == uuid.UUID(source_id))
+        if step is not None:
+            query = query.where(Checkpoint.step == step)
+        checkpoint = session.scalars(query.order_by(Checkpoint.step.desc()).limit(1)).first()
+    if checkpoint is None or not store.exists(checkpoint.uri):
+        which = "any checkpoint" if step is None else f"a checkpoint at step {step}"
+        raise ModelSourceError(
+            f"cannot load model {name!r}: job {source_id} no longer has {which} (pruned by its retention, "
+            "or deleted)"
+        )
+    return str(store.local_path(checkpoint.uri, cache / MODEL_CACHE))
+
+
 def resolve_config(job: Job, sessions: sessionmaker[Session], store: ArtifactStore, cache: Path) -> TrainConfig:
-    """The job's TrainConfig with uploaded datasets (artifact keys) replaced by local file paths."""
+    """The job's TrainConfig with uploaded datasets (artifact keys) replaced by local file paths, and a
+    `job:<id>[@<step>]` model by the local folder of that checkpoint (`resolve_model`)."""
     config = TrainConfig.model_validate(job.config)
+    model_path = resolve_model(job, sessions, store, cache)
+    if model_path is not None:
+        config = config.model_copy(update={"model": config.model.model_copy(update={"name_or_path": model_path})})
     data = config.data
     updates: dict[str, str] = {}
     if job.dataset_id is not None:

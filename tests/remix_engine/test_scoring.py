@@ -106,3 +106,19 @@ def test_the_budget_grows_with_each_judges_requests() -> None:
     env = {"REMIX_JUDGE_CONCURRENCY": "4"}
     # 8 samples, 4 at a time: 2 waves of a request and its 2 retries (10 s each, up to 5 s between tries).
     assert scoring_timeout_s([judge], 8, base_s=1.0, environ=env) == 1.0 + 2 * (3 * 10 + 2 * 5)
+
+
+def test_the_scoring_child_gets_none_of_the_worker_s_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the worker's hub token (for gated models) and database URL stay in the worker
+    monkeypatch.setenv("HF_TOKEN", "hf_secretTokenOfTheWorker")
+    monkeypatch.setenv("REMIX_DATABASE_URL", "postgresql+psycopg://remix:pw@db/remix")
+    child = RewardScorer()
+    try:
+        process = child._start()
+        with open(f"/proc/{process.pid}/environ", "rb") as fh:
+            names = {entry.split(b"=", 1)[0].decode() for entry in fh.read().split(b"\0") if entry}
+    finally:
+        child._process = process
+        child.close()
+    assert "HF_TOKEN" not in names and "REMIX_DATABASE_URL" not in names
+    assert names <= set(scoring._PASSED_ENV) | {"PYTHONPATH", "REMIX_SCORING_MEMORY_BYTES"}

@@ -82,6 +82,15 @@ def test_every_app_service_gets_valid_settings(compose):
         assert settings.broker_url == "redis://redis:6379/0"
 
 
+def test_only_the_gpu_worker_gets_the_hub_token(compose):
+    # gated hub models are downloaded by the training worker; nothing else needs the token
+    services = compose["services"]
+    assert services["worker-gpu"]["environment"]["HF_TOKEN"] == "${HF_TOKEN:-}"
+    assert [name for name, service in services.items() if "HF_TOKEN" in (service.get("environment") or {})] == [
+        "worker-gpu"
+    ]
+
+
 def test_api_and_gpu_worker_share_the_artifact_volume(compose):
     mounts = {name: compose["services"][name]["volumes"] for name in ("api", "worker-gpu")}
     assert mounts["api"] == mounts["worker-gpu"] == ["artifacts:/data"]

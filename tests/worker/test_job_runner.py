@@ -33,6 +33,7 @@ from service.models import (
 from worker.job_runner import (
     DbCallbacks,
     Heartbeat,
+    ModelSourceError,
     job_output_dir,
     resolve_config,
     run_job,
@@ -356,6 +357,51 @@ def test_uploaded_datasets_resolve_to_files_of_the_artifact_store(sessions, make
     assert config.data.train_path == str(store.path_for(key))
     assert config.data.eval_path == str(store.path_for(eval_key))
     assert Path(config.data.train_path).read_text().startswith('{"prompt": "1+1="')
+
+
+class _RemoteStore(LocalArtifactStore):
+    """A store whose local_path downloads into the cache, as S3ArtifactStore does."""
+
+    def local_path(self, key, cache_dir=None):
+        target = Path(cache_dir) / key.rstrip("/")
+        shutil.copytree(self.path_for(key), target, dirs_exist_ok=True)
+        return target
+
+
+def test_a_job_checkpoint_model_resolves_to_that_checkpoint_s_folder_for_its_tenant_only(
+    sessions, make_job, tmp_path
+):
+    # given a job with checkpoints at steps 3 and 5 in a remote store
+    store = _RemoteStore(tmp_path / "store")
+    source = make_job()
+    for step in (3, 5):
+        key = f"jobs/{source.id}/checkpoints/step-{step:06d}/"
+        store.put_bytes(key + "config.json", f'{{"step": {step}}}'.encode())
+        with sessions.begin() as session:
+            session.add(Checkpoint(job_id=source.id, step=step, uri=key))
+
+    def job_of(tenant_id, model):
+        with sessions.begin() as session:
+            job = Job(tenant_id=tenant_id, base_model=model, config=tiny_job_config(model={"name_or_path": model}),
+                      total_steps=4)  # fmt: skip
+            session.add(job)
+        return job
+
+    # when jobs of the same tenant name it, the newest checkpoint or step 3
+    cache = tmp_path / "cache"
+    for model, step in ((f"job:{source.id}", 5), (f"job:{source.id}@3", 3)):
+        config = resolve_config(job_of(source.tenant_id, model), sessions, store, cache)
+        # then the model is that checkpoint's folder, downloaded into the worker's model cache
+        folder = Path(config.model.name_or_path)
+        assert folder == cache / "models" / f"jobs/{source.id}/checkpoints/step-{step:06d}"
+        assert (folder / "config.json").read_text() == f'{{"step": {step}}}'
+
+    # and a job of another tenant, or a step without a checkpoint, fails naming the model
+    other = make_job()
+    with pytest.raises(ModelSourceError, match=f"job {source.id} does not exist"):
+        resolve_config(job_of(other.tenant_id, f"job:{source.id}@3"), sessions, store, cache)
+    with pytest.raises(ModelSourceError, match="no longer has a checkpoint at step 4"):
+        resolve_config(job_of(source.tenant_id, f"job:{source.id}@4"), sessions, store, cache)
 
 
 def test_builtin_data_is_left_as_is(sessions, make_job, tmp_path):
