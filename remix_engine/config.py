@@ -61,6 +61,8 @@ MAX_EVAL_SAMPLES = 64  # k of avg@k
 MAX_CHAT_TEMPLATE_CHARS = 64 * 1024
 MAX_SYSTEM_PROMPT_CHARS = 16 * 1024
 TINY_MODEL_ID = "builtin:tiny-arith"
+TINY_CHAT_MODEL_ID = "builtin:tiny-chat"
+BUILTIN_MODEL_IDS = (TINY_MODEL_ID, TINY_CHAT_MODEL_ID)
 TOY_DATASET_ID = "builtin:addition"
 
 
@@ -79,7 +81,9 @@ class ModelConfig(_Strict):
         min_length=1,
         description=(
             "A local Hugging Face model directory, a hub id (e.g. 'Qwen/Qwen2.5-0.5B-Instruct'), or "
-            f"'{TINY_MODEL_ID}' for the small Llama-style arithmetic model built locally from a seed."
+            f"'{TINY_MODEL_ID}' for the small Llama-style arithmetic model built locally from a seed "
+            f"(character tokenizer, plain-text prompts), or '{TINY_CHAT_MODEL_ID}' for the small Qwen2 chat model "
+            "built locally (byte-level BPE tokenizer and ChatML template, pretrained on chat-formatted addition)."
         ),
     )
     dtype: Literal["float32", "bfloat16", "float16"] = Field(

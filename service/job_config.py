@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from remix_engine.config import TINY_MODEL_ID, TOY_DATASET_ID, EvalSetSpec, TrainConfig
+from remix_engine.config import BUILTIN_MODEL_IDS, TOY_DATASET_ID, EvalSetSpec, TrainConfig
 from remix_engine.context_length import ContextLengthError, check_vllm_context, model_position_limit
 from remix_engine.eval_benchmarks import BENCHMARK_NAMES
 from remix_engine.preflight import GiB, InsufficientMemoryError, check_fits, offline_model_config, offline_model_shape
@@ -28,7 +28,7 @@ from service.settings import DEFAULT_GPU_MEMORY_GIB, DEFAULT_MAX_TOKENS_PER_STEP
 from service.storable import REASON, first_unstorable
 
 BUILTIN_PREFIX = "builtin:"
-BUILTIN_MODELS = (TINY_MODEL_ID,)
+BUILTIN_MODELS = BUILTIN_MODEL_IDS
 BUILTIN_DATASETS = (TOY_DATASET_ID,)
 # 'name' or 'org/name' as on the Hugging Face hub; no path tricks.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
