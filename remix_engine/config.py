@@ -59,6 +59,8 @@ MAX_STOP_STRING_CHARS = 64
 MAX_CHAT_TEMPLATE_CHARS = 64 * 1024
 MAX_SYSTEM_PROMPT_CHARS = 16 * 1024
 TINY_MODEL_ID = "builtin:tiny-arith"
+TINY_CHAT_MODEL_ID = "builtin:tiny-chat"
+BUILTIN_MODEL_IDS = (TINY_MODEL_ID, TINY_CHAT_MODEL_ID)
 TOY_DATASET_ID = "builtin:addition"
 # `model.name_or_path: job:<job id>[@<step>]`: a checkpoint of an earlier job of the same tenant
 # (the newest one without a step), resolved by the API (which checks it) and the worker (which loads it).
@@ -102,8 +104,10 @@ class ModelConfig(_Strict):
         min_length=1,
         description=(
             "A local Hugging Face model directory, a hub id (e.g. 'Qwen/Qwen2.5-0.5B-Instruct'), "
-            f"'{TINY_MODEL_ID}' for the small Llama-style arithmetic model built locally from a seed, or "
-            "'job:<job id>[@<step>]' to start from a checkpoint of an earlier job of the same tenant (the "
+            f"'{TINY_MODEL_ID}' for the small Llama-style arithmetic model built locally from a seed "
+            f"(character tokenizer, plain-text prompts), '{TINY_CHAT_MODEL_ID}' for the small Qwen2 chat model "
+            "built locally (byte-level BPE tokenizer and ChatML template, pretrained on chat-formatted addition), "
+            "or 'job:<job id>[@<step>]' to start from a checkpoint of an earlier job of the same tenant (the "
             "newest one without @step; the service stores the step it picked). Through the API, local "
             "directories are for admin keys, or inside the operator's REMIX_MODEL_DIRS."
         ),

@@ -265,8 +265,26 @@ def shard_copy(module: torch.nn.Module, *, frozen: bool = False) -> torch.nn.Mod
     for sub in list(sharded.modules()):
         if sub is not sharded and type(sub).__name__ in block_classes:
             fully_shard(sub, mesh=mesh)
+    _shard_odd_dtypes(sharded, mesh)
     fully_shard(sharded, mesh=mesh, reshard_after_forward=True if frozen else None)
     return sharded
+
+
+def _shard_odd_dtypes(root: torch.nn.Module, mesh: Any) -> None:
+    """FSDP2 needs one parameter dtype per shard group: a module outside the blocks whose parameters have
+    another dtype than the rest of the root's (the critic's float32 value head on a bfloat16 backbone)
+    becomes a group of its own."""
+    in_groups = {id(p) for sub in root.modules() if isinstance(sub, FSDPModule) for p in sub.parameters()}
+    rest = [(sub, p) for sub in root.modules() for p in sub.parameters(recurse=False) if id(p) not in in_groups]
+    sizes: dict[torch.dtype, int] = {}
+    for _sub, param in rest:
+        sizes[param.dtype] = sizes.get(param.dtype, 0) + param.numel()
+    if len(sizes) < 2:
+        return
+    common = max(sizes, key=lambda dtype: sizes[dtype])
+    odd = {id(sub): sub for sub, param in rest if param.dtype != common and sub is not root}
+    for sub in odd.values():
+        fully_shard(sub, mesh=mesh)
 
 
 def is_sharded(module: torch.nn.Module) -> bool:

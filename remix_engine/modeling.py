@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from remix_engine.batch import RolloutBatch
-from remix_engine.config import JOB_MODEL_PREFIX, TINY_MODEL_ID, ModelConfig
+from remix_engine.config import BUILTIN_MODEL_IDS, JOB_MODEL_PREFIX, TINY_CHAT_MODEL_ID, TINY_MODEL_ID, ModelConfig
 
 BUILTIN_PREFIX = "builtin:"
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -38,7 +38,11 @@ def _builtin_model_dir(model_id: str) -> Path:
         from remix_engine.toy import build_tiny_model
 
         return build_tiny_model()
-    raise ModelLoadError(f"unknown builtin model {model_id!r}; available builtin models: {[TINY_MODEL_ID]}")
+    if model_id == TINY_CHAT_MODEL_ID:
+        from remix_engine.toy_chat import build_tiny_chat_model
+
+        return build_tiny_chat_model()
+    raise ModelLoadError(f"unknown builtin model {model_id!r}; available builtin models: {list(BUILTIN_MODEL_IDS)}")
 
 
 def _looks_like_local_path(name: str) -> bool:

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from remix_engine.config import TINY_MODEL_ID, ModelConfig, TrainConfig
+from remix_engine.config import TINY_CHAT_MODEL_ID, TINY_MODEL_ID, ModelConfig, TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,20 @@ TINY_MODEL_CONFIG = {
     "max_position_embeddings": 64,  # toy.MAX_POSITIONS: bounds vLLM's context (context_length.py)
     "tie_word_embeddings": True,
 }
+# The builtin tiny chat model (remix_engine/toy_chat.py: MODEL_SIZES on the Qwen2.5-Instruct stand-in, whose
+# 1024 BPE tokens + 22 added ones are padded to 1152 embedding rows), described without torch.
+TINY_CHAT_MODEL_CONFIG = {
+    "model_type": "qwen2",
+    "vocab_size": 1152,
+    "hidden_size": 128,
+    "intermediate_size": 256,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 256,  # toy_chat.MODEL_SIZES: bounds vLLM's context (context_length.py)
+    "tie_word_embeddings": True,
+}
+BUILTIN_MODEL_CONFIGS = {TINY_MODEL_ID: TINY_MODEL_CONFIG, TINY_CHAT_MODEL_ID: TINY_CHAT_MODEL_CONFIG}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 
 
@@ -352,6 +366,10 @@ def load_model_config(model_cfg: ModelConfig) -> Any:
         return build_untrained_model(build_char_tokenizer(), seed=0).config
     from transformers import AutoConfig
 
+    if name == TINY_CHAT_MODEL_ID:
+        config = dict(TINY_CHAT_MODEL_CONFIG)
+        return AutoConfig.for_model(config.pop("model_type"), **config)
+
     return AutoConfig.from_pretrained(name, trust_remote_code=model_cfg.trust_remote_code)
 
 
@@ -363,8 +381,8 @@ def offline_model_config(model_cfg: ModelConfig) -> dict[str, Any] | None:
     then skips its check, and the worker's own checks still run before training.
     """
     name = model_cfg.name_or_path
-    if name == TINY_MODEL_ID:
-        return dict(TINY_MODEL_CONFIG)
+    if name in BUILTIN_MODEL_CONFIGS:
+        return dict(BUILTIN_MODEL_CONFIGS[name])
     if name.startswith("builtin:"):
         return None
     path = _local_config_path(name)

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The demo on a fresh machine: create .venv, install the project (CPU torch), run `remix-service demo`.
 # The demo starts the API and a Celery worker on the embedded defaults (SQLite database and broker,
-# local artifacts under ./var), submits a ReMix-GRPO job on the builtin tiny model over HTTP, follows
-# it live, downloads the final checkpoint and prints held-out accuracy before and after.
+# local artifacts under ./var), submits a ReMix-GRPO job on the builtin chat model (builtin:tiny-chat,
+# the builtin addition prompts laid out by its ChatML template) over HTTP, follows it live, downloads the
+# final checkpoint and prints held-out accuracy before and after.
 # Extra arguments go to the demo, e.g. `bash scripts/demo.sh --steps 20`.
 set -euo pipefail
 cd "$(dirname "$0")/.."

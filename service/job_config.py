@@ -28,7 +28,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from remix_engine.config import (
-    TINY_MODEL_ID,
+    BUILTIN_MODEL_IDS,
     TOY_DATASET_ID,
     EvalSetSpec,
     TrainConfig,
@@ -46,7 +46,7 @@ from service.settings import DEFAULT_GPU_MEMORY_GIB, DEFAULT_MAX_TOKENS_PER_STEP
 from service.storable import REASON, first_unstorable
 
 BUILTIN_PREFIX = "builtin:"
-BUILTIN_MODELS = (TINY_MODEL_ID,)
+BUILTIN_MODELS = BUILTIN_MODEL_IDS
 BUILTIN_DATASETS = (TOY_DATASET_ID,)
 # 'name' or 'org/name' as on the Hugging Face hub; no path tricks.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
