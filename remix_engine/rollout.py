@@ -14,12 +14,13 @@ The vLLM engine (`rollout.backend: vllm`, vllm_rollout.py) implements the same `
 
 Where a response ends is decided the same way for both engines (`finish_response`): at its first EOS
 token, or at the token that completes the first of `rollout.stop` in its decoded text, whichever comes
-first; the engines only stop generating there (`StopStringCriteria` of this module here, vLLM's
-detokenizer there). transformers' own StopStringCriteria (generate's `stop_strings=`) is not used: it
-matches token strings, special tokens included, so a stop string "a" would end a response at a sampled
-"<pad>", which vLLM's detokenizer (special tokens skipped) and the rewards' text never see. The trained tokens end with that token; the completion text ends with the stop
-string (kept, as vLLM's include_stop_str_in_output, and as transformers keeps the tokens). A response
-that ends on neither within max_new_tokens is `truncated`.
+first. The trained tokens end with that token; the completion text ends with the stop string (kept, as
+vLLM's include_stop_str_in_output, and as transformers keeps the tokens). A response that ends on
+neither within max_new_tokens is `truncated`. The engines only stop generating there: this module's
+`StopStringCriteria` here, vLLM's detokenizer there. transformers' own StopStringCriteria (generate's
+`stop_strings=` with `tokenizer=`) is not used: it matches token strings, special tokens included, so a
+stop string "a" would end a response at a sampled "<pad>", which vLLM's detokenizer (special tokens
+skipped) and the rewards' text never see.
 """
 
 from __future__ import annotations

@@ -693,6 +693,7 @@ class Trainer:
                 "completion": fresh.completions[i],
                 "answer": fresh.answers[i],
                 "reward": float(fresh.rewards[i]),
+                "truncated": bool(fresh.truncated_rows[i]),  # hit max_new_tokens without EOS or a stop string
             }
             for i in range(count)
         ]

@@ -336,8 +336,11 @@ def test_truncated_fraction_counts_the_fresh_responses_that_hit_max_new_tokens(r
         ended = text[-1:] in DIGIT_STOPS or ids[mask][-1] == eos  # on a stop string or on EOS
         assert truncated == (not ended)
         assert int(mask.sum()) == 6 or not truncated  # a truncated response has all of max_new_tokens
-    metrics = Trainer(long_response_config(random_model_dir, "keep"), tmp_path / "again").train_step()
+    rec = Recorder()
+    metrics = Trainer(long_response_config(random_model_dir, "keep"), tmp_path / "again", callbacks=rec).train_step()
     assert metrics["truncated_fraction"] == pytest.approx(float(fresh.truncated.float().mean()))
+    (samples,) = [payload["samples"] for kind, _, _, payload in rec.events if kind == "samples"]
+    assert [s["truncated"] for s in samples] == fresh.truncated.tolist()[: len(samples)]  # shown with each sample
 
 
 @pytest.mark.parametrize("overlong", ["keep", "zero", "mask"])

@@ -1,7 +1,7 @@
 """The vLLM rollout backend without vLLM: refused clearly where it cannot run, and its bookkeeping
 (requests, per-sample seeds, log-probs, batch layout, prompt budget, stop strings and truncation, weight
-syncs, sleep/wake, the trainer's random draws) checked against a stand-in `vllm` module (vllm_standin.py) that enforces what
-vLLM 0.31 enforces. The real engine runs in tests/remix_engine/test_gpu.py.
+syncs, sleep/wake, the trainer's random draws) checked against a stand-in `vllm` module (vllm_standin.py)
+that enforces what vLLM 0.31 enforces. The real engine runs in tests/remix_engine/test_gpu.py.
 """
 
 from __future__ import annotations

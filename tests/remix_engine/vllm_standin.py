@@ -382,7 +382,8 @@ class LLM:
                 index, stop = min(found)
                 cut = index + len(stop) if p.include_stop_str_in_output else index
                 return tokens[:end], text[:cut], stop
-        text = tokenizer.decode([t for t in tokens if t not in p.stop_token_ids], skip_special_tokens=p.skip_special_tokens)
+        kept = [t for t in tokens if t not in p.stop_token_ids]
+        text = tokenizer.decode(kept, skip_special_tokens=p.skip_special_tokens)
         return tokens, text, None
 
 

@@ -250,7 +250,8 @@ class JobPage {
       return h("li", { class: `sample ${good ? "good" : "bad"}` },
         h("div", { class: "sample-head" },
           h("span", {}, `step ${step}`), h("span", { class: "reward" }, `reward ${formatNumber(s.reward)}`),
-          h("span", { class: "muted" }, `answer ${s.answer}`)),
+          h("span", { class: "muted" }, `answer ${s.answer}`),
+          s.truncated ? h("span", { class: "muted" }, "truncated") : null),
         h("pre", { class: "prompt" }, s.prompt),
         h("pre", { class: "completion" }, s.completion));
     });
