@@ -176,8 +176,11 @@ class RewardScorer:
         except BrokenPipeError:
             pass
         line = _read_line(process.stdout, time.monotonic() + timeout)
-        if line is None:
-            died = process.poll()
+        if line is None or line == b"":
+            try:  # at end of file the child is exiting: wait a moment for its status
+                died = process.wait(timeout=5) if line == b"" else process.poll()
+            except subprocess.TimeoutExpired:
+                died = None
             self.close()
             if died is not None:
                 raise RewardScoringError(
@@ -201,7 +204,7 @@ class RewardScorer:
 
 
 def _read_line(pipe: Any, deadline: float) -> bytes | None:
-    """One line from the child before the deadline; None on timeout or end of file."""
+    """One line from the child before the deadline; None on timeout, b"" at end of file."""
     fd = pipe.fileno()
     chunks: list[bytes] = []
     with selectors.DefaultSelector() as selector:
@@ -212,7 +215,7 @@ def _read_line(pipe: Any, deadline: float) -> bytes | None:
                 return None
             chunk = os.read(fd, 1 << 20)
             if not chunk:
-                return None
+                return b""
             chunks.append(chunk)
             if chunk.endswith(b"\n"):
                 return b"".join(chunks)

@@ -122,3 +122,16 @@ def test_the_scoring_child_gets_none_of_the_worker_s_secrets(monkeypatch: pytest
         child.close()
     assert "HF_TOKEN" not in names and "REMIX_DATABASE_URL" not in names
     assert names <= set(scoring._PASSED_ENV) | {"PYTHONPATH", "REMIX_SCORING_MEMORY_BYTES"}
+
+
+def test_a_scoring_child_that_dies_is_reported_as_dead_not_slow(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 8 MiB of address space is less than the interpreter already holds: the child's imports fail
+    monkeypatch.setattr(scoring, "MEMORY_BYTES", 8 << 20)
+    dying = RewardScorer()
+    started = time.monotonic()
+    try:
+        with pytest.raises(RewardScoringError, match=r"reward scoring died \(exit code 1\)"):
+            dying.compose(SPECS, ["\\boxed{1}"], ["1"])
+    finally:
+        dying.close()
+    assert time.monotonic() - started < 60  # reported when it died, not at the batch's time limit
