@@ -1,7 +1,7 @@
 """Where a job's model may come from, as the API decides it: `job:<id>[@<step>]` (a checkpoint of one of
 the tenant's own jobs, pinned to a step when stored) and the operator's REMIX_MODEL_DIRS (local model
 directories any tenant may name, checked after resolving symlinks and '..'). The worker's side, loading
-those weights, is in tests/reliability/test_model_sources.py.
+those weights, is in tests/reliability/test_models_from_earlier_jobs.py.
 """
 
 from __future__ import annotations

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import io
 import json
-import sys
 import tarfile
 import time
 import uuid
@@ -28,7 +27,7 @@ import httpx
 import pytest
 from sqlalchemy import Engine
 from sqlalchemy.orm import sessionmaker
-from worker_testing import ManagedProcess, free_port, service_env, wait_for
+from worker_testing import ManagedProcess, running_api, service_env, wait_for
 
 from remix_engine.standins import LLAMA3_INSTRUCT, QWEN25_INSTRUCT
 from service.repositories.tenants import create_api_key, get_or_create_tenant
@@ -133,24 +132,9 @@ def settings(database_url: str, redis_url: str, tmp_path_factory: pytest.TempPat
 
 @pytest.fixture(scope="module")
 def api_url(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    api = ManagedProcess(
-        [sys.executable, "-m", "uvicorn", "service.main:app", "--host", "127.0.0.1", "--port", str(port)],
-        service_env(settings),
-        tmp_path_factory.mktemp("api") / "api.log",
-    )
-    url = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        assert api.alive(), api.log_text()
-        try:
-            return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    wait_for(healthy, timeout=60, what="the API to answer /healthz", on_timeout=api.log_text)
-    yield url
-    api.stop()
+    """The real API of the module, on its settings."""
+    with running_api(settings, tmp_path_factory.mktemp("api") / "api.log") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

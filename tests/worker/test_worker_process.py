@@ -8,7 +8,6 @@ cancellation between steps, and the beat-driven reaper of a maintenance worker.
 from __future__ import annotations
 
 import io
-import sys
 import tarfile
 import uuid
 from collections.abc import Iterator
@@ -21,8 +20,8 @@ import redis
 from sqlalchemy import select, update
 from worker_testing import (
     ManagedProcess,
-    free_port,
     queued_train_jobs,
+    running_api,
     service_env,
     tiny_job_config,
     wait_for,
@@ -55,25 +54,9 @@ def settings(database_url: str, redis_url: str, tmp_path_factory: pytest.TempPat
 
 @pytest.fixture(scope="module")
 def api_url(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    log = tmp_path_factory.mktemp("api") / "api.log"
-    api = ManagedProcess(
-        [sys.executable, "-m", "uvicorn", "service.main:app", "--host", "127.0.0.1", "--port", str(port)],
-        service_env(settings),
-        log,
-    )
-    url = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        assert api.alive(), api.log_text()
-        try:
-            return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    wait_for(healthy, timeout=60, what="the API to answer /healthz", on_timeout=api.log_text)
-    yield url
-    api.stop()
+    """The real API of the module, on its settings."""
+    with running_api(settings, tmp_path_factory.mktemp("api") / "api.log") as url:
+        yield url
 
 
 @pytest.fixture
