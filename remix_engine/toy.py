@@ -230,6 +230,17 @@ def pretrain(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, seed: 
     }
 
 
+def optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor, *, lr: float) -> float:
+    """Back-propagate `loss` and take one clipped (norm 1) optimizer step at `lr`; returns the loss."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    return loss.item()
+
+
 def _sft_step(
     model: LlamaForCausalLM,
     optimizer: torch.optim.Optimizer,
@@ -242,13 +253,7 @@ def _sft_step(
     logits = model(input_ids=ids).logits[:, :-1]  # (B, L-1, V); right padding: causal attention needs no mask
     targets, target_mask = ids[:, 1:], loss_mask[:, 1:]  # (B, L-1)
     loss = torch.nn.functional.cross_entropy(logits[target_mask], targets[target_mask])
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-    optimizer.step()
-    return loss.item()
+    return optimizer_step(model, optimizer, loss, lr=lr)
 
 
 # -------------------------------------------------------------------------------------------- cache

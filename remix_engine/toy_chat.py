@@ -37,7 +37,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from remix_engine.cache import build_once, default_cache_dir
-from remix_engine.toy import SFT_NUM_THREADS, addition_pairs, format_completion, format_prompt, sample_pairs
+from remix_engine.toy import (
+    SFT_NUM_THREADS,
+    addition_pairs,
+    format_completion,
+    format_prompt,
+    optimizer_step,
+    sample_pairs,
+)
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -257,13 +264,7 @@ def _sft_step(
     targets, target_mask = ids[:, 1:], loss_mask[:, 1:]  # (B, L-1)
     logits = model.get_output_embeddings()(hidden[target_mask])  # (T, V): only where a completion token is next
     loss = torch.nn.functional.cross_entropy(logits.float(), targets[target_mask])
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-    optimizer.step()
-    return loss.item()
+    return optimizer_step(model, optimizer, loss, lr=lr)
 
 
 # -------------------------------------------------------------------------------------------- cache
