@@ -1,7 +1,8 @@
 """Tenants and their API keys: creation, listing, rotation and revocation (every write commits).
 
 Authentication reads the key table on every request (`find_active_key`) and nothing caches a lookup,
-so a revoked key is refused from the first request that starts after the revocation commits.
+so a revoked key is refused from the first request that starts after the revocation commits; an
+event stream already open checks its key on every poll (`is_key_active`).
 """
 
 from __future__ import annotations
@@ -79,6 +80,12 @@ def find_active_key(session: Session, clear: str) -> ApiKey | None:
     if row is None or row.revoked_at is not None or not key_matches(clear, row.key_hash):
         return None
     return row
+
+
+def is_key_active(session: Session, key_id: uuid.UUID) -> bool:
+    """Whether the key exists and is not revoked."""
+    revoked_at = session.execute(select(ApiKey.revoked_at).where(ApiKey.id == key_id)).first()
+    return revoked_at is not None and revoked_at[0] is None
 
 
 def revoke_key(session: Session, prefix: str) -> int:
