@@ -286,7 +286,6 @@ class RemixClient:
         schema: dict[str, Any] = self._get("/v1/config/schema")
         return schema
 
-
     # ----------------------------------------------------------------------- tenants and API keys
 
     def create_tenant(self, name: str) -> Tenant:

@@ -17,11 +17,11 @@ from service.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HEAVY_PACKAGES = ("torch", "transformers", "worker")
-PROBE = """
+PROBE = f"""
 import importlib, sys
 importlib.import_module(sys.argv[1])
-print(','.join(sorted(m for m in sys.modules if m.split('.')[0] in {heavy!r})))
-""".format(heavy=HEAVY_PACKAGES)
+print(','.join(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY_PACKAGES!r})))
+"""
 
 
 def service_modules() -> list[str]:

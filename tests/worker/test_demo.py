@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from remix_engine.config import TrainConfig
-from worker.demo import demo_config
 from service.job_config import BUILTIN_MODELS, build_train_config
 from service.schemas import JobCreate
+from worker.demo import demo_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
