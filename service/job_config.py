@@ -68,7 +68,9 @@ JobLookup = Callable[[str], CheckpointSource | None]
 
 def request_hash(body: JobCreate) -> str:
     """Stable digest of a request body, compared when an Idempotency-Key is reused."""
-    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    # Without metadata the digest is the one computed before jobs had metadata, so keys stay reusable.
+    fields = body.model_dump(mode="json", exclude=None if body.metadata else {"metadata"})
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 

@@ -100,6 +100,7 @@ def submit_job(
         total_steps=config.total_steps,
         idempotency_key=idempotency_key,
         request_hash=request_hash(body),
+        metadata=body.metadata,
     )
     try:
         job, created = lifecycle.create_job(session, draft)

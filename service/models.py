@@ -1,7 +1,9 @@
-"""SQLAlchemy 2 ORM models: tenants, API keys, datasets, jobs and what a job produces.
+"""SQLAlchemy 2 ORM models: tenants, API keys, datasets, jobs, what a job produces, and webhooks
+(endpoints, the events recorded for them and one delivery per event and endpoint).
 
 Invariants live in the schema: one metric row per (job, step), one checkpoint per (job, step),
-one job per (tenant, idempotency key), job status restricted to the known states.
+one job per (tenant, idempotency key), job status restricted to the known states, one webhook event
+per (tenant, dedupe key) and one delivery per (event, endpoint).
 """
 
 from __future__ import annotations
@@ -154,6 +156,9 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Tenant-defined string pairs (service/schemas.py bounds them); the column is `metadata`, a name
+    # SQLAlchemy's declarative classes reserve for themselves.
+    job_metadata: Mapped[dict[str, Any]] = mapped_column("metadata", JSONType, default=dict)
 
 
 class JobAttempt(Base):
@@ -209,3 +214,74 @@ class Checkpoint(Base):
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
     eval_score: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class WebhookEndpoint(Base):
+    """A tenant's webhook: where events are POSTed, which types, and the secret they are signed with."""
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    url: Mapped[str] = mapped_column(Text)
+    description: Mapped[str] = mapped_column(String(500), default="")
+    event_types: Mapped[list[Any]] = mapped_column(default=list)
+    secret: Mapped[str] = mapped_column(String(128))  # whsec_<base64>; kept in clear: it signs every request
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    secret_rotated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class WebhookEvent(Base):
+    """An event recorded in the transaction of the state change it reports; `payload` is the exact body sent."""
+
+    __tablename__ = "webhook_events"
+    __table_args__ = (UniqueConstraint("tenant_id", "dedupe_key", name="uq_webhook_events_tenant_dedupe"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    type: Mapped[str] = mapped_column(String(64))
+    # e.g. "job.succeeded:<job id>": a re-run transition (a resumed attempt re-registering a checkpoint)
+    # finds its event already recorded and does not report it twice.
+    dedupe_key: Mapped[str] = mapped_column(String(200))
+    payload: Mapped[dict[str, Any]] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """The delivery of one event to one endpoint: its attempts so far and the outcome of the last one."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        UniqueConstraint("event_id", "webhook_id", name="uq_webhook_deliveries_event_webhook"),
+        CheckConstraint("status IN ('pending', 'succeeded', 'failed')", name="ck_webhook_deliveries_status"),
+        # The delivery log of an endpoint, newest first (GET /v1/webhooks/{id}/deliveries).
+        Index("ix_webhook_deliveries_webhook_created_id", "webhook_id", "created_at", "id"),
+        # Due deliveries, for the sweeper.
+        Index("ix_webhook_deliveries_status_next", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    event_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("webhook_events.id", ondelete="CASCADE"), index=True)
+    webhook_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("webhook_endpoints.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # The attempt number after which a failing delivery gives up; NULL: the configured number of attempts
+    # (REMIX_WEBHOOK_RETRY_SCHEDULE), read when it is tried. A redelivery sets it past the attempts so far.
+    max_attempts: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_response: Mapped[str | None] = mapped_column(Text, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    event: Mapped[WebhookEvent] = relationship(lazy="joined")
+
+    @property
+    def event_type(self) -> str:
+        return self.event.type
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        return self.event.payload

@@ -1,18 +1,24 @@
-"""Dispatch of training jobs to Celery workers, by task name only.
+"""Dispatch of training jobs and webhook deliveries to Celery workers, by task name only.
 
 The API process builds a bare Celery client from Settings: it never imports `worker/` or torch,
-so the web tier stays small and starts fast. The worker registers `worker.train_job`.
+so the web tier stays small and starts fast. The worker registers `worker.train_job` (on the
+training queue) and `worker.deliver_webhook` (on the maintenance queue: a GPU worker busy training
+for hours must not hold up a webhook).
 """
 
 from __future__ import annotations
 
 import threading
+import uuid
+from collections.abc import Callable
 
 from celery import Celery
 
 from service.settings import Settings
 
 TRAIN_TASK = "worker.train_job"
+DELIVER_WEBHOOK_TASK = "worker.deliver_webhook"
+MAINTENANCE_QUEUE = "maintenance"
 
 _clients: dict[str, Celery] = {}
 _lock = threading.Lock()
@@ -43,6 +49,23 @@ def enqueue_train_job(settings: Settings, job_id: object, *, task_id: str | None
         TRAIN_TASK, kwargs={"job_id": str(job_id)}, queue=settings.task_queue, task_id=task_id
     )
     return str(result.id)
+
+
+def enqueue_webhook_delivery(settings: Settings, delivery_id: object, *, countdown: float | None = None) -> None:
+    """Send `worker.deliver_webhook(delivery_id=...)` to the maintenance queue (after `countdown` s)."""
+    celery_client(settings.broker_url).send_task(
+        DELIVER_WEBHOOK_TASK, kwargs={"delivery_id": str(delivery_id)}, queue=MAINTENANCE_QUEUE, countdown=countdown
+    )
+
+
+def webhook_sender(settings: Settings) -> Callable[[list[uuid.UUID]], None]:
+    """A delivery sender for service.webhooks.events.set_delivery_sender, on these settings' broker."""
+
+    def send(delivery_ids: list[uuid.UUID]) -> None:
+        for delivery_id in delivery_ids:
+            enqueue_webhook_delivery(settings, delivery_id)
+
+    return send
 
 
 def check_broker(settings: Settings, timeout: float = 3.0) -> None:

@@ -7,13 +7,41 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from remix_engine.config import RewardConfig
 from service.pagination import as_utc
 from service.storable import MAX_CONFIG_DEPTH, REASON, deeper_than, is_storable_text
+from service.webhooks import WEBHOOK_EVENT_TYPES, WebhookEventType
 
 UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
+
+# Job metadata bounds (the same as OpenAI's for its objects' metadata).
+METADATA_MAX_PAIRS = 16
+METADATA_MAX_KEY_CHARS = 64
+METADATA_MAX_VALUE_CHARS = 512
+
+
+def _storable_metadata(value: dict[str, str]) -> dict[str, str]:
+    for key, item in value.items():
+        if not (is_storable_text(key) and is_storable_text(item)):
+            raise ValueError(f"{key!r}: {REASON}")
+    return value
+
+
+MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=METADATA_MAX_KEY_CHARS)]
+MetadataValue = Annotated[str, StringConstraints(max_length=METADATA_MAX_VALUE_CHARS)]
+JobMetadata = Annotated[
+    dict[MetadataKey, MetadataValue],
+    Field(
+        max_length=METADATA_MAX_PAIRS,
+        description=f"Up to {METADATA_MAX_PAIRS} string pairs of your own (keys of 1 to {METADATA_MAX_KEY_CHARS} "
+        f"characters, values of at most {METADATA_MAX_VALUE_CHARS}); filter the job list with "
+        "`?metadata[key]=value`.",
+        examples=[{"team": "search", "experiment": "kl-sweep-3"}],
+    ),
+    AfterValidator(_storable_metadata),
+]
 
 
 class _Out(BaseModel):
@@ -44,6 +72,7 @@ class JobCreate(BaseModel):
         description="TrainConfig hyperparameters (model, data, rollout, reward, algorithm, optim, ...).",
         examples=[{"total_steps": 20, "algorithm": {"name": "remix-grpo", "off_policy_fraction": 0.4}}],
     )
+    metadata: JobMetadata = Field(default_factory=dict)
 
     @field_validator("config", mode="before")
     @classmethod
@@ -74,6 +103,17 @@ class JobPublic(_Out):
     created_at: UtcDatetime
     started_at: UtcDatetime | None
     finished_at: UtcDatetime | None
+    # The ORM attribute is `job_metadata` (declarative classes reserve `metadata`); tried first, since
+    # every ORM object also has a `metadata` attribute (the tables').
+    metadata: dict[str, str] = Field(validation_alias=AliasChoices("job_metadata", "metadata"))
+
+
+class JobUpdate(BaseModel):
+    """What PATCH /v1/jobs/{id} changes: the job's metadata, replaced as a whole."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    metadata: JobMetadata
 
 
 class JobsPage(BaseModel):
@@ -289,3 +329,69 @@ class ApiKeyCreated(ApiKeyPublic):
 
 class ApiKeysList(BaseModel):
     data: list[ApiKeyPublic]
+
+
+class WebhookCreate(BaseModel):
+    """A new webhook endpoint of your tenant."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(
+        min_length=1,
+        max_length=2000,
+        description="Where events are POSTed: http:// or https://, no credentials, a public address (unless the "
+        "operator allows private ones).",
+        examples=["https://example.com/remix-hooks"],
+    )
+    event_types: list[WebhookEventType] = Field(
+        default_factory=lambda: list(WebhookEventType),
+        min_length=1,
+        description=f"The event types to receive (default: all of {', '.join(WEBHOOK_EVENT_TYPES)}).",
+    )
+    description: Annotated[str, AfterValidator(_storable_label)] = Field("", max_length=500)
+
+
+class WebhookPublic(_Out):
+    id: uuid.UUID
+    object: str = "webhook"
+    url: str
+    event_types: list[str]
+    description: str
+    created_at: UtcDatetime
+    secret_rotated_at: UtcDatetime | None = Field(description="When the signing secret was last replaced.")
+
+
+class WebhookCreated(WebhookPublic):
+    """A webhook just created, or whose secret was just rotated: the only response carrying the secret."""
+
+    secret: str = Field(description="The signing secret (`whsec_<base64>`); shown once.")
+
+
+class WebhooksList(BaseModel):
+    data: list[WebhookPublic]
+
+
+class WebhookDeliveryPublic(_Out):
+    """One event's delivery to one endpoint: attempts so far and the outcome of the last one."""
+
+    id: uuid.UUID
+    object: str = "webhook_delivery"
+    webhook_id: uuid.UUID
+    event_id: uuid.UUID
+    event_type: str
+    status: str = Field(description="pending (a try is due at next_attempt_at), succeeded or failed (gave up).")
+    attempts: int
+    last_status_code: int | None = Field(description="HTTP status of the last attempt; null if none answered.")
+    last_response: str | None = Field(description="The start of the last answer's body (at most 1000 characters).")
+    last_error: str | None
+    next_attempt_at: UtcDatetime | None
+    last_attempt_at: UtcDatetime | None
+    delivered_at: UtcDatetime | None
+    created_at: UtcDatetime
+    payload: dict[str, Any] = Field(description="The request body: {type, timestamp, data}.")
+
+
+class WebhookDeliveriesPage(BaseModel):
+    data: list[WebhookDeliveryPublic]
+    has_more: bool
+    next_cursor: str | None = Field(None, description="Pass as `after` to get the next page.")

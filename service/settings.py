@@ -111,6 +111,24 @@ class Settings(BaseSettings):
         "the metrics show job counts, job ids and queue depth across every tenant.",
     )
 
+    webhook_allow_private: bool = Field(
+        False,
+        description="Let webhooks target loopback, private, link-local and other non-public addresses. Off by "
+        "default: tenants are untrusted, and a webhook would otherwise reach the operator's internal network.",
+    )
+    webhook_retry_schedule: str = Field(
+        "5,60,300,1800",
+        description="Seconds to wait before each retry of a failed webhook delivery, comma-separated; a delivery "
+        "is tried once plus once per entry (default 5 attempts) before it is marked failed.",
+    )
+    webhook_timeout_seconds: float = Field(10.0, gt=0, le=120, description="Timeout of one webhook request.")
+    webhook_sweep_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="How often the maintenance worker re-sends webhook deliveries that are due but whose task "
+        "was lost (a broker outage, a worker killed mid-delivery).",
+    )
+
     @field_validator("model_dirs")
     @classmethod
     def _absolute_model_dirs(cls, value: str) -> str:
@@ -118,6 +136,26 @@ class Settings(BaseSettings):
         if relative:
             raise ValueError(f"REMIX_MODEL_DIRS takes absolute directories only; relative: {relative}")
         return value
+
+    @field_validator("webhook_retry_schedule")
+    @classmethod
+    def _retry_schedule_is_numbers(cls, value: str) -> str:
+        try:
+            delays = [float(entry) for entry in value.split(",") if entry.strip()]
+        except ValueError as exc:
+            raise ValueError("REMIX_WEBHOOK_RETRY_SCHEDULE takes comma-separated seconds, e.g. 5,60,300") from exc
+        if any(delay < 0 for delay in delays):
+            raise ValueError("REMIX_WEBHOOK_RETRY_SCHEDULE takes non-negative seconds")
+        return value
+
+    @property
+    def webhook_retry_delays(self) -> tuple[float, ...]:
+        """REMIX_WEBHOOK_RETRY_SCHEDULE as seconds: the wait before retry 1, 2, ..."""
+        return tuple(float(entry) for entry in self.webhook_retry_schedule.split(",") if entry.strip())
+
+    @property
+    def webhook_max_attempts(self) -> int:
+        return len(self.webhook_retry_delays) + 1
 
     @property
     def model_dir_list(self) -> tuple[str, ...]:

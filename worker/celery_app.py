@@ -2,7 +2,8 @@
 
 Queues: `settings.task_queue` ("gpu") carries `worker.train_job`, one job per GPU worker process
 (`worker_max_tasks_per_child=1` gives every job a fresh process and CUDA context);
-"maintenance" carries the periodic `worker.reap_stale_jobs` (beat schedule below). Training
+"maintenance" carries the periodic `worker.reap_stale_jobs` and `worker.sweep_webhooks` (beat
+schedule below) and the webhook deliveries, `worker.deliver_webhook`. Training
 tasks are acknowledged early on purpose: a job runs for hours, and crash recovery comes from the
 database (heartbeats, the reaper, checkpoints), not from broker redelivery. Results are not
 stored: job state lives in the database. Start a worker with
@@ -19,11 +20,12 @@ from pathlib import Path
 from celery import Celery
 from sqlalchemy.engine import make_url
 
-from service.queue import TRAIN_TASK
+from service.queue import DELIVER_WEBHOOK_TASK, MAINTENANCE_QUEUE, TRAIN_TASK
 from service.settings import Settings, get_settings
 
 REAP_TASK = "worker.reap_stale_jobs"
-MAINTENANCE_QUEUE = "maintenance"
+SWEEP_WEBHOOKS_TASK = "worker.sweep_webhooks"
+__all__ = ["MAINTENANCE_QUEUE", "REAP_TASK", "SWEEP_WEBHOOKS_TASK", "create_celery_app", "reap_interval"]
 MAX_REAP_INTERVAL_S = 30.0
 
 
@@ -59,6 +61,8 @@ def create_celery_app(settings: Settings) -> Celery:
         task_routes={
             TRAIN_TASK: {"queue": settings.task_queue},
             REAP_TASK: {"queue": MAINTENANCE_QUEUE},
+            DELIVER_WEBHOOK_TASK: {"queue": MAINTENANCE_QUEUE},
+            SWEEP_WEBHOOKS_TASK: {"queue": MAINTENANCE_QUEUE},
         },
         beat_schedule={
             "reap-stale-jobs": {
@@ -66,7 +70,12 @@ def create_celery_app(settings: Settings) -> Celery:
                 "schedule": reap_interval(settings),
                 # A reaper run that waited longer than one period is superseded by the next one.
                 "options": {"queue": MAINTENANCE_QUEUE, "expires": reap_interval(settings)},
-            }
+            },
+            "sweep-webhooks": {
+                "task": SWEEP_WEBHOOKS_TASK,
+                "schedule": settings.webhook_sweep_seconds,
+                "options": {"queue": MAINTENANCE_QUEUE, "expires": settings.webhook_sweep_seconds},
+            },
         },
         worker_redirect_stdouts_level="INFO",
     )

@@ -79,10 +79,14 @@ def _run_main_rank(args: argparse.Namespace, config: TrainConfig) -> int:
     from service.artifacts import get_artifact_store
     from service.db import session_factory
     from service.lifecycle import JobWriter, LeaseLost
+    from service.queue import webhook_sender
     from service.settings import get_settings
+    from service.webhooks.events import set_delivery_sender
     from worker.job_runner import DbCallbacks, train_and_finish
 
     settings = get_settings()
+    # Rank 0 writes the job's outcome and checkpoints: their webhook deliveries are sent from here.
+    set_delivery_sender(webhook_sender(settings))
     writer = JobWriter(
         session_factory(settings.database_url),
         args.job_id,

@@ -1,7 +1,10 @@
-"""Celery tasks: `worker.train_job(job_id)` and `worker.reap_stale_jobs()`, and the start-up reaper.
+"""Celery tasks: `worker.train_job(job_id)`, `worker.reap_stale_jobs()`, `worker.deliver_webhook(delivery_id)`
+and `worker.sweep_webhooks()`, and the start-up reaper.
 
-Both take ids only (JSON). The bodies stay thin: the work lives in worker/job_runner.py and
-worker/reaper.py, which tests call directly. torch and the trainer are imported inside
+They take ids only (JSON), and each is safe to run twice: a second train_job finds the job claimed,
+a second deliver_webhook finds the delivery done or not due (service/webhooks/delivery.py). The
+bodies stay thin: the work lives in worker/job_runner.py, worker/reaper.py and
+service/webhooks/delivery.py, which tests call directly. torch and the trainer are imported inside
 `run_job`, never at module import, so the maintenance worker and beat stay light.
 
 The start-up reaper is connected to `worker_ready` here, beside the reaper task: a worker imports
@@ -11,19 +14,31 @@ this module (the app's `include`) before it reports ready.
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Any
 
 from celery.signals import worker_ready
 from sqlalchemy.orm import sessionmaker
 
-from service.db import create_db_engine
-from service.queue import TRAIN_TASK
+from service.db import create_db_engine, session_factory
+from service.queue import DELIVER_WEBHOOK_TASK, TRAIN_TASK, enqueue_webhook_delivery, webhook_sender
 from service.settings import Settings, get_settings
-from worker.celery_app import REAP_TASK, app
+from service.webhooks import delivery
+from service.webhooks.events import set_delivery_sender
+from worker.celery_app import REAP_TASK, SWEEP_WEBHOOKS_TASK, app
 from worker.job_runner import run_job
 from worker.reaper import reap_stale_jobs as reap
 
 log = logging.getLogger(__name__)
+
+
+
+def _send_deliveries(delivery_ids: list[uuid.UUID]) -> None:
+    webhook_sender(get_settings())(delivery_ids)  # the settings of the moment, not of the import
+
+
+# Webhook events recorded by this worker's transitions (a job's outcome, a checkpoint) are sent at commit.
+set_delivery_sender(_send_deliveries)
 
 
 def send_train_job(job_id: str, settings: Settings | None = None) -> str:
@@ -56,6 +71,29 @@ def train_job(self: Any, job_id: str) -> str:
 def reap_stale_jobs() -> dict[str, int]:
     """Re-queue (or fail) running jobs whose heartbeat is stale."""
     return reap_in_process(get_settings())
+
+
+@app.task(name=DELIVER_WEBHOOK_TASK, ignore_result=True)
+def deliver_webhook(delivery_id: str) -> str | None:
+    """Make one attempt of a webhook delivery; a failed one sends itself again after the retry delay."""
+    settings = get_settings()
+    outcome = delivery.deliver(session_factory(settings.database_url), settings, uuid.UUID(delivery_id))
+    if outcome is None:
+        return None  # done already, not due yet, or being attempted elsewhere
+    if outcome.retry_in is not None:
+        enqueue_webhook_delivery(settings, delivery_id, countdown=outcome.retry_in)
+    return outcome.status
+
+
+@app.task(name=SWEEP_WEBHOOKS_TASK, ignore_result=True)
+def sweep_webhooks() -> int:
+    """Re-send the deliveries that are overdue: their task was lost to a broker outage or a dead worker."""
+    settings = get_settings()
+    with session_factory(settings.database_url)() as session:
+        overdue = delivery.due_deliveries(session, older_than_s=settings.webhook_sweep_seconds)
+    for delivery_id in overdue:
+        enqueue_webhook_delivery(settings, delivery_id)
+    return len(overdue)
 
 
 @worker_ready.connect

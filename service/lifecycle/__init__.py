@@ -3,13 +3,14 @@
 The API (routes, service/job_submission.py), the worker (worker/job_runner.py and the rank 0 of a
 distributed job, worker/distributed_entry.py) and the reaper (worker/reaper.py) all change a job's
 state through this package, and so do the tests; service/repositories only reads (and writes
-tenants, keys and datasets). It imports SQLAlchemy and the models only, never torch or worker/,
-so the API process stays light.
+tenants, keys, datasets and webhook endpoints). It imports SQLAlchemy, the models and the webhook
+event recorder (service/webhooks/events.py) only, never torch or worker/, so the API process stays light.
 
     transition                        status change / effect                               caller   module
     create_job                        -> queued, with its 'queued' event                   API      creation
     dispatch_job                      reserves a task id, sends the task once              API      creation
     request_cancel                    queued -> cancelled, running -> cancelling           API      cancel
+    replace_job_metadata              the job's metadata (any status)                      API      metadata
     claim_job                         queued -> running, a JobAttempt, a 'started' event   worker   attempt
     JobWriter.heartbeat               renews the attempt's lease (heartbeat_at)            worker   attempt
     JobWriter.record_step             a step's metrics (upsert by step), current_step      worker   attempt
@@ -25,6 +26,11 @@ API-side transitions run in the request's session and commit. Worker and reaper 
 sessionmaker, run one short transaction each and retry transient database errors (`retry_db`);
 the attempt's writes are guarded by its lease and raise `LeaseLost` once the job belongs to another
 attempt. No job is paused: there is no pause transition.
+
+Webhook events are recorded in the transaction of the change they report: job.cancelled by
+request_cancel (a queued job), job.succeeded/failed/cancelled by JobWriter.finish and by reap_job,
+checkpoint.created by JobWriter.register_checkpoint. A pause transition, once there is one, records
+job.paused with `service.webhooks.events.record_job_event` (with a dedupe key per pause).
 """
 
 from service.lifecycle.attempt import (
@@ -37,6 +43,7 @@ from service.lifecycle.attempt import (
 )
 from service.lifecycle.cancel import CancelOutcome, request_cancel
 from service.lifecycle.creation import DispatchFailed, IdempotencyKeyReused, NewJob, create_job, dispatch_job
+from service.lifecycle.metadata import replace_job_metadata
 from service.lifecycle.plumbing import ACTIVE_STATUSES, is_transient, jsonable, retry_db
 from service.lifecycle.requeue import Enqueue, dispatch_requeued, find_stale_jobs, reap_job
 
@@ -60,6 +67,7 @@ __all__ = [
     "is_transient",
     "jsonable",
     "reap_job",
+    "replace_job_metadata",
     "request_cancel",
     "retry_db",
 ]

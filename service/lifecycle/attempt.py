@@ -13,6 +13,9 @@ no row the job was re-queued (or finished) behind this worker's back, so the wri
 Metrics and checkpoints are upserts keyed by (job_id, step), and so are the per-step events
 (samples, evaluation, ...) by (job_id, kind, step), so a step that is re-run after a crash replaces
 its rows instead of duplicating them.
+
+The finish records the webhook event of the outcome (job.succeeded, job.failed, job.cancelled) and a
+checkpoint's registration records checkpoint.created, each in the transaction of the write itself.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.lifecycle.plumbing import ACTIVE_STATUSES, jsonable, retry_db, upsert
 from service.models import Checkpoint, Job, JobAttempt, JobEvent, JobMetric, JobStatus, utcnow
+from service.webhooks.events import record_checkpoint_event, record_job_status_event
 
 T = TypeVar("T")
 
@@ -221,7 +225,9 @@ class JobWriter:
                 .returning(Checkpoint.uri)
                 .execution_options(synchronize_session=False)
             )
-            return list(pruned.scalars())
+            dropped = list(pruned.scalars())
+            record_checkpoint_event(session, self.job_id, step)
+            return dropped
 
         return self._transaction(body, what=f"checkpoint of step {step}")
 
@@ -313,5 +319,6 @@ class JobWriter:
                 .where(JobAttempt.job_id == self.job_id, JobAttempt.attempt == self.attempt)
                 .values(outcome=status.value, error=error, ended_at=now)
             )
+            record_job_status_event(session, self.job_id)
 
         self._transaction(body, what=f"{status.value} outcome", extra=values)

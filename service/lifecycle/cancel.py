@@ -3,7 +3,8 @@
 A queued job is cancelled at once (no worker will ever claim it: the claim requires `queued`);
 a running one becomes `cancelling` and its worker stops at the next step boundary, saving a
 checkpoint first with `checkpoint=True`, then finishes it as `cancelled` (`JobWriter.finish`).
-Both are conditional UPDATEs, so a concurrent claim by a worker is never overwritten.
+Both are conditional UPDATEs, so a concurrent claim by a worker is never overwritten. A queued job's
+cancellation records its job.cancelled webhook event in the same transaction.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from service.lifecycle.plumbing import rowcount
 from service.models import Job, JobEvent, JobStatus
+from service.webhooks.events import record_job_status_event
 
 
 class CancelOutcome(enum.StrEnum):
@@ -35,6 +37,7 @@ def request_cancel(session: Session, job: Job, *, checkpoint: bool) -> CancelOut
     )
     if rowcount(cancelled) == 1:
         session.add(JobEvent(job_id=job.id, kind="cancelled", step=job.current_step, message="cancelled while queued"))
+        record_job_status_event(session, job.id)
         return _commit_outcome(session, job, CancelOutcome.cancelled)
     requested = session.execute(
         update(Job)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import update
@@ -47,6 +47,7 @@ class NewJob:
     total_steps: int
     idempotency_key: str | None
     request_hash: str
+    metadata: dict[str, str] = field(default_factory=dict)
 
 
 def _replay(existing: Job, draft: NewJob) -> tuple[Job, bool]:
@@ -75,6 +76,7 @@ def create_job(session: Session, draft: NewJob) -> tuple[Job, bool]:
         total_steps=draft.total_steps,
         idempotency_key=draft.idempotency_key,
         request_hash=draft.request_hash,
+        job_metadata=dict(draft.metadata),
     )
     session.add(job)
     try:

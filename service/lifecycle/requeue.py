@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.lifecycle.plumbing import ACTIVE_STATUSES, retry_db
 from service.models import Job, JobAttempt, JobEvent, JobStatus, utcnow
 from service.settings import Settings
+from service.webhooks.events import record_job_status_event
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,7 @@ def _reap_one(session: Session, job_id: uuid.UUID, cutoff: datetime, settings: S
     )
     kind = "requeued" if new_status is JobStatus.queued else new_status.value
     session.add(JobEvent(job_id=job_id, kind=kind, step=job.current_step, message=outcome, payload=payload))
+    record_job_status_event(session, job_id)  # job.failed or job.cancelled; nothing for a re-queue
     return new_status
 
 

@@ -7,6 +7,7 @@ is in service/lifecycle.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import select
@@ -36,11 +37,15 @@ def list_jobs(
     status: str | None,
     limit: int,
     after: tuple[datetime, uuid.UUID] | None,
+    metadata: Sequence[tuple[str, str]] = (),
 ) -> tuple[list[Job], bool]:
-    """Newest first; returns (page, has_more)."""
+    """Newest first, with every (key, value) of `metadata` among the job's metadata; returns (page, has_more)."""
     query = select(Job).where(Job.tenant_id == tenant_id)
     if status is not None:
         query = query.where(Job.status == status)
+    for key, value in metadata:
+        # ->> on Postgres, json_extract on SQLite: the same filter on both databases.
+        query = query.where(Job.job_metadata[key].as_string() == value)
     if after is not None:
         query = query.where(older_than(Job.created_at, Job.id, after))
     rows = list(session.scalars(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)))

@@ -1,4 +1,5 @@
-"""/v1/jobs: submit, read, list, cancel, and read a job's metrics and events."""
+"""/v1/jobs: submit, read, list (by status and metadata), update metadata, cancel, and read a job's
+metrics and events."""
 
 from __future__ import annotations
 
@@ -16,7 +17,18 @@ from service.models import Job, JobStatus
 from service.pagination import decode_cursor, encode_cursor
 from service.repositories import job_outputs
 from service.repositories import jobs as jobs_repo
-from service.schemas import EventPublic, EventsPage, JobCreate, JobPublic, JobsPage, MetricPoint, MetricsPage
+from service.schemas import (
+    METADATA_MAX_KEY_CHARS,
+    METADATA_MAX_VALUE_CHARS,
+    EventPublic,
+    EventsPage,
+    JobCreate,
+    JobPublic,
+    JobsPage,
+    JobUpdate,
+    MetricPoint,
+    MetricsPage,
+)
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -59,19 +71,53 @@ def create_job(
     return JobPublic.model_validate(job)
 
 
-@router.get("", responses={400: PROBLEM})
+METADATA_FILTER_PARAMETER = {
+    "name": "metadata[key]",
+    "in": "query",
+    "required": False,
+    "description": "Only jobs whose metadata has this value for `key`, e.g. `metadata[team]=search`; "
+    "several filters must all match.",
+    "schema": {"type": "string", "maxLength": METADATA_MAX_VALUE_CHARS},
+}
+
+
+def metadata_filters(request: Request) -> list[tuple[str, str]]:
+    """The `metadata[key]=value` query parameters, checked against the metadata bounds (422 naming each)."""
+    filters, errors = [], []
+    for name, value in request.query_params.multi_items():
+        if not (name.startswith("metadata[") and name.endswith("]")):
+            continue
+        key = name[len("metadata[") : -1]
+        if not 1 <= len(key) <= METADATA_MAX_KEY_CHARS:
+            errors.append({"field": name, "message": f"the key must have 1 to {METADATA_MAX_KEY_CHARS} characters"})
+        elif len(value) > METADATA_MAX_VALUE_CHARS:
+            errors.append({"field": name, "message": f"at most {METADATA_MAX_VALUE_CHARS} characters"})
+        else:
+            filters.append((key, value))
+    if errors:
+        raise FieldValidationError(errors)
+    return filters
+
+
+@router.get("", responses={400: PROBLEM, 422: PROBLEM}, openapi_extra={"parameters": [METADATA_FILTER_PARAMETER]})
 def list_jobs(
     *,
+    request: Request,
     session: SessionDep,
     caller: CurrentTenant,
     status: JobStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     after: Annotated[str | None, Query(description="Cursor from a previous page's next_cursor.")] = None,
 ) -> JobsPage:
-    """List the caller's jobs, newest first, optionally filtered by status."""
+    """List the caller's jobs, newest first, optionally filtered by status and by metadata."""
     cursor = decode_cursor(after) if after else None
     rows, has_more = jobs_repo.list_jobs(
-        session, caller.tenant_id, status=status.value if status else None, limit=limit, after=cursor
+        session,
+        caller.tenant_id,
+        status=status.value if status else None,
+        limit=limit,
+        after=cursor,
+        metadata=metadata_filters(request),
     )
     next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id) if rows and has_more else None
     return JobsPage(data=[JobPublic.model_validate(r) for r in rows], has_more=has_more, next_cursor=next_cursor)
@@ -81,6 +127,13 @@ def list_jobs(
 def get_job(*, job_id: uuid.UUID, session: SessionDep, caller: CurrentTenant) -> JobPublic:
     """Read one job (status, progress, summary)."""
     return JobPublic.model_validate(owned_job(session, caller, job_id))
+
+
+@router.patch("/{job_id}", responses={404: PROBLEM, 422: PROBLEM})
+def update_job(*, job_id: uuid.UUID, body: JobUpdate, session: SessionDep, caller: CurrentTenant) -> JobPublic:
+    """Replace the job's metadata (in any status); the rest of a job is set at submission."""
+    job = owned_job(session, caller, job_id)
+    return JobPublic.model_validate(lifecycle.replace_job_metadata(session, job, body.metadata))
 
 
 @router.post("/{job_id}/cancel", responses={202: {"description": "Cancellation requested"}, 404: PROBLEM, 409: PROBLEM})
