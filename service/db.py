@@ -83,8 +83,15 @@ def dispose_engines() -> None:
 
 
 def get_session(settings: Annotated[Settings, Depends(get_settings)]) -> Iterator[Session]:
-    """FastAPI dependency: one session per request, closed afterwards (routes commit explicitly)."""
+    """FastAPI dependency: one session per request, closed afterwards (routes commit explicitly).
+
+    Webhook events the request's transitions record (a queued job cancelled) are sent, once committed,
+    on the broker of these settings."""
+    from service.queue import webhook_sender
+    from service.webhooks.events import use_delivery_sender
+
     with session_factory(settings.database_url)() as session:
+        use_delivery_sender(session, webhook_sender(settings))
         yield session
 
 

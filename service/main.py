@@ -29,9 +29,7 @@ from service.errors import install_problem_handlers
 from service.inflight_limit import InflightLimit
 from service.keep_alive import KeepAliveAfterAnsweredErrors
 from service.prometheus import install_metrics
-from service.queue import webhook_sender
 from service.settings import Settings, get_settings
-from service.webhooks.events import set_delivery_sender
 
 DESCRIPTION = """Reinforcement finetuning of language models with ReMix (mix-policy proximal policy gradient,
 KL-Convex constraint, policy reincarnation). Submit a job, follow its metrics and events (JSON or
@@ -63,8 +61,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_problem_handlers(app)
     for module in (jobs, streams, checkpoints, datasets, config, rewards, tenants, keys, webhooks, health):
         app.include_router(module.router)
-    # Webhook events recorded by this process's requests (a queued job cancelled) are sent on its broker.
-    set_delivery_sender(webhook_sender(effective))
     # Observability and UI: Prometheus /metrics (+ request middleware) and the static dashboard.
     install_metrics(app, effective)
     # Admission before any thread or connection is taken, then (outermost) the body-size cap.

@@ -1,22 +1,29 @@
 """Helpers every integration test suite shares: throwaway Postgres databases, API callers with keys,
 problem+json assertions, polling, and subprocesses (API, workers) pointed at the test resources,
-among them the one way an API subprocess is started and waited for (`start_api`, `running_api`).
+among them the one way an API subprocess is started and waited for (`start_api`, `running_api`), and
+a stand-in for a tenant's webhook receiver (`WebhookReceiver`) with its own signature check.
 
 The suites import these through their own `*_testing.py` modules, which add what only they need.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -267,3 +274,81 @@ def running_api(settings: Settings, log_path: Path, **extra_env: str) -> Iterato
         yield url
     finally:
         api.stop()
+
+
+# ----------------------------------------------------------------------------- webhook receiver
+
+
+def standard_webhooks_signature_valid(secret: str, headers: dict[str, str], body: bytes) -> bool:
+    """The receiver's side of the Standard Webhooks spec, written here from the spec and not taken
+    from the service: HMAC-SHA256 over "{webhook-id}.{webhook-timestamp}.{body}" keyed with the
+    base64-decoded secret after "whsec_", compared with each space-separated "v1,<base64>" entry."""
+    lowered = {name.lower(): value for name, value in headers.items()}
+    message_id, timestamp = lowered["webhook-id"], lowered["webhook-timestamp"]
+    key = base64.b64decode(secret.split("_", 1)[1])
+    expected = base64.b64encode(hmac.new(key, f"{message_id}.{timestamp}.".encode() + body, hashlib.sha256).digest())
+    for entry in lowered["webhook-signature"].split(" "):
+        version, _, candidate = entry.partition(",")
+        if version == "v1" and hmac.compare_digest(candidate.encode(), expected):
+            return True
+    return False
+
+
+@dataclass
+class ReceivedWebhook:
+    headers: dict[str, str]
+    body: bytes
+    answered: int
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        return dict(json.loads(self.body))
+
+    def signed_with(self, secret: str) -> bool:
+        return standard_webhooks_signature_valid(secret, self.headers, self.body)
+
+
+@dataclass
+class WebhookReceiver:
+    """A stand-in for a tenant's webhook receiver (an outside service): a real HTTP server on
+    127.0.0.1, in a thread, answering the n-th POST with `statuses[n]` (the last repeats) and the
+    body `answer`, and recording every request. `redirect_to` makes a 3xx point there."""
+
+    statuses: list[int] = field(default_factory=lambda: [200])
+    answer: bytes = b"ok"
+    redirect_to: str | None = None
+    received: list[ReceivedWebhook] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                count = len(owner.received)
+                status = owner.statuses[min(count, len(owner.statuses) - 1)]
+                owner.received.append(ReceivedWebhook({k.lower(): v for k, v in self.headers.items()}, body, status))
+                self.send_response(status)
+                if owner.redirect_to and 300 <= status < 400:
+                    self.send_header("Location", owner.redirect_to)
+                self.send_header("Content-Length", str(len(owner.answer)))
+                self.end_headers()
+                self.wfile.write(owner.answer)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/hooks"
+
+    def __enter__(self) -> WebhookReceiver:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -2,9 +2,10 @@
 
 `record_event` inserts the event (once per dedupe key: a transition that runs again finds it recorded)
 and one pending delivery per endpoint of the tenant subscribed to its type. The ids of the new
-deliveries wait in the session until its transaction commits; then the process's delivery sender
-(`set_delivery_sender`: the API and the worker install one that sends `worker.deliver_webhook`) is
-handed them. A rolled-back transaction sends nothing, and a sender that fails leaves the deliveries
+deliveries wait in the session until its transaction commits; then they are handed to the session's
+delivery sender (`use_delivery_sender`: the API's request sessions carry one for the app's broker) or
+else to the process's (`set_delivery_sender`: the worker installs one), which sends
+`worker.deliver_webhook` for each. A rolled-back transaction sends nothing, and a sender that fails leaves the deliveries
 to the maintenance worker's sweeper, so an event is never lost between the commit and the send.
 """
 
@@ -32,6 +33,7 @@ _STATUS_EVENTS = {
     JobStatus.cancelled.value: WebhookEventType.job_cancelled,
 }
 _TO_SEND = "webhook_deliveries_to_send"
+_SESSION_SENDER = "webhook_delivery_sender"
 _sender: DeliverySender | None = None
 
 
@@ -39,6 +41,11 @@ def set_delivery_sender(sender: DeliverySender | None) -> None:
     """Install the function that sends the delivery tasks of committed events (one per process)."""
     global _sender
     _sender = sender
+
+
+def use_delivery_sender(session: Session, sender: DeliverySender) -> None:
+    """Send the deliveries that this session's transactions commit with `sender` (not the process's)."""
+    session.info[_SESSION_SENDER] = sender
 
 
 def record_event(
@@ -141,10 +148,11 @@ def _insert(session: Session) -> Any:
 @event.listens_for(Session, "after_commit")
 def _send_committed_deliveries(session: Session) -> None:
     ids = session.info.pop(_TO_SEND, None)
-    if not ids or _sender is None:
+    sender = session.info.get(_SESSION_SENDER, _sender)
+    if not ids or sender is None:
         return
     try:
-        _sender(list(ids))
+        sender(list(ids))
     except Exception:  # the broker may be down: the sweeper sends due deliveries later
         log.warning("could not send %d webhook delivery task(s); the sweeper will", len(ids), exc_info=True)
 
