@@ -21,6 +21,7 @@ from remix_client.models import (
     ApiKey,
     Checkpoint,
     CreatedApiKey,
+    CreatedWebhook,
     Dataset,
     DatasetsPage,
     Event,
@@ -32,6 +33,9 @@ from remix_client.models import (
     StreamItem,
     StreamMetric,
     Tenant,
+    Webhook,
+    WebhookDeliveriesPage,
+    WebhookDelivery,
 )
 
 __all__ = [
@@ -40,6 +44,7 @@ __all__ = [
     "Checkpoint",
     "Conflict",
     "CreatedApiKey",
+    "CreatedWebhook",
     "Dataset",
     "DatasetsPage",
     "Event",
@@ -64,4 +69,7 @@ __all__ = [
     "Unauthorized",
     "UnsupportedMediaType",
     "ValidationFailed",
+    "Webhook",
+    "WebhookDeliveriesPage",
+    "WebhookDelivery",
 ]

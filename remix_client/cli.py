@@ -6,6 +6,10 @@
     remix download JOB_ID -o out/
     remix keys list
     remix keys rotate KEY_ID
+    remix submit job.yaml --metadata team=search
+    remix list --metadata team=search
+    remix webhooks create https://example.com/hooks --event job.succeeded
+    remix webhooks deliveries WEBHOOK_ID
 
 The service address and API key come from --url/--api-key (before the command) or
 $REMIX_URL/$REMIX_API_KEY. Errors are printed to stderr; the exit status tells what happened
@@ -33,10 +37,10 @@ from rich.table import Table
 from remix_client import errors
 from remix_client.client import DEFAULT_URL, RemixClient
 from remix_client.follow import follow_job
-from remix_client.models import ApiKey, CreatedApiKey, Dataset, Job
+from remix_client.models import ApiKey, CreatedApiKey, CreatedWebhook, Dataset, Job
 
 F = TypeVar("F", bound=Callable[..., Any])
-JOB_REQUEST_KEYS = {"name", "base_model", "dataset_id", "eval_dataset_id", "config"}
+JOB_REQUEST_KEYS = {"name", "base_model", "dataset_id", "eval_dataset_id", "config", "metadata"}
 
 
 class ExitCode(enum.IntEnum):
@@ -66,7 +70,12 @@ keys_app = typer.Typer(
     help="Your API keys: list, rotate, revoke; with an admin key, create keys for any tenant.", no_args_is_help=True
 )
 tenants_app = typer.Typer(help="Tenants (admin keys only): create and list.", no_args_is_help=True)
+webhooks_app = typer.Typer(
+    help="Webhooks: endpoints that receive signed job and checkpoint events, and their delivery logs.",
+    no_args_is_help=True,
+)
 app.add_typer(datasets_app, name="datasets")
+app.add_typer(webhooks_app, name="webhooks")
 app.add_typer(keys_app, name="keys")
 app.add_typer(tenants_app, name="tenants")
 
@@ -148,6 +157,23 @@ def client_of(ctx: typer.Context) -> RemixClient:
 
 # --------------------------------------------------------------------------- jobs
 
+MetadataOption = Annotated[
+    list[str] | None,
+    typer.Option("--metadata", "-m", help="KEY=VALUE; repeat for several pairs.", metavar="KEY=VALUE"),
+]
+
+
+def parse_metadata(pairs: list[str] | None) -> dict[str, str]:
+    """["team=search", "run=7"] -> {"team": "search", "run": "7"} (a value may contain '=')."""
+    metadata: dict[str, str] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{pair!r}: expected KEY=VALUE", param_hint="--metadata")
+        metadata[key] = value
+    return metadata
+
+
 
 def load_job_file(path: Path) -> dict[str, Any]:
     """create_job keyword arguments from a YAML/JSON file: either a job request
@@ -178,11 +204,14 @@ def submit(
         str | None, typer.Option(help="Reuse to make a repeated submission return the same job.")
     ] = None,
     name: Annotated[str | None, typer.Option(help="Job name (overrides the file's).")] = None,
+    metadata: MetadataOption = None,
 ) -> None:
     """Submit a job; prints its id on stdout."""
     request = load_job_file(job_file)
     if name is not None:
         request["name"] = name
+    if metadata:
+        request["metadata"] = {**(request.get("metadata") or {}), **parse_metadata(metadata)}
     with client_of(ctx) as client:
         job = client.create_job(**request, idempotency_key=idempotency_key)
         typer.echo(str(job.id))
@@ -201,11 +230,14 @@ def list_jobs(
     ctx: typer.Context,
     status: Annotated[str | None, typer.Option(help="queued, running, succeeded, failed, ...")] = None,
     limit: Annotated[int, typer.Option(min=1, help="Show at most this many jobs.")] = 20,
+    metadata: MetadataOption = None,
 ) -> None:
-    """List your jobs, newest first."""
+    """List your jobs, newest first (with --metadata, only those having every pair given)."""
+    filters = parse_metadata(metadata)
     with client_of(ctx) as client:
-        jobs = list(itertools.islice(client.list_jobs(status=status, page_size=min(limit, 100)), limit))
-    table = Table("id", "name", "status", "step", "base model", "created", title=f"{len(jobs)} job(s)")
+        found = client.list_jobs(status=status, page_size=min(limit, 100), metadata=filters)
+        jobs = list(itertools.islice(found, limit))
+    table = Table("id", "name", "status", "step", "base model", "metadata", "created", title=f"{len(jobs)} job(s)")
     for job in jobs:
         table.add_row(
             str(job.id),
@@ -213,9 +245,28 @@ def list_jobs(
             job.status,
             f"{job.current_step}/{job.total_steps}",
             job.base_model,
+            _pairs(job.metadata),
             f"{job.created_at:%Y-%m-%d %H:%M:%S}",
         )
     stdout().print(table)
+
+
+def _pairs(metadata: dict[str, str]) -> str:
+    return " ".join(f"{key}={value}" for key, value in sorted(metadata.items())) or "-"
+
+
+@app.command("set-metadata")
+@api_command
+def set_metadata(
+    ctx: typer.Context,
+    job_id: Annotated[str, typer.Argument(help="Job id.")],
+    pairs: Annotated[list[str] | None, typer.Argument(help="KEY=VALUE pairs; none clears the metadata.")] = None,
+) -> None:
+    """Replace a job's metadata with the pairs given."""
+    metadata = parse_metadata(pairs)
+    with client_of(ctx) as client:
+        job = client.update_job_metadata(job_id, metadata)
+    stdout().print(f"job {job.id} metadata: {_pairs(job.metadata)}", markup=False)
 
 
 @app.command()
@@ -232,6 +283,7 @@ def show(ctx: typer.Context, job_id: Annotated[str, typer.Argument(help="Job id.
         ("step", f"{job.current_step}/{job.total_steps}"),
         ("base model", job.base_model),
         ("dataset", job.dataset_id or "-"),
+        ("metadata", _pairs(job.metadata)),
         ("attempts", job.attempts),
         ("created", job.created_at),
         ("started", job.started_at or "-"),
@@ -431,6 +483,109 @@ def keys_revoke(ctx: typer.Context, key_id: Annotated[str, typer.Argument(help="
     with client_of(ctx) as client:
         client.revoke_key(key_id)
     stderr().print(f"key {key_id} revoked", markup=False)
+
+
+# --------------------------------------------------------------------------- webhooks
+
+
+def _print_webhook_secret(webhook: CreatedWebhook, what: str) -> None:
+    typer.echo(webhook.secret)
+    stderr().print(
+        f"{what} webhook {webhook.id} -> {webhook.url} ({', '.join(webhook.event_types)}); store this signing "
+        "secret now: it is not shown again",
+        markup=False,
+    )
+
+
+@webhooks_app.command("create")
+@api_command
+def webhooks_create(
+    ctx: typer.Context,
+    url: Annotated[str, typer.Argument(help="Where events are POSTed (http:// or https://).")],
+    event: Annotated[
+        list[str] | None,
+        typer.Option("--event", "-e", help="An event type to receive; repeat for several (default: all)."),
+    ] = None,
+    description: Annotated[str, typer.Option(help="A label of the endpoint.")] = "",
+) -> None:
+    """Register a webhook; prints its signing secret once, on stdout (the id goes to stderr)."""
+    with client_of(ctx) as client:
+        webhook = client.create_webhook(url, event_types=event or None, description=description)
+    _print_webhook_secret(webhook, "created")
+
+
+@webhooks_app.command("list")
+@api_command
+def webhooks_list(ctx: typer.Context) -> None:
+    """List your webhooks, oldest first."""
+    with client_of(ctx) as client:
+        rows = client.list_webhooks()
+    table = Table("id", "url", "events", "description", "created", title=f"{len(rows)} webhook(s)")
+    for webhook in rows:
+        events = ", ".join(webhook.event_types)
+        table.add_row(str(webhook.id), webhook.url, events, webhook.description, _when(webhook.created_at))
+    stdout().print(table)
+
+
+@webhooks_app.command("delete")
+@api_command
+def webhooks_delete(ctx: typer.Context, webhook_id: Annotated[str, typer.Argument(help="Webhook id.")]) -> None:
+    """Delete a webhook and its delivery log."""
+    with client_of(ctx) as client:
+        client.delete_webhook(webhook_id)
+    stderr().print(f"webhook {webhook_id} deleted", markup=False)
+
+
+@webhooks_app.command("rotate-secret")
+@api_command
+def webhooks_rotate_secret(
+    ctx: typer.Context, webhook_id: Annotated[str, typer.Argument(help="Webhook id.")]
+) -> None:
+    """Replace a webhook's signing secret; prints the new one once, on stdout."""
+    with client_of(ctx) as client:
+        webhook = client.rotate_webhook_secret(webhook_id)
+    _print_webhook_secret(webhook, "rotated")
+
+
+@webhooks_app.command("deliveries")
+@api_command
+def webhooks_deliveries(
+    ctx: typer.Context,
+    webhook_id: Annotated[str, typer.Argument(help="Webhook id.")],
+    limit: Annotated[int, typer.Option(min=1, help="Show at most this many deliveries.")] = 20,
+) -> None:
+    """A webhook's delivery log, newest first: status, attempts, last answer, next retry."""
+    with client_of(ctx) as client:
+        rows = list(itertools.islice(client.list_webhook_deliveries(webhook_id, page_size=min(limit, 100)), limit))
+    table = Table("id", "event", "status", "attempts", "last answer", "next retry", "delivered",
+                  title=f"{len(rows)} delivery(ies)")
+    for delivery in rows:
+        answer = str(delivery.last_status_code) if delivery.last_status_code is not None else "-"
+        if delivery.last_error and delivery.last_status_code is None:
+            answer = delivery.last_error
+        table.add_row(
+            str(delivery.id),
+            delivery.event_type,
+            delivery.status,
+            str(delivery.attempts),
+            answer,
+            _when(delivery.next_attempt_at),
+            _when(delivery.delivered_at),
+        )
+    stdout().print(table)
+
+
+@webhooks_app.command("redeliver")
+@api_command
+def webhooks_redeliver(
+    ctx: typer.Context,
+    webhook_id: Annotated[str, typer.Argument(help="Webhook id.")],
+    delivery_id: Annotated[str, typer.Argument(help="Delivery id (see `remix webhooks deliveries`).")],
+) -> None:
+    """Send a finished (succeeded or failed) delivery again."""
+    with client_of(ctx) as client:
+        delivery = client.redeliver_webhook(webhook_id, delivery_id)
+    stdout().print(f"delivery {delivery.id} {delivery.status}", markup=False)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from remix_client.models import (
     ApiKey,
     Checkpoint,
     CreatedApiKey,
+    CreatedWebhook,
     Dataset,
     DatasetsPage,
     Event,
@@ -37,6 +38,9 @@ from remix_client.models import (
     MetricPoint,
     StreamItem,
     Tenant,
+    Webhook,
+    WebhookDeliveriesPage,
+    WebhookDelivery,
 )
 from remix_client.retry import RETRY_STATUSES, RetryPolicy
 from remix_client.streaming import resumable_stream
@@ -131,6 +135,7 @@ class RemixClient:
         eval_dataset_id: JobId | None = None,
         name: str | None = None,
         idempotency_key: str | None = None,
+        metadata: dict[str, str] | None = None,
     ) -> Job:
         """Submit a job. A random Idempotency-Key is sent unless given, so retries never duplicate it."""
         body: dict[str, Any] = {"config": config}
@@ -138,25 +143,42 @@ class RemixClient:
         body |= {k: str(v) for k, v in optional.items() if v is not None}
         if name is not None:
             body["name"] = name
+        if metadata:
+            body["metadata"] = dict(metadata)
         headers = {"Idempotency-Key": idempotency_key or str(uuid.uuid4())}
         return Job.model_validate(self.send("POST", "/v1/jobs", json=body, headers=headers).json())
 
     def get_job(self, job_id: JobId) -> Job:
         return Job.model_validate(self._get(f"/v1/jobs/{job_id}"))
 
-    def list_jobs_page(self, *, status: str | None = None, limit: int = 20, after: str | None = None) -> JobsPage:
-        """One page of the caller's jobs, newest first; pass `next_cursor` as `after` for the next."""
-        return JobsPage.model_validate(self._get("/v1/jobs", status=status, limit=limit, after=after))
+    def list_jobs_page(
+        self,
+        *,
+        status: str | None = None,
+        limit: int = 20,
+        after: str | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> JobsPage:
+        """One page of the caller's jobs, newest first; pass `next_cursor` as `after` for the next.
+        With `metadata`, only jobs having every one of those key/value pairs."""
+        filters = {f"metadata[{key}]": value for key, value in (metadata or {}).items()}
+        return JobsPage.model_validate(self._get("/v1/jobs", status=status, limit=limit, after=after, **filters))
 
-    def list_jobs(self, *, status: str | None = None, page_size: int = 100) -> Iterator[Job]:
-        """Every job of the caller, newest first, fetching pages as they are consumed."""
+    def list_jobs(
+        self, *, status: str | None = None, page_size: int = 100, metadata: dict[str, str] | None = None
+    ) -> Iterator[Job]:
+        """Every job of the caller (with these metadata pairs), newest first, fetching pages as they are consumed."""
         after = None
         while True:
-            page = self.list_jobs_page(status=status, limit=page_size, after=after)
+            page = self.list_jobs_page(status=status, limit=page_size, after=after, metadata=metadata)
             yield from page.data
             if not page.has_more or page.next_cursor is None:
                 return
             after = page.next_cursor
+
+    def update_job_metadata(self, job_id: JobId, metadata: dict[str, str]) -> Job:
+        """Replace the job's metadata with `metadata` (an empty mapping clears it)."""
+        return Job.model_validate(self.send("PATCH", f"/v1/jobs/{job_id}", json={"metadata": dict(metadata)}).json())
 
     def cancel_job(self, job_id: JobId, *, checkpoint: bool = False) -> Job:
         """Cancel now if queued, else ask the worker to stop (saving a checkpoint first if asked)."""
@@ -320,6 +342,59 @@ class RemixClient:
     def revoke_key(self, key_id: JobId) -> None:
         """Revoke a key: it is refused from the next request on (revoking twice is harmless)."""
         self.send("DELETE", f"/v1/keys/{key_id}")
+
+    # ----------------------------------------------------------------------- webhooks
+
+    def create_webhook(
+        self, url: str, *, event_types: list[str] | None = None, description: str = ""
+    ) -> CreatedWebhook:
+        """Register an endpoint (default: every event type); its signing secret is in `.secret`, shown
+        this once (not retried: a repeat would register a second endpoint)."""
+        body: dict[str, Any] = {"url": url, "description": description}
+        if event_types is not None:
+            body["event_types"] = list(event_types)
+        return CreatedWebhook.model_validate(self.send("POST", "/v1/webhooks", json=body).json())
+
+    def list_webhooks(self) -> list[Webhook]:
+        """Your tenant's endpoints, oldest first (without secrets)."""
+        return [Webhook.model_validate(w) for w in self._get("/v1/webhooks")["data"]]
+
+    def get_webhook(self, webhook_id: JobId) -> Webhook:
+        return Webhook.model_validate(self._get(f"/v1/webhooks/{webhook_id}"))
+
+    def delete_webhook(self, webhook_id: JobId) -> None:
+        """Delete an endpoint and its delivery log."""
+        self.send("DELETE", f"/v1/webhooks/{webhook_id}")
+
+    def rotate_webhook_secret(self, webhook_id: JobId) -> CreatedWebhook:
+        """Replace the endpoint's signing secret; the new one is in `.secret` (not retried)."""
+        return CreatedWebhook.model_validate(self.send("POST", f"/v1/webhooks/{webhook_id}/rotate-secret").json())
+
+    def list_webhook_deliveries_page(
+        self, webhook_id: JobId, *, limit: int = 20, after: str | None = None
+    ) -> WebhookDeliveriesPage:
+        """One page of the endpoint's delivery log, newest first."""
+        path = f"/v1/webhooks/{webhook_id}/deliveries"
+        return WebhookDeliveriesPage.model_validate(self._get(path, limit=limit, after=after))
+
+    def list_webhook_deliveries(self, webhook_id: JobId, *, page_size: int = 100) -> Iterator[WebhookDelivery]:
+        """The endpoint's whole delivery log, newest first, fetching pages as they are consumed."""
+        after = None
+        while True:
+            page = self.list_webhook_deliveries_page(webhook_id, limit=page_size, after=after)
+            yield from page.data
+            if not page.has_more or page.next_cursor is None:
+                return
+            after = page.next_cursor
+
+    def get_webhook_delivery(self, webhook_id: JobId, delivery_id: JobId) -> WebhookDelivery:
+        return WebhookDelivery.model_validate(self._get(f"/v1/webhooks/{webhook_id}/deliveries/{delivery_id}"))
+
+    def redeliver_webhook(self, webhook_id: JobId, delivery_id: JobId) -> WebhookDelivery:
+        """Send a succeeded or failed delivery again, with a fresh series of retries; Conflict while it is
+        still pending."""
+        path = f"/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver"
+        return WebhookDelivery.model_validate(self.send("POST", path).json())
 
 
 def is_retry_safe(method: str, headers: dict[str, str] | None) -> bool:

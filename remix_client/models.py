@@ -1,7 +1,7 @@
 """Typed response bodies of the ReMix finetuning API, as the client sees them.
 
 They mirror the service's public schemas (jobs, pages, metrics, events, checkpoints, datasets,
-tenants and API keys)
+tenants, API keys, webhooks and their deliveries)
 without importing the service, so the client installs alone. Unknown members sent by a newer
 server are ignored; the stream items are the typed messages of `GET /v1/jobs/{id}/stream`.
 """
@@ -41,6 +41,7 @@ class Job(_Model):
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
 
     @property
     def is_terminal(self) -> bool:
@@ -128,6 +129,50 @@ class CreatedApiKey(ApiKey):
     """A key just created or rotated, with its secret: the only time the service shows it."""
 
     key: str
+
+
+class Webhook(_Model):
+    """A webhook endpoint as listings show it, without its signing secret."""
+
+    id: uuid.UUID
+    object: str = "webhook"
+    url: str
+    event_types: list[str] = Field(default_factory=list)
+    description: str = ""
+    created_at: datetime
+    secret_rotated_at: datetime | None = None
+
+
+class CreatedWebhook(Webhook):
+    """A webhook just created or whose secret was just rotated, with the secret: shown this once."""
+
+    secret: str
+
+
+class WebhookDelivery(_Model):
+    """One event's delivery to one endpoint: attempts so far and the last outcome."""
+
+    id: uuid.UUID
+    object: str = "webhook_delivery"
+    webhook_id: uuid.UUID
+    event_id: uuid.UUID
+    event_type: str
+    status: str
+    attempts: int = 0
+    last_status_code: int | None = None
+    last_response: str | None = None
+    last_error: str | None = None
+    next_attempt_at: datetime | None = None
+    last_attempt_at: datetime | None = None
+    delivered_at: datetime | None = None
+    created_at: datetime
+    payload: dict[str, Any] = Field(default_factory=dict)
+
+
+class WebhookDeliveriesPage(_Model):
+    data: list[WebhookDelivery]
+    has_more: bool
+    next_cursor: str | None = None
 
 
 # --------------------------------------------------------------------------- stream items
