@@ -34,8 +34,12 @@ HEADER = """# HTTP API reference
   `Retry-After`.
 - **Idempotency**: send `Idempotency-Key` with `POST /v1/jobs`; repeating the request with the
   same key returns the same job (`Idempotent-Replayed: true`), a different body with it is a 422.
-- **Pagination**: the job and dataset lists return `has_more` and `next_cursor`; pass it back as
-  `after`. The tenant and key lists come whole.
+- **Pagination**: the job, dataset and webhook delivery lists return `has_more` and `next_cursor`;
+  pass it back as `after`. The tenant, key and webhook lists come whole.
+- **Metadata**: a job's `metadata` (up to 16 string pairs) filters the job list with
+  `?metadata[key]=value`; several filters must all match.
+- **Webhooks**: signed the Standard Webhooks way (`webhook-id`, `webhook-timestamp`,
+  `webhook-signature`); see docs/webhooks.md for verifying them.
 - **Streaming**: `GET /v1/jobs/{{job_id}}/stream` is Server-Sent Events (`metric`, one event per
   lifecycle kind, then `end`); reconnect with `Last-Event-ID` to resume without duplicates.
 - The machine-readable schema is served at `/openapi.json`, interactive docs at `/docs`.
