@@ -174,7 +174,6 @@ def parse_metadata(pairs: list[str] | None) -> dict[str, str]:
     return metadata
 
 
-
 def load_job_file(path: Path) -> dict[str, Any]:
     """create_job keyword arguments from a YAML/JSON file: either a job request
     {config, name?, base_model?, dataset_id?, eval_dataset_id?} or a bare TrainConfig mapping."""
@@ -538,9 +537,7 @@ def webhooks_delete(ctx: typer.Context, webhook_id: Annotated[str, typer.Argumen
 
 @webhooks_app.command("rotate-secret")
 @api_command
-def webhooks_rotate_secret(
-    ctx: typer.Context, webhook_id: Annotated[str, typer.Argument(help="Webhook id.")]
-) -> None:
+def webhooks_rotate_secret(ctx: typer.Context, webhook_id: Annotated[str, typer.Argument(help="Webhook id.")]) -> None:
     """Replace a webhook's signing secret; prints the new one once, on stdout."""
     with client_of(ctx) as client:
         webhook = client.rotate_webhook_secret(webhook_id)
@@ -557,8 +554,16 @@ def webhooks_deliveries(
     """A webhook's delivery log, newest first: status, attempts, last answer, next retry."""
     with client_of(ctx) as client:
         rows = list(itertools.islice(client.list_webhook_deliveries(webhook_id, page_size=min(limit, 100)), limit))
-    table = Table("id", "event", "status", "attempts", "last answer", "next retry", "delivered",
-                  title=f"{len(rows)} delivery(ies)")
+    table = Table(
+        "id",
+        "event",
+        "status",
+        "attempts",
+        "last answer",
+        "next retry",
+        "delivered",
+        title=f"{len(rows)} delivery(ies)",
+    )
     for delivery in rows:
         answer = str(delivery.last_status_code) if delivery.last_status_code is not None else "-"
         if delivery.last_error and delivery.last_status_code is None:

@@ -32,7 +32,6 @@ from worker.reaper import reap_stale_jobs as reap
 log = logging.getLogger(__name__)
 
 
-
 def _send_deliveries(delivery_ids: list[uuid.UUID]) -> None:
     webhook_sender(get_settings())(delivery_ids)  # the settings of the moment, not of the import
 

@@ -16,9 +16,10 @@ from service.models import Job
 def replace_job_metadata(session: Session, job: Job, metadata: dict[str, str]) -> Job:
     """Set the job's metadata to `metadata` (commits); returns the job as now stored."""
     session.execute(
-        update(Job).where(Job.id == job.id).values(job_metadata=dict(metadata)).execution_options(
-            synchronize_session=False
-        )
+        update(Job)
+        .where(Job.id == job.id)
+        .values(job_metadata=dict(metadata))
+        .execution_options(synchronize_session=False)
     )
     session.commit()
     session.refresh(job)

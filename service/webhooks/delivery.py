@@ -108,9 +108,7 @@ def _claim(
             return None
         attempt, max_attempts, webhook_id = row
         endpoint = session.get_one(WebhookEndpoint, webhook_id)
-        event = session.scalar(
-            select(WebhookEvent).join(WebhookDelivery).where(WebhookDelivery.id == delivery_id)
-        )
+        event = session.scalar(select(WebhookEvent).join(WebhookDelivery).where(WebhookDelivery.id == delivery_id))
         assert event is not None  # the foreign key guarantees it
         body = json.dumps(event.payload, separators=(",", ":"), ensure_ascii=False).encode()
         request = _Request(endpoint.url, endpoint.secret, f"msg_{event.id.hex}", body)

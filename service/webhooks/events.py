@@ -5,8 +5,9 @@ and one pending delivery per endpoint of the tenant subscribed to its type. The 
 deliveries wait in the session until its transaction commits; then they are handed to the session's
 delivery sender (`use_delivery_sender`: the API's request sessions carry one for the app's broker) or
 else to the process's (`set_delivery_sender`: the worker installs one), which sends
-`worker.deliver_webhook` for each. A rolled-back transaction sends nothing, and a sender that fails leaves the deliveries
-to the maintenance worker's sweeper, so an event is never lost between the commit and the send.
+`worker.deliver_webhook` for each. A rolled-back transaction sends nothing, and a sender that fails
+leaves the deliveries to the maintenance worker's sweeper, so an event is never lost between the
+commit and the send.
 """
 
 from __future__ import annotations

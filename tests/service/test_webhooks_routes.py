@@ -81,10 +81,10 @@ def _cancel_queued_job(client: TestClient, caller: Caller, **body: Any) -> dict[
 # ----------------------------------------------------------------------------- registration
 
 
-def test_the_secret_is_shown_once_at_creation(open_client: TestClient, alice: Caller, receiver: WebhookReceiver) -> None:
-    created = open_client.post(
-        "/v1/webhooks", json={"url": receiver.url, "description": "ci"}, headers=alice.headers
-    )
+def test_the_secret_is_shown_once_at_creation(
+    open_client: TestClient, alice: Caller, receiver: WebhookReceiver
+) -> None:
+    created = open_client.post("/v1/webhooks", json={"url": receiver.url, "description": "ci"}, headers=alice.headers)
     assert created.status_code == 201, created.text
     webhook = created.json()
     assert created.headers["location"] == f"/v1/webhooks/{webhook['id']}"
@@ -178,7 +178,9 @@ def test_a_cancelled_job_is_delivered_signed_and_logged(
     # The cancellation recorded the delivery and, at its commit, sent the task to the maintenance queue.
     [pending] = _deliveries(open_client, alice, webhook["id"])
     assert (pending["status"], pending["attempts"], pending["event_type"]) == ("pending", 0, "job.cancelled")
-    sent = [m for m in queued_messages(redis_client, MAINTENANCE_QUEUE) if m["kwargs"] == {"delivery_id": pending["id"]}]
+    sent = [
+        m for m in queued_messages(redis_client, MAINTENANCE_QUEUE) if m["kwargs"] == {"delivery_id": pending["id"]}
+    ]
     assert [m["task"] for m in sent] == ["worker.deliver_webhook"]
 
     assert _deliver_until_done(sessions, open_settings, pending["id"]) == ["succeeded"]
@@ -320,7 +322,11 @@ def test_a_rotated_secret_signs_the_next_attempts(
 
 
 def test_a_destination_turned_private_is_refused_at_delivery(
-    open_client: TestClient, alice: Caller, receiver: WebhookReceiver, settings: Settings, sessions: sessionmaker[Session]
+    open_client: TestClient,
+    alice: Caller,
+    receiver: WebhookReceiver,
+    settings: Settings,
+    sessions: sessionmaker[Session],
 ) -> None:
     webhook = _register(open_client, alice, receiver.url)  # allowed by the operator when it was registered
     _cancel_queued_job(open_client, alice)

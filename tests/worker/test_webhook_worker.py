@@ -82,9 +82,7 @@ def _settled_deliveries(client: httpx.Client, webhook_id: str, count: int, worke
     return list(wait_for(settled, timeout=120, what=f"{count} settled deliveries", on_timeout=worker.log_text))
 
 
-def test_a_failing_receiver_is_retried_by_the_worker_until_it_answers(
-    client: httpx.Client, start_process: Any
-) -> None:
+def test_a_failing_receiver_is_retried_by_the_worker_until_it_answers(client: httpx.Client, start_process: Any) -> None:
     maintenance = start_process("maintenance", ["maintenance"], pool="solo")
     with WebhookReceiver(statuses=[500, 500, 200]) as flaky:
         webhook = _register(client, flaky.url, event_types=["job.cancelled"])

@@ -45,12 +45,19 @@ def owned_webhook(session: Session, caller: Principal, webhook_id: uuid.UUID) ->
 
 
 def _with_secret(endpoint: WebhookEndpoint) -> WebhookCreated:
-    return WebhookCreated.model_validate({**WebhookPublic.model_validate(endpoint).model_dump(), "secret": endpoint.secret})
+    return WebhookCreated.model_validate(
+        {**WebhookPublic.model_validate(endpoint).model_dump(), "secret": endpoint.secret}
+    )
 
 
 @router.post("", status_code=201, responses={422: PROBLEM | {"description": "Invalid or refused URL"}})
 def create_webhook(
-    body: WebhookCreate, request: Request, response: Response, session: SessionDep, settings: SettingsDep, caller: CurrentTenant
+    body: WebhookCreate,
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    settings: SettingsDep,
+    caller: CurrentTenant,
 ) -> WebhookCreated:
     """Register an endpoint; the answer carries its signing secret, shown this once."""
     try:
