@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 from service.settings import Settings
-from worker.celery_app import MAINTENANCE_QUEUE, REAP_TASK, create_celery_app, reap_interval
+from worker.celery_app import MAINTENANCE_QUEUE, REAP_TASK, SWEEP_WEBHOOKS_TASK, create_celery_app, reap_interval
 
 
 def test_app_is_configured_for_long_single_gpu_jobs():
@@ -26,11 +26,20 @@ def test_app_is_configured_for_long_single_gpu_jobs():
     assert conf.task_routes == {
         "worker.train_job": {"queue": "gpu-a100"},
         REAP_TASK: {"queue": MAINTENANCE_QUEUE},
+        # Webhooks go to the maintenance worker: a GPU worker may be busy training for hours.
+        "worker.deliver_webhook": {"queue": MAINTENANCE_QUEUE},
+        SWEEP_WEBHOOKS_TASK: {"queue": MAINTENANCE_QUEUE},
     }
     schedule = conf.beat_schedule["reap-stale-jobs"]
     assert schedule["task"] == REAP_TASK
     assert schedule["schedule"] == 30.0
     assert schedule["options"]["queue"] == MAINTENANCE_QUEUE
+    sweep = conf.beat_schedule["sweep-webhooks"]
+    assert (sweep["task"], sweep["schedule"], sweep["options"]["queue"]) == (
+        SWEEP_WEBHOOKS_TASK,
+        30.0,
+        MAINTENANCE_QUEUE,
+    )
 
 
 def test_reaper_runs_often_enough_for_short_stale_limits():
@@ -55,7 +64,8 @@ def test_tasks_are_registered_without_importing_torch():
         "print(sorted(n for n in t.app.tasks if n.startswith('worker.')))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert result.stdout.strip() == "['worker.reap_stale_jobs', 'worker.train_job']"
+    registered = "['worker.deliver_webhook', 'worker.reap_stale_jobs', 'worker.sweep_webhooks', 'worker.train_job']"
+    assert result.stdout.strip() == registered
 
 
 def test_the_app_names_its_tasks_module_without_importing_it():
@@ -69,5 +79,5 @@ def test_the_app_names_its_tasks_module_without_importing_it():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip().splitlines() == [
         "False ['worker.tasks']",
-        "True ['worker.reap_stale_jobs', 'worker.train_job']",
+        "True ['worker.deliver_webhook', 'worker.reap_stale_jobs', 'worker.sweep_webhooks', 'worker.train_job']",
     ]
