@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import event, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from service.models import Checkpoint, Job, JobStatus, WebhookDelivery, WebhookEndpoint, WebhookEvent, utcnow
@@ -136,14 +137,13 @@ def record_checkpoint_event(session: Session, job_id: uuid.UUID, step: int) -> l
 
 
 def _insert(session: Session) -> Any:
+    """The dialect's own INSERT (Postgres or SQLite), which has ON CONFLICT DO NOTHING."""
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    elif dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    else:
-        raise NotImplementedError(f"webhook events are not implemented for the {dialect} dialect")
-    return insert
+        return postgresql.insert
+    if dialect == "sqlite":
+        return sqlite.insert
+    raise NotImplementedError(f"webhook events are not implemented for the {dialect} dialect")
 
 
 @event.listens_for(Session, "after_commit")

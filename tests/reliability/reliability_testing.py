@@ -42,6 +42,9 @@ TABLES = (
     "job_metrics",
     "job_events",
     "checkpoints",
+    "webhook_endpoints",
+    "webhook_events",
+    "webhook_deliveries",
 )
 
 

@@ -17,16 +17,18 @@ import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from reliability_testing import UPLOAD_LIMIT, Caller, assert_problem, files_under, make_caller, row_counts
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 from testing_support import claim_as_worker
 
 from service.artifacts import LocalArtifactStore, checkpoint_key
 from service.body_limit import JSON_BODY_LIMIT
 from service.lifecycle import JobWriter
-from service.models import JobStatus, Tenant
+from service.models import JobStatus, Tenant, WebhookDelivery
 from service.repositories.tenants import create_api_key
+from service.repositories.webhooks import create_endpoint
 from service.settings import Settings
+from service.webhooks.delivery import deliver
 
 # ----------------------------------------------------------------------------- API keys
 
@@ -85,16 +87,26 @@ def alices_things(
     client: TestClient, alice: Caller, sessions: sessionmaker[Session], settings: Settings, tmp_path: Any
 ) -> dict[str, str]:
     """A running job of Alice (attempt 1) with a metric, an event and a downloadable checkpoint, a dataset,
-    and a spare API key (rotating or revoking it leaves the key the test authenticates with working)."""
+    a spare API key (rotating or revoking it leaves the key the test authenticates with working), and a
+    webhook with the checkpoint's delivery, failed (so that it can be redelivered)."""
     created = client.post("/v1/jobs", json={"config": {"total_steps": 3}}, headers=alice.headers)
     assert created.status_code == 202, created.text
     job_id = uuid.UUID(created.json()["id"])
+    with sessions() as session:
+        # .invalid never resolves (RFC 2606): the attempt below fails at once, without any network.
+        webhook = create_endpoint(
+            session, alice.tenant_id, url="https://hooks.invalid/", event_types=["checkpoint.created"], description=""
+        )
     (tmp_path / "config.json").write_text("{}")
     LocalArtifactStore(settings.artifacts_dir).put_dir(checkpoint_key(job_id, 1), tmp_path)
     writer = claim_as_worker(sessions, job_id, worker_id="w")
     writer.record_step(1, {"loss": 1.0})
     writer.add_event("checkpoint", 1, "", {})
     writer.register_checkpoint(1, checkpoint_key(job_id, 1), 0, {}, kept_steps=set())
+    with sessions() as session:
+        delivery_id = session.scalars(select(WebhookDelivery.id).where(WebhookDelivery.webhook_id == webhook.id)).one()
+    single_attempt = settings.model_copy(update={"webhook_retry_schedule": ""})
+    assert deliver(sessions, single_attempt, delivery_id).status == "failed"  # type: ignore[union-attr]
     rows = b'{"prompt": "1+1=", "answer": "2"}\n'
     dataset = client.post("/v1/datasets", files={"file": ("d.jsonl", io.BytesIO(rows))}, headers=alice.headers)
     assert dataset.status_code == 201, dataset.text
@@ -106,7 +118,13 @@ def alices_things(
         "step": "1",
         "key_id": str(spare.id),
         "tenant_id": str(alice.tenant_id),
+        "webhook_id": str(webhook.id),
+        "delivery_id": str(delivery_id),
     }
+
+
+# A body each route with a required one accepts: Bob must get his 404, not a 422 for a missing body.
+REQUEST_BODIES = {("PATCH", "/v1/jobs/{job_id}"): {"metadata": {"team": "a"}}}
 
 
 def _resource_routes(app: Any) -> list[tuple[str, str]]:
@@ -135,7 +153,7 @@ def test_another_tenant_can_neither_read_cancel_nor_download(
     before = row_counts(db)
     for method, template in _resource_routes(app):
         url = template.format(**alices_things)
-        response = client.request(method, url, headers=bob.headers)
+        response = client.request(method, url, headers=bob.headers, json=REQUEST_BODIES.get((method, template)))
         if template.startswith("/v1/tenants/"):
             # Admin-only: the same 403 whatever the id, so it tells nothing about which tenants exist.
             assert_problem(response, 403, "admin API key")
@@ -144,21 +162,31 @@ def test_another_tenant_can_neither_read_cancel_nor_download(
         ident = alices_things[resource + "_id"]
         if "{key_id}" in template:
             resource, ident = "API key", alices_things["key_id"]
+        if "{webhook_id}" in template:
+            resource, ident = "webhook", alices_things["webhook_id"]
         assert_problem(response, 404, f"{resource} {ident} not found")
         assert alices_things["job_id"] not in response.text.replace(url, "") or resource == "job"
     assert row_counts(db) == before  # Bob's cancel wrote no event and changed no row count
     spare = client.get(f"/v1/keys/{alices_things['key_id']}", headers=alice.headers).json()
     assert spare["revoked_at"] is None  # and Bob's rotate and revoke left Alice's key alone
-    # ... while Alice reaches each of them (her cancel comes last so the reads see a running job).
-    for method, template in sorted(_resource_routes(app), key=lambda r: r[1].endswith("/cancel")):
+
+    # ... while Alice reaches each of them (her cancel and her webhook's deletion come last, so that the
+    # reads see a running job and an existing webhook).
+    def last(route: tuple[str, str]) -> bool:
+        return route[1].endswith("/cancel") or route == ("DELETE", "/v1/webhooks/{webhook_id}")
+
+    for method, template in sorted(_resource_routes(app), key=last):
         url = template.format(**alices_things)
         if url.endswith("/stream"):
             continue  # her job is still running: the stream would not end; covered below
         if template.startswith("/v1/tenants/"):
             continue  # admin-only, and hers is a tenant key: tests/service/test_tenants_routes.py
-        status = client.request(method, url, headers=alice.headers).status_code
+        status = client.request(method, url, headers=alice.headers, json=REQUEST_BODIES.get((method, template)))
+        status = status.status_code
         if "{key_id}" in template:  # read, rotate (201, a new key), then revoke (204) her spare key
             assert status == {"POST": 201, "DELETE": 204}.get(method, 200), url
+        elif "{webhook_id}" in template:  # read, rotate its secret, redeliver (202), then delete (204)
+            assert status == {"DELETE": 204}.get(method, 202 if url.endswith("/redeliver") else 200), url
         else:
             assert status in (200, 202), url
     job = client.get(f"/v1/jobs/{alices_things['job_id']}", headers=alice.headers).json()
