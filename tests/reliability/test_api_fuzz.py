@@ -144,7 +144,8 @@ def test_unauthenticated_requests_get_401_problems(client: TestClient, app: Any)
     ]
     assert len(protected) >= 12
     for method, path in protected:
-        ids = {name: uuid.uuid4() for name in ("job_id", "dataset_id", "tenant_id", "key_id")}
+        names = ("job_id", "dataset_id", "tenant_id", "key_id", "webhook_id", "delivery_id")
+        ids = {name: uuid.uuid4() for name in names}
         url = path.format(**ids, step=1)
         response = client.request(method, url)
         assert response.status_code == 401, (method, url, response.text)
