@@ -13,6 +13,8 @@ import ipaddress
 import socket
 from urllib.parse import urlsplit
 
+from service.storable import is_storable_text
+
 MAX_URL_LENGTH = 2000
 
 
@@ -24,7 +26,12 @@ def check_destination(url: str, *, allow_private: bool) -> None:
     """Raise DestinationRefused unless `url` is an acceptable webhook destination."""
     if len(url) > MAX_URL_LENGTH:
         raise DestinationRefused(f"is longer than {MAX_URL_LENGTH} characters")
-    parts = urlsplit(url)
+    if not is_storable_text(url) or any(char.isspace() or ord(char) < 32 for char in url):
+        raise DestinationRefused("contains whitespace or control characters")
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. an unclosed [IPv6 literal
+        raise DestinationRefused(f"is not a valid URL: {exc}") from exc
     if parts.scheme not in ("http", "https"):
         raise DestinationRefused("must be an http:// or https:// URL")
     if parts.username is not None or parts.password is not None:

@@ -109,6 +109,8 @@ def test_the_secret_is_shown_once_at_creation(
         ("ftp://example.com/hook", "http:// or https://"),
         ("https://user:pw@example.com/hook", "credentials"),
         ("https://example.com:99999/hook", "port"),
+        ("http://[::1/hook", "not a valid URL"),
+        ("https://example.com/a b", "whitespace"),
     ],
 )
 def test_a_url_that_is_not_a_plain_http_destination_is_refused(
