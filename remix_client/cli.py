@@ -322,6 +322,24 @@ def cancel(
 
 @app.command()
 @api_command
+def pause(ctx: typer.Context, job_id: Annotated[str, typer.Argument(help="Job id.")]) -> None:
+    """Pause a job (a running job saves a checkpoint and stops at the next step); resume it later."""
+    with client_of(ctx) as client:
+        job = client.pause_job(job_id)
+    stdout().print(f"job {job.id} {job.status}", markup=False)
+
+
+@app.command()
+@api_command
+def resume(ctx: typer.Context, job_id: Annotated[str, typer.Argument(help="Job id.")]) -> None:
+    """Resume a paused job from its newest checkpoint."""
+    with client_of(ctx) as client:
+        job = client.resume_job(job_id)
+    stdout().print(f"job {job.id} {job.status}", markup=False)
+
+
+@app.command()
+@api_command
 def download(
     ctx: typer.Context,
     job_id: Annotated[str, typer.Argument(help="Job id.")],

@@ -185,6 +185,16 @@ class RemixClient:
         params = {"checkpoint": "true" if checkpoint else "false"}
         return Job.model_validate(self.send("POST", f"/v1/jobs/{job_id}/cancel", params=params).json())
 
+    def pause_job(self, job_id: JobId) -> Job:
+        """Pause now if queued, else ask the worker to checkpoint and stop (status `pausing`, then
+        `paused`); pausing a pausing or paused job changes nothing. A finished job is a ConflictError."""
+        return Job.model_validate(self.send("POST", f"/v1/jobs/{job_id}/pause").json())
+
+    def resume_job(self, job_id: JobId) -> Job:
+        """Queue a paused job again; it continues from its newest checkpoint. A queued or running job is
+        left as it is; a pausing, cancelling or finished job is a ConflictError."""
+        return Job.model_validate(self.send("POST", f"/v1/jobs/{job_id}/resume").json())
+
     def metrics(self, job_id: JobId, from_step: int | None = None, to_step: int | None = None) -> list[MetricPoint]:
         """Per-step metrics with from_step <= step <= to_step, ascending (all pages)."""
         out: list[MetricPoint] = []

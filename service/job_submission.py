@@ -57,8 +57,11 @@ def _tenant_jobs(session: Session, submitter: Submitter) -> JobLookup:
     return lookup
 
 
-def _dispatch(session: Session, settings: Settings, job: Job) -> None:
-    """Send the job's task unless a concurrent request with the same Idempotency-Key already did."""
+def dispatch_queued_job(
+    session: Session, settings: Settings, job: Job, *, retry: str = "retry with the same Idempotency-Key"
+) -> None:
+    """Send the task of a queued job unless a concurrent request already did (job creation, and the
+    resume of a paused job); a broker failure is a 503 problem telling the caller how to `retry`."""
     try:
         lifecycle.dispatch_job(session, job, lambda task_id: enqueue_train_job(settings, job.id, task_id=task_id))
     except lifecycle.DispatchFailed as failed:
@@ -66,7 +69,7 @@ def _dispatch(session: Session, settings: Settings, job: Job) -> None:
         log.warning("could not dispatch job %s: %s", job.id, exc)
         raise ProblemError(
             503,
-            f"job {job.id} was stored but could not be dispatched; retry with the same Idempotency-Key",
+            f"job {job.id} was stored but could not be dispatched; {retry}",
             title="Service Unavailable",
             slug="queue-unavailable",
             headers={"Retry-After": "5"},
@@ -113,5 +116,5 @@ def submit_job(
             job_id=str(exc.job.id),
         ) from exc
     if job.celery_task_id is None and job.status == JobStatus.queued.value:
-        _dispatch(session, settings, job)
+        dispatch_queued_job(session, settings, job)
     return job, not created

@@ -44,6 +44,8 @@ class JobStatus(enum.StrEnum):
     queued = "queued"
     running = "running"
     cancelling = "cancelling"
+    pausing = "pausing"  # a running job asked to pause: its worker stops after the step it is training
+    paused = "paused"  # stopped with a checkpoint of the step reached; no worker holds it until resumed
     succeeded = "succeeded"
     failed = "failed"
     cancelled = "cancelled"

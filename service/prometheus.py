@@ -37,7 +37,7 @@ from service.models import JOB_STATUSES, Job, JobMetric, JobStatus
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
-ACTIVE = (JobStatus.running.value, JobStatus.cancelling.value)
+ACTIVE = (JobStatus.running.value, JobStatus.cancelling.value, JobStatus.pausing.value)
 # Worker metrics exported per active job: (job_metrics key, metric name, help).
 WORKER_GAUGES = (
     ("step_s", "remix_worker_step_seconds", "Wall time of the job's last training step."),
@@ -173,7 +173,7 @@ class ServiceStateCollector(Collector):
 
 
 def _active_jobs_query() -> Any:
-    """Running/cancelling jobs with the metrics of their latest recorded step (if any)."""
+    """Running/cancelling/pausing jobs with the metrics of their latest recorded step (if any)."""
     last = (
         select(JobMetric.job_id, func.max(JobMetric.step).label("step"))
         .join(Job, Job.id == JobMetric.job_id)

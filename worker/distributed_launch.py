@@ -43,7 +43,8 @@ log = logging.getLogger(__name__)
 ENTRY_MODULE = "worker.distributed_entry"
 LAUNCH_DIR = "launch"
 RANK_ERROR_MARKER = "REMIX_RANK_ERROR "  # a rank's last words, one JSON line, picked up by the launcher
-TERMINAL = {JobStatus.succeeded.value, JobStatus.failed.value, JobStatus.cancelled.value}
+# The statuses that end an attempt, recorded by rank 0; a paused job is not finished, but its attempt is over.
+ATTEMPT_OVER = {JobStatus.succeeded.value, JobStatus.failed.value, JobStatus.cancelled.value, JobStatus.paused.value}
 POLL_SECONDS = 0.5
 TERM_GRACE_SECONDS = 45.0  # torchrun gives its ranks 30 s after SIGTERM before it SIGKILLs them
 FINISH_GRACE_SECONDS = 120.0  # rank 0 finished the job: let the ranks leave the process group
@@ -227,7 +228,7 @@ def _wait(ranks: RankProcesses, writer: JobWriter) -> int:
         if writer.lost.is_set():  # the heartbeat found the job no longer running under this attempt
             view = writer.read_status()
             ours = view is not None and view.attempts == writer.attempt
-            if ours and view is not None and view.status in TERMINAL:
+            if ours and view is not None and view.status in ATTEMPT_OVER:
                 # Rank 0 recorded the outcome; the ranks are leaving the process group.
                 finished_at = finished_at or time.monotonic()
                 if time.monotonic() - finished_at > FINISH_GRACE_SECONDS:
@@ -243,10 +244,10 @@ def _wait(ranks: RankProcesses, writer: JobWriter) -> int:
 
 def _outcome(writer: JobWriter, returncode: int, ranks: RankProcesses, processes: int) -> str:
     view = writer.read_status()
-    if view is None or view.attempts != writer.attempt or view.status not in (*ACTIVE_STATUSES, *TERMINAL):
+    if view is None or view.attempts != writer.attempt or view.status not in (*ACTIVE_STATUSES, *ATTEMPT_OVER):
         log.warning("%s was re-queued or taken by another attempt; leaving it to its owner", ranks.label)
         return "lost"
-    if view.status in TERMINAL:
+    if view.status in ATTEMPT_OVER:
         if returncode != 0:
             log.warning("%s: torchrun exited with %d; the job is %s", ranks.label, returncode, view.status)
         return view.status

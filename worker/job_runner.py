@@ -92,7 +92,12 @@ class Heartbeat:
             view = self.writer.read_status()
         except Exception:  # only chooses a log message
             return False
-        finished = {JobStatus.succeeded.value, JobStatus.failed.value, JobStatus.cancelled.value}
+        finished = {
+            JobStatus.succeeded.value,
+            JobStatus.failed.value,
+            JobStatus.cancelled.value,
+            JobStatus.paused.value,
+        }
         return view is not None and view.attempts == self.writer.attempt and view.status in finished
 
     def __enter__(self) -> Heartbeat:
@@ -169,11 +174,13 @@ class DbCallbacks:
             self.store.delete(key)
 
     def checkpoint_on_stop(self) -> bool:
-        """Whether the cancellation asked for a checkpoint of the step reached (`?checkpoint=true`)."""
-        return bool(self.writer.read_job().checkpoint_on_cancel)
+        """Whether to save a checkpoint of the step reached: always for a pause (the resume continues
+        from it), and for a cancellation that asked for one (`?checkpoint=true`)."""
+        job = self.writer.read_job()
+        return job.status == JobStatus.pausing.value or bool(job.checkpoint_on_cancel)
 
     def should_stop(self) -> bool:
-        """Cancellation check between steps; reads the job row at most every `poll_interval` seconds."""
+        """Cancellation and pause check between steps; reads the job row at most every `poll_interval` seconds."""
         if self.writer.lost.is_set():
             raise LeaseLost(f"job {self.writer.job_id} was re-queued while this worker ran it")
         now = time.monotonic()
@@ -184,7 +191,8 @@ class DbCallbacks:
         if view is None or view.attempts != self.writer.attempt or view.status not in ACTIVE_STATUSES:
             self.writer.lost.set()
             raise LeaseLost(f"job {self.writer.job_id} is no longer owned by attempt {self.writer.attempt}")
-        self.cancel_requested = view.cancel_requested or view.status == JobStatus.cancelling.value
+        stopping = (JobStatus.cancelling.value, JobStatus.pausing.value)
+        self.cancel_requested = view.cancel_requested or view.status in stopping
         return self.cancel_requested
 
 
@@ -208,8 +216,7 @@ def resolve_model(job: Job, sessions: sessionmaker[Session], store: ArtifactStor
     if checkpoint is None or not store.exists(checkpoint.uri):
         which = "any checkpoint" if step is None else f"a checkpoint at step {step}"
         raise ModelSourceError(
-            f"cannot load model {name!r}: job {source_id} no longer has {which} (pruned by its retention, "
-            "or deleted)"
+            f"cannot load model {name!r}: job {source_id} no longer has {which} (pruned by its retention, or deleted)"
         )
     return str(store.local_path(checkpoint.uri, cache / MODEL_CACHE))
 
@@ -264,7 +271,7 @@ def run_job(
     celery_task_id: str | None = None,
     device: str | None = None,
 ) -> str:
-    """Claim and run a job; returns the outcome: skipped, succeeded, cancelled, failed or lost."""
+    """Claim and run a job; returns the outcome: skipped, succeeded, cancelled, paused, failed or lost."""
     settings = settings or get_settings()
     sessions = sessions or session_factory(settings.database_url)
     try:
@@ -326,6 +333,9 @@ def train_and_finish(writer: JobWriter, trainer: Any, output_dir: Path) -> str:
         log.info("job %s starts at step %d (%d later metric rows discarded)", writer.job_id, trainer.step, dropped)
     result = trainer.train()
     if result.stopped:
+        view = writer.read_status()
+        if view is not None and view.status == JobStatus.pausing.value and _pause(writer, trainer, result):
+            return "paused"
         return _finish_cancelled(writer, trainer, result)
     summary = {
         "final_step": result.final_step,
@@ -364,6 +374,20 @@ def _finish_cancelled(writer: JobWriter, trainer: Any, result: TrainResult) -> s
         message=f"cancelled after step {trainer.step}",
     )
     return "cancelled"
+
+
+def _pause(writer: JobWriter, trainer: Any, result: TrainResult) -> bool:
+    """End the attempt as paused at the step reached (checkpointed by `checkpoint_on_stop`); False if
+    the job was cancelled after the trainer stopped for the pause."""
+    last = _checkpoint_key_of(writer.job_id, result.last_checkpoint)
+    paused = writer.pause(
+        step=trainer.step,
+        message=f"paused after step {trainer.step}",
+        event_payload={"attempts": writer.attempt, "last_checkpoint": last},
+    )
+    if paused:
+        log.info("job %s paused after step %d (checkpoint %s)", writer.job_id, trainer.step, last)
+    return paused
 
 
 def _fmt(value: Any) -> str:

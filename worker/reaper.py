@@ -1,9 +1,10 @@
 """The stale-job reaper: recovers jobs whose worker died (killed, OOM, lost machine).
 
 A running worker renews `heartbeat_at` every `heartbeat_seconds`. Every run of the reaper looks
-for jobs in running/cancelling whose heartbeat is older than `stale_after_seconds` and hands each
-to `service.lifecycle.reap_job`, which records `stalled` and then cancels it (if it was being
-cancelled), re-queues it (while attempts < max_attempts) or fails it ("gave up after N attempts");
+for jobs in running/cancelling/pausing whose heartbeat is older than `stale_after_seconds` and hands
+each to `service.lifecycle.reap_job`, which records `stalled` and then cancels it (if it was being
+cancelled), pauses it (if it was being paused), re-queues it (while the attempts not ended by a pause
+are fewer than max_attempts) or fails it ("gave up after N attempts");
 a re-queued job's task is sent again by `service.lifecycle.dispatch_requeued`. Those transitions
 are conditional UPDATEs that re-check the staleness, so two reapers (the periodic one and one run at
 worker start-up) never act twice on the same job.

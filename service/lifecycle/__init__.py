@@ -9,7 +9,10 @@ event recorder (service/webhooks/events.py) only, never torch or worker/, so the
     transition                        status change / effect                               caller   module
     create_job                        -> queued, with its 'queued' event                   API      creation
     dispatch_job                      reserves a task id, sends the task once              API      creation
-    request_cancel                    queued -> cancelled, running -> cancelling           API      cancel
+    request_cancel                    queued|paused -> cancelled,                          API      cancel
+                                      running|pausing -> cancelling
+    request_pause                     queued -> paused, running -> pausing                 API      pause
+    request_resume                    paused -> queued (then dispatch_job)                 API      pause
     replace_job_metadata              the job's metadata (any status)                      API      metadata
     claim_job                         queued -> running, a JobAttempt, a 'started' event   worker   attempt
     JobWriter.heartbeat               renews the attempt's lease (heartbeat_at)            worker   attempt
@@ -18,19 +21,22 @@ event recorder (service/webhooks/events.py) only, never torch or worker/, so the
     JobWriter.register_checkpoint     a checkpoint row (upsert), rows of pruned ones gone  worker   attempt
     JobWriter.forget_checkpoint       the row of a checkpoint the trainer pruned           worker   attempt
     JobWriter.prepare_resume          drops metrics after the resume step                  worker   attempt
-    JobWriter.finish                  running|cancelling -> succeeded|failed|cancelled     worker   attempt
-    reap_job                          stale running|cancelling -> queued|cancelled|failed  reaper   requeue
+    JobWriter.finish                  running|cancelling|pausing -> succeeded|failed|      worker   attempt
+                                      cancelled
+    JobWriter.pause                   pausing -> paused (the attempt ends)                 worker   attempt
+    reap_job                          stale running|cancelling|pausing -> queued|          reaper   requeue
+                                      cancelled|paused|failed
     dispatch_requeued                 re-sends a re-queued job's task (or reverts it)      reaper   requeue
 
 API-side transitions run in the request's session and commit. Worker and reaper transitions take a
 sessionmaker, run one short transaction each and retry transient database errors (`retry_db`);
 the attempt's writes are guarded by its lease and raise `LeaseLost` once the job belongs to another
-attempt. No job is paused: there is no pause transition.
+attempt.
 
 Webhook events are recorded in the transaction of the change they report: job.cancelled by
-request_cancel (a queued job), job.succeeded/failed/cancelled by JobWriter.finish and by reap_job,
-checkpoint.created by JobWriter.register_checkpoint. A pause transition, once there is one, records
-job.paused with `service.webhooks.events.record_job_event` (with a dedupe key per pause).
+request_cancel (a queued or paused job), job.succeeded/failed/cancelled by JobWriter.finish and by
+reap_job, checkpoint.created by JobWriter.register_checkpoint, and job.paused, once per pause, by
+request_pause (a queued job), JobWriter.pause and reap_job (a pausing job whose worker died).
 """
 
 from service.lifecycle.attempt import (
@@ -44,6 +50,7 @@ from service.lifecycle.attempt import (
 from service.lifecycle.cancel import CancelOutcome, request_cancel
 from service.lifecycle.creation import DispatchFailed, IdempotencyKeyReused, NewJob, create_job, dispatch_job
 from service.lifecycle.metadata import replace_job_metadata
+from service.lifecycle.pause import PauseOutcome, ResumeOutcome, request_pause, request_resume
 from service.lifecycle.plumbing import ACTIVE_STATUSES, is_transient, jsonable, retry_db
 from service.lifecycle.requeue import Enqueue, dispatch_requeued, find_stale_jobs, reap_job
 
@@ -59,6 +66,8 @@ __all__ = [
     "JobWriter",
     "LeaseLost",
     "NewJob",
+    "PauseOutcome",
+    "ResumeOutcome",
     "claim_job",
     "create_job",
     "dispatch_job",
@@ -69,5 +78,7 @@ __all__ = [
     "reap_job",
     "replace_job_metadata",
     "request_cancel",
+    "request_pause",
+    "request_resume",
     "retry_db",
 ]

@@ -1,13 +1,13 @@
 """One attempt of a job, on the worker: the claim (queued -> running), the lease it holds while it
 trains (heartbeat renewals), its writes (metrics, events, checkpoints, resume bookkeeping) and its
-finish (-> succeeded | failed | cancelled). Retried through database outages of up to
+end: finish (-> succeeded | failed | cancelled) or pause (pausing -> paused). Retried through database outages of up to
 `worker_db_retry_seconds` (`retry_window`), training waiting meanwhile.
 
 The claim is a conditional `UPDATE jobs SET status='running' ... WHERE status='queued'` that records
 a `JobAttempt` and a 'started' event, so a redelivered message, a job running elsewhere, or a
 cancelled or finished job is left alone. Every later write of the attempt happens in one short
 transaction that first renews the heartbeat with
-`UPDATE jobs ... WHERE attempts = <my attempt> AND status IN (running, cancelling)`. If that matches
+`UPDATE jobs ... WHERE attempts = <my attempt> AND status IN (running, cancelling, pausing)`. If that matches
 no row the job was re-queued (or finished) behind this worker's back, so the write is rolled back and
 `LeaseLost` is raised: a worker that was presumed dead never overwrites the work of its successor.
 Metrics and checkpoints are upserts keyed by (job_id, step), and so are the per-step events
@@ -15,7 +15,8 @@ Metrics and checkpoints are upserts keyed by (job_id, step), and so are the per-
 its rows instead of duplicating them.
 
 The finish records the webhook event of the outcome (job.succeeded, job.failed, job.cancelled) and a
-checkpoint's registration records checkpoint.created, each in the transaction of the write itself.
+checkpoint's registration records checkpoint.created, and the pause records job.paused, each in the
+transaction of the write itself.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any, TypeVar
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.lifecycle.pause import mark_paused
 from service.lifecycle.plumbing import ACTIVE_STATUSES, jsonable, retry_db, upsert
 from service.models import Checkpoint, Job, JobAttempt, JobEvent, JobMetric, JobStatus, utcnow
 from service.webhooks.events import record_checkpoint_event, record_job_status_event
@@ -322,3 +324,31 @@ class JobWriter:
             record_job_status_event(session, self.job_id)
 
         self._transaction(body, what=f"{status.value} outcome", extra=values)
+
+    def pause(self, *, step: int, message: str, event_payload: Mapping[str, Any] | None = None) -> bool:
+        """pausing -> paused: the attempt ends (outcome `paused`) and no worker holds the job any more.
+
+        Returns False, changing nothing, when the job is no longer pausing (cancelled meanwhile: the
+        caller finishes it as such). Raises LeaseLost when the job belongs to another attempt."""
+        now = utcnow()
+
+        def operation() -> bool:
+            with self.sessions.begin() as session:
+                paused = session.execute(
+                    update(Job)
+                    .where(Job.id == self.job_id, Job.attempts == self.attempt, Job.status == JobStatus.pausing.value)
+                    .values(status=JobStatus.paused.value, current_step=step, worker_id=None, heartbeat_at=None)
+                    .execution_options(synchronize_session=False)
+                ).rowcount
+                if paused != 1:
+                    self._renew(session, {})  # still ours (cancelled meanwhile), or LeaseLost
+                    return False
+                session.execute(
+                    update(JobAttempt)
+                    .where(JobAttempt.job_id == self.job_id, JobAttempt.attempt == self.attempt)
+                    .values(outcome=JobStatus.paused.value, ended_at=now)
+                )
+                mark_paused(session, self.job_id, step=step, message=message, payload=jsonable(event_payload or {}))
+                return True
+
+        return retry_db(operation, what="paused outcome", window=self.retry_window)

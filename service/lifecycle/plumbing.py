@@ -18,7 +18,7 @@ from service.models import JobStatus
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-ACTIVE_STATUSES = (JobStatus.running.value, JobStatus.cancelling.value)
+ACTIVE_STATUSES = (JobStatus.running.value, JobStatus.cancelling.value, JobStatus.pausing.value)
 RETRY_ATTEMPTS = 5
 RETRY_BASE_DELAY_S = 0.25
 RETRY_MAX_DELAY_S = 4.0

@@ -1,11 +1,14 @@
-"""Recovering a job whose worker died (its heartbeat went stale): re-queue, cancel or fail it,
+"""Recovering a job whose worker died (its heartbeat went stale): re-queue, cancel, pause or fail it,
 and re-send the task of a re-queued job. Called by the reaper (worker/reaper.py).
 
-A job in running/cancelling whose heartbeat is older than the cutoff gets a `stalled` event (and
-its attempt the `stalled` outcome) and then:
+A job in running/cancelling/pausing whose heartbeat is older than the cutoff gets a `stalled` event
+(and its attempt the `stalled` outcome) and then:
   - a job being cancelled becomes `cancelled` (nobody needs to finish it);
-  - otherwise, while attempts < max_attempts, it goes back to `queued` (`requeued` event) and its
-    task is sent again; the next worker resumes from the last checkpoint;
+  - a job being paused becomes `paused` (its tenant asked it to stop; job.paused is recorded): a
+    resume continues from its newest checkpoint, which may be older than the step it had reached;
+  - otherwise, while the attempts that did not end in a pause are fewer than max_attempts, it goes
+    back to `queued` (`requeued` event) and its task is sent again; the next worker resumes from the
+    last checkpoint (pauses do not use up attempts: they are the tenant's doing, not failures);
   - otherwise it becomes `failed` with "gave up after N attempts".
 Every transition is a conditional UPDATE that re-checks the staleness and the attempt, so two
 reapers (the periodic one and one run at worker start-up) never act twice on the same job, and a
@@ -20,9 +23,10 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.lifecycle.pause import mark_paused
 from service.lifecycle.plumbing import ACTIVE_STATUSES, retry_db
 from service.models import Job, JobAttempt, JobEvent, JobStatus, utcnow
 from service.settings import Settings
@@ -45,15 +49,23 @@ def find_stale_jobs(session: Session, cutoff: datetime) -> list[uuid.UUID]:
     return list(rows.scalars())
 
 
-def _decide(job: Job, max_attempts: int) -> tuple[JobStatus, str]:
+def _decide(job: Job, max_attempts: int, paused_attempts: int) -> tuple[JobStatus, str]:
     if job.status == JobStatus.cancelling.value:
         return (
             JobStatus.cancelled,
             "cancelled: its worker stopped responding while the job was being cancelled",
         )
-    if job.attempts < max_attempts:
-        return JobStatus.queued, f"re-queued for attempt {job.attempts + 1} of {max_attempts}"
-    return JobStatus.failed, f"gave up after {job.attempts} attempts"
+    if job.status == JobStatus.pausing.value:
+        return JobStatus.paused, "paused: its worker stopped responding while the job was being paused"
+    used = job.attempts - paused_attempts
+    if used < max_attempts:
+        return JobStatus.queued, f"re-queued for attempt {used + 1} of {max_attempts}"
+    return JobStatus.failed, f"gave up after {used} attempts"
+
+
+def _paused_attempts(session: Session, job_id: uuid.UUID) -> int:
+    outcome = JobAttempt.outcome == JobStatus.paused.value
+    return int(session.scalar(select(func.count()).where(JobAttempt.job_id == job_id, outcome)) or 0)
 
 
 def reap_job(
@@ -77,8 +89,10 @@ def _reap_one(session: Session, job_id: uuid.UUID, cutoff: datetime, settings: S
     last_beat = job.heartbeat_at.isoformat() if job.heartbeat_at else "never"
     limit = f"{settings.stale_after_seconds:g}s"
     reason = f"no heartbeat from worker {job.worker_id} since {last_beat} (limit {limit})"
-    new_status, outcome = _decide(job, settings.max_attempts)
+    new_status, outcome = _decide(job, settings.max_attempts, _paused_attempts(session, job_id))
     values: dict[str, Any] = {"status": new_status.value, "worker_id": None}
+    if new_status is JobStatus.paused:
+        values.update(heartbeat_at=None, celery_task_id=None)  # resumed by a new dispatch
     if new_status is JobStatus.failed:
         values.update(error=f"{outcome}; last: {reason}", finished_at=now)
     elif new_status is JobStatus.cancelled:
@@ -99,6 +113,9 @@ def _reap_one(session: Session, job_id: uuid.UUID, cutoff: datetime, settings: S
         .values(outcome="stalled", error=reason, ended_at=now)
         .execution_options(synchronize_session=False)
     )
+    if new_status is JobStatus.paused:
+        mark_paused(session, job_id, step=job.current_step, message=outcome, payload=payload)
+        return new_status
     kind = "requeued" if new_status is JobStatus.queued else new_status.value
     session.add(JobEvent(job_id=job_id, kind=kind, step=job.current_step, message=outcome, payload=payload))
     record_job_status_event(session, job_id)  # job.failed or job.cancelled; nothing for a re-queue

@@ -22,8 +22,7 @@ class WebhookEventType(enum.StrEnum):
     job_succeeded = "job.succeeded"
     job_failed = "job.failed"
     job_cancelled = "job.cancelled"
-    # No transition pauses a job yet; the type is defined (and subscribable) so that endpoints
-    # receive it as soon as one does: that transition records it with `events.record_job_event`.
+    # Recorded each time a job becomes paused (service/lifecycle/pause.py), once per pause.
     job_paused = "job.paused"
     checkpoint_created = "checkpoint.created"
 

@@ -150,7 +150,7 @@ def test_list_jobs_status_filter_and_bad_parameters(client: TestClient, alice: C
     queued = client.get("/v1/jobs", params={"status": "queued"}, headers=alice.headers).json()
     assert [j["id"] for j in queued["data"]] == [second["id"]]
     assert_problem(
-        client.get("/v1/jobs", params={"status": "paused"}, headers=alice.headers),
+        client.get("/v1/jobs", params={"status": "sleeping"}, headers=alice.headers),
         422,
         "status: Input should be",
     )

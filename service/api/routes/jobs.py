@@ -1,5 +1,5 @@
-"""/v1/jobs: submit, read, list (by status and metadata), update metadata, cancel, and read a job's
-metrics and events."""
+"""/v1/jobs: submit, read, list (by status and metadata), update metadata, cancel, pause, resume, and
+read a job's metrics and events."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from sqlalchemy.orm import Session
 
 from service import lifecycle
 from service.api.deps import CurrentTenant, Principal, SessionDep, SettingsDep
-from service.errors import ConflictError, FieldValidationError, NotFoundError
-from service.job_submission import Submitter, submit_job
+from service.errors import ConflictError, FieldValidationError, NotFoundError, ProblemError
+from service.job_submission import Submitter, dispatch_queued_job, submit_job
 from service.models import Job, JobStatus
 from service.pagination import decode_cursor, encode_cursor
 from service.repositories import job_outputs
@@ -151,6 +151,48 @@ def cancel_job(
     if outcome is lifecycle.CancelOutcome.terminal:
         raise ConflictError(f"job {job.id} is already {job.status}", slug="job-terminal")
     response.status_code = 200 if outcome is lifecycle.CancelOutcome.cancelled else 202
+    return JobPublic.model_validate(job)
+
+
+@router.post(
+    "/{job_id}/pause",
+    responses={
+        202: {"description": "Pause requested: the worker saves a checkpoint and stops"},
+        404: PROBLEM,
+        409: PROBLEM,
+    },
+)
+def pause_job(*, job_id: uuid.UUID, response: Response, session: SessionDep, caller: CurrentTenant) -> JobPublic:
+    """Pause: a queued job is paused at once (200); a running one becomes `pausing` (202), and its worker
+    saves a checkpoint of the step reached and stops at the next step boundary, leaving it `paused`.
+    Pausing a pausing or paused job changes nothing (200); a cancelling or finished job is a 409."""
+    job = owned_job(session, caller, job_id)
+    outcome = lifecycle.request_pause(session, job)
+    if outcome is lifecycle.PauseOutcome.refused:
+        raise ProblemError(
+            409, f"job {job.id} is {job.status} and cannot be paused", slug="job-not-pausable", job_status=job.status
+        )
+    response.status_code = 202 if outcome is lifecycle.PauseOutcome.requested else 200
+    return JobPublic.model_validate(job)
+
+
+@router.post("/{job_id}/resume", responses={404: PROBLEM, 409: PROBLEM, 503: PROBLEM})
+def resume_job(*, job_id: uuid.UUID, session: SessionDep, settings: SettingsDep, caller: CurrentTenant) -> JobPublic:
+    """Resume a paused job: it is queued and dispatched, and continues from its newest checkpoint with
+    the exact training state of the pause (200). A queued or running job is left as it is (200); a
+    pausing job (not stopped yet), a cancelling or a finished one is a 409."""
+    job = owned_job(session, caller, job_id)
+    outcome = lifecycle.request_resume(session, job)
+    if outcome is lifecycle.ResumeOutcome.refused:
+        raise ProblemError(
+            409,
+            f"job {job.id} is {job.status}; only a paused job can be resumed",
+            slug="job-not-paused",
+            job_status=job.status,
+        )
+    if job.status == JobStatus.queued.value and job.celery_task_id is None:
+        # Also retries the dispatch of an earlier resume whose message the broker refused (503).
+        dispatch_queued_job(session, settings, job, retry="retry the resume")
     return JobPublic.model_validate(job)
 
 
