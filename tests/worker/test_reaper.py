@@ -9,7 +9,7 @@ import redis
 from sqlalchemy import select, update
 from worker_testing import queued_train_jobs
 
-from service.lifecycle import claim_job
+from service.lifecycle import JobWriter, claim_job
 from service.models import Job, JobAttempt, JobEvent, utcnow
 from worker.celery_app import create_celery_app
 from worker.reaper import reap_stale_jobs
@@ -137,3 +137,44 @@ def test_unreachable_broker_leaves_the_job_for_the_next_run(sessions, make_job, 
     # then the job is not stranded as queued-without-a-message: it stays stale-running
     row = _job(sessions, job.id)
     assert (row.status, row.heartbeat_at) == ("running", None)
+
+
+def test_a_pausing_job_whose_worker_died_is_paused_and_not_sent_again(sessions, make_job, settings, enqueue, redis_url):
+    # given a job asked to pause whose worker died before it stopped
+    job = make_job()
+    claim_job(sessions, job.id, worker_id="dead-host-1")
+    with sessions.begin() as session:
+        session.execute(update(Job).where(Job.id == job.id).values(status="pausing"))
+    _make_stale(sessions, job.id)
+
+    # when the reaper runs
+    counts = reap_stale_jobs(sessions, settings, enqueue)
+
+    # then it is paused (a resume continues from its newest checkpoint), with no task in the broker
+    assert counts == {"paused": 1}
+    row = _job(sessions, job.id)
+    assert (row.status, row.worker_id, row.heartbeat_at, row.celery_task_id) == ("paused", None, None, None)
+    assert _events(sessions, job.id) == ["started", "stalled", "paused"]
+    assert queued_train_jobs(redis_url, settings.task_queue) == []
+    assert reap_stale_jobs(sessions, settings, enqueue) == {}  # a paused job is no longer watched
+
+
+def test_attempts_that_ended_in_a_pause_do_not_count_towards_max_attempts(sessions, make_job, settings, enqueue):
+    # given a job paused by its tenant as many times as it may be attempted
+    job = make_job()
+    for attempt in range(1, settings.max_attempts + 1):
+        claim = claim_job(sessions, job.id, worker_id=f"host-{attempt}")
+        assert claim is not None and claim.attempt == attempt
+        with sessions.begin() as session:
+            session.execute(update(Job).where(Job.id == job.id).values(status="pausing"))
+        assert JobWriter(sessions, job.id, attempt).pause(step=0, message="paused") is True
+        with sessions.begin() as session:  # resumed
+            session.execute(update(Job).where(Job.id == job.id).values(status="queued"))
+
+    # when the next attempt's worker dies
+    claim_job(sessions, job.id, worker_id="dead-host")
+    _make_stale(sessions, job.id)
+
+    # then it is re-queued, not failed: only crashed attempts use up the budget
+    assert reap_stale_jobs(sessions, settings, enqueue) == {"queued": 1}
+    assert _events(sessions, job.id)[-1] == "requeued"
