@@ -33,7 +33,10 @@ const PALETTE = ["#2563eb", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#ca8a04
 const MAX_SAMPLES = 24;
 const MAX_EVENTS = 100;
 const RENDER_DELAY_MS = 150; // batch bursts of messages (a finished job replays its whole history)
-const LIFECYCLE = new Set(["queued", "started", "resumed", "cancelling", "succeeded", "failed", "cancelled", "stalled"]);
+const LIFECYCLE = new Set([
+  "queued", "started", "resumed", "cancelling", "succeeded", "failed", "cancelled", "stalled",
+  "pause_requested", "paused", "resume_requested",
+]);
 
 /** The metric names of a job's reward functions, in order: `name`, then `name#2`... for a repeat. */
 function rewardKeys(functions) {
