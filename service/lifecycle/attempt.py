@@ -31,7 +31,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.lifecycle.pause import mark_paused
-from service.lifecycle.plumbing import ACTIVE_STATUSES, jsonable, retry_db, upsert
+from service.lifecycle.plumbing import ACTIVE_STATUSES, jsonable, retry_db, rowcount, upsert
 from service.models import Checkpoint, Job, JobAttempt, JobEvent, JobMetric, JobStatus, utcnow
 from service.webhooks.events import record_checkpoint_event, record_job_status_event
 
@@ -339,8 +339,8 @@ class JobWriter:
                     .where(Job.id == self.job_id, Job.attempts == self.attempt, Job.status == JobStatus.pausing.value)
                     .values(status=JobStatus.paused.value, current_step=step, worker_id=None, heartbeat_at=None)
                     .execution_options(synchronize_session=False)
-                ).rowcount
-                if paused != 1:
+                )
+                if rowcount(paused) != 1:
                     self._renew(session, {})  # still ours (cancelled meanwhile), or LeaseLost
                     return False
                 session.execute(

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import enum
 import uuid
+from typing import Any, TypeVar
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session
@@ -45,7 +46,10 @@ class ResumeOutcome(enum.StrEnum):
     refused = "refused"  # pausing (not stopped yet), cancelling, or finished
 
 
-def mark_paused(session: Session, job_id: uuid.UUID, *, step: int, message: str, payload: dict) -> JobEvent:
+OutcomeT = TypeVar("OutcomeT", PauseOutcome, ResumeOutcome)
+
+
+def mark_paused(session: Session, job_id: uuid.UUID, *, step: int, message: str, payload: dict[str, Any]) -> JobEvent:
     """Record the 'paused' event and the job.paused webhook event of a job that has just become paused
     (no commit; the caller's UPDATE made it so in this transaction)."""
     event = JobEvent(job_id=job_id, kind=JobStatus.paused.value, step=step, message=message, payload=payload)
@@ -115,7 +119,7 @@ def request_resume(session: Session, job: Job) -> ResumeOutcome:
     return ResumeOutcome.refused
 
 
-def _commit_outcome(session: Session, job: Job, outcome: enum.StrEnum) -> enum.StrEnum:
+def _commit_outcome(session: Session, job: Job, outcome: OutcomeT) -> OutcomeT:
     session.commit()
     session.refresh(job)
     return outcome
