@@ -423,6 +423,10 @@ class AlgorithmConfig(_Strict):
         return "gae" if self.name.endswith("ppo") else "grpo"
 
     @property
+    def policy_loss(self) -> str:
+        return "mix_ppg" if self.uses_replay else "ppo_clip"
+
+    @property
     def effective_reincarnation_step(self) -> int | None:
         return self.reincarnation_step if self.uses_replay else None
 

@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from remix_engine.callbacks import NullCallbacks
 from remix_engine.chat_format import conversation
 from remix_engine.config import TrainConfig
 from remix_engine.data import validate_dataset_bytes
@@ -286,7 +287,7 @@ def test_the_model_configs_are_those_of_the_released_models() -> None:
 # -------------------------------------------------------------------------------------- running them
 
 
-class Recorder:
+class Recorder(NullCallbacks):
     """Trainer callbacks keeping steps, events and checkpoints."""
 
     def __init__(self) -> None:

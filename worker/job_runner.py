@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from remix_engine.callbacks import NullCallbacks
 from remix_engine.config import TrainConfig, parse_job_model
 from service.artifacts import ArtifactStore, LocalArtifactStore, checkpoint_key, get_artifact_store
 from service.db import session_factory
@@ -117,7 +118,7 @@ def _checkpoint_steps(root: Path) -> set[int]:
     return steps
 
 
-class DbCallbacks:
+class DbCallbacks(NullCallbacks):
     """TrainerCallbacks that stream one attempt's progress into the database."""
 
     def __init__(

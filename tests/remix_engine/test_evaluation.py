@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from remix_engine.callbacks import NullCallbacks
 from remix_engine.config import RewardSpec, TrainConfig
 from remix_engine.evaluation import EvalSet, evaluate_sets
 from remix_engine.toy import build_char_tokenizer, build_untrained_model
@@ -77,7 +78,7 @@ def test_trainer_reports_extra_sets_and_keeps_best_checkpoints(model_dir, tmp_pa
 
     pruned = []
 
-    class Callbacks:
+    class Callbacks(NullCallbacks):
         def __init__(self):
             self.metrics = []
 
