@@ -184,8 +184,8 @@ def test_fsdp_checkpoint_holds_the_whole_optimizer_state_and_resumes_under_any_s
     single = Trainer(cfg, tmp_path / "single")
     single.train_step()
     single.train_step()
-    expected_state = copy.deepcopy(single.optimizer.state_dict())  # the next step updates it in place
-    expected_critic_state = copy.deepcopy(single.critic_optimizer.state_dict())
+    expected_state = copy.deepcopy(single.learner.optimizer.state_dict())  # the next step updates it in place
+    expected_critic_state = copy.deepcopy(single.learner.critic_optimizer.state_dict())
     expected_anchor = copy.deepcopy(single.ref_model.state_dict())  # pi_2, after reincarnation
     expected_next = single.train_step()
 
