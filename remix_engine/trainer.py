@@ -67,12 +67,11 @@ from remix_engine.prompts import PromptSet, completions_for_rewards
 from remix_engine.replay import ReplayBuffer
 from remix_engine.reward_specs import JUDGE_REWARDS
 from remix_engine.rewards import count_reward_errors, reward_metrics, reward_row
-from remix_engine.rollout import HFRolloutEngine, RolloutEngine
+from remix_engine.rollout import RolloutEngine, VLLMRolloutEngine, build_engine, check_backend_available
 from remix_engine.sampling import PromptSampler, response_seed
 from remix_engine.sandbox import check_sandbox
 from remix_engine.scoring import compose_rewards_isolated
 from remix_engine.splits import load_extra_eval_sets, load_train_eval
-from remix_engine.vllm_rollout import VLLMRolloutEngine, check_backend_available
 
 log = logging.getLogger(__name__)
 Metrics = dict[str, float | int | str]
@@ -112,15 +111,6 @@ class TrainResult:
     eval_before: dict[str, float] = field(default_factory=dict)
     eval_after: dict[str, float] = field(default_factory=dict)
     last_checkpoint: Path | None = None
-
-
-def make_rollout_engine(
-    cfg: Any, model: torch.nn.Module, tokenizer: Any, max_prompt_tokens: int | None = None
-) -> RolloutEngine:
-    """The HF engine; the vLLM engine needs more context and is built by the Trainer."""
-    if cfg.backend == "hf":
-        return HFRolloutEngine(model, tokenizer, cfg, max_prompt_tokens=max_prompt_tokens)
-    raise ValueError(f"rollout.backend={cfg.backend!r} is built by the Trainer (see vllm_rollout.py)")
 
 
 def _eval_set(name: str, examples: list[Example], prompts: list[str], samples: int | None = None) -> EvalSet:
@@ -199,8 +189,8 @@ class Trainer:
         if isinstance(self.engine, VLLMRolloutEngine):  # one vLLM engine per process, shared
             self.eval_engine: RolloutEngine = self.engine.with_config(eval_rollout)
         else:
-            self.eval_engine = make_rollout_engine(
-                eval_rollout, self.policy, self.tokenizer, config.data.max_prompt_tokens
+            self.eval_engine = build_engine(
+                eval_rollout, self.policy, self.tokenizer, max_prompt_tokens=config.data.max_prompt_tokens
             )
         self.sampler = PromptSampler(len(self.train_examples), config.seed)
         self.buffer = ReplayBuffer(self.alg.history_window, self.tokenizer.pad_token_id)
@@ -237,19 +227,16 @@ class Trainer:
         self._callbacks = value or NullCallbacks()
 
     def _make_engine(self) -> RolloutEngine:
-        cfg = self.cfg
-        if cfg.rollout.backend == "vllm":
-            return VLLMRolloutEngine(
-                self.policy,
-                self.tokenizer,
-                cfg.rollout,
-                model_cfg=cfg.model,
-                weights=self._rollout_weights,
-                max_prompt_tokens=cfg.data.max_prompt_tokens,
-                seed=cfg.seed,
-                device=self.device,
-            )
-        return make_rollout_engine(cfg.rollout, self.policy, self.tokenizer, cfg.data.max_prompt_tokens)
+        return build_engine(
+            self.cfg.rollout,
+            self.policy,
+            self.tokenizer,
+            max_prompt_tokens=self.cfg.data.max_prompt_tokens,
+            model_cfg=self.cfg.model,
+            weights=self._rollout_weights,
+            seed=self.cfg.seed,
+            device=self.device,
+        )
 
     def _rollout_weights(self) -> Iterable[tuple[str, torch.Tensor]]:
         """The policy's weights under the base model's names (merged with LoRA), for a rollout engine."""
