@@ -4,7 +4,7 @@ A job may define its own verifier as Python source in the reward kwargs::
 
     {"name": "python", "kwargs": {"code": "def reward(completion: str, answer: str) -> float: ..."}}
 
-or, to see the sample's dataset row (a dict of its columns, remix_engine/rewards.py `reward_row`),
+or, to see the sample's dataset row (a dict of its columns, remix_engine/rewards/rows.py `reward_row`),
 ``def reward(completion, answer, row)``: the child passes the row when the function accepts a third
 positional argument.
 

@@ -15,10 +15,10 @@ Step t (1-based) with the policy pi_t:
      over the batch's tokens (reward.overlong: 'mask' leaves out truncated responses, fresh or replayed).
   5. At the end of step T: policy reincarnation. The anchor becomes the current policy, the replay
      buffer is emptied, and training goes on on-policy (optionally with a fresh Adam state).
-`Trainer.train_step` is that list, top to bottom. The pieces it calls: rollout engines (rollout.py,
-vllm_rollout.py), rewards (rollout_scoring.py), the step's batch (step_batch.py), the optimisation
-(policy_update.py), the policy and its copies on one process or many (learner.py), checkpoint state
-(trainer_state.py); the maths lives in losses.py, advantages.py and kl.py.
+`Trainer.train_step` is that list, top to bottom. The pieces it calls: rollout engines (rollout/),
+rewards (rollout_scoring.py), the step's batch (step_batch.py), the optimisation (policy_update.py),
+the policy and its copies on one process or many (learner.py), checkpoint state (trainer_state.py);
+the maths lives in losses.py, advantages.py and kl.py.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -52,7 +51,7 @@ from remix_engine.prompts import PromptSet
 from remix_engine.replay import ReplayBuffer
 from remix_engine.reward_specs import JUDGE_REWARDS
 from remix_engine.rewards import reward_row
-from remix_engine.rollout import HFRolloutEngine, RolloutEngine
+from remix_engine.rollout import RolloutEngine, VLLMRolloutEngine, build_engine, check_backend_available
 from remix_engine.rollout_scoring import score_rollouts
 from remix_engine.sampling import PromptSampler, response_seed
 from remix_engine.sandbox import check_sandbox
@@ -60,7 +59,6 @@ from remix_engine.splits import load_extra_eval_sets, load_train_eval
 from remix_engine.step_batch import advantaged_fresh, mixed_batch
 from remix_engine.step_metrics import batch_metrics, sampled_completions
 from remix_engine.trainer_state import Progress, capture_state, restore_state
-from remix_engine.vllm_rollout import VLLMRolloutEngine, check_backend_available
 
 log = logging.getLogger(__name__)
 
@@ -91,15 +89,6 @@ class StepTimer:
 
     def total(self) -> float:
         return time.perf_counter() - self.started
-
-
-def make_rollout_engine(
-    cfg: Any, model: torch.nn.Module, tokenizer: Any, max_prompt_tokens: int | None = None
-) -> RolloutEngine:
-    """The HF engine; the vLLM engine needs more context and is built by the Trainer."""
-    if cfg.backend == "hf":
-        return HFRolloutEngine(model, tokenizer, cfg, max_prompt_tokens=max_prompt_tokens)
-    raise ValueError(f"rollout.backend={cfg.backend!r} is built by the Trainer (see vllm_rollout.py)")
 
 
 def _eval_set(name: str, examples: list[Example], prompts: list[str], samples: int | None = None) -> EvalSet:
@@ -139,7 +128,9 @@ class Trainer:
         if isinstance(self.engine, VLLMRolloutEngine):  # one vLLM engine per process, shared
             self.eval_engine: RolloutEngine = self.engine.with_config(eval_rollout)
         else:
-            self.eval_engine = make_rollout_engine(eval_rollout, policy, self.tokenizer, config.data.max_prompt_tokens)
+            self.eval_engine = build_engine(
+                eval_rollout, policy, self.tokenizer, max_prompt_tokens=config.data.max_prompt_tokens
+            )
         self.sampler = PromptSampler(len(self.train_examples), config.seed)
         self.buffer = ReplayBuffer(self.alg.history_window, self.tokenizer.pad_token_id)
         self.generator = torch.Generator().manual_seed(config.seed)  # minibatch order, replay draws
@@ -189,19 +180,16 @@ class Trainer:
         self._callbacks = value or NullCallbacks()
 
     def _make_engine(self) -> RolloutEngine:
-        cfg = self.cfg
-        if cfg.rollout.backend == "vllm":
-            return VLLMRolloutEngine(
-                self.policy,
-                self.tokenizer,
-                cfg.rollout,
-                model_cfg=cfg.model,
-                weights=self.learner.rollout_weights,
-                max_prompt_tokens=cfg.data.max_prompt_tokens,
-                seed=cfg.seed,
-                device=self.device,
-            )
-        return make_rollout_engine(cfg.rollout, self.policy, self.tokenizer, cfg.data.max_prompt_tokens)
+        return build_engine(
+            self.cfg.rollout,
+            self.policy,
+            self.tokenizer,
+            max_prompt_tokens=self.cfg.data.max_prompt_tokens,
+            model_cfg=self.cfg.model,
+            weights=self.learner.rollout_weights,
+            seed=self.cfg.seed,
+            device=self.device,
+        )
 
     # ------------------------------------------------------------------ loop
     def train(self) -> TrainResult:

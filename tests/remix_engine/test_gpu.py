@@ -158,7 +158,7 @@ def vllm_trainer(random_model_dir, tmp_path_factory):
 
 
 def test_vllm_engine_is_colocated_and_shared_with_evaluation(vllm_trainer):
-    from remix_engine.vllm_rollout import VLLMRolloutEngine
+    from remix_engine.rollout import VLLMRolloutEngine
 
     assert isinstance(vllm_trainer.engine, VLLMRolloutEngine)
     assert vllm_trainer.eval_engine.llm is vllm_trainer.engine.llm
