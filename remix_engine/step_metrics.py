@@ -1,7 +1,11 @@
-"""What a training step reports: its metrics row, replayed rows' importance ratios, and sampled completions."""
+"""What a training step reports: where its seconds went, its metrics row, replayed rows' importance
+ratios, and sampled completions."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -10,6 +14,23 @@ from remix_engine.batch import RolloutBatch
 from remix_engine.behavior import keyword_rates
 
 Metrics = dict[str, float | int | str]
+
+
+class StepTimer:
+    """Seconds spent in each named part of a step (`with timer("generation"): ...`)."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, part: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        self.seconds[part] = self.seconds.get(part, 0.0) + time.perf_counter() - start
+
+    def total(self) -> float:
+        return time.perf_counter() - self.started
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> float:

@@ -25,9 +25,6 @@ from __future__ import annotations
 
 import logging
 import random
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,27 +34,23 @@ from remix_engine import checkpoint as ckpt
 from remix_engine.batch import RolloutBatch
 from remix_engine.callbacks import Metrics, NullCallbacks, TrainerCallbacks
 from remix_engine.config import TrainConfig
-from remix_engine.context_length import check_vllm_context, model_position_limit
 from remix_engine.data import Example
 from remix_engine.distributed.context import init_from_env
 from remix_engine.distributed.rows import RowMap
 from remix_engine.evaluation import EvalSet, evaluate_sets
-from remix_engine.judge import check_judge
 from remix_engine.learner import PolicyLearner
 from remix_engine.modeling import load_policy
 from remix_engine.policy_update import UpdatePlan, fills_pi_k_in_first_forward, update_policy
-from remix_engine.preflight import check_fits, load_model_config
 from remix_engine.prompts import PromptSet
 from remix_engine.replay import ReplayBuffer
-from remix_engine.reward_specs import JUDGE_REWARDS
 from remix_engine.rewards import reward_row
-from remix_engine.rollout import RolloutEngine, VLLMRolloutEngine, build_engine, check_backend_available
+from remix_engine.rollout import RolloutEngine, VLLMRolloutEngine, build_engine
 from remix_engine.rollout_scoring import score_rollouts
 from remix_engine.sampling import PromptSampler, response_seed
-from remix_engine.sandbox import check_sandbox
 from remix_engine.splits import load_extra_eval_sets, load_train_eval
+from remix_engine.start_checks import refuse_what_cannot_run
 from remix_engine.step_batch import advantaged_fresh, mixed_batch
-from remix_engine.step_metrics import batch_metrics, sampled_completions
+from remix_engine.step_metrics import StepTimer, batch_metrics, sampled_completions
 from remix_engine.trainer_state import Progress, capture_state, restore_state
 
 log = logging.getLogger(__name__)
@@ -72,23 +65,6 @@ class TrainResult:
     eval_before: dict[str, float] = field(default_factory=dict)
     eval_after: dict[str, float] = field(default_factory=dict)
     last_checkpoint: Path | None = None
-
-
-class StepTimer:
-    """Seconds spent in each named part of a step (`with timer("generation"): ...`)."""
-
-    def __init__(self) -> None:
-        self.started = time.perf_counter()
-        self.seconds: dict[str, float] = {}
-
-    @contextmanager
-    def __call__(self, part: str) -> Iterator[None]:
-        start = time.perf_counter()
-        yield
-        self.seconds[part] = self.seconds.get(part, 0.0) + time.perf_counter() - start
-
-    def total(self) -> float:
-        return time.perf_counter() - self.started
 
 
 def _eval_set(name: str, examples: list[Example], prompts: list[str], samples: int | None = None) -> EvalSet:
@@ -111,7 +87,7 @@ class Trainer:
         # Under torchrun (WORLD_SIZE > 1) this process trains its shard of every step's batch.
         self.dist, self.device = init_from_env(torch.device(device))
         self.callbacks = callbacks  # type: ignore[assignment]  # the setter takes None (see below)
-        self._refuse_what_cannot_run()
+        refuse_what_cannot_run(config, self.device, self.dist.world_size)
         # Seeds what draws from the global generators before the rollout engine starts (LoRA's adapter
         # init); vLLM's worker reseeds them when it starts, so nothing after that may depend on them:
         # minibatch order and replay draws come from `self.generator`, prompts from PromptSampler's own
@@ -139,24 +115,6 @@ class Trainer:
         self.reincarnated_at: int | None = None
         self.eval_before: dict[str, float] = {}
         self._latest_eval: dict[str, float] = {}
-
-    def _refuse_what_cannot_run(self) -> None:
-        """Checks before any weights load: backend, reward sandbox and judge, context length, GPU memory."""
-        config = self.cfg
-        check_backend_available(config.rollout, self.device)  # e.g. vLLM without CUDA
-        if any(spec.name == "python" for spec in config.reward.functions):
-            log.info("reward sandbox: %s", check_sandbox())  # a worker that cannot jail it refuses now
-        if any(spec.name in JUDGE_REWARDS for spec in config.reward.functions):
-            check_judge()  # a worker without a judge endpoint refuses now
-        model_config = None
-        if self.device.type == "cuda" or config.rollout.backend == "vllm":
-            model_config = load_model_config(config.model)  # its config only: no weights yet
-        # vLLM refuses prompts as long as its context, which the model's positions bound.
-        check_vllm_context(config, model_position_limit(model_config))
-        if self.device.type == "cuda":
-            free, total = torch.cuda.mem_get_info(self.device)
-            need = check_fits(config, free, model_config, world_size=self.dist.world_size, device_bytes=total)
-            log.info("memory pre-flight: about %.2f GiB of %.2f GiB free", need.total / 2**30, free / 2**30)
 
     def _load_prompts(self) -> None:
         """Rendered once, with the chat template, and checked against max_prompt_tokens (never truncated)."""
