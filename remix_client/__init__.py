@@ -18,7 +18,9 @@ from remix_client.errors import (
     ValidationFailed,
 )
 from remix_client.models import (
+    ApiKey,
     Checkpoint,
+    CreatedApiKey,
     Dataset,
     DatasetsPage,
     Event,
@@ -29,12 +31,15 @@ from remix_client.models import (
     StreamEvent,
     StreamItem,
     StreamMetric,
+    Tenant,
 )
 
 __all__ = [
+    "ApiKey",
     "BadRequest",
     "Checkpoint",
     "Conflict",
+    "CreatedApiKey",
     "Dataset",
     "DatasetsPage",
     "Event",
@@ -55,6 +60,7 @@ __all__ = [
     "StreamEvent",
     "StreamItem",
     "StreamMetric",
+    "Tenant",
     "Unauthorized",
     "UnsupportedMediaType",
     "ValidationFailed",

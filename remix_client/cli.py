@@ -4,11 +4,14 @@
     remix list --status running
     remix follow JOB_ID
     remix download JOB_ID -o out/
+    remix keys list
+    remix keys rotate KEY_ID
 
 The service address and API key come from --url/--api-key (before the command) or
 $REMIX_URL/$REMIX_API_KEY. Errors are printed to stderr; the exit status tells what happened
-(see `ExitCode`). `remix keys create` is a server-side command: it writes to the service
-database ($REMIX_DATABASE_URL) directly and needs the service package installed.
+(see `ExitCode`). Every command talks to the service over HTTP only, `remix tenants ...` and
+`remix keys create` included (those need an admin key; the first admin key comes from the
+operator's `remix-service create-key --admin`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import enum
 import functools
 import itertools
 import json
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -29,7 +33,7 @@ from rich.table import Table
 from remix_client import errors
 from remix_client.client import DEFAULT_URL, RemixClient
 from remix_client.follow import follow_job
-from remix_client.models import Dataset, Job
+from remix_client.models import ApiKey, CreatedApiKey, Dataset, Job
 
 F = TypeVar("F", bound=Callable[..., Any])
 JOB_REQUEST_KEYS = {"name", "base_model", "dataset_id", "eval_dataset_id", "config"}
@@ -58,9 +62,13 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 datasets_app = typer.Typer(help="Upload and inspect prompt/answer datasets.", no_args_is_help=True)
-keys_app = typer.Typer(help="Server-side administration (writes to $REMIX_DATABASE_URL).", no_args_is_help=True)
+keys_app = typer.Typer(
+    help="Your API keys: list, rotate, revoke; with an admin key, create keys for any tenant.", no_args_is_help=True
+)
+tenants_app = typer.Typer(help="Tenants (admin keys only): create and list.", no_args_is_help=True)
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(keys_app, name="keys")
+app.add_typer(tenants_app, name="tenants")
 
 
 def stdout() -> Console:
@@ -327,22 +335,102 @@ def datasets_list(ctx: typer.Context) -> None:
     stdout().print(table)
 
 
-# --------------------------------------------------------------------------- keys (server side)
+# --------------------------------------------------------------------------- tenants and keys
+
+
+def _when(moment: Any) -> str:
+    return "-" if moment is None else f"{moment:%Y-%m-%d %H:%M:%S}"
+
+
+def _tenant_id(client: RemixClient, tenant: str) -> str:
+    """A tenant given by id or by name (names are looked up: admin keys only)."""
+    try:
+        return str(uuid.UUID(tenant))
+    except ValueError:
+        pass  # not an id: a name
+    found = client.list_tenants(name=tenant)
+    if not found:
+        stderr().print(f"error: no tenant named {tenant!r}", markup=False)
+        raise typer.Exit(ExitCode.NOT_FOUND)
+    return str(found[0].id)
+
+
+def _print_secret(key: CreatedApiKey, what: str) -> None:
+    typer.echo(key.key)
+    stderr().print(
+        f"{what} key {key.id} prefix={key.prefix} admin={key.is_admin} (store this key now: it is not shown again)",
+        markup=False,
+    )
+
+
+@tenants_app.command("create")
+@api_command
+def tenants_create(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Unique tenant name.")]) -> None:
+    """Create a tenant (admin key); prints its id. Give it a key with `remix keys create --tenant NAME`."""
+    with client_of(ctx) as client:
+        tenant = client.create_tenant(name)
+    typer.echo(str(tenant.id))
+    stderr().print(f"tenant {tenant.name} created", markup=False)
+
+
+@tenants_app.command("list")
+@api_command
+def tenants_list(ctx: typer.Context) -> None:
+    """List every tenant, oldest first (admin key)."""
+    with client_of(ctx) as client:
+        rows = client.list_tenants()
+    table = Table("id", "name", "created", title=f"{len(rows)} tenant(s)")
+    for tenant in rows:
+        table.add_row(str(tenant.id), tenant.name, _when(tenant.created_at))
+    stdout().print(table)
 
 
 @keys_app.command("create")
+@api_command
 def keys_create(
-    tenant: Annotated[str, typer.Option(help="Tenant name; created if it does not exist.")],
-    admin: Annotated[bool, typer.Option("--admin", help="Allow local model paths and remote code.")] = False,
-    name: Annotated[str, typer.Option(help="Label of the key.")] = "",
+    ctx: typer.Context,
+    tenant: Annotated[str, typer.Option(help="Tenant id or name (create one with `remix tenants create`).")],
+    admin: Annotated[bool, typer.Option("--admin", help="An admin key (local paths, tenants, all keys).")] = False,
+    name: Annotated[str, typer.Option(help="Label of the key (e.g. who uses it).")] = "",
 ) -> None:
-    """Create an API key in the service database ($REMIX_DATABASE_URL); prints it once."""
-    try:
-        from service import cli as service_cli
-    except ImportError as exc:
-        stderr().print(f"error: `remix keys` needs the service package installed: {exc}", markup=False)
-        raise typer.Exit(ExitCode.USAGE) from exc
-    service_cli.create_key(tenant=tenant, admin=admin, name=name)
+    """Create an API key for a tenant (admin key); prints the new key once, on stdout."""
+    with client_of(ctx) as client:
+        key = client.create_key(_tenant_id(client, tenant), name=name, admin=admin)
+    _print_secret(key, "created")
+
+
+@keys_app.command("list")
+@api_command
+def keys_list(
+    ctx: typer.Context,
+    tenant: Annotated[str | None, typer.Option(help="Another tenant's keys, by id or name (admin key).")] = None,
+) -> None:
+    """List your keys (prefixes, never secrets), revoked ones included, newest first."""
+    with client_of(ctx) as client:
+        rows: list[ApiKey] = client.list_keys(tenant_id=None if tenant is None else _tenant_id(client, tenant))
+    table = Table("id", "prefix", "name", "admin", "created", "revoked", title=f"{len(rows)} key(s)")
+    for key in rows:
+        admin = "yes" if key.is_admin else ""
+        table.add_row(str(key.id), key.prefix, key.name, admin, _when(key.created_at), _when(key.revoked_at))
+    stdout().print(table)
+
+
+@keys_app.command("rotate")
+@api_command
+def keys_rotate(ctx: typer.Context, key_id: Annotated[str, typer.Argument(help="Id of the key to replace.")]) -> None:
+    """Replace a key by a new one (printed once, on stdout) and revoke the old one at once."""
+    with client_of(ctx) as client:
+        key = client.rotate_key(key_id)
+    _print_secret(key, "new")
+
+
+@keys_app.command("revoke")
+@api_command
+def keys_revoke(ctx: typer.Context, key_id: Annotated[str, typer.Argument(help="Id of the key to revoke.")]) -> None:
+    """Revoke a key: every request with it is refused from now on."""
+    with client_of(ctx) as client:
+        client.revoke_key(key_id)
+    stderr().print(f"key {key_id} revoked", markup=False)
 
 
 if __name__ == "__main__":

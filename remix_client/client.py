@@ -26,7 +26,9 @@ import httpx
 
 from remix_client.errors import NotFound, RemixAPIError, RemixConnectionError
 from remix_client.models import (
+    ApiKey,
     Checkpoint,
+    CreatedApiKey,
     Dataset,
     DatasetsPage,
     Event,
@@ -34,6 +36,7 @@ from remix_client.models import (
     JobsPage,
     MetricPoint,
     StreamItem,
+    Tenant,
 )
 from remix_client.retry import RETRY_STATUSES, RetryPolicy
 from remix_client.streaming import resumable_stream
@@ -282,6 +285,41 @@ class RemixClient:
         """JSON Schema of a job's `config` (every hyperparameter with bounds and defaults)."""
         schema: dict[str, Any] = self._get("/v1/config/schema")
         return schema
+
+    # ----------------------------------------------------------------------- tenants and API keys
+
+    def create_tenant(self, name: str) -> Tenant:
+        """Create a tenant (admin keys only; not retried)."""
+        return Tenant.model_validate(self.send("POST", "/v1/tenants", json={"name": name}).json())
+
+    def list_tenants(self, *, name: str | None = None) -> list[Tenant]:
+        """Every tenant, oldest first, or the one called `name` (admin keys only)."""
+        return [Tenant.model_validate(t) for t in self._get("/v1/tenants", name=name)["data"]]
+
+    def get_tenant(self, tenant_id: JobId) -> Tenant:
+        return Tenant.model_validate(self._get(f"/v1/tenants/{tenant_id}"))
+
+    def create_key(self, tenant_id: JobId, *, name: str = "", admin: bool = False) -> CreatedApiKey:
+        """A new API key of the tenant, with its secret in `.key` (admin keys only; not retried)."""
+        body = {"name": name, "admin": admin}
+        return CreatedApiKey.model_validate(self.send("POST", f"/v1/tenants/{tenant_id}/keys", json=body).json())
+
+    def list_keys(self, *, tenant_id: JobId | None = None) -> list[ApiKey]:
+        """Your tenant's keys, newest first; with `tenant_id`, that tenant's (admin keys only)."""
+        path = "/v1/keys" if tenant_id is None else f"/v1/tenants/{tenant_id}/keys"
+        return [ApiKey.model_validate(k) for k in self._get(path)["data"]]
+
+    def get_key(self, key_id: JobId) -> ApiKey:
+        return ApiKey.model_validate(self._get(f"/v1/keys/{key_id}"))
+
+    def rotate_key(self, key_id: JobId) -> CreatedApiKey:
+        """Replace a key by a new one (its secret in `.key`) and revoke the old one (not retried:
+        a repeat would rotate the new key too). A client using the rotated key needs the new one."""
+        return CreatedApiKey.model_validate(self.send("POST", f"/v1/keys/{key_id}/rotate").json())
+
+    def revoke_key(self, key_id: JobId) -> None:
+        """Revoke a key: it is refused from the next request on (revoking twice is harmless)."""
+        self.send("DELETE", f"/v1/keys/{key_id}")
 
 
 def is_retry_safe(method: str, headers: dict[str, str] | None) -> bool:

@@ -1,6 +1,7 @@
 """Typed response bodies of the ReMix finetuning API, as the client sees them.
 
-They mirror the service's public schemas (jobs, pages, metrics, events, checkpoints, datasets)
+They mirror the service's public schemas (jobs, pages, metrics, events, checkpoints, datasets,
+tenants and API keys)
 without importing the service, so the client installs alone. Unknown members sent by a newer
 server are ignored; the stream items are the typed messages of `GET /v1/jobs/{id}/stream`.
 """
@@ -97,6 +98,36 @@ class DatasetsPage(_Model):
     data: list[Dataset]
     has_more: bool
     next_cursor: str | None = None
+
+
+class Tenant(_Model):
+    id: uuid.UUID
+    object: str = "tenant"
+    name: str
+    created_at: datetime
+
+
+class ApiKey(_Model):
+    """An API key as listings show it: its public prefix, never its secret."""
+
+    id: uuid.UUID
+    object: str = "api_key"
+    tenant_id: uuid.UUID
+    name: str = ""
+    prefix: str
+    is_admin: bool = False
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+
+class CreatedApiKey(ApiKey):
+    """A key just created or rotated, with its secret: the only time the service shows it."""
+
+    key: str
 
 
 # --------------------------------------------------------------------------- stream items

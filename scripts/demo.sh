@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The demo on a fresh machine: create .venv, install the project (CPU torch), run `remix-service demo`.
+# The demo on a fresh machine: create .venv, install the project (CPU torch), run `remix-demo`.
 # The demo starts the API and a Celery worker on the embedded defaults (SQLite database and broker,
 # local artifacts under ./var), submits a ReMix-GRPO job on the builtin chat model (builtin:tiny-chat,
 # the builtin addition prompts laid out by its ChatML template) over HTTP, follows it live, downloads the
@@ -16,4 +16,4 @@ python -m pip install --quiet --upgrade pip
 # torch first and pinned: an unpinned torch would pull several GB of CUDA packages.
 python -m pip install --quiet torch==2.13.0
 python -m pip install --quiet -e .
-exec remix-service demo "$@"
+exec remix-demo "$@"

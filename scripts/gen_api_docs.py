@@ -25,14 +25,17 @@ HEADER = """# HTTP API reference
 
 {description}
 
-- **Authentication**: every `/v1` endpoint needs `Authorization: Bearer <api key>`
-  (create one with `remix keys create --tenant NAME` or `remix-service create-key`).
+- **Authentication**: every `/v1` endpoint needs `Authorization: Bearer <api key>`. The operator
+  makes the first admin key with `remix-service create-key --admin`; admin keys then create tenants
+  and their keys over the API (`/v1/tenants`, `remix keys create --tenant NAME`). Each tenant lists,
+  rotates and revokes its own keys (`/v1/keys`); a revoked key gets 401 from the next request on.
 - **Errors**: `application/problem+json` (RFC 9457) with `type`, `title`, `status`, `detail`,
   `instance`; validation errors (422) add `errors: [{{field, message}}]`. 503 and 429 come with
   `Retry-After`.
 - **Idempotency**: send `Idempotency-Key` with `POST /v1/jobs`; repeating the request with the
   same key returns the same job (`Idempotent-Replayed: true`), a different body with it is a 422.
-- **Pagination**: list endpoints return `has_more` and `next_cursor`; pass it back as `after`.
+- **Pagination**: the job and dataset lists return `has_more` and `next_cursor`; pass it back as
+  `after`. The tenant and key lists come whole.
 - **Streaming**: `GET /v1/jobs/{{job_id}}/stream` is Server-Sent Events (`metric`, one event per
   lifecycle kind, then `end`); reconnect with `Last-Event-ID` to resume without duplicates.
 - The machine-readable schema is served at `/openapi.json`, interactive docs at `/docs`.

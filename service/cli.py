@@ -1,5 +1,7 @@
 """`remix-service`: administration of the service (API keys, migrations, serving).
 
+The end-to-end demo is `remix-demo` (worker/demo.py): it starts a worker, which this package never imports.
+
 Add commands with `@app.command()`; each reads the same Settings as the API (REMIX_* env).
 """
 
@@ -66,24 +68,6 @@ def serve(
     import uvicorn
 
     uvicorn.run("service.main:app", host=host, port=port, workers=workers, reload=reload, proxy_headers=True)
-
-
-# --------------------------------------------------------------------------- demo
-# The end-to-end demo lives in service/demo.py (also runnable as `python -m service.demo`).
-
-
-@app.command()
-def demo(
-    steps: Annotated[int, typer.Option(min=2, help="Training steps of the demo job.")] = 40,
-    prompts_per_step: Annotated[int, typer.Option(min=2, help="Prompts per step, 8 samples each.")] = 16,
-    eval_size: Annotated[int, typer.Option(min=1, help="Held-out prompts evaluated before/after.")] = 200,
-    port: Annotated[int, typer.Option(help="API port (0: pick a free one).")] = 0,
-) -> None:
-    """Run API + worker locally with the embedded defaults and finetune the tiny model end to end."""
-    from service.demo import run_demo
-
-    code = run_demo(steps=steps, prompts_per_step=prompts_per_step, eval_size=eval_size, port=port)
-    raise typer.Exit(code)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 from remix_engine.config import RewardConfig
 from service.pagination import as_utc
-from service.storable import MAX_CONFIG_DEPTH, deeper_than
+from service.storable import MAX_CONFIG_DEPTH, REASON, deeper_than, is_storable_text
 
 UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
 
@@ -222,3 +222,70 @@ class RewardDryRunResult(BaseModel):
         description="Each reward's error per completion (null: none), e.g. a python reward that raised, a "
         "string_check field missing from the row, a judge request that timed out."
     )
+
+
+TENANT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@-]*$"
+
+
+def _storable_label(value: str) -> str:
+    if not is_storable_text(value):
+        raise ValueError(REASON)
+    return value
+
+
+class TenantCreate(BaseModel):
+    """A new tenant (admin keys only)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(
+        min_length=1,
+        max_length=200,
+        pattern=TENANT_NAME_PATTERN,
+        description="Unique name: letters, digits and . _ @ -, starting with a letter or digit.",
+    )
+
+
+class TenantPublic(_Out):
+    id: uuid.UUID
+    object: str = "tenant"
+    name: str
+    created_at: UtcDatetime
+
+
+class TenantsList(BaseModel):
+    data: list[TenantPublic]
+
+
+class ApiKeyCreate(BaseModel):
+    """A new API key of a tenant (admin keys only)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, AfterValidator(_storable_label)] = Field(
+        "", max_length=200, description="Label of the key (e.g. who uses it)."
+    )
+    admin: bool = Field(False, description="An admin key: tenants and keys of everyone, local model paths.")
+
+
+class ApiKeyPublic(_Out):
+    """An API key as listings show it: never its secret, only the public prefix."""
+
+    id: uuid.UUID
+    object: str = "api_key"
+    tenant_id: uuid.UUID
+    name: str
+    prefix: str = Field(description="The first characters of the secret, to recognise the key.")
+    is_admin: bool
+    created_at: UtcDatetime
+    revoked_at: UtcDatetime | None = Field(description="When the key stopped working; null while it works.")
+
+
+class ApiKeyCreated(ApiKeyPublic):
+    """A key just created or rotated: the only response that carries its secret."""
+
+    key: str = Field(description="The secret (`rmx_...`); shown once, only its hash is stored.")
+
+
+class ApiKeysList(BaseModel):
+    data: list[ApiKeyPublic]

@@ -3,7 +3,9 @@
 Every message id is the cursor `<last metric step>-<last event id>` after that message, so a
 client that reconnects with `Last-Event-ID` receives only newer items. The stream polls the
 database with a fresh session per poll (no connection is held between polls) and ends with an
-`end` message once the job is terminal and everything before that was sent.
+`end` message once the job is terminal and everything before that was sent. Each poll also checks
+that the API key which opened the stream still works: a stream of a revoked key closes (without
+`end`) within one poll interval, and reconnecting with that key gets 401.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from service.models import JobStatus
 from service.pagination import as_utc
 from service.repositories import job_outputs
 from service.repositories import jobs as jobs_repo
+from service.repositories import tenants as tenants_repo
 from service.schemas import EventPublic, MetricPoint
 
 BATCH = 500
@@ -67,10 +70,21 @@ def format_message(*, name: str, data: dict[str, Any], ident: str) -> bytes:
     return f"id: {ident}\nevent: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
-def _poll(database_url: str, job_id: uuid.UUID, cursor: StreamCursor) -> tuple[str | None, list[_Item], bool]:
-    """(status, new items in time order, whether a batch was full). Status is read first, so
-    once it is terminal the items read after it include everything the worker wrote."""
+@dataclass(frozen=True)
+class _Poll:
+    key_active: bool
+    status: str | None
+    items: list[_Item]
+    full: bool  # a batch was full: more is waiting
+
+
+def _poll(database_url: str, job_id: uuid.UUID, cursor: StreamCursor, api_key_id: uuid.UUID | None) -> _Poll:
+    """The key's state, the job's status, the new items in time order and whether a batch was full.
+    Status is read first, so once it is terminal the items read after it include everything the
+    worker wrote."""
     with session_factory(database_url)() as session:
+        if api_key_id is not None and not tenants_repo.is_key_active(session, api_key_id):
+            return _Poll(key_active=False, status=None, items=[], full=False)
         status = jobs_repo.get_job_status(session, job_id)
         metrics = job_outputs.metrics_after(session, job_id, cursor.metric_step, BATCH)
         events, _ = job_outputs.list_events(session, job_id, after=cursor.event_id, limit=BATCH)
@@ -85,7 +99,7 @@ def _poll(database_url: str, job_id: uuid.UUID, cursor: StreamCursor) -> tuple[s
         else:
             cursor = replace(cursor, metric_step=row.step)
             out.append(_Item(created_at, "metric", MetricPoint.model_validate(row).model_dump(mode="json"), cursor))
-    return status, out, len(metrics) == BATCH or len(events) == BATCH
+    return _Poll(key_active=True, status=status, items=out, full=len(metrics) == BATCH or len(events) == BATCH)
 
 
 async def job_stream(
@@ -96,12 +110,17 @@ async def job_stream(
     poll_seconds: float,
     keepalive_seconds: float,
     is_disconnected: Callable[[], Awaitable[bool]],
+    api_key_id: uuid.UUID | None = None,
 ) -> AsyncIterator[bytes]:
-    """The SSE byte stream of one job, from `cursor` until the job is terminal."""
+    """The SSE byte stream of one job, from `cursor` until the job is terminal (or, with
+    `api_key_id`, until that key is revoked)."""
     yield b"retry: 2000\n\n"
     idle = 0.0
     while True:
-        status, items, full = await run_in_threadpool(_poll, database_url, job_id, cursor)
+        poll = await run_in_threadpool(_poll, database_url, job_id, cursor, api_key_id)
+        if not poll.key_active:
+            return
+        status, items, full = poll.status, poll.items, poll.full
         for item in items:
             cursor = item.cursor
             yield format_message(name=item.name, data=item.data, ident=cursor.encode())

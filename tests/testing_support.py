@@ -1,5 +1,6 @@
 """Helpers every integration test suite shares: throwaway Postgres databases, API callers with keys,
-problem+json assertions, polling, and subprocesses (API, workers) pointed at the test resources.
+problem+json assertions, polling, and subprocesses (API, workers) pointed at the test resources,
+among them the one way an API subprocess is started and waited for (`start_api`, `running_api`).
 
 The suites import these through their own `*_testing.py` modules, which add what only they need.
 """
@@ -10,6 +11,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 import redis
@@ -232,3 +235,35 @@ class ManagedProcess:
             os.killpg(self.proc.pid, sig)
         except ProcessLookupError:
             pass
+
+
+def start_api(settings: Settings, log_path: Path, **extra_env: str) -> tuple[ManagedProcess, str]:
+    """uvicorn serving service.main:app in a subprocess; returns (process, base URL) once /healthz answers."""
+    port = free_port()
+    args = [sys.executable, "-m", "uvicorn", "service.main:app", "--host", "127.0.0.1", "--port", str(port)]
+    api = ManagedProcess(args + ["--log-level", "warning"], service_env(settings, **extra_env), log_path)
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        assert api.alive(), api.log_text()
+        try:
+            return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_for(healthy, timeout=60, what="the API to answer /healthz", on_timeout=api.log_text)
+    except BaseException:
+        api.stop()
+        raise
+    return api, url
+
+
+@contextmanager
+def running_api(settings: Settings, log_path: Path, **extra_env: str) -> Iterator[str]:
+    """`start_api` for the length of a `with` block; yields the base URL and stops the API afterwards."""
+    api, url = start_api(settings, log_path, **extra_env)
+    try:
+        yield url
+    finally:
+        api.stop()

@@ -7,22 +7,20 @@ tasks are acknowledged early on purpose: a job runs for hours, and crash recover
 database (heartbeats, the reaper, checkpoints), not from broker redelivery. Results are not
 stored: job state lives in the database. Start a worker with
 `celery -A worker.celery_app worker -Q gpu,maintenance -c 1`.
+
+This module never imports `worker.tasks`: the app names it in `include`, and Celery imports it
+when a worker starts; the tasks module imports the app, so the dependency runs one way only.
 """
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
-from typing import Any
 
 from celery import Celery
-from celery.signals import worker_ready
 from sqlalchemy.engine import make_url
 
 from service.queue import TRAIN_TASK
 from service.settings import Settings, get_settings
-
-log = logging.getLogger(__name__)
 
 REAP_TASK = "worker.reap_stale_jobs"
 MAINTENANCE_QUEUE = "maintenance"
@@ -76,15 +74,3 @@ def create_celery_app(settings: Settings) -> Celery:
 
 
 app = create_celery_app(get_settings())
-
-
-@worker_ready.connect
-def _reap_on_startup(**_kwargs: Any) -> None:
-    """A (re)started worker recovers jobs orphaned by a dead one without waiting for beat."""
-    from worker.tasks import reap_in_process
-
-    try:
-        counts = reap_in_process(get_settings())
-        log.info("start-up reaper: %s", counts or "no stale jobs")
-    except Exception:  # the database may not be up yet; the periodic reaper will retry
-        log.exception("start-up reaper failed")

@@ -1,8 +1,11 @@
-"""Celery tasks: `worker.train_job(job_id)` and `worker.reap_stale_jobs()`.
+"""Celery tasks: `worker.train_job(job_id)` and `worker.reap_stale_jobs()`, and the start-up reaper.
 
 Both take ids only (JSON). The bodies stay thin: the work lives in worker/job_runner.py and
 worker/reaper.py, which tests call directly. torch and the trainer are imported inside
 `run_job`, never at module import, so the maintenance worker and beat stay light.
+
+The start-up reaper is connected to `worker_ready` here, beside the reaper task: a worker imports
+this module (the app's `include`) before it reports ready.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from celery.signals import worker_ready
 from sqlalchemy.orm import sessionmaker
 
 from service.db import create_db_engine
@@ -52,3 +56,13 @@ def train_job(self: Any, job_id: str) -> str:
 def reap_stale_jobs() -> dict[str, int]:
     """Re-queue (or fail) running jobs whose heartbeat is stale."""
     return reap_in_process(get_settings())
+
+
+@worker_ready.connect
+def _reap_on_startup(**_kwargs: Any) -> None:
+    """A (re)started worker recovers jobs orphaned by a dead one without waiting for beat."""
+    try:
+        counts = reap_in_process(get_settings())
+        log.info("start-up reaper: %s", counts or "no stale jobs")
+    except Exception:  # the database may not be up yet; the periodic reaper will retry
+        log.exception("start-up reaper failed")

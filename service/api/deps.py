@@ -1,4 +1,4 @@
-"""FastAPI dependencies shared by every route: settings, DB session, artifact store, caller."""
+"""FastAPI dependencies shared by every route: settings, DB session, artifact store, caller (and admin caller)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from service.artifacts import ArtifactStore, get_artifact_store
 from service.db import get_session
-from service.errors import UnauthorizedError
+from service.errors import ProblemError, UnauthorizedError
 from service.repositories.tenants import find_active_key
 from service.settings import Settings, get_settings
 
@@ -49,9 +49,17 @@ def get_current_tenant(
     return principal
 
 
+def require_admin(caller: Annotated[Principal, Depends(get_current_tenant)]) -> Principal:
+    """The caller if its key is an admin key; 403 problem otherwise."""
+    if not caller.is_admin:
+        raise ProblemError(403, "This route needs an admin API key", title="Forbidden", slug="admin-required")
+    return caller
+
+
 def get_store(settings: SettingsDep) -> ArtifactStore:
     return get_artifact_store(settings)
 
 
 CurrentTenant = Annotated[Principal, Depends(get_current_tenant)]
+AdminCaller = Annotated[Principal, Depends(require_admin)]
 ArtifactStoreDep = Annotated[ArtifactStore, Depends(get_store)]

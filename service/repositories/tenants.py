@@ -1,7 +1,13 @@
-"""Tenants and their API keys."""
+"""Tenants and their API keys: creation, listing, rotation and revocation (every write commits).
+
+Authentication reads the key table on every request (`find_active_key`) and nothing caches a lookup,
+so a revoked key is refused from the first request that starts after the revocation commits; an
+event stream already open checks its key on every poll (`is_key_active`).
+"""
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 
 from sqlalchemy import select
@@ -25,6 +31,30 @@ def get_or_create_tenant(session: Session, name: str) -> Tenant:
         session.rollback()
         return session.scalars(select(Tenant).where(Tenant.name == name)).one()
     return tenant
+
+
+def create_tenant(session: Session, name: str) -> Tenant | None:
+    """A new tenant called `name` (commits), or None if that name is taken."""
+    tenant = Tenant(name=name)
+    session.add(tenant)
+    try:
+        session.commit()
+    except IntegrityError:  # the unique name, also when another request created it concurrently
+        session.rollback()
+        return None
+    return tenant
+
+
+def list_tenants(session: Session, *, name: str | None = None) -> list[Tenant]:
+    """Every tenant (or the one called `name`), oldest first."""
+    query = select(Tenant)
+    if name is not None:
+        query = query.where(Tenant.name == name)
+    return list(session.scalars(query.order_by(Tenant.created_at, Tenant.id)))
+
+
+def get_tenant(session: Session, tenant_id: uuid.UUID) -> Tenant | None:
+    return session.get(Tenant, tenant_id)
 
 
 def create_api_key(session: Session, tenant: Tenant, *, name: str = "", is_admin: bool = False) -> tuple[ApiKey, str]:
@@ -52,6 +82,12 @@ def find_active_key(session: Session, clear: str) -> ApiKey | None:
     return row
 
 
+def is_key_active(session: Session, key_id: uuid.UUID) -> bool:
+    """Whether the key exists and is not revoked."""
+    revoked_at = session.execute(select(ApiKey.revoked_at).where(ApiKey.id == key_id)).first()
+    return revoked_at is not None and revoked_at[0] is None
+
+
 def revoke_key(session: Session, prefix: str) -> int:
     """Revoke every active key with this public prefix (commits); returns how many."""
     rows = session.scalars(select(ApiKey).where(ApiKey.prefix == prefix, ApiKey.revoked_at.is_(None))).all()
@@ -59,3 +95,48 @@ def revoke_key(session: Session, prefix: str) -> int:
         row.revoked_at = datetime.now(UTC)
     session.commit()
     return len(rows)
+
+
+def list_keys(session: Session, tenant_id: uuid.UUID) -> list[ApiKey]:
+    """The tenant's keys, revoked ones included, newest first."""
+    query = select(ApiKey).where(ApiKey.tenant_id == tenant_id)
+    return list(session.scalars(query.order_by(ApiKey.created_at.desc(), ApiKey.id.desc())))
+
+
+def get_key(
+    session: Session, key_id: uuid.UUID, *, tenant_id: uuid.UUID | None, for_update: bool = False
+) -> ApiKey | None:
+    """The key with this id if it belongs to `tenant_id` (any tenant's with None), else None: another
+    tenant's key is indistinguishable from a missing one. `for_update` locks the row until commit."""
+    query = select(ApiKey).where(ApiKey.id == key_id)
+    if tenant_id is not None:
+        query = query.where(ApiKey.tenant_id == tenant_id)
+    if for_update:
+        query = query.with_for_update()
+    return session.scalar(query)
+
+
+def revoke(session: Session, key: ApiKey) -> ApiKey:
+    """Revoke `key` now (commits); revoking a revoked key keeps its first revocation time."""
+    if key.revoked_at is None:
+        key.revoked_at = datetime.now(UTC)
+    session.commit()
+    return key
+
+
+def rotate(session: Session, key: ApiKey) -> tuple[ApiKey, str]:
+    """Replace an active `key` (read with `for_update`) by a new one with the same tenant, name and
+    rights, and revoke it, in one transaction (commits); returns the new row and its clear secret."""
+    assert key.revoked_at is None, "rotate an active key"
+    clear = generate_api_key()
+    replacement = ApiKey(
+        tenant_id=key.tenant_id,
+        name=key.name,
+        prefix=public_prefix(clear),
+        key_hash=hash_api_key(clear),
+        is_admin=key.is_admin,
+    )
+    key.revoked_at = datetime.now(UTC)
+    session.add(replacement)
+    session.commit()
+    return replacement, clear

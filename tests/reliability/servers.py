@@ -4,7 +4,8 @@ shared servers on 5432/6379 that other test sessions use.
 
 Each class starts on a free loopback port, can be stopped (gracefully or with SIGKILL /
 `pg_ctl -m immediate`) and restarted on the same port and data, and removes everything it
-created in `close()`. The fixtures `redis_server` and `postgres_server` (registered by conftest.py)
+created in `close()`. The API subprocess is testing_support.start_api, the one every suite uses.
+The fixtures `redis_server` and `postgres_server` (registered by conftest.py)
 hand them to tests and clean up afterwards.
 """
 
@@ -15,13 +16,11 @@ import os
 import pwd
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import psycopg
 import pytest
 import redis
@@ -164,24 +163,6 @@ class PostgresServer:
 
 
 # ----------------------------------------------------------------------------- API and workers
-
-
-def start_api(settings: Settings, log_path: Path, **extra_env: str) -> tuple[ManagedProcess, str]:
-    """uvicorn serving service.main:app in a subprocess; returns (process, base URL) once /healthz answers."""
-    port = free_port()
-    args = [sys.executable, "-m", "uvicorn", "service.main:app", "--host", "127.0.0.1", "--port", str(port)]
-    api = ManagedProcess(args + ["--log-level", "warning"], service_env(settings, **extra_env), log_path)
-    url = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        assert api.alive(), api.log_text()
-        try:
-            return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    wait_for(healthy, timeout=60, what="the API to answer /healthz", on_timeout=api.log_text)
-    return api, url
 
 
 def start_worker(settings: Settings, log_path: Path, name: str, **extra_env: str) -> ManagedProcess:

@@ -144,7 +144,8 @@ def test_unauthenticated_requests_get_401_problems(client: TestClient, app: Any)
     ]
     assert len(protected) >= 12
     for method, path in protected:
-        url = path.format(job_id=uuid.uuid4(), dataset_id=uuid.uuid4(), step=1)
+        ids = {name: uuid.uuid4() for name in ("job_id", "dataset_id", "tenant_id", "key_id")}
+        url = path.format(**ids, step=1)
         response = client.request(method, url)
         assert response.status_code == 401, (method, url, response.text)
         assert response.headers["content-type"] == PROBLEM_JSON

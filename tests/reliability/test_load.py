@@ -18,10 +18,9 @@ import httpx
 import pytest
 import redis
 from reliability_testing import Caller, make_caller
-from servers import start_api
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
-from testing_support import claim_as_worker
+from testing_support import claim_as_worker, start_api
 
 from service.db import session_factory
 from service.models import Job, JobMetric, JobStatus

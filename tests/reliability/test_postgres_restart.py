@@ -19,10 +19,10 @@ from pathlib import Path
 import httpx
 import pytest
 from reliability_testing import assert_problem, make_caller, wait_for
-from servers import PostgresServer, RedisServer, start_api, start_worker
+from servers import PostgresServer, RedisServer, start_worker
 from sqlalchemy import Engine, exc, func, select
 from sqlalchemy.orm import sessionmaker
-from testing_support import tiny_job_config
+from testing_support import start_api, tiny_job_config
 
 from service.db import create_db_engine, get_engine
 from service.lifecycle import plumbing

@@ -23,10 +23,10 @@ from typing import Any
 import httpx
 import pytest
 from reliability_testing import create_database, drop_database, make_caller, wait_for
-from servers import ManagedProcess, RedisServer, start_api, start_worker
+from servers import ManagedProcess, RedisServer, start_worker
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
-from testing_support import tiny_job_config
+from testing_support import start_api, tiny_job_config
 
 from service.db import create_db_engine, get_engine
 from service.migrate import upgrade

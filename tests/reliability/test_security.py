@@ -24,7 +24,8 @@ from testing_support import claim_as_worker
 from service.artifacts import LocalArtifactStore, checkpoint_key
 from service.body_limit import JSON_BODY_LIMIT
 from service.lifecycle import JobWriter
-from service.models import JobStatus
+from service.models import JobStatus, Tenant
+from service.repositories.tenants import create_api_key
 from service.settings import Settings
 
 # ----------------------------------------------------------------------------- API keys
@@ -83,7 +84,8 @@ def test_near_miss_keys_are_rejected(client: TestClient, alice: Caller, mutation
 def alices_things(
     client: TestClient, alice: Caller, sessions: sessionmaker[Session], settings: Settings, tmp_path: Any
 ) -> dict[str, str]:
-    """A running job of Alice (attempt 1) with a metric, an event and a downloadable checkpoint, and a dataset."""
+    """A running job of Alice (attempt 1) with a metric, an event and a downloadable checkpoint, a dataset,
+    and a spare API key (rotating or revoking it leaves the key the test authenticates with working)."""
     created = client.post("/v1/jobs", json={"config": {"total_steps": 3}}, headers=alice.headers)
     assert created.status_code == 202, created.text
     job_id = uuid.UUID(created.json()["id"])
@@ -96,7 +98,15 @@ def alices_things(
     rows = b'{"prompt": "1+1=", "answer": "2"}\n'
     dataset = client.post("/v1/datasets", files={"file": ("d.jsonl", io.BytesIO(rows))}, headers=alice.headers)
     assert dataset.status_code == 201, dataset.text
-    return {"job_id": str(job_id), "dataset_id": dataset.json()["id"], "step": "1"}
+    with sessions() as session:
+        spare, _secret = create_api_key(session, session.get_one(Tenant, alice.tenant_id), name="spare")
+    return {
+        "job_id": str(job_id),
+        "dataset_id": dataset.json()["id"],
+        "step": "1",
+        "key_id": str(spare.id),
+        "tenant_id": str(alice.tenant_id),
+    }
 
 
 def _resource_routes(app: Any) -> list[tuple[str, str]]:
@@ -126,16 +136,31 @@ def test_another_tenant_can_neither_read_cancel_nor_download(
     for method, template in _resource_routes(app):
         url = template.format(**alices_things)
         response = client.request(method, url, headers=bob.headers)
+        if template.startswith("/v1/tenants/"):
+            # Admin-only: the same 403 whatever the id, so it tells nothing about which tenants exist.
+            assert_problem(response, 403, "admin API key")
+            continue
         resource = "dataset" if "{dataset_id}" in template else "job"
-        assert_problem(response, 404, f"{resource} {alices_things[resource + '_id']} not found")
+        ident = alices_things[resource + "_id"]
+        if "{key_id}" in template:
+            resource, ident = "API key", alices_things["key_id"]
+        assert_problem(response, 404, f"{resource} {ident} not found")
         assert alices_things["job_id"] not in response.text.replace(url, "") or resource == "job"
     assert row_counts(db) == before  # Bob's cancel wrote no event and changed no row count
+    spare = client.get(f"/v1/keys/{alices_things['key_id']}", headers=alice.headers).json()
+    assert spare["revoked_at"] is None  # and Bob's rotate and revoke left Alice's key alone
     # ... while Alice reaches each of them (her cancel comes last so the reads see a running job).
     for method, template in sorted(_resource_routes(app), key=lambda r: r[1].endswith("/cancel")):
         url = template.format(**alices_things)
         if url.endswith("/stream"):
             continue  # her job is still running: the stream would not end; covered below
-        assert client.request(method, url, headers=alice.headers).status_code in (200, 202), url
+        if template.startswith("/v1/tenants/"):
+            continue  # admin-only, and hers is a tenant key: tests/service/test_tenants_routes.py
+        status = client.request(method, url, headers=alice.headers).status_code
+        if "{key_id}" in template:  # read, rotate (201, a new key), then revoke (204) her spare key
+            assert status == {"POST": 201, "DELETE": 204}.get(method, 200), url
+        else:
+            assert status in (200, 202), url
     job = client.get(f"/v1/jobs/{alices_things['job_id']}", headers=alice.headers).json()
     assert job["status"] == "cancelling" and job["cancel_requested"] is True
 

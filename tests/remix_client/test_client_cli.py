@@ -6,7 +6,6 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,14 +13,14 @@ import pytest
 from client_testing import finish, record_steps, start_job, store_checkpoint, write_jsonl
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
-from testing_support import Caller
+from testing_support import Caller, make_caller
 from typer.testing import CliRunner
 
 from remix_client import RemixClient
 from remix_client.cli import ExitCode, app
 from service.db import session_factory
 from service.models import Job, JobStatus
-from service.settings import Settings, get_settings
+from service.settings import Settings
 
 runner = CliRunner()
 
@@ -196,18 +195,63 @@ def test_error_exit_statuses(cli: Any) -> None:
     assert cli("list", "--limit", "0").exit_code == ExitCode.USAGE
 
 
-@pytest.fixture
-def fresh_service_settings() -> Iterator[None]:
-    get_settings.cache_clear()  # `remix keys` reads REMIX_DATABASE_URL at call time
-    yield
-    get_settings.cache_clear()
-
-
-@pytest.mark.usefixtures("fresh_service_settings")
-def test_keys_create_makes_a_working_key(cli: Any, base_url: str, database_url: str) -> None:
-    result = cli("keys", "create", "--tenant", f"cli-{uuid.uuid4().hex[:6]}", REMIX_DATABASE_URL=database_url)
+def test_keys_create_makes_a_working_key(cli: Any, base_url: str, admin: Caller) -> None:
+    tenant = f"cli-{uuid.uuid4().hex[:6]}"
+    created_tenant = cli("tenants", "create", tenant, key=admin.key)
+    assert created_tenant.exit_code == 0, created_tenant.output
+    assert f"tenant {tenant} created" in created_tenant.stderr
+    result = cli("keys", "create", "--tenant", tenant, "--name", "ci", key=admin.key)
     assert result.exit_code == 0, result.output
     key = result.stdout.strip().splitlines()[0]
     assert key.startswith("rmx_") and "not shown again" in result.stderr
     with RemixClient(base_url, key) as client:
         assert client.list_jobs_page().data == []
+        [row] = client.list_keys()
+    assert str(row.tenant_id) == created_tenant.stdout.strip() and row.name == "ci"
+    # the tenant is also accepted by id
+    by_id = cli("keys", "create", "--tenant", str(row.tenant_id), key=admin.key)
+    assert by_id.exit_code == 0 and by_id.stdout.strip().startswith("rmx_")
+    assert tenant in cli("tenants", "list", key=admin.key).stdout
+    missing = cli("keys", "create", "--tenant", "no-such-tenant", key=admin.key)
+    assert missing.exit_code == ExitCode.NOT_FOUND and "no tenant named 'no-such-tenant'" in missing.stderr
+
+
+def test_a_tenant_key_cannot_administer_tenants(cli: Any, alice: Caller) -> None:
+    created = cli("tenants", "create", f"sneaky-{uuid.uuid4().hex[:6]}")
+    assert created.exit_code == ExitCode.AUTH and "403 Forbidden" in created.stderr
+    listed = cli("tenants", "list")
+    assert listed.exit_code == ExitCode.AUTH and "admin API key" in listed.stderr
+    own_tenant = cli("keys", "create", "--tenant", str(alice.tenant_id))
+    assert own_tenant.exit_code == ExitCode.AUTH and "403 Forbidden" in own_tenant.stderr
+
+
+def test_keys_list_rotate_and_revoke(cli: Any, base_url: str, database_url: str, bob: Caller) -> None:
+    caller = make_caller(database_url)
+    listed = cli("keys", "list", key=caller.key)
+    assert listed.exit_code == 0, listed.output
+    assert "1 key(s)" in listed.stdout and caller.key[:12] in listed.stdout and caller.key not in listed.stdout
+    with RemixClient(base_url, caller.key) as client:
+        [old] = client.list_keys()
+
+    rotated = cli("keys", "rotate", str(old.id), key=caller.key)
+    assert rotated.exit_code == 0, rotated.output
+    new_key = rotated.stdout.strip().splitlines()[0]
+    assert new_key.startswith("rmx_") and new_key != caller.key and "not shown again" in rotated.stderr
+    refused = cli("keys", "list", key=caller.key)
+    assert refused.exit_code == ExitCode.AUTH and "Invalid or revoked API key" in refused.stderr
+    after = cli("keys", "list", key=new_key)
+    assert after.exit_code == 0 and "2 key(s)" in after.stdout
+
+    # another tenant's key is not found, and stays usable
+    with RemixClient(base_url, bob.key) as client:
+        [bobs] = client.list_keys()
+    foreign = cli("keys", "revoke", str(bobs.id), key=new_key)
+    assert foreign.exit_code == ExitCode.NOT_FOUND and "404 Not Found" in foreign.stderr
+    assert cli("list", key=bob.key).exit_code == 0
+
+    with RemixClient(base_url, new_key) as client:
+        [newest, _old] = client.list_keys()
+    revoked = cli("keys", "revoke", str(newest.id), key=new_key)
+    assert revoked.exit_code == 0 and f"key {newest.id} revoked" in revoked.stderr
+    gone = cli("list", key=new_key)
+    assert gone.exit_code == ExitCode.AUTH and "Invalid or revoked API key" in gone.stderr

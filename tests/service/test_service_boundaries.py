@@ -3,29 +3,67 @@ job's state changes have one implementation, in service/lifecycle, which the API
 
 from __future__ import annotations
 
+import ast
+import pkgutil
 import re
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from service.settings import Settings
 
-PROBE = """
-import sys
-import service.main, service.cli, service.queue, service.lifecycle
-heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'worker'))
-print(','.join(heavy))
+REPO_ROOT = Path(__file__).resolve().parents[2]
+HEAVY_PACKAGES = ("torch", "transformers", "worker")
+PROBE = f"""
+import importlib, sys
+importlib.import_module(sys.argv[1])
+print(','.join(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY_PACKAGES!r})))
 """
 
 
-def test_api_imports_neither_torch_nor_worker() -> None:
-    result = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=True)
-    assert result.stdout.strip() == ""
+def service_modules() -> list[str]:
+    """Every module of the service package, found by walking its folders (new modules are covered too)."""
+    import service
+
+    found = ["service"]
+    for info in pkgutil.walk_packages(service.__path__, prefix="service."):
+        found.append(info.name)
+    return sorted(found)
 
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+def _heavy_imports_of(module: str) -> str:
+    # A fresh interpreter per module: one module's imports must not hide behind another's.
+    result = subprocess.run([sys.executable, "-c", PROBE, module], capture_output=True, text=True, cwd=REPO_ROOT)
+    assert result.returncode == 0, f"importing {module} failed:\n{result.stderr[-3000:]}"
+    return result.stdout.strip()
+
+
+def test_no_service_module_imports_torch_transformers_or_worker() -> None:
+    modules = service_modules()
+    assert {"service.main", "service.cli", "service.queue", "service.lifecycle", "service.api.routes.jobs"} <= set(
+        modules
+    )
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        heavy = dict(zip(modules, pool.map(_heavy_imports_of, modules), strict=True))
+    assert {module: loaded for module, loaded in heavy.items() if loaded} == {}
+
+
+def test_no_service_source_imports_the_worker_even_lazily() -> None:
+    """Imports inside functions escape the probe above until they run: read every file instead."""
+    lazy = sorted(
+        f"{path.relative_to(REPO_ROOT)}:{node.lineno}"
+        for path in (REPO_ROOT / "service").rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for name in ([alias.name for alias in node.names] if isinstance(node, ast.Import) else [node.module or ""])
+        if name.split(".")[0] in HEAVY_PACKAGES
+    )
+    assert lazy == []
+
+
 JOB_TABLES = "Job|JobAttempt|JobEvent|JobMetric|Checkpoint"
 # A new row of a job table, or an UPDATE / INSERT / DELETE / upsert of one.
 JOB_WRITE = re.compile(

@@ -56,3 +56,18 @@ def test_tasks_are_registered_without_importing_torch():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "['worker.reap_stale_jobs', 'worker.train_job']"
+
+
+def test_the_app_names_its_tasks_module_without_importing_it():
+    # One-way dependency: worker.tasks imports the app; the app finds the tasks through `include`.
+    code = (
+        "import sys, worker.celery_app as c;"
+        "print('worker.tasks' in sys.modules, list(c.app.conf.include));"
+        "c.app.loader.import_default_modules();"
+        "print('worker.tasks' in sys.modules, sorted(n for n in c.app.tasks if n.startswith('worker.')))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip().splitlines() == [
+        "False ['worker.tasks']",
+        "True ['worker.reap_stale_jobs', 'worker.train_job']",
+    ]

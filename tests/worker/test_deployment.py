@@ -133,7 +133,7 @@ def test_readme_demo_command_installs_and_runs_the_demo():
     assert os.access(demo, os.X_OK)
     subprocess.run(["bash", "-n", str(demo)], check=True)
     text = demo.read_text()
-    assert "torch==2.13.0" in text and "remix-service demo" in text
+    assert "torch==2.13.0" in text and "remix-demo" in text
 
 
 def test_our_images_are_built_locally_never_pulled(compose):

@@ -1,46 +1,15 @@
-"""Helpers shared by the worker tests: job configs, subprocess management, polling, broker inspection."""
+"""Helpers shared by the worker tests: job configs, subprocess management (the API through
+testing_support.running_api), polling, broker inspection."""
 
 from __future__ import annotations
 
 import base64
 import json
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
-import httpx
 import redis
-from testing_support import REPO_ROOT, ManagedProcess, free_port, service_env, tiny_job_config, wait_for
-
-from service.settings import Settings
+from testing_support import REPO_ROOT, ManagedProcess, free_port, running_api, service_env, tiny_job_config, wait_for
 
 __all__ = ["REPO_ROOT", "ManagedProcess", "free_port", "running_api", "service_env", "tiny_job_config", "wait_for"]
-
-
-@contextmanager
-def running_api(settings: Settings, log_path: Path) -> Iterator[str]:
-    """A real `uvicorn service.main:app` on `settings`, answering /healthz; yields its base URL."""
-    port = free_port()
-    api = ManagedProcess(
-        [sys.executable, "-m", "uvicorn", "service.main:app", "--host", "127.0.0.1", "--port", str(port)],
-        service_env(settings),
-        log_path,
-    )
-    url = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        assert api.alive(), api.log_text()
-        try:
-            return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    try:
-        wait_for(healthy, timeout=60, what="the API to answer /healthz", on_timeout=api.log_text)
-        yield url
-    finally:
-        api.stop()
 
 
 def queued_train_jobs(redis_url: str, queue: str) -> list[str]:

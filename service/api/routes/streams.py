@@ -45,6 +45,7 @@ def stream_job(
         poll_seconds=settings.sse_poll_seconds,
         keepalive_seconds=settings.sse_keepalive_seconds,
         is_disconnected=request.is_disconnected,
+        api_key_id=caller.api_key_id,  # a revoked key's stream closes at the next poll
     )
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(body, media_type="text/event-stream", headers=headers)

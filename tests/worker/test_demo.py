@@ -1,4 +1,4 @@
-"""`python -m service.demo` end to end with the embedded defaults only: SQLite database, SQLite
+"""`python -m worker.demo` end to end with the embedded defaults only: SQLite database, SQLite
 Celery broker and local artifacts in ./var of a scratch directory, real API and worker processes."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from remix_engine.config import TrainConfig
-from service.demo import demo_config
 from service.job_config import BUILTIN_MODELS, build_train_config
 from service.schemas import JobCreate
+from worker.demo import demo_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -60,7 +60,7 @@ def test_demo_trains_downloads_and_evaluates_with_embedded_defaults(tmp_path):
         [
             sys.executable,
             "-m",
-            "service.demo",
+            "worker.demo",
             "--steps",
             "2",
             "--prompts-per-step",

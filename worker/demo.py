@@ -1,4 +1,4 @@
-"""`remix-service demo` (or `python -m service.demo`): the whole service on one machine, end to end.
+"""`remix-demo` (or `python -m worker.demo`): the whole service on one machine, end to end.
 
 With the embedded defaults only (SQLite database, SQLite-backed Celery broker and artifacts in
 ./var; no servers to install) it: migrates the database, creates an API key, starts the HTTP API
@@ -9,6 +9,9 @@ by the model's chat template (`data.chat_template: auto`), follows its progress 
 Events, downloads the final checkpoint archive, loads it with transformers and compares greedy
 accuracy on the held-out split before and after training (prompts built with the checkpoint's own
 `apply_chat_template`), then shuts everything down.
+
+It lives beside the worker, not in the API package: it starts a worker and loads the trained
+checkpoint with torch, which the API process never imports.
 """
 
 from __future__ import annotations
