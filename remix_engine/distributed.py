@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import copy
 import os
-import shlex
 import sys
 from dataclasses import dataclass
 from datetime import timedelta
@@ -453,7 +452,3 @@ def torchrun_command(
     if nproc_per_node == 1:
         return [sys.executable, "-m", "remix_engine.cli", *train]
     return torchrun_argv(nproc_per_node, "remix_engine.cli", train, master_port=master_port)
-
-
-def format_command(argv: list[str]) -> str:
-    return shlex.join(argv)

@@ -37,6 +37,7 @@ from remix_engine import checkpoint as ckpt
 from remix_engine.advantages import ADVANTAGES, gae_returns
 from remix_engine.batch import RolloutBatch
 from remix_engine.behavior import keyword_rates
+from remix_engine.checkpoint_dirs import checkpoint_dir_name, step_of_checkpoint_dir
 from remix_engine.config import TrainConfig
 from remix_engine.context_length import check_vllm_context, model_position_limit
 from remix_engine.critic import ValueModel
@@ -315,7 +316,7 @@ class Trainer:
             self.callbacks.on_step(self.step, metrics)
             if is_last or self.step % self.cfg.checkpoint_every == 0:
                 last = self.save_checkpoint(metrics)
-        if stopped and self.step > 0 and (last is None or last.name != ckpt.checkpoint_name(self.step)):
+        if stopped and self.step > 0 and (last is None or last.name != checkpoint_dir_name(self.step)):
             wanted = getattr(self.callbacks, "checkpoint_on_stop", None)
             if self.dist.main_decides(wanted is not None and bool(wanted())):
                 last = self.save_checkpoint()
@@ -341,8 +342,8 @@ class Trainer:
         return result
 
     def in_mix_phase(self, step: int) -> bool:
-        t_reinc = self.alg.effective_reincarnation_step
-        return self.alg.uses_replay and (t_reinc is None or step <= t_reinc)
+        t_reinc = self.alg.reincarnation_step
+        return self.alg.replay and (t_reinc is None or step <= t_reinc)
 
     # ------------------------------------------------------------------ one step
     def train_step(self) -> Metrics:
@@ -397,7 +398,7 @@ class Trainer:
             learner_tokens_per_s=epochs * learner_tokens / max(learner_s, 1e-9),
         )
         self._emit_samples(t, fresh_all)
-        if self.alg.effective_reincarnation_step == t:
+        if self.alg.reincarnation_step == t:
             self.reincarnate()
         return metrics
 
@@ -523,7 +524,7 @@ class Trainer:
         for every row and behavior_logp for the fresh ones (see `pi_k_in_first_forward`).
         """
         alg = self.alg
-        loss_fn = POLICY_LOSSES.get("mix_ppg" if alg.uses_replay else "ppo_clip")
+        loss_fn = POLICY_LOSSES.get(alg.policy_loss)
         exclude_truncated = self._masks_truncated
         sums: dict[str, float] = defaultdict(float)
         counts: dict[str, int] = defaultdict(int)
@@ -711,7 +712,7 @@ class Trainer:
         ref_state = None if self.reincarnated_at is None else whole_state_dict(self.ref_model)
         prev_state = whole_state_dict(self.prev_model)
         if not self.dist.is_main:  # every process holds the same state; the main one writes it
-            return self.checkpoint_root / ckpt.checkpoint_name(self.step)
+            return self.checkpoint_root / checkpoint_dir_name(self.step)
         state = {
             "step": self.step,
             "optimizer": optimizer_state,
@@ -751,7 +752,7 @@ class Trainer:
         notify = getattr(self.callbacks, "on_checkpoint_pruned", None)
         for old in pruned:
             if notify is not None:
-                notify(int(old.name.removeprefix("step-")), old)
+                notify(step_of_checkpoint_dir(old.name), old)
         return path
 
     @property

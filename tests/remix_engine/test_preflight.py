@@ -199,7 +199,7 @@ def test_builtin_model_config_loads_without_weights():
 def test_builtin_model_shape_is_known_without_torch():
     # The API reads the tiny model's shape from a constant; it must match the model toy.py builds.
     from remix_engine.config import ModelConfig
-    from remix_engine.preflight import TINY_MODEL_CONFIG, offline_model_shape
+    from remix_engine.model_shape import TINY_MODEL_CONFIG, offline_model_shape
 
     real = ModelShape.from_config(build_untrained_model(build_char_tokenizer(), seed=0).config)
     assert ModelShape.from_dict(TINY_MODEL_CONFIG) == real
@@ -233,7 +233,7 @@ def test_offline_shapes_come_from_local_folders_and_the_hub_cache_only(tmp_path,
     import huggingface_hub.constants
 
     from remix_engine.config import ModelConfig
-    from remix_engine.preflight import offline_model_shape
+    from remix_engine.model_shape import offline_model_shape
 
     folder = tmp_path / "model"
     folder.mkdir()
