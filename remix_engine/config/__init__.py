@@ -14,7 +14,6 @@ T=50, clip 0.2, beta=0.001, k3 KL, entropy bonus 0.001, token-mean aggregation.
 """
 
 from remix_engine.config.algorithm import (
-    COMPONENT_FIELDS,
     DEFAULT_PRESET,
     PRESETS,
     AdvantageEstimatorName,
@@ -72,7 +71,6 @@ from remix_engine.reward_specs import RewardName
 
 __all__ = [
     "BUILTIN_MODEL_IDS",
-    "COMPONENT_FIELDS",
     "DEFAULT_PRESET",
     "JOB_MODEL_PREFIX",
     "JOB_MODEL_RULE",

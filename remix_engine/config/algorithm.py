@@ -36,7 +36,6 @@ PRESETS: dict[str, AlgorithmPreset] = {
     "ppo": AlgorithmPreset("gae", "ppo_clip", replay=False, reincarnation_step=None),
 }
 DEFAULT_PRESET = "remix-grpo"
-COMPONENT_FIELDS = ("advantage_estimator", "policy_loss", "replay", "reincarnation_step")
 
 Algorithm = Literal[tuple(PRESETS)]  # type: ignore[valid-type]
 AdvantageEstimatorName = Literal[ADVANTAGE_ESTIMATOR_NAMES]  # type: ignore[valid-type]
