@@ -172,7 +172,7 @@ def measure(model: str, algorithm: str, backend: str, args: argparse.Namespace) 
         eval_size=1,
         eval_every=0,
         model=model,
-        **({"reincarnation_step": None} if algorithm.startswith("remix-") else {}),
+        reincarnation_step=None,  # replaying algorithms stay in the Mix phase for every measured step
     )
     cfg = cfg.model_copy(update={"rollout": cfg.rollout.model_copy(update={"backend": backend})})
     trainer = Trainer(cfg, Path(args.workdir) / "unused", device=args.device)

@@ -91,7 +91,7 @@ def python_reward(
     """Score each (completion, answer[, row]) with the user's `reward` function, in the sandbox.
 
     `audit_hook=False` leaves out the Python-level layer so tests can show that the OS jail alone
-    holds; job configs cannot set it (remix_engine/config.py accepts only code, timeout_s, memory_mb).
+    holds; job configs cannot set it (remix_engine/reward_specs.py accepts only code, timeout_s, memory_mb).
     """
     if len(completions) != len(answers):
         raise ValueError(f"got {len(completions)} completions but {len(answers)} answers")

@@ -33,6 +33,7 @@ import torch
 from remix_engine import checkpoint as ckpt
 from remix_engine.batch import RolloutBatch
 from remix_engine.callbacks import Metrics, NullCallbacks, TrainerCallbacks
+from remix_engine.checkpoint_dirs import checkpoint_dir_name, step_of_checkpoint_dir
 from remix_engine.config import TrainConfig
 from remix_engine.data import Example
 from remix_engine.distributed.context import init_from_env
@@ -178,7 +179,7 @@ class Trainer:
             self.callbacks.on_step(self.step, metrics)
             if is_last or self.step % self.cfg.checkpoint_every == 0:
                 last = self.save_checkpoint(metrics)
-        if stopped and self.step > 0 and (last is None or last.name != ckpt.checkpoint_name(self.step)):
+        if stopped and self.step > 0 and (last is None or last.name != checkpoint_dir_name(self.step)):
             if self.dist.main_decides(self.callbacks.checkpoint_on_stop()):
                 last = self.save_checkpoint()
         eval_after = {} if stopped or not self.dist.is_main else (self._latest_eval or self.evaluate())
@@ -203,8 +204,8 @@ class Trainer:
         return result
 
     def in_mix_phase(self, step: int) -> bool:
-        t_reinc = self.alg.effective_reincarnation_step
-        return self.alg.uses_replay and (t_reinc is None or step <= t_reinc)
+        t_reinc = self.alg.reincarnation_step
+        return self.alg.replay and (t_reinc is None or step <= t_reinc)
 
     # ------------------------------------------------------------------ one step
     def train_step(self) -> Metrics:
@@ -267,7 +268,7 @@ class Trainer:
         if self.cfg.log_completions:
             samples = sampled_completions(fresh_all, self.cfg.log_completions)
             self.callbacks.on_event("samples", t, f"{len(samples)} sampled completions", {"samples": samples})
-        if alg.effective_reincarnation_step == t:
+        if alg.reincarnation_step == t:
             self.reincarnate()
         return metrics
 
@@ -360,7 +361,7 @@ class Trainer:
         # Collective under FSDP: every process gathers, the main one writes.
         state = capture_state(self.learner, self.buffer, self.sampler, self.generator, self._progress())
         if not self.dist.is_main:  # every process holds the same state; the main one writes it
-            return self.checkpoint_root / ckpt.checkpoint_name(self.step)
+            return self.checkpoint_root / checkpoint_dir_name(self.step)
         metrics = metrics or {}
         score = metrics.get("eval_accuracy")
         meta = {"config": self.cfg.model_dump(mode="json"), "metrics": metrics, "eval_score": score}
@@ -373,7 +374,9 @@ class Trainer:
             self.checkpoint_root, self.cfg.keep_checkpoints, protect={path}, keep_best=self.cfg.keep_best_checkpoints
         )
         for old in pruned:
-            self.callbacks.on_checkpoint_pruned(int(old.name.removeprefix("step-")), old)
+            step = step_of_checkpoint_dir(old.name)
+            if step is not None:  # pruning lists checkpoint folders only
+                self.callbacks.on_checkpoint_pruned(step, old)
         return path
 
     @property

@@ -6,7 +6,7 @@ log-probabilities, adds Gumbel noise drawn from a generator seeded by that row's
 decoding takes the argmax. So each response depends only on its prompt and seed, never on which other
 prompts share its batch, and the log-prob of every sampled token (`rollout_logp`) is read off the same
 filtered distribution it was drawn from. With top_k=0 and top_p=1 this equals the learner's
-`sequence_logprobs` at the same temperature, which is why job configs allow no other filter (config.py);
+`sequence_logprobs` at the same temperature, which is why job configs allow no other filter (config/rollout.py);
 the filters remain for the sampler's own tests and for callers outside training.
 
 The vLLM engine (`rollout.backend: vllm`, vllm.py) implements the same `RolloutEngine` protocol

@@ -20,7 +20,7 @@
   temperature (`logprobs_mode="processed_logprobs"`; the config allows no top-k/top-p filter), which is
   `rollout_logp`; the trainer recomputes behaviour log-probs with the learner and logs the largest
   difference as `rollout_logp_mismatch_max` (different kernels and, in bfloat16, different rounding).
-  Temperatures vLLM would change (below 0.01) or refuse (above 2) are refused (config.py).
+  Temperatures vLLM would change (below 0.01) or refuse (above 2) are refused (config/rollout.py).
 - Context: vLLM refuses a prompt of max_model_len tokens or more, failing the whole batch; prompts are
   left-truncated to the budget that leaves room for the response (context_length.py).
 - vLLM's worker reseeds Python's, numpy's and torch's global generators when it starts
