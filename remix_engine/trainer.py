@@ -220,46 +220,40 @@ class Trainer:
             fresh, examples = self.generate(t, num_fresh)  # this process's share of the fresh groups
         with timer("scoring"):
             reward_report = score_rollouts(fresh, examples, group, self.cfg.reward, self.dist.all_sum)
-        with timer("logprob_passes"):
+        with timer("behaviour_logprobs"):
             fill_pi_k = self.pi_k_in_first_forward(len(fresh) + n_replay * group)
             pad = self.tokenizer.pad_token_id
             fresh_all, adv_metrics = advantaged_fresh(
                 self.learner, fresh, alg, group, pad, behaviour_pass=not fill_pi_k
             )
+        with timer("replay"):
             replay_all = self.buffer.sample(n_replay, self.generator)
             replay, replay_rows = self.dist.own_groups(replay_all)
-            batch = mixed_batch(
-                self.learner,
-                fresh,
-                None if replay is None else replay.to(self.device),
-                alg,
-                lam,
-                pad,
-                fill_pi_k=fill_pi_k,
-            )
+        with timer("reference_logprobs"):
+            replay = None if replay is None else replay.to(self.device)
+            batch = mixed_batch(self.learner, fresh, replay, alg, lam, pad, fill_pi_k=fill_pi_k)
         with timer("learner"):
             pi_t = self.learner.snapshot()
             epochs = alg.ppo_epochs * (alg.utd_ratio if mix else 1)
-            plan = UpdatePlan(
-                epochs, lam, self._row_map(num_fresh, len(fresh), fresh_all, replay_rows, replay_all), fill_pi_k
-            )
+            rows = self._row_map(num_fresh, len(fresh), fresh_all, replay_rows, replay_all)
             update_report = update_policy(
                 self.learner,
                 batch,
-                plan,
+                UpdatePlan(epochs, lam, rows, fill_pi_k),
                 alg=alg,
                 temperature=self.cfg.rollout.temperature,
                 exclude_truncated=self.cfg.reward.overlong == "mask",
                 generator=self.generator,
             )
+        with timer("policy_sync"):
             self.learner.gather_shards()
             self.learner.hold_as_previous(pi_t)
+            self.engine.sync_weights(self.policy)
         if fill_pi_k:  # the replay buffer and the step metrics read the fresh rows' behaviour log-probs
             fresh.behavior_logp = batch.behavior_logp[: len(fresh), : fresh.response_ids.shape[1]].contiguous()
-        with timer("weight_sync"):
-            self.engine.sync_weights(self.policy)
-        if mix:
-            self.buffer.add(t, fresh_all)
+        with timer("replay"):
+            if mix:
+                self.buffer.add(t, fresh_all)
         self.fresh_rollouts += len(fresh_all)
         self.step = t
 
@@ -314,7 +308,7 @@ class Trainer:
     ) -> Metrics:
         seconds = timer.seconds
         rollout_s = seconds["generation"] + seconds["scoring"]
-        learner_s = seconds["logprob_passes"] + seconds["learner"] + seconds["weight_sync"]
+        learner_s = sum(value for part, value in seconds.items() if part not in ("generation", "scoring"))
         fresh_tokens = float(fresh.response_mask.sum())
         learner_tokens = fresh_tokens + (0.0 if replay is None else float(replay.response_mask.sum()))
         return {
