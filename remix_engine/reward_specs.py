@@ -1,7 +1,7 @@
 """The one list of reward functions: each reward's name, what it does and the kwargs it takes.
 
 `REWARD_KINDS` is the registry of names a job config may use (`RewardSpec.name` is validated
-against it and the JSON schema lists it as an enum); `remix_engine/rewards.py` registers an
+against it and the JSON schema lists it as an enum); `remix_engine/rewards/functions.py` registers an
 implementation under each of these names, and a test checks that the two agree. The kwargs are
 checked here, at submission, so a config the API accepts always runs on a worker.
 

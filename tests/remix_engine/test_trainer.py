@@ -424,3 +424,15 @@ def test_overlong_mask_keeps_truncated_rewards_in_their_group_statistics(random_
     prepare_fresh(trainer, fresh)
     completed = fresh.advantages[~fresh.truncated].amax(dim=1)  # (5,) one per group
     assert completed.tolist() == pytest.approx([0.7071061] * 5, abs=1e-5)  # (1 - 0.5) / (std 0.7071 + eps)
+
+
+def test_a_step_reports_where_its_seconds_went(random_model_dir, tmp_path):
+    trainer = Trainer(small_config(random_model_dir), tmp_path)
+    trainer.train_step()
+    metrics = trainer.train_step()  # a Mix-phase step with replayed rows
+    parts = ["generation", "scoring", "behaviour_logprobs", "replay", "reference_logprobs", "learner", "policy_sync"]
+    seconds = {part: metrics[f"time_{part}_s"] for part in parts}
+    assert all(value > 0 for value in seconds.values()), seconds
+    assert sum(seconds.values()) <= metrics["step_s"]
+    assert metrics["rollout_s"] == pytest.approx(seconds["generation"] + seconds["scoring"])
+    assert metrics["learner_s"] == pytest.approx(sum(seconds.values()) - metrics["rollout_s"])
