@@ -17,21 +17,17 @@ policy reincarnation (reincarnation_step=null), and the on-policy grpo baseline 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import statistics
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from benchmarks import common
-from remix_engine import trainer as trainer_module
-from remix_engine.batch import RolloutBatch
+from remix_engine.step_metrics import POSITION_QUARTILES as QUARTILES
 from remix_engine.trainer import Trainer
 
 NAME = "analysis_signals"
-QUARTILES = ("q1", "q2", "q3", "q4")
 KEYWORD_CATEGORIES = (
     "self_reflection",
     "hypotheticals",
@@ -46,43 +42,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "no-reincarnation": {"reincarnation_step": None},
     "grpo-baseline": {"name": "grpo"},
 }
-
-
-# ------------------------------------------------------------------------- position-bucketed ratios
-
-
-def ratio_quartiles(logp: torch.Tensor, mb: RolloutBatch) -> dict[str, float]:
-    """Mean ratio and mean |log ratio| of replayed tokens in each quarter of their response."""
-    if mb.is_replay is None or not bool(mb.is_replay.any()):
-        return {}
-    rows = mb.is_replay
-    mask = mb.response_mask[rows]  # (R, Lr)
-    log_ratio = (logp[rows] - mb.behavior_logp[rows]).clamp(-20, 20)  # (R, Lr)
-    position = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
-    lengths = mb.response_lengths[rows].clamp(min=1).unsqueeze(1)  # (R, 1)
-    bucket = (position * len(QUARTILES)) // lengths  # 0..3 on valid tokens
-    stats: dict[str, float] = {}
-    for index, name in enumerate(QUARTILES):
-        selected = mask & (bucket == index)
-        if bool(selected.any()):
-            stats[f"replay_ratio_{name}"] = float(log_ratio[selected].exp().mean())
-            stats[f"replay_abs_log_ratio_{name}"] = float(log_ratio[selected].abs().mean())
-    return stats
-
-
-@contextlib.contextmanager
-def position_bucketed_ratio_stats() -> Iterator[None]:
-    """Adds the quartile statistics to the trainer's per-minibatch replay-ratio metrics while active."""
-    original: Callable[..., dict[str, float]] = trainer_module._replay_ratio_stats
-
-    def with_quartiles(logp: torch.Tensor, mb: RolloutBatch) -> dict[str, float]:
-        return {**original(logp, mb), **ratio_quartiles(logp, mb)}
-
-    trainer_module._replay_ratio_stats = with_quartiles
-    try:
-        yield
-    finally:
-        trainer_module._replay_ratio_stats = original
 
 
 # ---------------------------------------------------------------------------------------- training
@@ -120,8 +79,7 @@ def run_variant(variant: str, seed: int, args: argparse.Namespace) -> dict[str, 
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     torch.set_num_threads(args.threads)
-    with position_bucketed_ratio_stats():
-        return [run_variant(variant, seed, args) for variant in args.variants for seed in args.seeds]
+    return [run_variant(variant, seed, args) for variant in args.variants for seed in args.seeds]
 
 
 # --------------------------------------------------------------------------------------- summaries

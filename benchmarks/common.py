@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from remix_engine.callbacks import NullCallbacks
 from remix_engine.config import TINY_MODEL_ID, TrainConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -264,7 +265,7 @@ def toy_config_from_args(
     )
 
 
-class TrainingRecorder:
+class TrainingRecorder(NullCallbacks):
     """Trainer callbacks that keep every step's metrics and an accuracy curve.
 
     `train_s` is the cumulative time spent in training steps (the trainer's `step_s`), so held-out

@@ -25,13 +25,9 @@ keeps the peaks separate.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import subprocess
 import sys
-import time
-from collections import defaultdict
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +43,19 @@ PHASES = (
     "reference log-probs",
     "learner",
     "replay bookkeeping",
+    "policy copies and weight sync",
     "other",
 )
+# The trainer's own per-step timings (`time_<part>_s` metrics) behind each phase.
+TRAINER_PARTS = {
+    "generation": "generation",
+    "reward scoring": "scoring",
+    "behaviour log-probs": "behaviour_logprobs",
+    "reference log-probs": "reference_logprobs",
+    "learner": "learner",
+    "replay bookkeeping": "replay",
+    "policy copies and weight sync": "policy_sync",
+}
 SMALL_LLAMA = {
     "hidden_size": 384,
     "intermediate_size": 1024,
@@ -103,46 +110,10 @@ def model_sources(args: argparse.Namespace) -> dict[str, str]:
 # ------------------------------------------------------------------------------------ phase timing
 
 
-class PhaseTimer:
-    """Wraps bound methods of one trainer so each call adds its duration to a named phase."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = defaultdict(float)
-
-    def wrap(self, owner: Any, method: str, phase: str) -> None:
-        original: Callable[..., Any] = getattr(owner, method)
-
-        @functools.wraps(original)
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            started = time.perf_counter()
-            try:
-                return original(*args, **kwargs)
-            finally:
-                self.seconds[phase] += time.perf_counter() - started
-
-        setattr(owner, method, timed)  # an instance attribute shadows the class's method
-
-    def take(self) -> dict[str, float]:
-        taken, self.seconds = dict(self.seconds), defaultdict(float)
-        return taken
-
-
-def instrument(trainer: Any) -> PhaseTimer:
-    timer = PhaseTimer()
-    timer.wrap(trainer.engine, "generate", "generation")
-    timer.wrap(trainer, "_rollout", "rollout")
-    timer.wrap(trainer, "_prepare_fresh", "behaviour log-probs")
-    timer.wrap(trainer, "_attach_reference_logprobs", "reference log-probs")
-    timer.wrap(trainer, "_update", "learner")
-    timer.wrap(trainer.buffer, "sample", "replay bookkeeping")
-    timer.wrap(trainer.buffer, "add", "replay bookkeeping")
-    return timer
-
-
-def step_breakdown(raw: dict[str, float], step_s: float) -> dict[str, float]:
-    phases = {phase: raw.get(phase, 0.0) for phase in PHASES if phase not in ("reward scoring", "other")}
-    phases["reward scoring"] = raw.get("rollout", 0.0) - raw.get("generation", 0.0)
-    phases["other"] = max(step_s - sum(phases.values()), 0.0)
+def step_breakdown(metrics: dict[str, Any]) -> dict[str, float]:
+    """Seconds of one step per phase, from the trainer's `time_<part>_s` metrics; the rest is 'other'."""
+    phases = {phase: float(metrics.get(f"time_{part}_s", 0.0)) for phase, part in TRAINER_PARTS.items()}
+    phases["other"] = max(float(metrics["step_s"]) - sum(phases.values()), 0.0)
     return {phase: phases[phase] for phase in PHASES}
 
 
@@ -172,18 +143,17 @@ def measure(model: str, algorithm: str, backend: str, args: argparse.Namespace) 
         eval_size=1,
         eval_every=0,
         model=model,
-        **({"reincarnation_step": None} if algorithm.startswith("remix-") else {}),
+        reincarnation_step=None,  # replaying algorithms stay in the Mix phase for every measured step
     )
     cfg = cfg.model_copy(update={"rollout": cfg.rollout.model_copy(update={"backend": backend})})
     trainer = Trainer(cfg, Path(args.workdir) / "unused", device=args.device)
     rss_after_load = current_rss_mib()
     if args.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-    timer = instrument(trainer)
     steps = []
     for index in range(args.warmup + args.steps):
         metrics = trainer.train_step()
-        breakdown = step_breakdown(timer.take(), float(metrics["step_s"]))
+        breakdown = step_breakdown(metrics)
         if index < args.warmup:
             continue
         epochs = args.utd if metrics["phase"] == "mix" else 1

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from benchmarks import common
+from remix_engine.config import PRESETS
 from remix_engine.trainer import Trainer
 
 NAME = "rollout_efficiency"
@@ -30,7 +31,7 @@ COLORS = {"remix-grpo": "tab:red", "grpo": "tab:blue", "remix-ppo": "tab:orange"
 
 def run_one(algorithm: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     overrides: dict[str, Any] = {"lambda_start_step": args.reincarnation_step}
-    if algorithm.startswith("remix-"):
+    if PRESETS[algorithm].replay:
         overrides |= common.remix_settings(args)
     cfg = common.toy_config_from_args(algorithm, args, seed=seed, steps=args.steps, **overrides)
     recorder = common.TrainingRecorder()

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from benchmarks import common
-from remix_engine.config import RewardSpec, RolloutConfig, TrainConfig
+from remix_engine.config import PRESETS, RewardSpec, RolloutConfig, TrainConfig
 from remix_engine.evaluation import evaluate_greedy
 from remix_engine.rewards import REWARDS
 from remix_engine.rollout import HFRolloutEngine
@@ -60,7 +60,7 @@ def our_config(system: str, seed: int, args: argparse.Namespace) -> TrainConfig:
         kl_coef=args.kl_coef,
         entropy_coef=args.entropy_coef,
         clip_eps=args.clip_eps,
-        **(common.remix_settings(args) if system.startswith("remix-") else {}),
+        **(common.remix_settings(args) if PRESETS[system].replay else {}),
     )
 
 

@@ -133,7 +133,7 @@ class RolloutBatch:
                 out[f.name] = [x for v in values for x in v]
             elif f.name in _LEFT_PADDED or f.name in _RIGHT_PADDED:
                 pad = pad_token_id if f.name in ("prompt_ids", "response_ids") else 0
-                out[f.name] = _pad_cat(values, pad, left=f.name in _LEFT_PADDED)
+                out[f.name] = pad_cat(values, pad, left=f.name in _LEFT_PADDED)
             else:
                 out[f.name] = torch.cat(values, dim=0)
         return RolloutBatch(**out)
@@ -146,7 +146,11 @@ class RolloutBatch:
         return RolloutBatch(**state)  # fields added since the state was saved keep their defaults
 
 
-def _pad_cat(tensors: list[torch.Tensor], pad_value: float, *, left: bool) -> torch.Tensor:
+def pad_cat(tensors: list[torch.Tensor], pad_value: float = 0, *, left: bool) -> torch.Tensor:
+    """Join (b_i, L_i) tensors along rows, padding each to the widest with `pad_value` on the left or right.
+
+    The one helper for joining padded rows: batches here, generation batches in the rollout engines.
+    """
     width = max(t.shape[1] for t in tensors)
     padded = []
     for t in tensors:

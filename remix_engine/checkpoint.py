@@ -19,9 +19,10 @@ from typing import Any
 
 import torch
 
+from remix_engine.checkpoint_dirs import checkpoint_dir_name, step_of_checkpoint_dir
+
 SCHEMA_VERSION = 1
 STATE_DIR = "trainer_state"
-_PREFIX = "step-"
 _DISK_FULL_MARKERS = ("No space left", "StorageFull", "ENOSPC", "Disk quota exceeded")
 _NEARLY_FULL_BYTES = 1024 * 1024
 
@@ -57,13 +58,9 @@ def _write_failure(error: BaseException, root: Path, step: int, free_at_failure:
     previous = latest_checkpoint(root)
     kept = f"the previous checkpoint {previous.name} is intact" if previous else "no earlier checkpoint exists"
     return CheckpointWriteError(
-        f"could not write checkpoint {checkpoint_name(step)} under {root}: {cause} ({free}); {kept}",
+        f"could not write checkpoint {checkpoint_dir_name(step)} under {root}: {cause} ({free}); {kept}",
         errno=error.errno if isinstance(error, OSError) else None,
     )
-
-
-def checkpoint_name(step: int) -> str:
-    return f"{_PREFIX}{step:06d}"
 
 
 def save_checkpoint(
@@ -76,8 +73,8 @@ def save_checkpoint(
 ) -> Path:
     """Write atomically and return the final folder."""
     root.mkdir(parents=True, exist_ok=True)
-    final = root / checkpoint_name(step)
-    tmp = root / f".tmp-{checkpoint_name(step)}-{os.getpid()}"
+    final = root / checkpoint_dir_name(step)
+    tmp = root / f".tmp-{checkpoint_dir_name(step)}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         model.save_pretrained(tmp, safe_serialization=True)
@@ -88,7 +85,7 @@ def save_checkpoint(
         (tmp / STATE_DIR / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
         _fsync_tree(tmp)
         if final.exists():  # a retried step rewrites its checkpoint
-            stale = root / f".old-{checkpoint_name(step)}-{os.getpid()}"
+            stale = root / f".old-{checkpoint_dir_name(step)}-{os.getpid()}"
             os.replace(final, stale)
             shutil.rmtree(stale, ignore_errors=True)
         os.replace(tmp, final)
@@ -116,8 +113,8 @@ def list_checkpoints(root: Path) -> list[Path]:
     """Complete checkpoints under root, oldest first."""
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(_PREFIX) and is_complete(p)]
-    return sorted(found, key=lambda p: int(p.name[len(_PREFIX) :]))
+    found = [p for p in root.iterdir() if p.is_dir() and step_of_checkpoint_dir(p.name) is not None and is_complete(p)]
+    return sorted(found, key=lambda p: step_of_checkpoint_dir(p.name))
 
 
 def latest_checkpoint(root: Path) -> Path | None:

@@ -14,6 +14,7 @@ import typer
 import yaml
 from pydantic import ValidationError
 
+from remix_engine.callbacks import NullCallbacks
 from remix_engine.config import TrainConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="ReMix reinforcement finetuning engine.")
@@ -34,7 +35,7 @@ def read_config(path: Path) -> TrainConfig:
         raise typer.BadParameter(f"invalid config {path}: {problems}") from exc
 
 
-class JsonlLogger:
+class JsonlLogger(NullCallbacks):
     """TrainerCallbacks writing JSON lines and driving a tqdm bar."""
 
     def __init__(self, output_dir: Path, total: int, start: int) -> None:

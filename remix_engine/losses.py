@@ -61,6 +61,21 @@ def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> float:
     return float(_valid(x.detach().double(), mask).sum() / count)
 
 
+def agg_denominator(mask: torch.Tensor, mode: str) -> torch.Tensor:
+    """What `agg_loss` divides by (before clamping to 1): valid tokens, non-empty sequences, or sequences.
+
+    The quantity the processes of a distributed job add up to weight their shares of one loss.
+    """
+    mask = mask.bool()
+    if mode == "token-mean":
+        return mask.sum()
+    if mode == "seq-mean-token-mean":
+        return (mask.sum(dim=-1) > 0).sum()
+    if mode == "seq-mean-token-sum":
+        return torch.tensor(mask.shape[0], device=mask.device)
+    raise ValueError(f"unknown loss aggregation '{mode}'; valid: {', '.join(AGG_MODES)}")
+
+
 def agg_loss(loss_mat: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
     """Reduce a (B, Lr) per-token loss to a scalar over the valid tokens of `mask`.
 
@@ -69,17 +84,13 @@ def agg_loss(loss_mat: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Ten
     seq-mean-token-sum:  mean, over all B sequences, of each sequence's token sum.
     An empty mask gives 0, still connected to the graph (backward yields zero gradients).
     """
+    denominator = agg_denominator(mask, mode).clamp(min=1)  # also refuses an unknown mode
     mask = mask.bool()
     safe = _valid(loss_mat, mask)  # (B, Lr)
-    tokens_per_seq = mask.sum(dim=-1)  # (B,)
-    if mode == "token-mean":
-        return safe.sum() / tokens_per_seq.sum().clamp(min=1)
     if mode == "seq-mean-token-mean":
-        seq_means = safe.sum(dim=-1) / tokens_per_seq.clamp(min=1)  # (B,), 0 for empty rows
-        return seq_means.sum() / (tokens_per_seq > 0).sum().clamp(min=1)
-    if mode == "seq-mean-token-sum":
-        return safe.sum(dim=-1).sum() / max(safe.shape[0], 1)
-    raise ValueError(f"unknown loss aggregation '{mode}'; valid: {', '.join(AGG_MODES)}")
+        seq_means = safe.sum(dim=-1) / mask.sum(dim=-1).clamp(min=1)  # (B,), 0 for empty rows
+        return seq_means.sum() / denominator
+    return safe.sum() / denominator
 
 
 def _clipped_surrogate(

@@ -15,11 +15,11 @@ The learner and the rollout alternate, so total = resident + max(learner, rollou
 estimates, meant to refuse jobs that cannot fit with an actionable message, not to pack a GPU to
 the last megabyte; `check_fits` therefore keeps a headroom for the CUDA context and fragmentation.
 
-The model shape comes from a transformers config (`AutoConfig.from_pretrained`, no weights), a plain
-config.json dict, or a bare parameter count (then only the weight-sized terms are known: a lower
-bound). This module does not import torch or transformers: the HTTP API runs `check_fits` with
-`offline_model_shape(cfg.model)` (builtin models, local folders, hub ids already in the local
-Hugging Face cache; never the network) before it accepts a job.
+The model shape (remix_engine/model_shape.py) comes from a transformers config (`AutoConfig.from_pretrained`,
+no weights), a plain config.json dict, or a bare parameter count (then only the weight-sized terms
+are known: a lower bound). This module does not import torch or transformers: the HTTP API runs
+`check_fits` with `offline_model_shape(cfg.model)` (builtin models, local folders, hub ids already in
+the local Hugging Face cache; never the network) before it accepts a job.
 
 With `rollout.backend: vllm` the rollout's working memory is vLLM's own pool,
 `rollout.vllm.gpu_memory_utilization` of the device; with its sleep mode the pool is released while
@@ -31,16 +31,11 @@ activation checkpointing, the CUDA caching allocator's rounding.
 
 from __future__ import annotations
 
-import json
-import logging
-import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from remix_engine.config import TINY_CHAT_MODEL_ID, TINY_MODEL_ID, ModelConfig, TrainConfig
-
-log = logging.getLogger(__name__)
+from remix_engine.config import TrainConfig
+from remix_engine.model_shape import ModelShape, load_model_config
 
 GiB = 1024**3
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -50,42 +45,6 @@ LOGIT_FP32_COPIES = 3  # tempered logits, log-softmax, softmax (entropy)
 SAMPLER_FP32_BUFFERS = 4  # filtered log-probs, uniform noise, Gumbel noise, scores
 ADAM_MOMENTS = 2
 DEFAULT_HEADROOM = 0.10  # of the available memory, for the CUDA context and fragmentation
-# Architectures whose MLP has two matrices (up, down); the others are gated (gate, up, down).
-_UNGATED_MLP = {"gpt2", "gpt_neox", "gptj", "opt", "bloom", "falcon", "phi", "gpt_bigcode", "starcoder2"}
-# config.json names of the same quantity in other architectures (transformers' attribute_map).
-_CONFIG_ALIASES = {
-    "hidden_size": ("n_embd", "d_model"),
-    "num_hidden_layers": ("n_layer", "num_layers"),
-    "num_attention_heads": ("n_head", "num_heads"),
-    "intermediate_size": ("n_inner", "ffn_dim"),
-}
-# The builtin tiny Llama (remix_engine/toy.py: build_untrained_model), described without torch.
-TINY_MODEL_CONFIG = {
-    "model_type": "llama",
-    "vocab_size": 101,
-    "hidden_size": 128,
-    "intermediate_size": 256,
-    "num_hidden_layers": 4,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 4,
-    "max_position_embeddings": 64,  # toy.MAX_POSITIONS: bounds vLLM's context (context_length.py)
-    "tie_word_embeddings": True,
-}
-# The builtin tiny chat model (remix_engine/toy_chat.py: MODEL_SIZES on the Qwen2.5-Instruct stand-in, whose
-# 1024 BPE tokens + 22 added ones are padded to 1152 embedding rows), described without torch.
-TINY_CHAT_MODEL_CONFIG = {
-    "model_type": "qwen2",
-    "vocab_size": 1152,
-    "hidden_size": 128,
-    "intermediate_size": 256,
-    "num_hidden_layers": 4,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "max_position_embeddings": 256,  # toy_chat.MODEL_SIZES: bounds vLLM's context (context_length.py)
-    "tie_word_embeddings": True,
-}
-BUILTIN_MODEL_CONFIGS = {TINY_MODEL_ID: TINY_MODEL_CONFIG, TINY_CHAT_MODEL_ID: TINY_CHAT_MODEL_CONFIG}
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 
 
 class InsufficientMemoryError(RuntimeError):
@@ -95,96 +54,6 @@ class InsufficientMemoryError(RuntimeError):
         super().__init__(message)
         self.estimate = estimate
         self.available_bytes = available_bytes
-
-
-@dataclass(frozen=True)
-class ModelShape:
-    """What the estimate needs to know about a decoder-only transformer."""
-
-    num_params: int
-    hidden_size: int | None = None
-    num_layers: int | None = None
-    intermediate_size: int | None = None
-    num_heads: int | None = None
-    num_kv_heads: int | None = None
-    head_dim: int | None = None
-    vocab_size: int | None = None
-    tied_embeddings: bool = False
-
-    @property
-    def known(self) -> bool:
-        return self.hidden_size is not None
-
-    @staticmethod
-    def from_config(config: Any) -> ModelShape:
-        """Dense decoder parameter count from a transformers config (Llama, Qwen, Mistral, GPT-2, ...)."""
-        text = config.get_text_config() if hasattr(config, "get_text_config") else config
-        hidden = int(text.hidden_size)
-        layers = int(text.num_hidden_layers)
-        heads = int(text.num_attention_heads)
-        kv_heads = int(getattr(text, "num_key_value_heads", None) or heads)
-        head_dim = int(getattr(text, "head_dim", None) or hidden // heads)
-        intermediate = int(getattr(text, "intermediate_size", None) or getattr(text, "n_inner", None) or 4 * hidden)
-        vocab = int(text.vocab_size)
-        mlp_matrices = 2 if getattr(text, "model_type", "") in _UNGATED_MLP else 3
-        attention = hidden * heads * head_dim * 2 + hidden * kv_heads * head_dim * 2  # q, o and k, v
-        per_layer = attention + mlp_matrices * hidden * intermediate + 2 * hidden  # + two norms
-        tied = bool(getattr(text, "tie_word_embeddings", False))
-        embeddings = vocab * hidden * (1 if tied else 2)
-        return ModelShape(
-            num_params=embeddings + layers * per_layer + hidden,  # + final norm
-            hidden_size=hidden,
-            num_layers=layers,
-            intermediate_size=intermediate,
-            num_heads=heads,
-            num_kv_heads=kv_heads,
-            head_dim=head_dim,
-            vocab_size=vocab,
-            tied_embeddings=tied,
-        )
-
-    @staticmethod
-    def from_dict(config: dict[str, Any]) -> ModelShape:
-        """The shape from a config.json as a plain dict (no transformers needed)."""
-        return ModelShape.from_config(_DictConfig(config))
-
-    def lora_params(self, r: int, target_modules: list[str]) -> int:
-        """Adapter parameters: r * (fan_in + fan_out) per targeted matrix per layer."""
-        if not self.known:
-            raise ValueError("LoRA memory estimates need the model config, not only a parameter count")
-        h, i = self.hidden_size, self.intermediate_size
-        q, kv = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim  # type: ignore[operator]
-        fans = {
-            "q_proj": (h, q),
-            "k_proj": (h, kv),
-            "v_proj": (h, kv),
-            "o_proj": (q, h),
-            "gate_proj": (h, i),
-            "up_proj": (h, i),
-            "down_proj": (i, h),
-        }
-        per_layer = sum(r * sum(fans.get(name, (h, h))) for name in target_modules)  # type: ignore[arg-type]
-        return self.num_layers * per_layer  # type: ignore[operator]
-
-
-class _DictConfig:
-    """Attribute access to a config.json dict, with the common aliases and a nested text_config."""
-
-    def __init__(self, data: dict[str, Any]) -> None:
-        self._data = data
-
-    def __getattr__(self, name: str) -> Any:
-        data = self.__dict__["_data"]
-        for key in (name, *_CONFIG_ALIASES.get(name, ())):
-            if data.get(key) is not None:
-                return data[key]
-        if name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size"):
-            raise AttributeError(f"config.json has no {name}")
-        return None
-
-    def get_text_config(self) -> _DictConfig:
-        text = self._data.get("text_config")
-        return _DictConfig({**self._data, **text}) if isinstance(text, dict) else self
 
 
 @dataclass(frozen=True)
@@ -351,70 +220,3 @@ def _suggestions(cfg: TrainConfig, estimate: MemoryEstimate) -> list[str]:
 
 def _gib(size: int) -> str:
     return f"{size / GiB:.2f} GiB"
-
-
-def load_model_config(model_cfg: ModelConfig) -> Any:
-    """The transformers config of the job's model, without downloading weights.
-
-    Hub ids and local folders go through AutoConfig; the builtin tiny model's architecture is
-    built from its definition (which imports torch; it is small enough never to need a check).
-    """
-    name = model_cfg.name_or_path
-    if name == TINY_MODEL_ID:
-        from remix_engine.toy import build_char_tokenizer, build_untrained_model
-
-        return build_untrained_model(build_char_tokenizer(), seed=0).config
-    from transformers import AutoConfig
-
-    if name == TINY_CHAT_MODEL_ID:
-        config = dict(TINY_CHAT_MODEL_CONFIG)
-        return AutoConfig.for_model(config.pop("model_type"), **config)
-
-    return AutoConfig.from_pretrained(name, trust_remote_code=model_cfg.trust_remote_code)
-
-
-def offline_model_config(model_cfg: ModelConfig) -> dict[str, Any] | None:
-    """The model's config.json as a dict when it can be read here without network, torch or transformers.
-
-    Builtin models are known; a local folder is read directly; a hub id is looked up in the local
-    Hugging Face cache only. None when the config is not available (or not a JSON object): the caller
-    then skips its check, and the worker's own checks still run before training.
-    """
-    name = model_cfg.name_or_path
-    if name in BUILTIN_MODEL_CONFIGS:
-        return dict(BUILTIN_MODEL_CONFIGS[name])
-    if name.startswith("builtin:"):
-        return None
-    path = _local_config_path(name)
-    if path is None:
-        return None
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        log.info("cannot read the config of %s from %s (%s)", name, path, error)
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def offline_model_shape(model_cfg: ModelConfig) -> ModelShape | None:
-    """The model's shape from `offline_model_config`; None when that is unavailable or not understood."""
-    data = offline_model_config(model_cfg)
-    if data is None:
-        return None
-    try:
-        return ModelShape.from_dict(data)
-    except (ValueError, TypeError, AttributeError, ZeroDivisionError) as error:
-        log.info("memory pre-flight skipped: cannot read the shape of %s (%s)", model_cfg.name_or_path, error)
-        return None
-
-
-def _local_config_path(name: str) -> Path | None:
-    folder = Path(name).expanduser()
-    if (folder / "config.json").is_file():
-        return folder / "config.json"
-    if not _HUB_ID.match(name) or ".." in name:
-        return None
-    from huggingface_hub import try_to_load_from_cache  # no network: the cache only
-
-    cached = try_to_load_from_cache(name, "config.json")
-    return Path(cached) if isinstance(cached, str) else None

@@ -5,7 +5,7 @@ identically. The template is not a Python format string: the only placeholder is
 replaced by plain substitution, and every other brace is literal text, so LaTeX such as
 `\\boxed{}`, `\\frac{1}{2}` or `{0}` stays as written (and `{{` stays `{{`: there is no escaping).
 
-`check_prompt_template` is the validator of the config schema (remix_engine/config.py); the API runs
+`check_prompt_template` is the validator of the config schema (remix_engine/config/); the API runs
 it before a job is queued, so a template that passes it always renders on the worker. Imports only
 the standard library: the API process loads it.
 """

@@ -1,7 +1,7 @@
 """The one list of reward functions: each reward's name, what it does and the kwargs it takes.
 
 `REWARD_KINDS` is the registry of names a job config may use (`RewardSpec.name` is validated
-against it and the JSON schema lists it as an enum); `remix_engine/rewards.py` registers an
+against it and the JSON schema lists it as an enum); `remix_engine/rewards/functions.py` registers an
 implementation under each of these names, and a test checks that the two agree. The kwargs are
 checked here, at submission, so a config the API accepts always runs on a worker.
 
@@ -40,7 +40,7 @@ PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 class _Kwargs(BaseModel):
-    # The same strictness as the job config (remix_engine/config.py): no coercion, no NaN.
+    # The same strictness as the job config (remix_engine/config/): no coercion, no NaN.
     model_config = ConfigDict(
         extra="forbid", frozen=True, protected_namespaces=(), strict=True, allow_inf_nan=False
     )
@@ -239,6 +239,8 @@ _KINDS = (
 
 REWARD_KINDS: dict[str, RewardKind] = {kind.name: kind for kind in _KINDS}
 REWARD_NAMES: tuple[str, ...] = tuple(REWARD_KINDS)
+# The type of `RewardSpec.name` (remix_engine/config/reward.py): exactly the registry's names.
+RewardName = Literal[REWARD_NAMES]  # type: ignore[valid-type]
 # Rewards that call the operator's judge endpoint: refused where none is configured.
 JUDGE_REWARDS = frozenset({"judge"})
 

@@ -4,7 +4,7 @@ A job may define its own verifier as Python source in the reward kwargs::
 
     {"name": "python", "kwargs": {"code": "def reward(completion: str, answer: str) -> float: ..."}}
 
-or, to see the sample's dataset row (a dict of its columns, remix_engine/rewards.py `reward_row`),
+or, to see the sample's dataset row (a dict of its columns, remix_engine/rewards/rows.py `reward_row`),
 ``def reward(completion, answer, row)``: the child passes the row when the function accepts a third
 positional argument.
 
@@ -91,7 +91,7 @@ def python_reward(
     """Score each (completion, answer[, row]) with the user's `reward` function, in the sandbox.
 
     `audit_hook=False` leaves out the Python-level layer so tests can show that the OS jail alone
-    holds; job configs cannot set it (remix_engine/config.py accepts only code, timeout_s, memory_mb).
+    holds; job configs cannot set it (remix_engine/reward_specs.py accepts only code, timeout_s, memory_mb).
     """
     if len(completions) != len(answers):
         raise ValueError(f"got {len(completions)} completions but {len(answers)} answers")

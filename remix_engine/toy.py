@@ -96,7 +96,7 @@ def sample_pairs(split: Split, n: int, seed: int) -> list[tuple[int, int]]:
 
 def toy_examples(split: Split, n: int, seed: int) -> list[Example]:
     """n addition problems ("12+34=", answer "46") from the train or the held-out eval split."""
-    from remix_engine.data import Example  # data.py imports nothing from here; kept lazy to stay light
+    from remix_engine.data import Example  # remix_engine.data imports nothing from here; kept lazy to stay light
 
     return [Example(prompt=format_prompt(a, b), answer=str(a + b)) for a, b in sample_pairs(split, n, seed)]
 

@@ -1,7 +1,7 @@
 r"""A small *chat* model that needs no download: `builtin:tiny-chat`, 2-digit addition in ChatML.
 
 `build_tiny_chat_model()` writes, from a seed, a Hugging Face folder with the structure of a released chat
-model: the Qwen2.5-Instruct stand-in of `remix_engine/standins.py` (`Qwen2ForCausalLM` with q/k/v biases, GQA
+model: the Qwen2.5-Instruct stand-in of `remix_engine/standins/` (`Qwen2ForCausalLM` with q/k/v biases, GQA
 and tied embeddings; Qwen's byte-level BPE pipeline with its added tokens; Qwen2.5-Instruct's ChatML
 template verbatim, which inserts Qwen's default system prompt; eos ``<|im_end|>``, pad ``<|endoftext|>``,
 generation stopping at ``[<|im_end|>, <|endoftext|>]``), at a small size (hidden 128, 4 layers, 4 heads,

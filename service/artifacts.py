@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, Protocol, runtime_checkable
 
+from remix_engine.checkpoint_dirs import checkpoint_dir_name
 from service.settings import Settings, get_settings
 
 _CHUNK = 1024 * 1024
@@ -25,7 +26,7 @@ _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 def checkpoint_key(job_id: object, step: int) -> str:
     """Folder key of the Hugging Face checkpoint of `job_id` at `step`."""
-    return f"jobs/{job_id}/checkpoints/step-{step:06d}/"
+    return f"jobs/{job_id}/checkpoints/{checkpoint_dir_name(step)}/"
 
 
 def dataset_key(dataset_id: object, filename: str) -> str:

@@ -20,7 +20,6 @@ import copy
 import hashlib
 import json
 import os
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,7 +36,9 @@ from remix_engine.config import (
 )
 from remix_engine.context_length import ContextLengthError, check_vllm_context, model_position_limit
 from remix_engine.eval_benchmarks import BENCHMARK_NAMES
-from remix_engine.preflight import GiB, InsufficientMemoryError, check_fits, offline_model_config, offline_model_shape
+from remix_engine.hub_ids import is_hub_id
+from remix_engine.model_shape import offline_model_config, offline_model_shape
+from remix_engine.preflight import GiB, InsufficientMemoryError, check_fits
 from remix_engine.reward_specs import JUDGE_REWARDS
 from service.errors import FieldValidationError, ProblemError, pydantic_errors
 from service.models import Dataset
@@ -48,8 +49,6 @@ from service.storable import REASON, first_unstorable
 BUILTIN_PREFIX = "builtin:"
 BUILTIN_MODELS = BUILTIN_MODEL_IDS
 BUILTIN_DATASETS = (TOY_DATASET_ID,)
-# 'name' or 'org/name' as on the Hugging Face hub; no path tricks.
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 _MODEL_FIELD = "config.model.name_or_path"
 _MAX_JOB_CHAIN = 16  # job:<a> from job:<b> from ...: how far the pre-flight follows to the base model
 
@@ -160,7 +159,7 @@ def allowed_model_dir(name: str, model_dirs: Sequence[str]) -> str | None:
 
 def _check_model_name(name: str, *, is_admin: bool, model_dirs: Sequence[str] = ()) -> str:
     """The model name to store: as given, or an allowed directory's real path; 422 for anything else."""
-    if is_admin or name.startswith(BUILTIN_PREFIX) or (_HUB_ID.match(name) and ".." not in name):
+    if is_admin or name.startswith(BUILTIN_PREFIX) or is_hub_id(name):
         return name
     allowed = allowed_model_dir(name, model_dirs)
     if allowed is not None:

@@ -1,4 +1,4 @@
-"""Session-scoped stand-in models (`remix_engine/standins.py`) for any suite: Hugging Face folders with the
+"""Session-scoped stand-in models (`remix_engine/standins/`) for any suite: Hugging Face folders with the
 structure, tokenizer and chat template of a real chat model family and tiny random weights.
 
 Each folder is built on first use (about a second) into the test session's temporary directory and shared

@@ -7,6 +7,7 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
+from remix_engine.callbacks import NullCallbacks
 from remix_engine.config import TrainConfig
 from remix_engine.toy import build_char_tokenizer, build_untrained_model
 from remix_engine.trainer import Trainer
@@ -70,7 +71,7 @@ def test_yaml_snippets_are_valid_jobs(text):
         TrainConfig.model_validate(yaml.safe_load(block))
 
 
-class KeyRecorder:
+class KeyRecorder(NullCallbacks):
     """Trainer callbacks that keep the union of every step's metric keys."""
 
     def __init__(self):

@@ -3,7 +3,7 @@
 Each example is validated as it is, then run here for 2 steps on the model of its architecture, with
 its sizes shrunk so that it takes seconds on a CPU:
 
-- the model: the stand-in of its family (remix_engine/standins.py: Qwen2 for the Qwen and DeepSeek
+- the model: the stand-in of its family (remix_engine/standins/: Qwen2 for the Qwen and DeepSeek
   examples, Llama for the Llama ones), or the builtin model it names (EXAMPLE_MODELS; a new example
   without an entry fails `test_every_example_has_a_model_to_run_with`);
 - the data: server paths such as /data/gsm8k/train.jsonl become small local files of the same layout
@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from remix_engine.callbacks import NullCallbacks
 from remix_engine.chat_format import conversation
 from remix_engine.config import TrainConfig
 from remix_engine.data import validate_dataset_bytes
@@ -286,7 +287,7 @@ def test_the_model_configs_are_those_of_the_released_models() -> None:
 # -------------------------------------------------------------------------------------- running them
 
 
-class Recorder:
+class Recorder(NullCallbacks):
     """Trainer callbacks keeping steps, events and checkpoints."""
 
     def __init__(self) -> None:

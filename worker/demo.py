@@ -36,6 +36,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from remix_engine.checkpoint_dirs import checkpoint_dir_name
 from remix_engine.config import TINY_CHAT_MODEL_ID
 from service.settings import Settings, get_settings
 from worker.commands import celery_worker_argv
@@ -204,12 +205,12 @@ def _download_final_checkpoint(client: httpx.Client, job_id: str, out_dir: Path)
         raise RuntimeError("the job finished without a checkpoint")
     final = max(checkpoints, key=lambda c: c["step"])
     response = client.get(final["download_url"], timeout=120).raise_for_status()
-    archive = out_dir / f"{job_id}-step-{final['step']:06d}.tar.gz"
+    archive = out_dir / f"{job_id}-{checkpoint_dir_name(final['step'])}.tar.gz"
     archive.write_bytes(response.content)
     with tarfile.open(fileobj=io.BytesIO(response.content), mode="r:gz") as tar:
         tar.extractall(out_dir / job_id, filter="data")
     console.print(f"downloaded [bold]{archive}[/] ({len(response.content) / 1e6:.1f} MB)")
-    return out_dir / job_id / f"step-{final['step']:06d}"
+    return out_dir / job_id / checkpoint_dir_name(final["step"])
 
 
 def _local_accuracy(model_dir: Path, eval_size: int, seed: int) -> float:

@@ -39,6 +39,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from remix_engine.callbacks import NullCallbacks
+from remix_engine.checkpoint_dirs import step_of_checkpoint_dir
 from remix_engine.config import TrainConfig, parse_job_model
 from service.artifacts import ArtifactStore, LocalArtifactStore, checkpoint_key, get_artifact_store
 from service.db import session_factory
@@ -115,14 +117,14 @@ def _folder_size(path: Path) -> int:
 
 def _checkpoint_steps(root: Path) -> set[int]:
     steps = set()
-    for folder in root.glob("step-*"):
-        suffix = folder.name.removeprefix("step-")
-        if folder.is_dir() and suffix.isdigit():
-            steps.add(int(suffix))
+    for folder in root.iterdir() if root.is_dir() else ():
+        step = step_of_checkpoint_dir(folder.name)
+        if folder.is_dir() and step is not None:
+            steps.add(step)
     return steps
 
 
-class DbCallbacks:
+class DbCallbacks(NullCallbacks):
     """TrainerCallbacks that stream one attempt's progress into the database."""
 
     def __init__(
@@ -149,13 +151,11 @@ class DbCallbacks:
     def _public_payload(self, payload: Mapping[str, Any]) -> Mapping[str, Any]:
         """Events are shown to the tenant: name checkpoints by artifact key, not by worker-local path."""
         path = payload.get("path")
-        if not isinstance(path, str | Path) or not Path(path).name.startswith("step-"):
-            return payload
-        suffix = Path(path).name.removeprefix("step-")
-        if not suffix.isdigit():
+        step = step_of_checkpoint_dir(Path(path).name) if isinstance(path, str | Path) else None
+        if step is None:
             return payload
         public = {k: v for k, v in payload.items() if k != "path"}
-        public["checkpoint"] = checkpoint_key(self.writer.job_id, int(suffix))
+        public["checkpoint"] = checkpoint_key(self.writer.job_id, step)
         return public
 
     def on_checkpoint(self, step: int, path: Path, metrics: Mapping[str, Any]) -> None:
@@ -397,7 +397,8 @@ def _fmt(value: Any) -> str:
 def _checkpoint_key_of(job_id: uuid.UUID, folder: Path | None) -> str | None:
     if folder is None:
         return None
-    return checkpoint_key(job_id, int(folder.name.removeprefix("step-")))
+    step = step_of_checkpoint_dir(folder.name)
+    return None if step is None else checkpoint_key(job_id, step)
 
 
 def record_failure(writer: JobWriter, error: BaseException) -> None:

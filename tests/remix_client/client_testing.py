@@ -21,6 +21,7 @@ from fastapi import FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 from testing_support import claim_as_worker
 
+from remix_engine.checkpoint_dirs import step_of_checkpoint_dir
 from service.artifacts import LocalArtifactStore, checkpoint_key
 from service.lifecycle import JobWriter
 from service.models import Job, JobStatus
@@ -93,8 +94,8 @@ def store_checkpoint(
     for relpath, data in files.items():
         store.put_bytes(prefix.rstrip("/") + "/" + relpath, data)
     # Like the worker, keep the rows of every checkpoint whose folder is still stored.
-    folders = store.path_for(f"jobs/{job_id}/checkpoints").glob("step-*")
-    kept = {int(folder.name.removeprefix("step-")) for folder in folders}
+    steps = (step_of_checkpoint_dir(folder.name) for folder in store.path_for(f"jobs/{job_id}/checkpoints").iterdir())
+    kept = {step for step in steps if step is not None}
     _attempt(sessions, job_id).register_checkpoint(
         step, prefix, sum(map(len, files.values())), {"accuracy": 0.5}, kept_steps=kept
     )

@@ -41,8 +41,8 @@ def test_baselines_turn_replay_and_reincarnation_off():
         ("remix-ppo", True, "gae"),
     ]:
         alg = AlgorithmConfig(name=name)
-        assert alg.uses_replay is replay and alg.advantage_estimator == estimator
-        assert (alg.effective_reincarnation_step is None) is (not replay)
+        assert alg.replay is replay and alg.advantage_estimator == estimator
+        assert (alg.reincarnation_step is None) is (not replay)
 
 
 @pytest.mark.parametrize(
@@ -333,3 +333,145 @@ def test_every_reward_declares_its_kwargs_and_valid_ones_run():
     ]
     names = [spec.name for spec in RewardConfig.model_validate({"functions": valid}).functions]
     assert names == ["string_check", "string_check", "judge", "python"]
+
+
+# The algorithm's parts: presets, overrides, refusals and configs stored before the parts were fields.
+PRESET_PARTS = {
+    "remix-grpo": ("grpo", "mix_ppg", True, 50),
+    "remix-ppo": ("gae", "mix_ppg", True, 50),
+    "grpo": ("grpo", "ppo_clip", False, None),
+    "ppo": ("gae", "ppo_clip", False, None),
+}
+
+
+def _parts(alg: AlgorithmConfig) -> tuple:
+    return (alg.advantage_estimator, alg.policy_loss, alg.replay, alg.reincarnation_step)
+
+
+@pytest.mark.parametrize("name", sorted(PRESET_PARTS))
+def test_each_preset_expands_to_its_parts(name):
+    alg = TrainConfig.model_validate({"algorithm": {"name": name}}).algorithm
+    assert _parts(alg) == PRESET_PARTS[name]
+    dumped = alg.model_dump()
+    assert (dumped["advantage_estimator"], dumped["policy_loss"], dumped["replay"], dumped["reincarnation_step"]) == (
+        PRESET_PARTS[name]
+    )
+
+
+def test_the_default_algorithm_is_the_remix_grpo_preset():
+    assert _parts(AlgorithmConfig()) == PRESET_PARTS["remix-grpo"] == _parts(TrainConfig().algorithm)
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "parts"),
+    [
+        ({"name": "remix-grpo", "reincarnation_step": None}, ("grpo", "mix_ppg", True, None)),  # no reincarnation
+        ({"name": "remix-grpo", "reincarnation_step": 7}, ("grpo", "mix_ppg", True, 7)),
+        ({"name": "remix-grpo", "advantage_estimator": "gae"}, ("gae", "mix_ppg", True, 50)),
+        ({"name": "remix-grpo", "replay": False}, ("grpo", "mix_ppg", False, None)),  # the preset's T needs replay
+        ({"name": "grpo", "policy_loss": "mix_ppg"}, ("grpo", "mix_ppg", False, None)),
+        ({"name": "grpo", "replay": True, "policy_loss": "mix_ppg"}, ("grpo", "mix_ppg", True, None)),
+        ({"name": "ppo", "advantage_estimator": "grpo"}, ("grpo", "ppo_clip", False, None)),
+        ({"advantage_estimator": "gae"}, ("gae", "mix_ppg", True, 50)),  # no name: the remix-grpo preset
+    ],
+)
+def test_parts_set_in_the_config_override_the_preset(algorithm, parts):
+    assert _parts(TrainConfig.model_validate({"algorithm": algorithm}).algorithm) == parts
+
+
+def test_the_engine_reads_the_parts_not_the_name():
+    # A preset name with every part overridden trains exactly as the preset the parts spell.
+    spelled = AlgorithmConfig(name="grpo", advantage_estimator="gae", policy_loss="mix_ppg", replay=True)
+    assert _parts(spelled) == ("gae", "mix_ppg", True, None)
+    on_policy_remix = AlgorithmConfig(name="remix-grpo", replay=False, policy_loss="ppo_clip")
+    assert _parts(on_policy_remix) == _parts(AlgorithmConfig(name="grpo"))
+
+
+@pytest.mark.parametrize(
+    ("part", "value", "valid"),
+    [("advantage_estimator", "vtrace", "'gae' or 'grpo'"), ("policy_loss", "dpo", "'mix_ppg' or 'ppo_clip'")],
+)
+def test_an_unknown_part_is_refused_naming_the_field_and_the_valid_keys(part, value, valid):
+    with pytest.raises(ValidationError) as info:
+        TrainConfig.model_validate({"algorithm": {part: value}})
+    errors = info.value.errors()
+    assert [".".join(str(p) for p in e["loc"]) for e in errors] == [f"algorithm.{part}"]
+    assert valid in errors[0]["msg"]
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "field", "reason"),
+    [
+        ({"replay": True, "policy_loss": "ppo_clip"}, "algorithm.policy_loss", "cannot train replayed rollouts"),
+        ({"name": "grpo", "replay": True}, "algorithm.policy_loss", "use policy_loss 'mix_ppg' or replay false"),
+        ({"replay": False, "reincarnation_step": 10}, "algorithm.reincarnation_step", "needs algorithm.replay true"),
+        ({"name": "ppo", "replay": False, "reincarnation_step": 0}, "algorithm.reincarnation_step", "set reincarnation_step null"),
+    ],
+)
+def test_incoherent_parts_are_refused_naming_the_field(algorithm, field, reason):
+    with pytest.raises(ValidationError) as info:
+        TrainConfig.model_validate({"algorithm": algorithm})
+    (error,) = info.value.errors()
+    assert error["loc"] == ("algorithm",) and field in error["msg"] and reason in error["msg"]
+
+
+def test_strict_types_hold_for_the_parts():
+    for bad in ({"replay": 1}, {"replay": "true"}, {"advantage_estimator": 1}, {"name": ["grpo"]}):
+        with pytest.raises(ValidationError):
+            AlgorithmConfig.model_validate(bad)
+
+
+@pytest.mark.parametrize(
+    "algorithm",
+    [
+        {"name": name, **extra}
+        for name in sorted(PRESET_PARTS)
+        for extra in ({}, {"reincarnation_step": None}, {"advantage_estimator": "gae"}, {"policy_loss": "mix_ppg"})
+    ]
+    + [{"name": "remix-ppo", "replay": False}, {"name": "grpo", "replay": True, "policy_loss": "mix_ppg"}],
+)
+def test_the_parts_survive_a_round_trip_through_model_dump(algorithm):
+    cfg = TrainConfig.model_validate({"algorithm": algorithm})
+    for mode in ("python", "json"):
+        again = TrainConfig.model_validate(cfg.model_dump(mode=mode))
+        assert again == cfg and again.model_dump(mode=mode) == cfg.model_dump(mode=mode)
+
+
+# Every field of `algorithm` a stored config (model_dump) has held since the first schema, before the
+# parts were fields: the service stores and the worker reads such dumps, and checkpoints hold them.
+STORED_BEFORE_PARTS = {
+    "off_policy_fraction": 0.4,
+    "history_window": 2,
+    "utd_ratio": 2,
+    "reincarnation_step": 50,
+    "clip_eps": 0.2,
+    "kl_coef": 0.001,
+    "kl_estimator": "k3",
+    "lambda_start_step": 50,
+    "lambda_interval": 10,
+    "lambda_decay": 0.1,
+    "lambda_min": 0.5,
+    "entropy_coef": 0.001,
+    "loss_aggregation": "token-mean",
+    "ppo_epochs": 1,
+    "minibatch_size": 512,
+    "log_inactive_kl": True,
+    "reset_optimizer_on_reincarnation": True,
+    "gae_gamma": 1.0,
+    "gae_lambda": 1.0,
+    "value_clip": 0.2,
+    "value_coef": 0.5,
+}
+
+
+@pytest.mark.parametrize("name", sorted(PRESET_PARTS))
+def test_a_config_stored_before_the_parts_were_fields_keeps_its_behaviour(name):
+    # Then: replay iff name starts with remix-, gae iff it ends with ppo, mix_ppg iff replay, and the
+    # baselines never reincarnated whatever reincarnation_step held.
+    replay = name.startswith("remix-")
+    before = ("gae" if name.endswith("ppo") else "grpo", "mix_ppg" if replay else "ppo_clip", replay)
+    only_the_name = AlgorithmConfig.model_validate({"name": name})
+    stored = AlgorithmConfig.model_validate({"name": name, **STORED_BEFORE_PARTS})
+    stored_t7 = AlgorithmConfig.model_validate({"name": name, **STORED_BEFORE_PARTS, "reincarnation_step": 7})
+    for alg, t in ((only_the_name, 50), (stored, 50), (stored_t7, 7)):
+        assert _parts(alg) == (*before, t if replay else None)

@@ -12,7 +12,7 @@ from remix_engine.context_length import (
     prompt_budget,
     vllm_max_model_len,
 )
-from remix_engine.preflight import TINY_MODEL_CONFIG
+from remix_engine.model_shape import TINY_MODEL_CONFIG
 from remix_engine.toy import build_char_tokenizer, build_untrained_model
 
 

@@ -16,12 +16,11 @@ from remix_engine.config import TrainConfig
 from remix_engine.distributed import (
     DistContext,
     RowMap,
-    agg_denominator,
     check_shardable,
     shutdown,
     torchrun_command,
 )
-from remix_engine.losses import AGG_MODES, agg_loss
+from remix_engine.losses import AGG_MODES, agg_denominator, agg_loss
 from remix_engine.trainer import Trainer
 
 COMPARED = (
@@ -95,7 +94,7 @@ def _train_rank(rank, world_size, port, config_json, out_dir, steps):
                 "critic": None if trainer.critic is None else trainer.critic.state_dict(),
                 "buffer": len(trainer.buffer),
                 # Parameter elements this process holds in the optimizer and the KL anchor (shards under FSDP).
-                "optimized_numel": _local_numel(p for group in trainer.optimizer.param_groups for p in group["params"]),
+                "optimized_numel": _local_numel(p for group in trainer.learner.optimizer.param_groups for p in group["params"]),
                 "anchor_numel": _local_numel(trainer.ref_model.parameters()),
             },
             os.path.join(out_dir, "rank0.pt"),
@@ -185,8 +184,8 @@ def test_fsdp_checkpoint_holds_the_whole_optimizer_state_and_resumes_under_any_s
     single = Trainer(cfg, tmp_path / "single")
     single.train_step()
     single.train_step()
-    expected_state = copy.deepcopy(single.optimizer.state_dict())  # the next step updates it in place
-    expected_critic_state = copy.deepcopy(single.critic_optimizer.state_dict())
+    expected_state = copy.deepcopy(single.learner.optimizer.state_dict())  # the next step updates it in place
+    expected_critic_state = copy.deepcopy(single.learner.critic_optimizer.state_dict())
     expected_anchor = copy.deepcopy(single.ref_model.state_dict())  # pi_2, after reincarnation
     expected_next = single.train_step()
 
@@ -298,6 +297,6 @@ def test_too_few_fresh_groups_for_the_processes_is_refused(random_model_dir):
 def test_single_process_has_no_process_group(random_model_dir, tmp_path, monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     trainer = Trainer(dp_config(random_model_dir), tmp_path)
-    assert not trainer.dist.enabled and trainer.train_policy is trainer.policy
+    assert not trainer.dist.enabled and trainer.learner.train_policy is trainer.policy
     assert not torch.distributed.is_initialized()
     json.dumps(trainer.train_step(), default=str)  # metrics stay plain values

@@ -4,6 +4,8 @@ import json
 
 import pytest
 
+from remix_engine.callbacks import NullCallbacks
+from remix_engine.checkpoint_dirs import step_of_checkpoint_dir
 from remix_engine.config import RewardSpec, TrainConfig
 from remix_engine.evaluation import EvalSet, evaluate_sets
 from remix_engine.toy import build_char_tokenizer, build_untrained_model
@@ -77,7 +79,7 @@ def test_trainer_reports_extra_sets_and_keeps_best_checkpoints(model_dir, tmp_pa
 
     pruned = []
 
-    class Callbacks:
+    class Callbacks(NullCallbacks):
         def __init__(self):
             self.metrics = []
 
@@ -109,7 +111,8 @@ def test_trainer_reports_extra_sets_and_keeps_best_checkpoints(model_dir, tmp_pa
         assert key in last
     assert last["eval_bench/num_prompts"] == 5
     scores = {m["step"]: m["eval_accuracy"] for m in cb.metrics}
-    kept = sorted(int(p.name[5:]) for p in (tmp_path / "run" / "checkpoints").iterdir() if p.name.startswith("step-"))
+    steps = (step_of_checkpoint_dir(p.name) for p in (tmp_path / "run" / "checkpoints").iterdir())
+    kept = sorted(step for step in steps if step is not None)
     best = max(sorted(scores, reverse=True), key=lambda s: scores[s])  # newest among the best
     assert 4 in kept and best in kept and len(kept) <= 2
     assert sorted(pruned + kept) == [1, 2, 3, 4]

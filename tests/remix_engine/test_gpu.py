@@ -9,6 +9,7 @@ tests are also skipped when the vllm package is not installed.
 import pytest
 import torch
 from child_result import marked_result, print_result_line
+from step_pieces import prepare_fresh, scored_rollout
 from transformers import AutoModelForCausalLM
 
 from remix_engine.config import TrainConfig
@@ -53,8 +54,8 @@ def test_bf16_full_training_on_cuda(random_model_dir, tmp_path):
 
 def test_bf16_sampling_log_probs_match_the_learner(random_model_dir, tmp_path):
     trainer = Trainer(gpu_config(random_model_dir), tmp_path, device="cuda")
-    fresh = trainer._rollout(1, 4)
-    trainer._prepare_fresh(fresh)
+    fresh = scored_rollout(trainer, 1, 4)
+    prepare_fresh(trainer, fresh)
     diff = (fresh.rollout_logp - fresh.behavior_logp).abs() * fresh.response_mask
     assert float(diff.max()) < 0.1  # bf16 forward passes with and without a KV cache
 
@@ -157,7 +158,7 @@ def vllm_trainer(random_model_dir, tmp_path_factory):
 
 
 def test_vllm_engine_is_colocated_and_shared_with_evaluation(vllm_trainer):
-    from remix_engine.vllm_rollout import VLLMRolloutEngine
+    from remix_engine.rollout import VLLMRolloutEngine
 
     assert isinstance(vllm_trainer.engine, VLLMRolloutEngine)
     assert vllm_trainer.eval_engine.llm is vllm_trainer.engine.llm
@@ -169,8 +170,8 @@ def test_vllm_engine_is_colocated_and_shared_with_evaluation(vllm_trainer):
 
 
 def test_vllm_log_probs_match_the_learner_and_seeds_reproduce(vllm_trainer):
-    first = vllm_trainer._rollout(1, 4)
-    vllm_trainer._prepare_fresh(first)
+    first = scored_rollout(vllm_trainer, 1, 4)
+    prepare_fresh(vllm_trainer, first)
     diff = (first.rollout_logp - first.behavior_logp).abs() * first.response_mask
     assert float(diff.max()) < 1e-2  # vLLM's processed log-probs of the sampled tokens, float32
     again = vllm_trainer.engine.generate(

@@ -7,15 +7,8 @@ import yaml
 from transformers import LlamaConfig
 
 from remix_engine.config import TrainConfig
-from remix_engine.preflight import (
-    GiB,
-    InsufficientMemoryError,
-    ModelShape,
-    check_fits,
-    estimate_memory,
-    load_model_config,
-)
-from remix_engine.toy import build_char_tokenizer, build_untrained_model
+from remix_engine.model_shape import ModelShape
+from remix_engine.preflight import GiB, InsufficientMemoryError, check_fits, estimate_memory
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -44,14 +37,6 @@ def job(**overrides):
     for section, values in overrides.items():
         data[section] = {**data.get(section, {}), **values}
     return TrainConfig.model_validate(data)
-
-
-def test_parameter_count_matches_the_real_model():
-    shape = ModelShape.from_config(TINY)
-    assert shape.num_params == TINY_PARAMS
-    model = build_untrained_model(build_char_tokenizer(), seed=0)
-    assert sum(p.numel() for p in model.parameters()) == TINY_PARAMS
-    assert ModelShape.from_config(model.config) == shape
 
 
 def test_full_finetuning_breakdown_by_hand():
@@ -189,66 +174,6 @@ def test_kv_cache_dominated_refusal_suggests_rollout_knobs():
     message = str(info.value)
     assert "largest: kv_cache" in message
     assert message.index("generation_batch_size (now 512)") < message.index("minibatch_size")
-
-
-def test_builtin_model_config_loads_without_weights():
-    config = load_model_config(job().model.model_copy(update={"name_or_path": "builtin:tiny-arith"}))
-    assert ModelShape.from_config(config).num_params == TINY_PARAMS
-
-
-def test_builtin_model_shape_is_known_without_torch():
-    # The API reads the tiny model's shape from a constant; it must match the model toy.py builds.
-    from remix_engine.config import ModelConfig
-    from remix_engine.preflight import TINY_MODEL_CONFIG, offline_model_shape
-
-    real = ModelShape.from_config(build_untrained_model(build_char_tokenizer(), seed=0).config)
-    assert ModelShape.from_dict(TINY_MODEL_CONFIG) == real
-    assert offline_model_shape(ModelConfig()) == real
-
-
-def test_config_json_dicts_give_the_same_shape_as_transformers_configs():
-    assert ModelShape.from_dict(TINY.to_dict()) == ModelShape.from_config(TINY)
-    gpt2 = {
-        "model_type": "gpt2",
-        "vocab_size": 50257,
-        "n_embd": 768,
-        "n_layer": 12,
-        "n_head": 12,
-        "n_inner": None,
-        "tie_word_embeddings": True,
-    }
-    from transformers import GPT2Config  # transformers maps n_embd, n_layer, ... itself
-
-    assert ModelShape.from_dict(gpt2) == ModelShape.from_config(GPT2Config(**gpt2))
-    assert ModelShape.from_dict(gpt2).hidden_size == 768 and ModelShape.from_dict(gpt2).num_layers == 12
-    nested = {"model_type": "llava", "text_config": TINY.to_dict()}
-    assert ModelShape.from_dict(nested) == ModelShape.from_config(TINY)
-    with pytest.raises(AttributeError, match="hidden_size"):
-        ModelShape.from_dict({"model_type": "mystery"})
-
-
-def test_offline_shapes_come_from_local_folders_and_the_hub_cache_only(tmp_path, monkeypatch):
-    import json
-
-    import huggingface_hub.constants
-
-    from remix_engine.config import ModelConfig
-    from remix_engine.preflight import offline_model_shape
-
-    folder = tmp_path / "model"
-    folder.mkdir()
-    (folder / "config.json").write_text(json.dumps(TINY.to_dict()))
-    assert offline_model_shape(ModelConfig(name_or_path=str(folder))) == ModelShape.from_config(TINY)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    assert offline_model_shape(ModelConfig(name_or_path="acme/absent")) is None  # never downloaded
-    snapshot = tmp_path / "hub" / "models--acme--tiny" / "snapshots" / "abc"
-    snapshot.mkdir(parents=True)
-    (snapshot / "config.json").write_text(json.dumps(TINY.to_dict()))
-    (tmp_path / "hub" / "models--acme--tiny" / "refs").mkdir()
-    (tmp_path / "hub" / "models--acme--tiny" / "refs" / "main").write_text("abc")
-    assert offline_model_shape(ModelConfig(name_or_path="acme/tiny")) == ModelShape.from_config(TINY)
-    (folder / "config.json").write_text("{not json")
-    assert offline_model_shape(ModelConfig(name_or_path=str(folder))) is None
 
 
 def test_each_process_generates_its_share_of_the_rollouts():

@@ -20,14 +20,13 @@ from remix_engine.rewards import (
     compose_rewards,
     count_reward_errors,
     extract_boxed,
-    is_equivalent,
-    like_matcher,
-    normalize_answer,
     reward_metrics,
     reward_row,
     score_rewards,
-    symbolic_equivalent,
 )
+from remix_engine.rewards.answers import is_equivalent, normalize_answer, symbolic_equivalent
+from remix_engine.rewards.functions import like_matcher
+
 
 def math500_answers() -> list[str]:
     # MATH500 as shipped inside the package (remix_engine/benchmarks_data/math.json).
@@ -252,7 +251,7 @@ def test_format_reward() -> None:
 
 def test_every_configurable_reward_is_registered() -> None:
     configurable = set(RewardSpec.model_fields["name"].annotation.__args__)
-    # One list of names (reward_specs.py); rewards.py implements each of them and nothing else.
+    # One list of names (reward_specs.py); rewards/functions.py implements each of them and nothing else.
     assert configurable == set(REWARD_NAMES) == set(REWARD_KINDS) == set(REWARDS.names())
 
 

@@ -29,6 +29,7 @@ from remix_engine.standins import (
     read_standin_meta,
     standin_path,
 )
+from remix_engine.standins import build as standin_build
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 USER_TURN = [{"role": "user", "content": "What is 2+3?"}]
@@ -471,6 +472,6 @@ def test_standin_path_builds_once_into_the_cache(monkeypatch: pytest.MonkeyPatch
     def unexpected_build(*args: object, **kwargs: object) -> None:
         raise AssertionError("the cached stand-in was rebuilt")
 
-    monkeypatch.setattr(standins, "build_standin", unexpected_build)
+    monkeypatch.setattr(standin_build, "build_standin", unexpected_build)
     assert standin_path(R1_DISTILL_QWEN) == path
     assert standin_path(R1_DISTILL_QWEN, cache_dir=tmp_path) == path

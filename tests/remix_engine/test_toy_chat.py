@@ -12,7 +12,7 @@ import torch
 
 from remix_engine.config import TINY_CHAT_MODEL_ID, DataConfig, ModelConfig
 from remix_engine.data import Example
-from remix_engine.preflight import TINY_CHAT_MODEL_CONFIG, ModelShape, load_model_config, offline_model_config
+from remix_engine.model_shape import TINY_CHAT_MODEL_CONFIG, ModelShape, load_model_config, offline_model_config
 from remix_engine.prompts import PromptSet
 from remix_engine.standins import QWEN25_CHAT_TEMPLATE, QWEN_DEFAULT_SYSTEM_PROMPT
 from remix_engine.toy import addition_pairs, format_prompt

@@ -5,12 +5,14 @@ import copy
 
 import pytest
 import torch
+from step_pieces import prepare_fresh, reference_batch, scored_rollout, trainable, update
 
+from remix_engine.callbacks import NullCallbacks
 from remix_engine.config import TINY_MODEL_ID, TrainConfig
 from remix_engine.trainer import Trainer
 
 
-class Recorder:
+class Recorder(NullCallbacks):
     def __init__(self):
         self.steps, self.events, self.checkpoints = [], [], []
 
@@ -85,10 +87,10 @@ def test_reincarnation_moves_anchor_to_current_policy(random_model_dir, tmp_path
 
 def test_fresh_data_has_unit_ratio_and_clip_centre(random_model_dir, tmp_path):
     trainer = Trainer(small_config(random_model_dir), tmp_path)
-    fresh = trainer._rollout(1, 3)
-    trainer._prepare_fresh(fresh)
-    batch = trainer._attach_reference_logprobs(fresh, None, lam=1.0)
-    recomputed = trainer._logprobs(trainer.policy, batch)
+    fresh = scored_rollout(trainer, 1, 3)
+    prepare_fresh(trainer, fresh)
+    batch = reference_batch(trainer, fresh, None, lam=1.0)
+    recomputed = trainer.learner.logprobs(trainer.policy, batch)
     assert torch.equal(batch.old_logp, recomputed)  # pi_k of fresh rows is their behaviour policy
     assert torch.equal(batch.ref_logp, recomputed)  # anchor == base == policy at step 1
     # The rollout engine's own log-probs agree with the learner's.
@@ -328,7 +330,7 @@ def long_response_config(model_path, overlong, **algorithm):
 
 def test_truncated_fraction_counts_the_fresh_responses_that_hit_max_new_tokens(random_model_dir, tmp_path):
     trainer = Trainer(long_response_config(random_model_dir, "keep"), tmp_path)
-    fresh = trainer._rollout(1, 5)
+    fresh = scored_rollout(trainer, 1, 5)
     assert fresh.truncated is not None and 0 < int(fresh.truncated.sum()) < len(fresh)
     eos = trainer.tokenizer.eos_token_id
     rows = zip(fresh.truncated.tolist(), fresh.response_ids, fresh.response_mask, fresh.completions, strict=True)
@@ -345,7 +347,7 @@ def test_truncated_fraction_counts_the_fresh_responses_that_hit_max_new_tokens(r
 
 @pytest.mark.parametrize("overlong", ["keep", "zero", "mask"])
 def test_overlong_zero_sets_the_reward_of_truncated_responses_to_zero(random_model_dir, tmp_path, overlong):
-    fresh = Trainer(long_response_config(random_model_dir, overlong), tmp_path)._rollout(1, 5)
+    fresh = scored_rollout(Trainer(long_response_config(random_model_dir, overlong), tmp_path), 1, 5)
     truncated = fresh.truncated
     assert 0 < int(truncated.sum()) < len(fresh)
     assert fresh.rewards[~truncated].tolist() == [1.0] * int((~truncated).sum())  # any text scores 1
@@ -356,23 +358,23 @@ def test_overlong_zero_sets_the_reward_of_truncated_responses_to_zero(random_mod
 
 def _step_batch(trainer):
     """The step-1 batch of `trainer` as the learner sees it, one response of each pair truncated."""
-    fresh = trainer._rollout(1, trainer.cfg.rollout.prompts_per_step)
+    fresh = scored_rollout(trainer, 1, trainer.cfg.rollout.prompts_per_step)
     fresh.truncated = torch.tensor([True, False] * (len(fresh) // 2))
-    trainer._prepare_fresh(fresh)
-    return trainer._attach_reference_logprobs(fresh, None, lam=1.0)
+    prepare_fresh(trainer, fresh)
+    return reference_batch(trainer, fresh, None, lam=1.0)
 
 
 def _parameters_after_update(trainer, batch):
-    """Policy (and critic) parameters after one `_update` on `batch` from the current weights, restored after.
+    """Policy (and critic) parameters after one learner update on `batch` from the current weights, restored after.
 
     Plain SGD: Adam's first step is about lr * sign(gradient), blind to most changes of the gradient."""
     saved = {k: v.clone() for k, v in trainer.policy.state_dict().items()}
     critic = None if trainer.critic is None else {k: v.clone() for k, v in trainer.critic.state_dict().items()}
-    trainer.optimizer = torch.optim.SGD(trainer._trainable(trainer.policy), lr=1.0)
+    trainer.learner.optimizer = torch.optim.SGD(trainable(trainer.policy), lr=1.0)
     if trainer.critic is not None:
-        trainer.critic_optimizer = torch.optim.SGD(trainer._trainable(trainer.critic), lr=1.0)
+        trainer.learner.critic_optimizer = torch.optim.SGD(trainable(trainer.critic), lr=1.0)
     trainer.generator.manual_seed(0)
-    trainer._update(batch, 1.0, epochs=1)
+    update(trainer, batch, 1.0, epochs=1)
     after = {f"policy.{k}": v.clone() for k, v in trainer.policy.state_dict().items()}
     if trainer.critic is not None:
         after |= {f"critic.{k}": v.clone() for k, v in trainer.critic.state_dict().items()}
@@ -416,9 +418,21 @@ def test_overlong_mask_leaves_truncated_responses_out_of_the_update(random_model
 def test_overlong_mask_keeps_truncated_rewards_in_their_group_statistics(random_model_dir, tmp_path):
     # DAPO's overlong filtering: the loss skips a truncated response, its group's GRPO mean and std do not.
     trainer = Trainer(long_response_config(random_model_dir, "mask", name="grpo"), tmp_path)
-    fresh = trainer._rollout(1, 5)
+    fresh = scored_rollout(trainer, 1, 5)
     fresh.truncated = torch.tensor([True, False] * 5)
     fresh.rewards = torch.tensor([0.0, 1.0] * 5)
-    trainer._prepare_fresh(fresh)
+    prepare_fresh(trainer, fresh)
     completed = fresh.advantages[~fresh.truncated].amax(dim=1)  # (5,) one per group
     assert completed.tolist() == pytest.approx([0.7071061] * 5, abs=1e-5)  # (1 - 0.5) / (std 0.7071 + eps)
+
+
+def test_a_step_reports_where_its_seconds_went(random_model_dir, tmp_path):
+    trainer = Trainer(small_config(random_model_dir), tmp_path)
+    trainer.train_step()
+    metrics = trainer.train_step()  # a Mix-phase step with replayed rows
+    parts = ["generation", "scoring", "behaviour_logprobs", "replay", "reference_logprobs", "learner", "policy_sync"]
+    seconds = {part: metrics[f"time_{part}_s"] for part in parts}
+    assert all(value > 0 for value in seconds.values()), seconds
+    assert sum(seconds.values()) <= metrics["step_s"]
+    assert metrics["rollout_s"] == pytest.approx(seconds["generation"] + seconds["scoring"])
+    assert metrics["learner_s"] == pytest.approx(sum(seconds.values()) - metrics["rollout_s"])

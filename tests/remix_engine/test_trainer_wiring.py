@@ -6,9 +6,9 @@ the sign of every term of the total loss, which weights the precedent policy pi_
 hold when their log-probs are taken, the clip centre pi_k/pi_behaviour of replayed rows, and (PPO) the
 centre of the replayed rows' value clip.
 
-The loss terms are observed where the trainer calls them: `remix_engine.trainer.POLICY_LOSSES`,
-`kl_convex_loss` and `value_loss` are wrapped by spies that record their inputs and call the real
-function, and `Trainer._minibatch` is wrapped to keep each minibatch (the rows those inputs belong to).
+The loss terms are observed where the learner's update calls them: `remix_engine.policy_update`'s
+`POLICY_LOSSES`, `kl_convex_loss` and `value_loss` are wrapped by spies that record their inputs and call
+the real function, and its `_minibatch` is wrapped to keep each minibatch (the rows those inputs belong to).
 The expected values are recomputed independently, from copies of the policy and critic taken before
 each step.
 """
@@ -21,7 +21,7 @@ import pytest
 import torch
 from test_trainer import small_config
 
-import remix_engine.trainer as trainer_module
+import remix_engine.policy_update as update_module
 from remix_engine.config import TrainConfig
 from remix_engine.modeling import sequence_logprobs
 from remix_engine.trainer import Trainer
@@ -80,16 +80,16 @@ class Tap:
         self.kl: list[dict] = []
         self.value: list[dict] = []
 
-        real_minibatch = trainer._minibatch
+        real_minibatch = update_module._minibatch
 
-        def minibatch(batch, global_rows, rows):
-            mb, share = real_minibatch(batch, global_rows, rows)
-            self.minibatches.append(mb)  # the trainer fills mb.old_logp in place on a first-forward pass
+        def minibatch(*args):
+            mb, share = real_minibatch(*args)
+            self.minibatches.append(mb)  # the update fills mb.old_logp in place on a first-forward pass
             return mb, share
 
-        monkeypatch.setattr(trainer, "_minibatch", minibatch)
+        monkeypatch.setattr(update_module, "_minibatch", minibatch)
 
-        real_losses, tap = trainer_module.POLICY_LOSSES, self
+        real_losses, tap = update_module.POLICY_LOSSES, self
 
         class Losses:
             def get(self, name):
@@ -109,9 +109,9 @@ class Tap:
 
                 return spy
 
-        monkeypatch.setattr(trainer_module, "POLICY_LOSSES", Losses())
+        monkeypatch.setattr(update_module, "POLICY_LOSSES", Losses())
 
-        real_kl = trainer_module.kl_convex_loss
+        real_kl = update_module.kl_convex_loss
 
         def kl_spy(logp, ref_logp, prev_logp, mask, **knobs):
             self.kl.append(
@@ -124,9 +124,9 @@ class Tap:
             )
             return real_kl(logp, ref_logp, prev_logp, mask, **knobs)
 
-        monkeypatch.setattr(trainer_module, "kl_convex_loss", kl_spy)
+        monkeypatch.setattr(update_module, "kl_convex_loss", kl_spy)
 
-        real_value = trainer_module.value_loss
+        real_value = update_module.value_loss
 
         def value_spy(values, old_values, returns, mask, **knobs):
             self.value.append(
@@ -134,7 +134,7 @@ class Tap:
             )
             return real_value(values, old_values, returns, mask, **knobs)
 
-        monkeypatch.setattr(trainer_module, "value_loss", value_spy)
+        monkeypatch.setattr(update_module, "value_loss", value_spy)
 
     def clear(self) -> None:
         for calls in (self.minibatches, self.policy, self.kl, self.value):
@@ -152,9 +152,9 @@ def counted_step(trainer: Trainer) -> tuple[dict, int, int]:
         return hook
 
     # Hooks on the optimizers of this step (reincarnation may replace the policy's at its end).
-    handles = [trainer.optimizer.register_step_post_hook(counter("policy"))]
-    if trainer.critic_optimizer is not None:
-        handles.append(trainer.critic_optimizer.register_step_post_hook(counter("critic")))
+    handles = [trainer.learner.optimizer.register_step_post_hook(counter("policy"))]
+    if trainer.learner.critic_optimizer is not None:
+        handles.append(trainer.learner.critic_optimizer.register_step_post_hook(counter("critic")))
     metrics = trainer.train_step()
     for handle in handles:
         handle.remove()
@@ -213,7 +213,7 @@ def test_precedent_is_the_policy_before_the_previous_update_and_the_anchor_moves
     starts: dict[int, dict[str, torch.Tensor]] = {}  # pi_t: the policy at the start of step t
     prev_at_use: list[tuple[int, bool]] = []
 
-    real_logprobs = trainer._logprobs
+    real_logprobs = trainer.learner.logprobs
 
     def logprobs(model, batch):
         if model is trainer.prev_model:  # its weights at the moment its log-probs are taken
@@ -221,7 +221,7 @@ def test_precedent_is_the_policy_before_the_previous_update_and_the_anchor_moves
             prev_at_use.append((t, same_weights(model, starts[max(t - 1, 1)])))
         return real_logprobs(model, batch)
 
-    monkeypatch.setattr(trainer, "_logprobs", logprobs)
+    monkeypatch.setattr(trainer.learner, "logprobs", logprobs)
 
     for t in (1, 2, 3):
         starts[t] = weights(trainer.policy)

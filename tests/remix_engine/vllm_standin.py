@@ -1,6 +1,6 @@
 """A stand-in `vllm` module that behaves like vLLM 0.31 wherever the rollout engine depends on it.
 
-The real engine needs CUDA; with these classes tests/remix_engine/test_vllm_rollout.py runs the vLLM
+The real engine needs CUDA; with these classes tests/remix_engine/rollout/test_vllm.py runs the vLLM
 backend on CPU. They record every call and enforce what the real engine enforces, each rule next to
 the vLLM source it follows, so that a CPU test fails where the real engine would break:
 

@@ -57,6 +57,8 @@ def test_invalid_hyperparameters_name_the_field(client: TestClient, alice: Calle
         "config.algorithm.history_window": {"algorithm": {"history_window": 0}},
         "config.algorithm.reincarnation_step": {"algorithm": {"reincarnation_step": -1}},
         "config.algorithm.not_a_knob": {"algorithm": {"not_a_knob": 1}},
+        "config.algorithm.advantage_estimator": {"algorithm": {"advantage_estimator": "vtrace"}},
+        "config.algorithm.policy_loss": {"algorithm": {"policy_loss": "dpo"}},
         "config.total_steps": {"total_steps": "many"},
     }
     for field, config in cases.items():
@@ -69,6 +71,15 @@ def test_invalid_hyperparameters_name_the_field(client: TestClient, alice: Calle
 def test_cross_field_rule_of_the_config_is_enforced(client: TestClient, alice: Caller) -> None:
     response = client.post("/v1/jobs", json={"config": {"rollout": {"group_size": 1}}}, headers=alice.headers)
     assert_problem(response, 422, "rollout.group_size must be >= 2")
+
+
+def test_incoherent_algorithm_parts_are_refused_naming_the_part(client: TestClient, alice: Caller) -> None:
+    replaying_ppo_clip = {"algorithm": {"name": "grpo", "replay": True}}
+    response = client.post("/v1/jobs", json={"config": replaying_ppo_clip}, headers=alice.headers)
+    assert_problem(response, 422, "algorithm.policy_loss 'ppo_clip' cannot train replayed rollouts")
+    reincarnating_without_replay = {"algorithm": {"replay": False, "reincarnation_step": 3}}
+    response = client.post("/v1/jobs", json={"config": reincarnating_without_replay}, headers=alice.headers)
+    assert_problem(response, 422, "algorithm.reincarnation_step 3 needs algorithm.replay true")
 
 
 def test_request_body_errors_are_problems(client: TestClient, alice: Caller) -> None:

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import StreamingResponse
 
+from remix_engine.checkpoint_dirs import checkpoint_dir_name
 from service.api.deps import ArtifactStoreDep, CurrentTenant, SessionDep
 from service.api.routes.jobs import PROBLEM, owned_job
 from service.archive import tar_gz_stream
@@ -62,7 +63,7 @@ def download_checkpoint(
     ]
     if not files:
         raise ProblemError(410, f"the files of checkpoint step {step} are no longer stored", slug="checkpoint-gone")
-    root = f"step-{step:06d}"
+    root = checkpoint_dir_name(step)
     filename = f"{job.id}-{root}.tar.gz"
     headers = {"Content-Disposition": f'attachment; filename="{filename}"'}
     return StreamingResponse(tar_gz_stream(store, files, root), media_type="application/gzip", headers=headers)

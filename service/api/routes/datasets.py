@@ -11,11 +11,11 @@ from sqlalchemy.orm import Session
 
 from remix_engine.config import DataConfig
 from remix_engine.data import DatasetError, DatasetSummary, detect_format, validate_dataset_bytes
+from remix_engine.hub_ids import is_hub_id
 from service.api.deps import ArtifactStoreDep, CurrentTenant, Principal, SessionDep, SettingsDep
 from service.artifacts import ArtifactStore, dataset_key
 from service.dataset_preview import analyse, tokenizer_dir
 from service.errors import FieldValidationError, NotFoundError, ProblemError
-from service.job_config import _HUB_ID
 from service.pagination import decode_cursor, encode_cursor
 from service.repositories import datasets as datasets_repo
 from service.schemas import DatasetPublic, DatasetsPage
@@ -85,7 +85,7 @@ def _form_fields(upload: Upload) -> dict[str, str]:
 def _preview_model(fields: dict[str, str], *, is_admin: bool) -> tuple[str | None, int]:
     """The model named for the preview (a hub id, or a local directory for admin keys) and the token limit."""
     model = fields["model"] or None
-    if model is not None and not (_HUB_ID.match(model) and ".." not in model) and not is_admin:
+    if model is not None and not is_hub_id(model) and not is_admin:
         raise FieldValidationError([{"field": "model", "message": "must be a hub id such as 'org/name'"}])
     raw_limit = fields["max_prompt_tokens"] or str(DataConfig.model_fields["max_prompt_tokens"].default)
     if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 65536:
@@ -130,7 +130,7 @@ def _store(
     fmt, summary = _validate(upload, fields["prompt_field"], fields["answer_field"])
     folder = None
     if model is not None:
-        folder = tokenizer_dir(model, is_admin=caller.is_admin, is_hub_id=bool(_HUB_ID.match(model)))
+        folder = tokenizer_dir(model, is_admin=caller.is_admin, is_hub_id=is_hub_id(model))
     analysis = analyse(summary, model, folder, max_prompt_tokens)
     unstorable = first_unstorable(analysis)
     if unstorable is not None:

@@ -1,6 +1,6 @@
 """Rollouts with vLLM, colocated with the learner on the same GPU (`rollout.backend: vllm`).
 
-`VLLMRolloutEngine` implements the `RolloutEngine` protocol of rollout.py. Each training process
+`VLLMRolloutEngine` implements the `RolloutEngine` protocol of engine.py. Each training process
 (each rank of a data-parallel job) owns one in-process vLLM engine on its own GPU
 (`distributed_executor_backend="external_launcher"`, tensor parallel size 1), sized by
 `rollout.vllm.gpu_memory_utilization`; the learner keeps the rest of the GPU.
@@ -20,7 +20,7 @@
   temperature (`logprobs_mode="processed_logprobs"`; the config allows no top-k/top-p filter), which is
   `rollout_logp`; the trainer recomputes behaviour log-probs with the learner and logs the largest
   difference as `rollout_logp_mismatch_max` (different kernels and, in bfloat16, different rounding).
-  Temperatures vLLM would change (below 0.01) or refuse (above 2) are refused (config.py).
+  Temperatures vLLM would change (below 0.01) or refuse (above 2) are refused (config/rollout.py).
 - Context: vLLM refuses a prompt of max_model_len tokens or more, failing the whole batch; prompts are
   left-truncated to the budget that leaves room for the response (context_length.py).
 - vLLM's worker reseeds Python's, numpy's and torch's global generators when it starts
@@ -32,7 +32,7 @@
   tokenizer: without stop strings the engine runs with `skip_tokenizer_init` (prompts are token ids),
   with them vLLM loads the model's tokenizer and requests detokenize. vLLM only stops generating there;
   where the response ends, its text (the stop string kept) and whether it was truncated
-  (finish_reason "length") are decided by rollout.finish_response, as for the HF engine.
+  (finish_reason "length") are decided by engine.finish_response, as for the HF engine.
 
 vLLM is imported only when an engine is built; nothing else in the project needs it. On a worker
 without CUDA or without the vllm package, `check_backend_available` refuses the job at start.
@@ -55,10 +55,10 @@ from typing import Any
 
 import torch
 
-from remix_engine.batch import RolloutBatch
+from remix_engine.batch import RolloutBatch, pad_cat
 from remix_engine.config import ModelConfig, RolloutConfig, check_vllm_temperature
 from remix_engine.context_length import model_position_limit, prompt_budget, vllm_max_model_len
-from remix_engine.rollout import _pad_cat, _stop_token_ids, check_generate_args, finish_response
+from remix_engine.rollout.engine import assemble_batch, finish_response, prompt_of_each_response, stop_token_ids
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +222,7 @@ class VLLMRolloutEngine:
         self.tokenizer, self.cfg = tokenizer, cfg
         self.max_prompt_tokens = max_prompt_tokens
         self.device = torch.device(device)
-        self.stop_ids = _stop_token_ids(model, tokenizer)
+        self.stop_ids = stop_token_ids(model, tokenizer)
         self.stop_strings = tuple(cfg.stop)
         position_limit = model_position_limit(getattr(model, "config", None))
         self.max_model_len = vllm_max_model_len(max_prompt_tokens, cfg.max_new_tokens, position_limit)
@@ -275,10 +275,9 @@ class VLLMRolloutEngine:
         policy_version: int,
         group_id_start: int,
     ) -> RolloutBatch:
-        check_generate_args(prompts, answers, prompt_index, group_size, seeds)
+        rows = prompt_of_each_response(prompts, answers, prompt_index, group_size, seeds)
         from vllm import SamplingParams
 
-        rows = [i for i in range(len(prompts)) for _ in range(group_size)]  # prompt of each response
         prompt_ids = self._encode(prompts, self.cfg.max_new_tokens)
         params = [
             SamplingParams(
@@ -309,18 +308,26 @@ class VLLMRolloutEngine:
             logps.append(_sampled_logprobs(sample.token_ids, sample.logprobs)[:kept])
             texts.append(text)
             truncated.append(cut_off)
-        return self._batch(
-            [prompt_ids[i] for i in rows],
-            tokens,
-            logps,
-            texts,
-            truncated,
-            policy_version=policy_version,
+        prompt_rows = [torch.tensor(prompt_ids[i], dtype=torch.long).view(1, -1) for i in rows]
+        response_ids, response_mask = self._responses(tokens)  # (B, Lr)
+        width = response_ids.shape[1]
+        return assemble_batch(
+            prompt_ids=pad_cat(prompt_rows, left=True),  # (B, Lp)
+            prompt_mask=pad_cat([torch.ones_like(row, dtype=torch.bool) for row in prompt_rows], left=True),
+            response_ids=response_ids,
+            response_mask=response_mask,
+            rollout_logp=torch.tensor([lp + [0.0] * (width - len(lp)) for lp in logps], dtype=torch.float32),
+            completions=texts,
+            truncated=torch.tensor(truncated, dtype=torch.bool),
+            rows=rows,
+            prompts=prompts,
+            answers=answers,
+            prompt_index=prompt_index,
             seeds=seeds,
-            group_ids=[group_id_start + i for i in rows],
-            prompt_index=[prompt_index[i] for i in rows],
-            answers=[answers[i] for i in rows],
-            prompts=[prompts[i] for i in rows],
+            policy_version=policy_version,
+            group_id_start=group_id_start,
+            pad_token_id=self.tokenizer.pad_token_id,
+            device=self.device,
         )
 
     def greedy(self, prompts: list[str], max_new_tokens: int | None = None) -> list[str]:
@@ -348,7 +355,7 @@ class VLLMRolloutEngine:
         return params
 
     def _finish(self, sample: Any) -> tuple[int, str, bool]:
-        """(tokens kept, completion text, truncated) of one vLLM completion (rollout.finish_response)."""
+        """(tokens kept, completion text, truncated) of one vLLM completion (engine.finish_response)."""
         return finish_response(
             list(sample.token_ids),
             self.tokenizer,
@@ -375,45 +382,6 @@ class VLLMRolloutEngine:
         pad = self.tokenizer.pad_token_id
         ids = torch.tensor([r + [pad] * (width - len(r)) for r in responses], dtype=torch.long)
         return ids, torch.arange(width).unsqueeze(0) < torch.tensor([len(r) for r in responses]).unsqueeze(1)
-
-    def _batch(
-        self,
-        prompt_ids: list[list[int]],
-        responses: list[list[int]],
-        logps: list[list[float]],
-        completions: list[str],
-        truncated: list[bool],
-        *,
-        policy_version: int,
-        seeds: list[int],
-        group_ids: list[int],
-        prompt_index: list[int],
-        answers: list[str],
-        prompts: list[str],
-    ) -> RolloutBatch:
-        pad = self.tokenizer.pad_token_id
-        prompt_rows = [torch.tensor(ids, dtype=torch.long).view(1, -1) for ids in prompt_ids]
-        pids = _pad_cat(prompt_rows, left=True)  # (B, Lp)
-        pmask = _pad_cat([torch.ones_like(row, dtype=torch.bool) for row in prompt_rows], left=True)
-        rids, rmask = self._responses(responses)  # (B, Lr)
-        width = rids.shape[1]
-        rlogp = torch.tensor([lp + [0.0] * (width - len(lp)) for lp in logps], dtype=torch.float32)
-        device = self.device
-        return RolloutBatch(
-            prompt_ids=pids.masked_fill(~pmask, pad).to(device),
-            prompt_mask=pmask.to(device),
-            response_ids=rids.masked_fill(~rmask, pad).to(device),
-            response_mask=rmask.to(device),
-            rollout_logp=rlogp.masked_fill(~rmask, 0.0).to(device),
-            policy_version=torch.full((len(responses),), policy_version, dtype=torch.long, device=device),
-            seeds=torch.tensor(seeds, dtype=torch.long, device=device),
-            group_ids=torch.tensor(group_ids, dtype=torch.long, device=device),
-            prompt_index=torch.tensor(prompt_index, dtype=torch.long, device=device),
-            completions=completions,
-            answers=answers,
-            prompts=prompts,
-            truncated=torch.tensor(truncated, dtype=torch.bool, device=device),
-        )
 
 
 def _sampled_logprobs(token_ids: Any, logprobs: Any) -> list[float]:

@@ -17,17 +17,17 @@ import torch
 import vllm_standin
 from vllm_standin import EOS, LLM, GarbageWeightsError, SamplingParams, SleeplessLLM, WouldHangError
 
-from remix_engine import vllm_rollout
 from remix_engine.config import ModelConfig, RolloutConfig, TrainConfig
 from remix_engine.context_length import ContextLengthError
-from remix_engine.rollout import finish_response
-from remix_engine.toy import build_char_tokenizer, build_untrained_model
-from remix_engine.vllm_rollout import (
+from remix_engine.rollout import vllm as vllm_backend
+from remix_engine.rollout.engine import finish_response
+from remix_engine.rollout.vllm import (
     RolloutBackendUnavailable,
     VLLMRolloutEngine,
     backend_unavailable_reason,
     check_backend_available,
 )
+from remix_engine.toy import build_char_tokenizer, build_untrained_model
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ def fake_vllm(monkeypatch):
     module.LLM = LLM
     module.SamplingParams = SamplingParams
     monkeypatch.setitem(sys.modules, "vllm", module)
-    monkeypatch.setattr(vllm_rollout, "backend_unavailable_reason", lambda _device: None)
+    monkeypatch.setattr(vllm_backend, "backend_unavailable_reason", lambda _device: None)
     monkeypatch.setattr(torch.cuda, "empty_cache", vllm_standin.record_empty_cache)
     for name, value in {
         "RANK": "0",
@@ -102,7 +102,7 @@ def test_without_cuda_or_vllm_the_backend_is_refused_with_what_is_missing(monkey
     assert reason is not None and reason.startswith("rollout.backend 'vllm' needs a CUDA GPU (this job runs on cpu)")
     assert reason.endswith("use rollout.backend 'hf' on this worker")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(vllm_rollout.importlib.util, "find_spec", lambda _name: None)
+    monkeypatch.setattr(vllm_backend.importlib.util, "find_spec", lambda _name: None)
     only_package = backend_unavailable_reason("cuda")
     assert only_package is not None and "CUDA" not in only_package
     assert "the vllm package, which is not installed on this worker (pip install 'remix-rft[vllm]'" in only_package
@@ -566,7 +566,7 @@ def test_stop_strings_reach_vllm_with_its_tokenizer_and_end_responses_as_the_hf_
     stops = 0
     for row, (full, returned) in enumerate(zip(LLM.last.responses[-1], llm.responses[-1], strict=True)):
         trained = batch.response_ids[row][batch.response_mask[row]].tolist()
-        # the rule both engines apply (rollout.finish_response): the same tokens, text and flag
+        # the rule both engines apply (engine.finish_response): the same tokens, text and flag
         kept, text, truncated = finish_response(full, tokenizer, [EOS], stop)
         assert (trained, batch.completions[row], bool(batch.truncated[row])) == (full[:kept], text, truncated)
         assert returned == trained  # vLLM stopped generating at the token that completes the stop string

@@ -9,12 +9,12 @@ import torch
 from remix_engine.batch import RolloutBatch
 from remix_engine.config import RolloutConfig
 from remix_engine.modeling import sequence_logprobs
-from remix_engine.rollout import (
+from remix_engine.rollout.engine import finish_response
+from remix_engine.rollout.hf import (
     HFRolloutEngine,
     SeededGumbelSampler,
     StopStringCriteria,
     filtered_logprobs,
-    finish_response,
     response_mask_until_stop,
 )
 from remix_engine.toy import build_char_tokenizer, build_untrained_model

@@ -1,4 +1,4 @@
-"""Rollout engines: sample groups of responses from the current policy and report behaviour log-probs.
+"""The Hugging Face rollout engine: groups of responses sampled from the policy, with behaviour log-probs.
 
 `HFRolloutEngine` generates with transformers' `model.generate` (KV cache, left-padded batches). Sampling
 is exact Gumbel-max: a logits processor turns the logits into the tempered, top-k/top-p filtered
@@ -6,71 +6,37 @@ log-probabilities, adds Gumbel noise drawn from a generator seeded by that row's
 decoding takes the argmax. So each response depends only on its prompt and seed, never on which other
 prompts share its batch, and the log-prob of every sampled token (`rollout_logp`) is read off the same
 filtered distribution it was drawn from. With top_k=0 and top_p=1 this equals the learner's
-`sequence_logprobs` at the same temperature, which is why job configs allow no other filter (config.py);
+`sequence_logprobs` at the same temperature, which is why job configs allow no other filter (config/rollout.py);
 the filters remain for the sampler's own tests and for callers outside training.
 
-The vLLM engine (`rollout.backend: vllm`, vllm_rollout.py) implements the same `RolloutEngine` protocol;
-`sync_weights` is how it follows the learner.
+The vLLM engine (`rollout.backend: vllm`, vllm.py) implements the same `RolloutEngine` protocol
+(engine.py); `sync_weights` is how it follows the learner.
 
-Where a response ends is decided the same way for both engines (`finish_response`): at its first EOS
-token, or at the token that completes the first of `rollout.stop` in its decoded text, whichever comes
-first. The trained tokens end with that token; the completion text ends with the stop string (kept, as
-vLLM's include_stop_str_in_output, and as transformers keeps the tokens). A response that ends on
-neither within max_new_tokens is `truncated`. The engines only stop generating there: this module's
-`StopStringCriteria` here, vLLM's detokenizer there. transformers' own StopStringCriteria (generate's
-`stop_strings=` with `tokenizer=`) is not used: it matches token strings, special tokens included, so a
-stop string "a" would end a response at a sampled "<pad>", which vLLM's detokenizer (special tokens
-skipped) and the rewards' text never see.
+Where a response ends is decided by engine.py's `finish_response`, for both engines; this engine stops
+generating there with this module's `StopStringCriteria`. transformers' own StopStringCriteria
+(generate's `stop_strings=` with `tokenizer=`) is not used: it matches token strings, special tokens
+included, so a stop string "a" would end a response at a sampled "<pad>", which vLLM's detokenizer
+(special tokens skipped) and the rewards' text never see.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from transformers import LogitsProcessor, StoppingCriteria
 
-from remix_engine.batch import RolloutBatch
+from remix_engine.batch import RolloutBatch, pad_cat
 from remix_engine.config import RolloutConfig
-
-
-class RolloutEngine(Protocol):
-    def generate(
-        self,
-        prompts: list[str],
-        answers: list[str],
-        prompt_index: list[int],
-        *,
-        group_size: int,
-        seeds: list[int],
-        policy_version: int,
-        group_id_start: int,
-    ) -> RolloutBatch:
-        """group_size responses per prompt: response i*group_size+j answers prompt i with that seed.
-
-        Response r uses seeds[r]; all responses to prompt i share group id group_id_start + i.
-        """
-        ...
-
-    def greedy(self, prompts: list[str], max_new_tokens: int | None = None) -> list[str]:
-        """Greedy completions (for evaluation), decoded without special tokens."""
-        ...
-
-    def sync_weights(self, model: torch.nn.Module) -> None:
-        """Make the engine sample from `model`'s current weights."""
-        ...
-
-
-def check_generate_args(
-    prompts: list[str], answers: list[str], prompt_index: list[int], group_size: int, seeds: list[int]
-) -> None:
-    """The argument checks every RolloutEngine.generate makes."""
-    if not (len(prompts) == len(answers) == len(prompt_index)):
-        raise ValueError("prompts, answers and prompt_index must have the same length")
-    if len(seeds) != len(prompts) * group_size:
-        raise ValueError(f"need len(prompts) * group_size = {len(prompts) * group_size} seeds, got {len(seeds)}")
+from remix_engine.rollout.engine import (
+    assemble_batch,
+    finish_response,
+    first_stop_end,
+    prompt_of_each_response,
+    stop_token_ids,
+)
 
 
 def filtered_logprobs(logits: torch.Tensor, *, temperature: float, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
@@ -126,52 +92,6 @@ class SeededGumbelSampler(LogitsProcessor):
         self._pending = None
 
 
-def _decode(tokenizer: Any, ids: list[int]) -> str:
-    return str(tokenizer.decode(ids, skip_special_tokens=True))
-
-
-def _first_stop_end(text: str, stop_strings: tuple[str, ...] | list[str]) -> int | None:
-    """Character offset just after the earliest-ending stop string in `text`; None when there is none."""
-    ends = [text.find(s) + len(s) for s in stop_strings if s in text]
-    return min(ends) if ends else None
-
-
-def finish_response(
-    tokens: list[int],
-    tokenizer: Any,
-    stop_ids: list[int],
-    stop_strings: tuple[str, ...] | list[str] = (),
-    *,
-    stopped: bool = False,
-) -> tuple[int, str, bool]:
-    """Where one generated response ends: (tokens kept, completion text, truncated).
-
-    `tokens` are the ids the engine generated (nothing after its stop). The response ends with its first
-    stop token (EOS), or with the token whose text completes a stop string, whichever comes first; its
-    text is cut just after that stop string (kept). `stopped` says the engine itself reported a stop
-    (vLLM's finish_reason "stop"), which also rules out truncation. Truncated: it ended on neither.
-    """
-    stop_set = set(stop_ids)
-    end = next((i + 1 for i, token in enumerate(tokens) if token in stop_set), None)
-    ended = end is not None or stopped
-    kept = list(tokens[: end if end is not None else len(tokens)])
-    if stop_strings:
-        text = _decode(tokenizer, kept)
-        if _first_stop_end(text, stop_strings) is not None:
-            # The shortest prefix whose text holds a stop string (prefix texts only grow with the prefix).
-            low, high = 1, len(kept)
-            while low < high:
-                middle = (low + high) // 2
-                if _first_stop_end(_decode(tokenizer, kept[:middle]), stop_strings) is None:
-                    low = middle + 1
-                else:
-                    high = middle
-            text = _decode(tokenizer, kept[:low])
-            return low, text[: _first_stop_end(text, stop_strings)], False
-        return len(kept), text, not ended
-    return len(kept), _decode(tokenizer, kept), not ended
-
-
 class StopStringCriteria(StoppingCriteria):
     """A transformers stopping criterion: a row is done once its response's text holds a stop string.
 
@@ -192,7 +112,7 @@ class StopStringCriteria(StoppingCriteria):
         generated = input_ids.shape[1] - self.prompt_length
         tails = self.tokenizer.batch_decode(input_ids[:, -min(self.window, generated) :], skip_special_tokens=True)
         done = torch.tensor(
-            [_first_stop_end(text, self.stop_strings) is not None for text in tails],
+            [first_stop_end(text, self.stop_strings) is not None for text in tails],
             dtype=torch.bool,
             device=self.stopped_at.device,
         )
@@ -227,7 +147,7 @@ class HFRolloutEngine:
         self.max_prompt_tokens = max_prompt_tokens
         if tokenizer.pad_token_id is None:
             raise ValueError("the tokenizer needs a pad token (load_policy sets it to eos when missing)")
-        self.stop_ids = _stop_token_ids(model, tokenizer)
+        self.stop_ids = stop_token_ids(model, tokenizer)
         self.stop_strings = tuple(cfg.stop)
 
     def sync_weights(self, model: torch.nn.Module) -> None:
@@ -246,31 +166,30 @@ class HFRolloutEngine:
         policy_version: int,
         group_id_start: int,
     ) -> RolloutBatch:
-        check_generate_args(prompts, answers, prompt_index, group_size, seeds)
-        rows = [i for i in range(len(prompts)) for _ in range(group_size)]  # prompt of each response
+        rows = prompt_of_each_response(prompts, answers, prompt_index, group_size, seeds)
         size = self.cfg.generation_batch_size
         chunks = [
             self._sample_chunk([prompts[i] for i in rows[start : start + size]], seeds[start : start + size])
             for start in range(0, len(rows), size)
         ]
-        ids, pmask, rids, rmask, rlogp = (_pad_cat([c[k] for c in chunks], left=k < 2) for k in range(5))
-        completions = [text for c in chunks for text in c[5]]
-        truncated = torch.cat([c[6] for c in chunks])
-        device = ids.device
-        return RolloutBatch(
-            prompt_ids=ids.masked_fill(~pmask, self.tokenizer.pad_token_id),
+        ids, pmask, rids, rmask, rlogp = (pad_cat([c[k] for c in chunks], left=k < 2) for k in range(5))
+        return assemble_batch(
+            prompt_ids=ids,
             prompt_mask=pmask,
-            response_ids=rids.masked_fill(~rmask, self.tokenizer.pad_token_id),
+            response_ids=rids,
             response_mask=rmask,
             rollout_logp=rlogp,
-            policy_version=torch.full((len(rows),), policy_version, dtype=torch.long, device=device),
-            seeds=torch.tensor(seeds, dtype=torch.long, device=device),
-            group_ids=torch.tensor([group_id_start + i for i in rows], dtype=torch.long, device=device),
-            prompt_index=torch.tensor([prompt_index[i] for i in rows], dtype=torch.long, device=device),
-            completions=completions,
-            answers=[answers[i] for i in rows],
-            prompts=[prompts[i] for i in rows],
-            truncated=truncated.to(device),
+            completions=[text for c in chunks for text in c[5]],
+            truncated=torch.cat([c[6] for c in chunks]),
+            rows=rows,
+            prompts=prompts,
+            answers=answers,
+            prompt_index=prompt_index,
+            seeds=seeds,
+            policy_version=policy_version,
+            group_id_start=group_id_start,
+            pad_token_id=self.tokenizer.pad_token_id,
+            device=ids.device,
         )
 
     def greedy(self, prompts: list[str], max_new_tokens: int | None = None) -> list[str]:
@@ -409,25 +328,5 @@ def _model_generation_defaults_hidden(model: Any) -> Iterator[None]:
         model.generation_config = saved
 
 
-def _stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
-    ids = {tokenizer.eos_token_id}
-    configured = getattr(model.generation_config, "eos_token_id", None)
-    ids.update(configured if isinstance(configured, list) else [configured])
-    ids.discard(None)
-    if not ids:
-        raise ValueError("the tokenizer and the model's generation config define no eos token to stop at")
-    return sorted(ids)
-
-
 def _model_device(model: Any) -> torch.device:
     return next(model.parameters()).device
-
-
-def _pad_cat(tensors: list[torch.Tensor], *, left: bool) -> torch.Tensor:
-    """Join (b_i, L_i) tensors along rows, zero/False-padding to the widest on the left or right."""
-    width = max(t.shape[1] for t in tensors)
-    padded = []
-    for t in tensors:
-        filler = torch.zeros((t.shape[0], width - t.shape[1]), dtype=t.dtype, device=t.device)
-        padded.append(torch.cat([filler, t] if left else [t, filler], dim=1))
-    return torch.cat(padded, dim=0)
