@@ -324,6 +324,8 @@ class Trainer:
             "learner_s": learner_s,
             "step_s": timer.total(),
             **{f"time_{part}_s": value for part, value in seconds.items()},
+            "generated_tokens": int(fresh_tokens),
+            "trained_tokens": int(epochs * learner_tokens),  # response tokens, once per pass over the batch
             "gen_tokens_per_s": fresh_tokens / max(seconds["generation"], 1e-9),
             "learner_tokens_per_s": epochs * learner_tokens / max(learner_s, 1e-9),
         }

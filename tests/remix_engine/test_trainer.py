@@ -436,3 +436,8 @@ def test_a_step_reports_where_its_seconds_went(random_model_dir, tmp_path):
     assert sum(seconds.values()) <= metrics["step_s"]
     assert metrics["rollout_s"] == pytest.approx(seconds["generation"] + seconds["scoring"])
     assert metrics["learner_s"] == pytest.approx(sum(seconds.values()) - metrics["rollout_s"])
+    # Token counts for usage accounting: responses generated, and response tokens trained on per pass.
+    assert metrics["generated_tokens"] == round(metrics["response_length_fresh"] * metrics["fresh_samples"])
+    replayed = metrics["response_length_replay"] * metrics["replayed_samples"]
+    passes = trainer.alg.utd_ratio * trainer.alg.ppo_epochs
+    assert metrics["trained_tokens"] == round(passes * (metrics["generated_tokens"] + replayed))
