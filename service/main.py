@@ -11,7 +11,19 @@ import logging
 from fastapi import FastAPI
 from starlette.types import ASGIApp
 
-from service.api.routes import checkpoints, config, datasets, health, jobs, keys, rewards, streams, tenants
+from service.api.routes import (
+    checkpoints,
+    config,
+    datasets,
+    health,
+    jobs,
+    keys,
+    quotas,
+    rewards,
+    streams,
+    tenants,
+    usage,
+)
 from service.body_limit import BodySizeLimit
 from service.dashboard import mount_dashboard
 from service.errors import install_problem_handlers
@@ -48,7 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = effective
     app.state.db_retry_after_seconds = effective.db_retry_after_seconds
     install_problem_handlers(app)
-    for module in (jobs, streams, checkpoints, datasets, config, rewards, tenants, keys, health):
+    for module in (jobs, usage, streams, checkpoints, datasets, config, rewards, tenants, quotas, keys, health):
         app.include_router(module.router)
     # Observability and UI: Prometheus /metrics (+ request middleware) and the static dashboard.
     install_metrics(app, effective)

@@ -11,8 +11,9 @@ so the API process stays light.
     dispatch_job                      reserves a task id, sends the task once              API      creation
     request_cancel                    queued -> cancelled, running -> cancelling           API      cancel
     claim_job                         queued -> running, a JobAttempt, a 'started' event   worker   attempt
+                                      (not past the tenant's max_running_jobs: stays queued)
     JobWriter.heartbeat               renews the attempt's lease (heartbeat_at)            worker   attempt
-    JobWriter.record_step             a step's metrics (upsert by step), current_step      worker   attempt
+    JobWriter.record_step             a step's metrics and usage (upserts by step)         worker   attempt
     JobWriter.add_event               an event (per-step kinds upsert by kind and step)    worker   attempt
     JobWriter.register_checkpoint     a checkpoint row (upsert), rows of pruned ones gone  worker   attempt
     JobWriter.forget_checkpoint       the row of a checkpoint the trainer pruned           worker   attempt
@@ -33,6 +34,7 @@ from service.lifecycle.attempt import (
     JobStatusView,
     JobWriter,
     LeaseLost,
+    RunningLimitReached,
     claim_job,
 )
 from service.lifecycle.cancel import CancelOutcome, request_cancel
@@ -52,6 +54,7 @@ __all__ = [
     "JobWriter",
     "LeaseLost",
     "NewJob",
+    "RunningLimitReached",
     "claim_job",
     "create_job",
     "dispatch_job",

@@ -86,6 +86,23 @@ def test_jobs_that_are_not_queued_are_left_alone(sessions, make_job, settings, s
     assert (row.status, row.attempts, row.worker_id) == (status, 0, None)
 
 
+def test_a_job_past_its_tenants_running_limit_is_deferred_and_stays_queued(sessions, make_job, settings):
+    # given a tenant that already runs one job, and a second queued job of the same tenant
+    running = make_job(status="running")
+    with sessions.begin() as session:
+        queued = Job(tenant_id=running.tenant_id, base_model=running.base_model, config=running.config, total_steps=4)
+        session.add(queued)
+    limited = settings.model_copy(update={"default_max_running_jobs": 1})
+
+    # when a worker is handed the second job
+    outcome = run_job(str(queued.id), settings=limited, sessions=sessions, celery_task_id="task-q")
+
+    # then it is not claimed: the task is to be retried later
+    assert outcome == "deferred"
+    row = _job(sessions, queued.id)
+    assert (row.status, row.attempts, row.worker_id) == ("queued", 0, None)
+
+
 @pytest.mark.parametrize("job_id", [str(uuid.uuid4()), "not-a-uuid"])
 def test_unknown_or_malformed_ids_are_skipped(sessions, settings, job_id):
     assert run_job(job_id, settings=settings, sessions=sessions) == "skipped"
@@ -368,9 +385,7 @@ class _RemoteStore(LocalArtifactStore):
         return target
 
 
-def test_a_job_checkpoint_model_resolves_to_that_checkpoint_s_folder_for_its_tenant_only(
-    sessions, make_job, tmp_path
-):
+def test_a_job_checkpoint_model_resolves_to_that_checkpoint_s_folder_for_its_tenant_only(sessions, make_job, tmp_path):
     # given a job with checkpoints at steps 3 and 5 in a remote store
     store = _RemoteStore(tmp_path / "store")
     source = make_job()
