@@ -210,7 +210,8 @@ def resolve_model(job: Job, sessions: sessionmaker[Session], store: ArtifactStor
     if checkpoint is None or not store.exists(checkpoint.uri):
         which = "any checkpoint" if step is None else f"a checkpoint at step {step}"
         raise ModelSourceError(
-            f"cannot load model {name!r}: job {source_id} no longer has {which} (pruned by its retention, or deleted)"
+            f"cannot load model {name!r}: job {source_id} no longer has {which} (pruned by its retention, "
+            "or deleted)"
         )
     return str(store.local_path(checkpoint.uri, cache / MODEL_CACHE))
 

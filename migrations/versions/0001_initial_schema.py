@@ -106,7 +106,9 @@ def _create_jobs() -> None:
         sa.Column("created_at", TIMESTAMP, nullable=False),
         sa.Column("started_at", TIMESTAMP, nullable=True),
         sa.Column("finished_at", TIMESTAMP, nullable=True),
-        sa.CheckConstraint("status IN (" + ", ".join(f"'{s}'" for s in JOB_STATUSES) + ")", name="ck_jobs_status"),
+        sa.CheckConstraint(
+            "status IN (" + ", ".join(f"'{s}'" for s in JOB_STATUSES) + ")", name="ck_jobs_status"
+        ),
         sa.ForeignKeyConstraint(["dataset_id"], ["datasets.id"]),
         _tenant_fk(),
         sa.PrimaryKeyConstraint("id"),

@@ -72,10 +72,8 @@ def test_a_system_prompt_goes_first_unless_the_row_has_one(chat_tokenizer) -> No
 
 
 def test_content_parts_and_every_turn_are_kept() -> None:
-    parts = [
-        {"role": "system", "content": "S"},
-        {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
-    ]
+    parts = [{"role": "system", "content": "S"}, {"role": "user", "content": [{"type": "text", "text": "a"},
+                                                                                {"type": "text", "text": "b"}]}]
     assert normalise_messages(parts) == [{"role": "system", "content": "S"}, {"role": "user", "content": "a\nb"}]
     assert normalise_messages([{"role": "user", "content": [{"type": "image_url", "image_url": "x"}]}]) is None
     assert normalise_messages([{"role": "wizard", "content": "x"}]) is None

@@ -44,10 +44,7 @@ def test_openai_chat_rows_keep_every_turn_and_content_parts() -> None:
                 {"role": "system", "content": "You are a careful mathematician."},
                 {"role": "user", "content": "Warm-up: 1+1?"},
                 {"role": "assistant", "content": "2"},
-                {
-                    "role": "user",
-                    "content": [{"type": "text", "text": "Now: 2+3?"}, {"type": "text", "text": "Box it."}],
-                },
+                {"role": "user", "content": [{"type": "text", "text": "Now: 2+3?"}, {"type": "text", "text": "Box it."}]},
             ],
             "reference_answer": "5",
             "difficulty": "easy",

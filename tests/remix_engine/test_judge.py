@@ -72,10 +72,8 @@ def test_scores_are_read_from_json_or_the_final_number(reply: str, score: float)
     assert parse_score(reply) == score
 
 
-@pytest.mark.parametrize(
-    ("reply", "message"),
-    [("great answer", "no score"), ("8 out of 10", "outside [0, 1]"), ('{"score": -0.5}', "outside [0, 1]")],
-)
+@pytest.mark.parametrize(("reply", "message"), [("great answer", "no score"), ("8 out of 10", "outside [0, 1]"),
+                                               ('{"score": -0.5}', "outside [0, 1]")])
 def test_a_reply_without_a_score_in_range_is_refused(reply: str, message: str) -> None:
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
         parse_score(reply)
@@ -111,9 +109,8 @@ def test_server_errors_are_retried_and_client_errors_are_not(fast_retries: None)
         return '{"score": 0.5}'
 
     with JudgeStub(respond) as stub:
-        result = judge_reward(
-            ["flaky", "down", "limited", "refused"], [""] * 4, rubric="{completion}", environ=stub.env()
-        )
+        result = judge_reward(["flaky", "down", "limited", "refused"], [""] * 4, rubric="{completion}",
+                              environ=stub.env())
     assert list(result) == [0.5, None, 0.5, None]
     assert calls == {"flaky": 3, "down": 3, "limited": 2, "refused": 1}
     assert result.errors[0] is None and result.errors[2] is None
@@ -130,9 +127,8 @@ def test_malformed_replies_are_errors_of_their_sample() -> None:
         }.get(prompt, '{"score": 1}')
 
     with JudgeStub(respond) as stub:
-        result = judge_reward(
-            ["not json", "no choices", "no score", "ok"], [""] * 4, rubric="{completion}", environ=stub.env()
-        )
+        result = judge_reward(["not json", "no choices", "no score", "ok"], [""] * 4, rubric="{completion}",
+                              environ=stub.env())
     assert list(result) == [None, None, None, 1.0]
     assert "malformed judge reply" in str(result.errors[0]) and "malformed judge reply" in str(result.errors[1])
     assert "holds no score" in str(result.errors[2])

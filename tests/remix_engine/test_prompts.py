@@ -31,9 +31,7 @@ def test_overlong_prompts_are_dropped_and_counted() -> None:
 def test_overlong_prompts_fail_the_job_under_error_and_when_nothing_fits() -> None:
     tokenizer = build_char_tokenizer()
     strict = PromptSet(tokenizer, DataConfig(chat_template="none", max_prompt_tokens=10, overlong_prompts="error"))
-    with pytest.raises(
-        OverlongPromptsError, match=r"1 of 2 training prompts are longer than .*=10 \(the longest has 44 tokens\)"
-    ):
+    with pytest.raises(OverlongPromptsError, match=r"1 of 2 training prompts are longer than .*=10 \(the longest has 44 tokens\)"):
         strict.prepare([SHORT, LONG], "training")
     tight = PromptSet(tokenizer, DataConfig(chat_template="none", max_prompt_tokens=2))
     with pytest.raises(OverlongPromptsError, match="2 of 2 evaluation prompts.*raise max_prompt_tokens"):

@@ -29,7 +29,6 @@ from remix_engine.rewards import (
     symbolic_equivalent,
 )
 
-
 def math500_answers() -> list[str]:
     # MATH500 as shipped inside the package (remix_engine/benchmarks_data/math.json).
     path = data_file("math.json")

@@ -52,11 +52,8 @@ ATTACKS: dict[str, tuple[str, str]] = {
     "postgres-5432": ("import socket\nsocket.create_connection(('127.0.0.1', 5432), timeout=2)", "not permitted"),
     "redis-6379": ("import socket\nsocket.create_connection(('127.0.0.1', 6379), timeout=2)", "not permitted"),
     "etc-shadow": ("open('/etc/shadow').read()", "No such file"),
-    "root-home": (
-        "import os\nassert os.listdir('/root') != ['.pyenv'] and os.listdir('/root') == [], 0\n"
-        "open('/root/.bash_history').read()",
-        "",
-    ),
+    "root-home": ("import os\nassert os.listdir('/root') != ['.pyenv'] and os.listdir('/root') == [], 0\n"
+                  "open('/root/.bash_history').read()", ""),
     # PID 1 is bwrap's reaper: root and unreadable under a root worker, the worker's uid (and readable,
     # with bwrap's clean environment) under an unprivileged one. Either way nothing of the worker's.
     "pid1-environ": (

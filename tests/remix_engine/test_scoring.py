@@ -38,10 +38,8 @@ def test_a_batch_past_its_time_limit_fails_clearly_and_the_callers_threads_run_m
     monkeypatch.setattr(scoring, "STARTUP_GRACE_S", 0.0)
     slow = RewardSpec(
         name="python",
-        kwargs={
-            "code": "def reward(completion, answer):\n    import time\n    time.sleep(3)\n    return 1.0\n",
-            "timeout_s": 0.1,
-        },
+        kwargs={"code": "def reward(completion, answer):\n    import time\n    time.sleep(3)\n    return 1.0\n",
+                "timeout_s": 0.1},
     )
     ticks: list[float] = []
     stop = threading.Event()
@@ -77,9 +75,8 @@ def test_a_configuration_error_inside_the_child_is_an_error_of_the_batch(scorer:
 
 def test_the_budget_grows_with_each_python_rewards_per_sample_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(scoring.TIMEOUT_ENV, raising=False)
-    python = RewardSpec(
-        name="python", kwargs={"code": "def reward(completion, answer):\n    return 1.0\n", "timeout_s": 2}
-    )
+    python = RewardSpec(name="python", kwargs={"code": "def reward(completion, answer):\n    return 1.0\n",
+                                               "timeout_s": 2})
     assert scoring_timeout_s(SPECS, 100) == scoring.DEFAULT_BASE_TIMEOUT_S
     assert scoring_timeout_s([*SPECS, python], 100) == scoring.DEFAULT_BASE_TIMEOUT_S + scoring.STARTUP_GRACE_S + 200
 

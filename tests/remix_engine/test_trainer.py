@@ -264,21 +264,16 @@ def test_rewards_see_the_row_and_each_reward_is_a_step_metric(random_model_dir, 
     from remix_engine.rewards import compose_rewards, reward_row
 
     # A dataset with a column beyond prompt and answer; only some rows have it.
-    rows = [
-        {"prompt": f"{a}+{b}=", "answer": str(a + b), **({"unit": "1"} if a % 2 else {})}
-        for a, b in [(11, 22), (12, 30), (13, 40), (24, 15), (35, 26), (46, 17)]
-    ]
+    rows = [{"prompt": f"{a}+{b}=", "answer": str(a + b), **({"unit": "1"} if a % 2 else {})}
+            for a, b in [(11, 22), (12, 30), (13, 40), (24, 15), (35, 26), (46, 17)]]
     data = tmp_path / "train.jsonl"
     data.write_text("".join(json.dumps(row) + "\n" for row in rows))
     functions = [
         {"name": "regex", "kwargs": {"pattern": "[0-9]", "target": "completion"}},
         {"name": "string_check", "weight": 0.5, "kwargs": {"operation": "contains", "field": "unit"}},
         # Reads the row's column; fails (KeyError) on the rows without it.
-        {
-            "name": "python",
-            "weight": 2.0,
-            "kwargs": {"code": "def reward(completion, answer, row):\n    return float(row['unit'] in completion)\n"},
-        },
+        {"name": "python", "weight": 2.0,
+         "kwargs": {"code": "def reward(completion, answer, row):\n    return float(row['unit'] in completion)\n"}},
     ]
     cfg = small_config(random_model_dir, name="grpo").model_copy(
         update={
@@ -310,7 +305,9 @@ def test_rewards_see_the_row_and_each_reward_is_a_step_metric(random_model_dir, 
         assert metrics["reward/python/error_rate"] == pytest.approx(sum(missing) / len(missing))
         assert metrics["reward_errors"] == 2 * sum(missing)
         assert metrics["accuracy"] == pytest.approx(metrics["reward/regex/mean"])  # the first reward is binary
-        weighted = sum(spec.weight * metrics[f"reward/{spec.name}/mean"] for spec in cfg.reward.functions)
+        weighted = sum(
+            spec.weight * metrics[f"reward/{spec.name}/mean"] for spec in cfg.reward.functions
+        )
         assert metrics["reward_mean"] == pytest.approx(weighted, abs=1e-6)
 
 

@@ -31,7 +31,7 @@ def test_defaults_come_from_settings_and_overrides_replace_them(
     assert body["tenant_id"] == str(alice.tenant_id)
     assert body["limits"]["max_queued_jobs"] == 7 and body["limits"]["max_running_jobs"] == 2
     assert body["limits"]["requests_per_second"] is None  # unlimited by default
-    assert body["overrides"] == {key: None for key in body["limits"]}
+    assert body["overrides"] == dict.fromkeys(body["limits"])
     assert body["usage"]["generated_tokens"] == 0 and body["queued_jobs"] == 0
 
     updated = _put(client, admin, alice.tenant_id, max_queued_jobs=3, max_generated_tokens=1000)

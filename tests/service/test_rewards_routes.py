@@ -94,16 +94,10 @@ BAD_BODIES = [
     pytest.param({"name": "regex", "kwargs": {"pattern": "("}}, "reward.functions.0.kwargs.pattern", id="regex"),
     pytest.param({"name": "no_such_reward"}, "reward.functions.0.name", id="unknown-reward"),
     pytest.param({"name": "python", "kwargs": {"code": "x = 1"}}, "reward.functions.0.kwargs", id="python-no-def"),
-    pytest.param(
-        {"name": "string_check", "kwargs": {"operation": "like"}},
-        "reward.functions.0.kwargs.operation",
-        id="string-check-operation",
-    ),
-    pytest.param(
-        {"name": "judge", "kwargs": {"rubric": "{completion}", "url": "http://169.254.169.254/"}},
-        "reward.functions.0.kwargs.url",
-        id="judge-url-from-the-tenant",
-    ),
+    pytest.param({"name": "string_check", "kwargs": {"operation": "like"}}, "reward.functions.0.kwargs.operation",
+                 id="string-check-operation"),
+    pytest.param({"name": "judge", "kwargs": {"rubric": "{completion}", "url": "http://169.254.169.254/"}},
+                 "reward.functions.0.kwargs.url", id="judge-url-from-the-tenant"),
 ]
 
 
@@ -150,10 +144,8 @@ def test_a_batch_past_its_budget_is_422_and_the_next_dry_run_works(
 ) -> None:
     monkeypatch.setattr(reward_dry_run, "MAX_TIMEOUT_S", 1.0)
     sleeper = "def reward(completion, answer):\n    import time\n    time.sleep(5)\n    return 1.0\n"
-    body = {
-        "reward": {"functions": [{"name": "python", "kwargs": {"code": sleeper, "timeout_s": 10}}]},
-        "completions": ["a"],
-    }
+    body = {"reward": {"functions": [{"name": "python", "kwargs": {"code": sleeper, "timeout_s": 10}}]},
+            "completions": ["a"]}
     problem = assert_problem(_dry_run(client, alice, body), 422, "took longer than its limit of 1s")
     assert problem["type"] == "urn:remix:problem:reward-scoring-failed"
     quick = {"reward": {"functions": [{"name": "exact_match"}]}, "row": {"answer": "a"}, "completions": ["a"]}

@@ -385,7 +385,9 @@ class _RemoteStore(LocalArtifactStore):
         return target
 
 
-def test_a_job_checkpoint_model_resolves_to_that_checkpoint_s_folder_for_its_tenant_only(sessions, make_job, tmp_path):
+def test_a_job_checkpoint_model_resolves_to_that_checkpoint_s_folder_for_its_tenant_only(
+    sessions, make_job, tmp_path
+):
     # given a job with checkpoints at steps 3 and 5 in a remote store
     store = _RemoteStore(tmp_path / "store")
     source = make_job()

@@ -159,13 +159,9 @@ def admin_client(api_url: str, engine: Engine) -> Iterator[httpx.Client]:
 
 
 def _upload(client: httpx.Client, dataset: str) -> dict[str, Any]:
-    rows, fields = (
-        (messages_rows(), {})
-        if dataset == "messages"
-        else (
-            gsm8k_rows(),
-            {"prompt_field": "question", "answer_field": "answer"},
-        )
+    rows, fields = (messages_rows(), {}) if dataset == "messages" else (
+        gsm8k_rows(),
+        {"prompt_field": "question", "answer_field": "answer"},
     )
     body = "".join(json.dumps(row) + "\n" for row in rows).encode()
     response = client.post("/v1/datasets", files={"file": (f"{dataset}.jsonl", body)}, data=fields)
