@@ -15,18 +15,19 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import Depends
+from fastapi import Request
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.settings import Settings, get_settings
+from service.settings import get_settings
 
 # Connections per server-database engine; the API admits fewer concurrent requests (inflight_limit).
 POOL_SIZE, MAX_OVERFLOW = 10, 20
@@ -117,10 +118,36 @@ def dispose_engines() -> None:
         _factories.clear()
 
 
-def get_session(settings: Annotated[Settings, Depends(get_settings)]) -> Iterator[Session]:
-    """FastAPI dependency: one session per request, closed afterwards (routes commit explicitly)."""
-    with session_factory(settings.database_url)() as session:
+def _read_only_factory(url: str) -> sessionmaker[Session]:
+    """Sessions whose connections run in autocommit: each read is one round trip, with no BEGIN before
+    it and no ROLLBACK after it (psycopg switches autocommit on the client, without a round trip)."""
+    key = f"read-only:{url}"
+    engine = get_engine(url)
+    with _lock:
+        if key not in _factories:
+            _factories[key] = sessionmaker(
+                engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
+            )
+        return _factories[key]
+
+
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    """FastAPI dependency: one session per request, closed afterwards (routes commit explicitly).
+
+    GET and HEAD requests only read, and their session runs in autocommit on a server database. A
+    coroutine, so that opening it costs no trip to a worker thread: the session connects on its first
+    query, in the route's thread; closing it returns the connection to the pool, in a thread when the
+    request used one."""
+    url = request.app.state.settings.database_url
+    reads_only = request.method in ("GET", "HEAD") and not url.startswith("sqlite")
+    session = (_read_only_factory(url) if reads_only else session_factory(url))()
+    try:
         yield session
+    finally:
+        if session.in_transaction():
+            await run_in_threadpool(session.close)
+        else:
+            session.close()
 
 
 @contextmanager

@@ -55,8 +55,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url="/docs",
         openapi_url="/openapi.json",
     )
-    if settings is not None:
-        app.dependency_overrides[get_settings] = lambda: settings
     app.state.settings = effective
     app.state.db_retry_after_seconds = effective.db_retry_after_seconds
     install_problem_handlers(app)

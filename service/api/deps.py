@@ -8,7 +8,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
@@ -20,9 +21,17 @@ from service.quotas import quota_exceeded
 from service.rate_limit import get_rate_limiter
 from service.repositories.tenants import find_active_key_and_rate
 from service.security import hash_api_key
-from service.settings import Settings, get_settings
+from service.settings import Settings
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+async def get_app_settings(request: Request) -> Settings:
+    """The settings the app was built with (create_app). Read from the app rather than overriding
+    `get_settings`: FastAPI re-inspects an overridden dependency's signature on every request."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
 
 _bearer = HTTPBearer(auto_error=False, scheme_name="ApiKey", description="`Authorization: Bearer rmx_...`")
@@ -37,7 +46,7 @@ class Principal:
     is_admin: bool
 
 
-def get_current_tenant(
+async def get_current_tenant(
     session: SessionDep,
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -47,7 +56,7 @@ def get_current_tenant(
 
     The lookup goes through the per-process key cache (service/auth_cache.py). On a miss it runs in the
     request's own session and nothing commits: the route reuses that connection, and InflightLimit keeps
-    the requests holding one below the pool's size."""
+    the requests holding one below the pool's size. A coroutine: a cached key costs no worker thread."""
     if credentials is None:
         raise UnauthorizedError("Missing API key: send 'Authorization: Bearer <key>'", invalid_token=False)
     key_hash = hash_api_key(credentials.credentials)
@@ -55,7 +64,7 @@ def get_current_tenant(
     if cached is not None:
         principal, rate_override = cached.principal, cached.requests_per_second
     else:
-        found = find_active_key_and_rate(session, credentials.credentials)
+        found = await run_in_threadpool(find_active_key_and_rate, session, credentials.credentials)
         if found is None:
             raise UnauthorizedError("Invalid or revoked API key", invalid_token=True)
         key, rate_override = found
@@ -65,7 +74,7 @@ def get_current_tenant(
     rate = rate_override if rate_override is not None else settings.default_requests_per_second
     if rate is not None:
         limiter = get_rate_limiter(settings.rate_limit_redis_url)
-        decision = limiter.take(principal.tenant_id, rate, settings.rate_limit_burst_seconds)
+        decision = await run_in_threadpool(limiter.take, principal.tenant_id, rate, settings.rate_limit_burst_seconds)
         if not decision.allowed:
             raise quota_exceeded(
                 429,
@@ -79,7 +88,7 @@ def get_current_tenant(
     return principal
 
 
-def require_admin(caller: Annotated[Principal, Depends(get_current_tenant)]) -> Principal:
+async def require_admin(caller: Annotated[Principal, Depends(get_current_tenant)]) -> Principal:
     """The caller if its key is an admin key; 403 problem otherwise."""
     if not caller.is_admin:
         raise ProblemError(403, "This route needs an admin API key", title="Forbidden", slug="admin-required")
