@@ -27,6 +27,7 @@ from service.models import (
     JobEvent,
     JobMetric,
     JobStatus,
+    JobUsage,
     Tenant,
     utcnow,
 )
@@ -467,3 +468,25 @@ def test_a_vllm_job_on_a_worker_without_cuda_or_vllm_fails_at_start(sessions, ma
     assert row.error.startswith("RolloutBackendUnavailable: rollout.backend 'vllm' needs a CUDA GPU")
     assert "use rollout.backend 'hf' on this worker" in row.error
     assert row.current_step == 0
+
+
+@pytest.mark.slow
+def test_a_trained_job_records_its_usage_step_by_step_from_the_trainers_metrics(sessions, make_job, settings):
+    # given a small job on the builtin model
+    job = make_job(config=tiny_job_config(total_steps=3, checkpoint_every=3))
+
+    # when a worker trains it
+    assert run_job(str(job.id), settings=settings, sessions=sessions, device="cpu") == "succeeded"
+
+    # then every step has one usage row, consistent with the step's own metrics
+    with sessions() as session:
+        usage = session.scalars(select(JobUsage).where(JobUsage.job_id == job.id).order_by(JobUsage.step)).all()
+        metrics = session.scalars(select(JobMetric).where(JobMetric.job_id == job.id).order_by(JobMetric.step)).all()
+    assert [u.step for u in usage] == [m.step for m in metrics] == [1, 2, 3]
+    assert all(u.tenant_id == job.tenant_id for u in usage)
+    for row, metric in zip(usage, metrics, strict=True):
+        assert row.fresh_rollouts == metric.metrics["fresh_samples"] > 0
+        assert 0 < row.generated_tokens <= row.fresh_rollouts * 8  # max_new_tokens = 8
+        assert row.trained_tokens >= row.generated_tokens
+        assert row.device_seconds == pytest.approx(metric.metrics["step_s"])
+    assert sum(u.fresh_rollouts for u in usage) == metrics[-1].metrics["fresh_rollouts_total"]
