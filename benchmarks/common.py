@@ -35,6 +35,7 @@ SECTIONS = {
     "trl_comparison": "Comparison with TRL's GRPOTrainer",
     "engine_throughput": "Engine throughput and step-time breakdown",
     "api_load": "API latency under load",
+    "api_reads": "API read latency at a fixed rate",
 }
 REPORT_INTRO = """# Benchmarks
 

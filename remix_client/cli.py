@@ -10,6 +10,9 @@
     remix list --metadata team=search
     remix webhooks create https://example.com/hooks --event job.succeeded
     remix webhooks deliveries WEBHOOK_ID
+    remix usage --from 2026-12-01T00:00:00Z
+    remix quotas get
+    remix quotas set --tenant acme --max-running-jobs 2   (admin key)
 
 The service address and API key come from --url/--api-key (before the command) or
 $REMIX_URL/$REMIX_API_KEY. Errors are printed to stderr; the exit status tells what happened
@@ -26,6 +29,7 @@ import itertools
 import json
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -54,11 +58,13 @@ class ExitCode(enum.IntEnum):
     CONFLICT = 5  # the job's state forbids it (409), e.g. cancelling a finished job
     CANCELLED = 6  # the waited-for job was cancelled
     UNAVAILABLE = 7  # the service cannot be reached or stays unavailable (connection, 429, 5xx)
+    QUOTA = 8  # a quota of the tenant is exhausted (problem type quota-exceeded)
 
 
 EXIT_STATUS_HELP = (
     "Exit status: 0 ok (job succeeded), 1 job failed or API error, 2 usage error or rejected request, "
-    "3 not found, 4 authentication, 5 conflict, 6 job cancelled, 7 service unreachable/unavailable."
+    "3 not found, 4 authentication, 5 conflict, 6 job cancelled, 7 service unreachable/unavailable, "
+    "8 quota exceeded."
 )
 app = typer.Typer(
     help="Finetune language models with ReMix on a remote service.",
@@ -77,6 +83,10 @@ webhooks_app = typer.Typer(
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(webhooks_app, name="webhooks")
 app.add_typer(keys_app, name="keys")
+quotas_app = typer.Typer(
+    help="Quotas: read your tenant's limits; with an admin key, read and set any tenant's.", no_args_is_help=True
+)
+app.add_typer(quotas_app, name="quotas")
 app.add_typer(tenants_app, name="tenants")
 
 
@@ -94,6 +104,7 @@ def job_exit_code(job: Job) -> ExitCode:
 
 def _error_exit_code(exc: errors.RemixError) -> ExitCode:
     table: list[tuple[type[errors.RemixError], ExitCode]] = [
+        (errors.QuotaExceeded, ExitCode.QUOTA),
         (errors.NotFound, ExitCode.NOT_FOUND),
         (errors.Unauthorized, ExitCode.AUTH),
         (errors.Forbidden, ExitCode.AUTH),
@@ -113,6 +124,9 @@ def _report(exc: errors.RemixError) -> None:
     console = stderr()
     if isinstance(exc, errors.RemixAPIError):
         console.print(f"error: {exc.status} {exc.title}: {exc.detail}", markup=False)
+        if isinstance(exc, errors.QuotaExceeded):
+            usage = "" if exc.usage is None else f", usage {exc.usage:g}"
+            console.print(f"  quota {exc.quota}: limit {exc.limit:g}{usage}", markup=False)
         for item in exc.body.get("errors") or []:
             console.print(f"  {item.get('field')}: {item.get('message')}", markup=False)
     else:
@@ -609,6 +623,120 @@ def webhooks_redeliver(
     with client_of(ctx) as client:
         delivery = client.redeliver_webhook(webhook_id, delivery_id)
     stdout().print(f"delivery {delivery.id} {delivery.status}", markup=False)
+
+
+# --------------------------------------------------------------------------- usage and quotas
+
+USAGE_COLUMNS = ("steps", "fresh_rollouts", "generated_tokens", "trained_tokens", "device_seconds")
+QUOTA_FIELDS = (
+    "max_running_jobs",
+    "max_queued_jobs",
+    "requests_per_second",
+    "max_generated_tokens",
+    "max_device_seconds",
+)
+
+
+def _number(value: float | None) -> str:
+    return "unlimited" if value is None else f"{value:g}"
+
+
+@app.command("usage")
+@api_command
+def usage(
+    ctx: typer.Context,
+    start: Annotated[
+        datetime | None, typer.Option("--from", help="Steps recorded at or after this time (ISO 8601).")
+    ] = None,
+    end: Annotated[datetime | None, typer.Option("--to", help="Steps recorded before this time (ISO 8601).")] = None,
+    job: Annotated[str | None, typer.Option(help="Only this job's usage, all of it.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON document.")] = False,
+) -> None:
+    """What your jobs consumed: fresh rollouts, generated and trained tokens, device-seconds."""
+    with client_of(ctx) as client:
+        if job is not None:
+            one = client.job_usage(job)
+            rows, totals, title = [one], one, f"usage of job {job}"
+            document: Any = one.model_dump(mode="json")
+        else:
+            report = client.usage(start=start, end=end)
+            rows, totals, title = list(report.jobs), report.totals, f"usage of {len(report.jobs)} job(s)"
+            document = report.model_dump(mode="json", by_alias=True)
+    if as_json:
+        typer.echo(json.dumps(document, indent=2))
+        return
+    table = Table("job", *USAGE_COLUMNS, title=title)
+    for row in rows:
+        table.add_row(str(getattr(row, "job_id", "")), *(f"{getattr(row, c):g}" for c in USAGE_COLUMNS))
+    if job is None:
+        table.add_row("total", *(f"{getattr(totals, c):g}" for c in USAGE_COLUMNS))
+    stdout().print(table)
+
+
+def _print_quotas(quotas: Any) -> None:
+    table = Table("quota", "limit", "override", title=f"quotas of tenant {quotas.tenant_id}")
+    for name in QUOTA_FIELDS:
+        override = getattr(quotas.overrides, name)
+        table.add_row(name, _number(getattr(quotas.limits, name)), "default" if override is None else f"{override:g}")
+    stdout().print(table)
+    used = quotas.usage
+    stdout().print(
+        f"running jobs {quotas.running_jobs}, queued jobs {quotas.queued_jobs}; used: "
+        f"{used.generated_tokens} generated tokens, {used.device_seconds:g} device-seconds, "
+        f"{used.fresh_rollouts} fresh rollouts",
+        markup=False,
+    )
+
+
+@quotas_app.command("get")
+@api_command
+def quotas_get(
+    ctx: typer.Context,
+    tenant: Annotated[str | None, typer.Option(help="Another tenant's quotas, by id or name (admin key).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON document.")] = False,
+) -> None:
+    """Your tenant's limits in force (unlimited if unset), which are overrides, and the usage so far."""
+    with client_of(ctx) as client:
+        quotas = client.quotas(tenant_id=None if tenant is None else _tenant_id(client, tenant))
+    if as_json:
+        typer.echo(json.dumps(quotas.model_dump(mode="json"), indent=2))
+    else:
+        _print_quotas(quotas)
+
+
+@quotas_app.command("set")
+@api_command
+def quotas_set(
+    ctx: typer.Context,
+    tenant: Annotated[str, typer.Option(help="Tenant id or name.")],
+    max_running_jobs: Annotated[int | None, typer.Option(min=0, help="Jobs running at once.")] = None,
+    max_queued_jobs: Annotated[int | None, typer.Option(min=0, help="Jobs waiting in the queue.")] = None,
+    requests_per_second: Annotated[float | None, typer.Option(min=0.001, help="API requests per second.")] = None,
+    max_generated_tokens: Annotated[int | None, typer.Option(min=0, help="Training budget, generated tokens.")] = None,
+    max_device_seconds: Annotated[float | None, typer.Option(min=0, help="Training budget, device-seconds.")] = None,
+    default: Annotated[
+        list[str] | None, typer.Option(help="Put this quota back to the operator's default (repeatable).")
+    ] = None,
+) -> None:
+    """Change a tenant's quotas (admin key); quotas not named keep their current override."""
+    given = {
+        "max_running_jobs": max_running_jobs,
+        "max_queued_jobs": max_queued_jobs,
+        "requests_per_second": requests_per_second,
+        "max_generated_tokens": max_generated_tokens,
+        "max_device_seconds": max_device_seconds,
+    }
+    unknown = sorted(set(default or ()) - set(QUOTA_FIELDS))
+    if unknown:
+        stderr().print(f"error: --default takes one of {', '.join(QUOTA_FIELDS)}; not {', '.join(unknown)}")
+        raise typer.Exit(ExitCode.USAGE)
+    with client_of(ctx) as client:
+        tenant_id = _tenant_id(client, tenant)
+        current = client.quotas(tenant_id=tenant_id).overrides.model_dump()
+        chosen = {name: value for name, value in given.items() if value is not None}
+        merged = current | chosen | dict.fromkeys(default or ())
+        quotas = client.set_quotas(tenant_id, **merged)
+    _print_quotas(quotas)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import tarfile
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +36,12 @@ from remix_client.models import (
     Event,
     Job,
     JobsPage,
+    JobUsage,
     MetricPoint,
     StreamItem,
     Tenant,
+    TenantQuotas,
+    UsageReport,
     Webhook,
     WebhookDeliveriesPage,
     WebhookDelivery,
@@ -405,6 +409,30 @@ class RemixClient:
         still pending."""
         path = f"/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver"
         return WebhookDelivery.model_validate(self.send("POST", path).json())
+
+    # ----------------------------------------------------------------------- quotas and usage
+
+    def quotas(self, *, tenant_id: JobId | None = None) -> TenantQuotas:
+        """Your tenant's limits in force, overrides, usage and job counts; with `tenant_id`, that
+        tenant's (admin keys only)."""
+        path = "/v1/quotas" if tenant_id is None else f"/v1/tenants/{tenant_id}/quotas"
+        return TenantQuotas.model_validate(self._get(path))
+
+    def set_quotas(self, tenant_id: JobId, **limits: float | None) -> TenantQuotas:
+        """Replace a tenant's overrides (admin keys only): max_running_jobs, max_queued_jobs,
+        requests_per_second, max_generated_tokens, max_device_seconds; one left out (or None) falls
+        back to the operator's default."""
+        response = self.send("PUT", f"/v1/tenants/{tenant_id}/quotas", json=limits)
+        return TenantQuotas.model_validate(response.json())
+
+    def usage(self, *, start: datetime | None = None, end: datetime | None = None) -> UsageReport:
+        """Your tenant's usage recorded in [start, end) (all of it without bounds), in total and per job."""
+        params = {"from": start.isoformat() if start else None, "to": end.isoformat() if end else None}
+        return UsageReport.model_validate(self._get("/v1/usage", **params))
+
+    def job_usage(self, job_id: JobId) -> JobUsage:
+        """What one job consumed so far."""
+        return JobUsage.model_validate(self._get(f"/v1/jobs/{job_id}/usage"))
 
 
 def is_retry_safe(method: str, headers: dict[str, str] | None) -> bool:

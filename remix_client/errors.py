@@ -50,6 +50,8 @@ class RemixAPIError(RemixError):
         body = _problem_body(response)
         phrase = _reason(response.status_code)
         error_cls = _BY_STATUS.get(response.status_code, RemixAPIError)
+        if body.get("type") == QUOTA_EXCEEDED_TYPE:
+            error_cls = QuotaExceeded
         return error_cls(
             response.status_code,
             str(body.get("title") or phrase),
@@ -107,6 +109,28 @@ class ValidationFailed(RemixAPIError):
 
 class RateLimited(RemixAPIError):
     """429: too many requests (still failing after the retries)."""
+
+
+class QuotaExceeded(RemixAPIError):
+    """A quota of your tenant is exhausted (problem type quota-exceeded): 429 for the request rate and the
+    queued-jobs limit (they free up; see `retry_after`), 403 for a spent training budget."""
+
+    @property
+    def quota(self) -> str | None:
+        """Which quota: max_queued_jobs, requests_per_second, max_generated_tokens or max_device_seconds."""
+        return self.body.get("quota")
+
+    @property
+    def limit(self) -> float | None:
+        return self.body.get("limit")
+
+    @property
+    def usage(self) -> float | None:
+        """What is used of it, where the service counts it."""
+        return self.body.get("usage")
+
+
+QUOTA_EXCEEDED_TYPE = "urn:remix:problem:quota-exceeded"
 
 
 class ServerUnavailable(RemixAPIError):

@@ -175,6 +175,51 @@ class WebhookDeliveriesPage(_Model):
     next_cursor: str | None = None
 
 
+# --------------------------------------------------------------------------- quotas and usage
+
+
+class QuotaValues(_Model):
+    """A tenant's limits; None is unlimited (in `limits`) or "the operator's default" (in `overrides`)."""
+
+    max_running_jobs: int | None = None
+    max_queued_jobs: int | None = None
+    requests_per_second: float | None = None
+    max_generated_tokens: int | None = None
+    max_device_seconds: float | None = None
+
+
+class UsageTotals(_Model):
+    steps: int
+    fresh_rollouts: int
+    generated_tokens: int
+    trained_tokens: int
+    device_seconds: float
+
+
+class JobUsage(UsageTotals):
+    job_id: uuid.UUID
+
+
+class TenantQuotas(_Model):
+    """A tenant's limits in force, the operator's overrides, its usage so far and its job counts."""
+
+    tenant_id: uuid.UUID
+    limits: QuotaValues
+    overrides: QuotaValues
+    usage: UsageTotals
+    running_jobs: int
+    queued_jobs: int
+
+
+class UsageReport(_Model):
+    """Usage recorded in [start, end): totals and one entry per job."""
+
+    start: datetime | None = Field(None, alias="from")
+    end: datetime | None = Field(None, alias="to")
+    totals: UsageTotals
+    jobs: list[JobUsage]
+
+
 # --------------------------------------------------------------------------- stream items
 
 

@@ -28,10 +28,19 @@ HEADER = """# HTTP API reference
 - **Authentication**: every `/v1` endpoint needs `Authorization: Bearer <api key>`. The operator
   makes the first admin key with `remix-service create-key --admin`; admin keys then create tenants
   and their keys over the API (`/v1/tenants`, `remix keys create --tenant NAME`). Each tenant lists,
-  rotates and revokes its own keys (`/v1/keys`); a revoked key gets 401 from the next request on.
+  rotates and revokes its own keys (`/v1/keys`); a revoked key gets 401 from the next request on
+  the API process that revoked it, and on the others at most `REMIX_AUTH_CACHE_SECONDS` (1 s) later.
 - **Errors**: `application/problem+json` (RFC 9457) with `type`, `title`, `status`, `detail`,
   `instance`; validation errors (422) add `errors: [{{field, message}}]`. 503 and 429 come with
-  `Retry-After`.
+  `Retry-After` (seconds).
+- **Quotas**: the operator sets each tenant's limits (`PUT /v1/tenants/{{tenant_id}}/quotas`; defaults
+  from `REMIX_DEFAULT_*`), a tenant reads its own with `GET /v1/quotas`. Past one, the problem type is
+  `urn:remix:problem:quota-exceeded` with members `quota`, `limit` and (where counted) `usage`:
+  429 + `Retry-After` for `requests_per_second` (any authenticated request) and `max_queued_jobs`
+  (`POST /v1/jobs`), 403 for a spent training budget (`max_generated_tokens`, `max_device_seconds`)
+  at `POST /v1/jobs`. A job past `max_running_jobs` is accepted and stays queued until a slot frees.
+- **Usage**: `GET /v1/usage?from=&to=` (ISO 8601) and `GET /v1/jobs/{{job_id}}/usage` report fresh
+  rollouts, generated and trained tokens and device-seconds, recorded per training step.
 - **Idempotency**: send `Idempotency-Key` with `POST /v1/jobs`; repeating the request with the
   same key returns the same job (`Idempotent-Replayed: true`), a different body with it is a 422.
 - **Pagination**: the job, dataset and webhook delivery lists return `has_more` and `next_cursor`;

@@ -1,9 +1,10 @@
 """Submitting a job: resolve datasets, validate the config, insert idempotently, dispatch
 (the insert and the dispatch are service/lifecycle transitions; this module maps their failures to problems).
 
-The row is committed before the task is sent, so a worker never receives an id it cannot
-read. If the broker is down the job stays queued without a task id and the client gets a 503;
-repeating the request with the same Idempotency-Key dispatches that same job.
+The tenant's queued-jobs limit and training budgets are checked first (service/quotas.py), under a lock
+on the tenant row that the insert's commit releases. The row is committed before the task is sent,
+so a worker never receives an id it cannot read. If the broker is down the job stays queued without
+a task id and the client gets a 503; repeating the request with the same Idempotency-Key dispatches that same job.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from service.errors import FieldValidationError, ProblemError
 from service.job_config import CheckpointSource, JobLookup, build_train_config, request_hash
 from service.models import Dataset, Job, JobStatus
 from service.queue import enqueue_train_job
+from service.quotas import check_submission
 from service.repositories import datasets as datasets_repo
 from service.repositories import job_outputs as outputs_repo
 from service.repositories import jobs as jobs_repo
@@ -105,6 +107,12 @@ def submit_job(
         request_hash=request_hash(body),
         metadata=body.metadata,
     )
+    # A replay of an accepted request returns its job whatever the quotas say now.
+    if (
+        idempotency_key is None
+        or jobs_repo.find_by_idempotency_key(session, submitter.tenant_id, idempotency_key) is None
+    ):
+        check_submission(session, settings, submitter.tenant_id)
     try:
         job, created = lifecycle.create_job(session, draft)
     except lifecycle.IdempotencyKeyReused as exc:

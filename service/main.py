@@ -18,9 +18,11 @@ from service.api.routes import (
     health,
     jobs,
     keys,
+    quotas,
     rewards,
     streams,
     tenants,
+    usage,
     webhooks,
 )
 from service.body_limit import BodySizeLimit
@@ -54,12 +56,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url="/docs",
         openapi_url="/openapi.json",
     )
-    if settings is not None:
-        app.dependency_overrides[get_settings] = lambda: settings
     app.state.settings = effective
     app.state.db_retry_after_seconds = effective.db_retry_after_seconds
     install_problem_handlers(app)
-    for module in (jobs, streams, checkpoints, datasets, config, rewards, tenants, keys, webhooks, health):
+    routers = (jobs, usage, streams, checkpoints, datasets, config, rewards, tenants, quotas, keys, webhooks, health)
+    for module in routers:
         app.include_router(module.router)
     # Observability and UI: Prometheus /metrics (+ request middleware) and the static dashboard.
     install_metrics(app, effective)

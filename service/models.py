@@ -287,3 +287,34 @@ class WebhookDelivery(Base):
     @property
     def payload(self) -> dict[str, Any]:
         return self.event.payload
+
+
+class TenantQuota(Base):
+    """An operator's overrides of one tenant's limits; a NULL column means the REMIX_DEFAULT_* setting."""
+
+    __tablename__ = "tenant_quotas"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
+    max_running_jobs: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_queued_jobs: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    requests_per_second: Mapped[float | None] = mapped_column(Float, nullable=True)
+    max_generated_tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    max_device_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class JobUsage(Base):
+    """What one step of a job consumed, one row per (job, step): a step re-run after a resume
+    overwrites its row, so usage is never counted twice."""
+
+    __tablename__ = "job_usage"
+    __table_args__ = (Index("ix_job_usage_tenant_recorded", "tenant_id", "recorded_at"),)
+
+    job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    step: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    fresh_rollouts: Mapped[int] = mapped_column(BigInteger, default=0)
+    generated_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    trained_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    device_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -395,3 +395,55 @@ class WebhookDeliveriesPage(BaseModel):
     data: list[WebhookDeliveryPublic]
     has_more: bool
     next_cursor: str | None = Field(None, description="Pass as `after` to get the next page.")
+
+
+class QuotaValues(BaseModel):
+    """A tenant's limits; null is unlimited (in `limits`) or 'the operator's default applies' (in `overrides`)."""
+
+    model_config = ConfigDict(extra="forbid", from_attributes=True)
+
+    max_running_jobs: int | None = Field(None, ge=0, description="Jobs running at once; more stay queued.")
+    max_queued_jobs: int | None = Field(None, ge=0, description="Queued jobs; a submission past it gets 429.")
+    requests_per_second: float | None = Field(None, gt=0, description="API requests per second; past it 429.")
+    max_generated_tokens: int | None = Field(
+        None, ge=0, description="Training budget in generated tokens, all jobs together; used up: 403."
+    )
+    max_device_seconds: float | None = Field(
+        None, ge=0, description="Training budget in device-seconds, all jobs together; used up: 403."
+    )
+
+
+class UsageTotals(_Out):
+    """What training consumed: steps recorded, fresh rollouts, generated and trained tokens, device-seconds."""
+
+    steps: int
+    fresh_rollouts: int
+    generated_tokens: int
+    trained_tokens: int
+    device_seconds: float
+
+
+class TenantQuotas(BaseModel):
+    """A tenant's limits in force (`limits`), the operator's overrides of the defaults, and its usage so far."""
+
+    tenant_id: uuid.UUID
+    limits: QuotaValues
+    overrides: QuotaValues
+    usage: UsageTotals
+    running_jobs: int
+    queued_jobs: int
+
+
+class JobUsage(UsageTotals):
+    job_id: uuid.UUID
+
+
+class UsageReport(BaseModel):
+    """Usage recorded in [from, to) (recorded_at of each step), in total and per job."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    from_: UtcDatetime | None = Field(None, alias="from")
+    to: UtcDatetime | None = None
+    totals: UsageTotals
+    jobs: list[JobUsage]

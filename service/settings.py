@@ -74,6 +74,53 @@ class Settings(BaseSettings):
         description="How long a worker retries a database write through an outage (training waits) "
         "before it fails the job.",
     )
+    default_max_running_jobs: int | None = Field(
+        None,
+        ge=0,
+        description="Jobs of one tenant that may run at once, unless the operator set the tenant's own limit "
+        "(PUT /v1/tenants/{id}/quotas); unset: no limit. Enforced when a worker claims a job: a job over the "
+        "limit stays queued and its task is retried every quota_retry_seconds.",
+    )
+    default_max_queued_jobs: int | None = Field(
+        None, ge=0, description="Queued jobs one tenant may have; a submission over it gets 429 quota-exceeded."
+    )
+    default_requests_per_second: float | None = Field(
+        None,
+        gt=0,
+        description="API requests per second one tenant may make (a token bucket in Redis shared by every API "
+        "worker, holding rate_limit_burst_seconds of requests); over it: 429 with Retry-After. Unset: no limit.",
+    )
+    default_max_generated_tokens: int | None = Field(
+        None,
+        ge=0,
+        description="Training budget: tokens one tenant's jobs may generate in total; once used up, "
+        "submissions get 403 quota-exceeded. Unset: no limit.",
+    )
+    default_max_device_seconds: float | None = Field(
+        None,
+        ge=0,
+        description="Training budget: device-seconds (step time x training processes) one tenant's jobs may "
+        "use in total; once used up, submissions get 403 quota-exceeded. Unset: no limit.",
+    )
+    rate_limit_burst_seconds: float = Field(
+        1.0, gt=0, description="Size of a tenant's request bucket, in seconds of its requests_per_second."
+    )
+    redis_url: str | None = Field(
+        None,
+        description="Redis holding the request-rate buckets; unset: broker_url when that is redis://, else "
+        "each API process keeps its own buckets (a single-process deployment only).",
+    )
+    quota_retry_seconds: float = Field(
+        15.0, gt=0, description="How long a job held back by its tenant's running-jobs limit waits between claims."
+    )
+    auth_cache_seconds: float = Field(
+        1.0,
+        ge=0,
+        le=60,
+        description="How long an API process reuses an API-key lookup (and the tenant's request rate): a key "
+        "revoked elsewhere is refused at most this long after the revocation commits (at once by the process "
+        "that revoked it). 0: every request reads the key table.",
+    )
     # Read by the engine on the worker from the environment (remix_engine/sandbox_jail.py, scoring.py);
     # declared here so that they are validated and documented with the other settings.
     reward_sandbox: Literal["bwrap", "process"] = Field(
@@ -162,7 +209,19 @@ class Settings(BaseSettings):
         """REMIX_MODEL_DIRS as a tuple of absolute directories (empty entries skipped)."""
         return tuple(entry for entry in self.model_dirs.split(os.pathsep) if entry)
 
-    @field_validator("metrics_token", "judge_url", "judge_model", "judge_api_key", mode="before")
+    @field_validator(
+        "metrics_token",
+        "judge_url",
+        "judge_model",
+        "judge_api_key",
+        "redis_url",
+        "default_max_running_jobs",
+        "default_max_queued_jobs",
+        "default_requests_per_second",
+        "default_max_generated_tokens",
+        "default_max_device_seconds",
+        mode="before",
+    )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         # Compose passes `REMIX_METRICS_TOKEN: ${REMIX_METRICS_TOKEN:-}`: empty means "not configured".
@@ -174,6 +233,13 @@ class Settings(BaseSettings):
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError("REMIX_JUDGE_URL must be an http:// or https:// URL")
         return value
+
+    @property
+    def rate_limit_redis_url(self) -> str | None:
+        """Where the request-rate buckets live (None: in this process)."""
+        if self.redis_url:
+            return self.redis_url
+        return self.broker_url if self.broker_url.startswith(("redis://", "rediss://")) else None
 
     @property
     def judge_configured(self) -> bool:

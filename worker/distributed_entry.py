@@ -98,7 +98,9 @@ def _run_main_rank(args: argparse.Namespace, config: TrainConfig) -> int:
         from remix_engine.trainer import Trainer
 
         store = get_artifact_store(settings)
-        callbacks = DbCallbacks(writer, store, upload_checkpoints=args.upload_checkpoints)
+        callbacks = DbCallbacks(
+            writer, store, upload_checkpoints=args.upload_checkpoints, devices=config.distributed.num_processes
+        )
         trainer = Trainer(config, args.output, callbacks=callbacks, device=args.device)
         announce(writer, trainer)
         outcome = train_and_finish(writer, trainer, args.output)

@@ -44,7 +44,7 @@ from remix_engine.checkpoint_dirs import step_of_checkpoint_dir
 from remix_engine.config import TrainConfig, parse_job_model
 from service.artifacts import ArtifactStore, LocalArtifactStore, checkpoint_key, get_artifact_store
 from service.db import session_factory
-from service.lifecycle import ACTIVE_STATUSES, JobWriter, LeaseLost, claim_job
+from service.lifecycle import ACTIVE_STATUSES, JobWriter, LeaseLost, RunningLimitReached, claim_job
 from service.models import Checkpoint, Dataset, Job, JobStatus
 from service.settings import Settings, get_settings
 
@@ -134,8 +134,10 @@ class DbCallbacks(NullCallbacks):
         *,
         upload_checkpoints: bool,
         poll_interval: float = CANCEL_POLL_SECONDS,
+        devices: int = 1,
     ) -> None:
         self.writer = writer
+        self.devices = devices  # training processes of the job: its usage counts device-seconds of each
         self.store = store
         self.upload_checkpoints = upload_checkpoints  # False when the output dir already is the store
         self.poll_interval = poll_interval
@@ -143,7 +145,7 @@ class DbCallbacks(NullCallbacks):
         self._last_poll = -math.inf
 
     def on_step(self, step: int, metrics: Mapping[str, Any]) -> None:
-        self.writer.record_step(step, metrics)
+        self.writer.record_step(step, metrics, devices=self.devices)
 
     def on_event(self, kind: str, step: int, message: str, payload: Mapping[str, Any]) -> None:
         self.writer.add_event(kind, step, message, self._public_payload(payload))
@@ -271,7 +273,8 @@ def run_job(
     celery_task_id: str | None = None,
     device: str | None = None,
 ) -> str:
-    """Claim and run a job; returns the outcome: skipped, succeeded, cancelled, paused, failed or lost."""
+    """Claim and run a job; returns the outcome: skipped, deferred (held back by its tenant's
+    max_running_jobs: still queued, to be tried again), succeeded, cancelled, paused, failed or lost."""
     settings = settings or get_settings()
     sessions = sessions or session_factory(settings.database_url)
     try:
@@ -280,9 +283,18 @@ def run_job(
         log.error("ignoring train_job with an invalid job id %r", job_id)
         return "skipped"
     window = settings.worker_db_retry_seconds
-    claim = claim_job(
-        sessions, job_uuid, worker_id=worker_identity(), celery_task_id=celery_task_id, retry_window=window
-    )
+    try:
+        claim = claim_job(
+            sessions,
+            job_uuid,
+            worker_id=worker_identity(),
+            celery_task_id=celery_task_id,
+            retry_window=window,
+            default_max_running_jobs=settings.default_max_running_jobs,
+        )
+    except RunningLimitReached as held_back:
+        log.info("%s", held_back)
+        return "deferred"
     if claim is None:
         log.info("job %s is not queued (missing, running elsewhere, cancelled or finished); nothing to do", job_id)
         return "skipped"
@@ -313,7 +325,7 @@ def _train_and_finish(writer: JobWriter, settings: Settings, device: str | None)
 
     from remix_engine.trainer import Trainer  # heavy: torch and transformers
 
-    callbacks = DbCallbacks(writer, store, upload_checkpoints=upload)
+    callbacks = DbCallbacks(writer, store, upload_checkpoints=upload, devices=config.distributed.num_processes)
     trainer = Trainer(config, output_dir, callbacks=callbacks, device=device or pick_device())
     return train_and_finish(writer, trainer, output_dir)
 

@@ -62,8 +62,13 @@ def reap_in_process(settings: Settings) -> dict[str, int]:
 
 @app.task(name=TRAIN_TASK, bind=True, acks_late=False, ignore_result=True)
 def train_job(self: Any, job_id: str) -> str:
-    """Train one job; a second delivery of the same id is a logged no-op."""
-    return run_job(job_id, settings=get_settings(), celery_task_id=self.request.id)
+    """Train one job; a second delivery of the same id is a logged no-op. A job held back by its tenant's
+    running-jobs limit stays queued and this task is retried after quota_retry_seconds, without end."""
+    settings = get_settings()
+    outcome = run_job(job_id, settings=settings, celery_task_id=self.request.id)
+    if outcome == "deferred":
+        raise self.retry(countdown=settings.quota_retry_seconds, max_retries=None)
+    return outcome
 
 
 @app.task(name=REAP_TASK, ignore_result=True)

@@ -1,4 +1,6 @@
-"""FastAPI dependencies shared by every route: settings, DB session, artifact store, caller (and admin caller)."""
+"""FastAPI dependencies shared by every route: settings, DB session, artifact store, caller (and admin caller).
+
+The caller dependency also applies the tenant's request rate limit (service/rate_limit.py)."""
 
 from __future__ import annotations
 
@@ -6,17 +8,30 @@ import uuid
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from service.artifacts import ArtifactStore, get_artifact_store
+from service.auth_cache import key_cache
 from service.db import get_session
 from service.errors import ProblemError, UnauthorizedError
-from service.repositories.tenants import find_active_key
-from service.settings import Settings, get_settings
+from service.quotas import quota_exceeded
+from service.rate_limit import get_rate_limiter
+from service.repositories.tenants import find_active_key_and_rate
+from service.security import hash_api_key
+from service.settings import Settings
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+async def get_app_settings(request: Request) -> Settings:
+    """The settings the app was built with (create_app). Read from the app rather than overriding
+    `get_settings`: FastAPI re-inspects an overridden dependency's signature on every request."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
 
 _bearer = HTTPBearer(auto_error=False, scheme_name="ApiKey", description="`Authorization: Bearer rmx_...`")
@@ -31,25 +46,49 @@ class Principal:
     is_admin: bool
 
 
-def get_current_tenant(
-    session: SessionDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+async def get_current_tenant(
+    session: SessionDep,
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    """Authenticate the Bearer API key; 401 problem if missing, unknown or revoked."""
+    """Authenticate the Bearer API key (401 problem if missing, unknown or revoked), then take one request
+    from the tenant's rate limit (429 problem with Retry-After when it is spent).
+
+    The lookup goes through the per-process key cache (service/auth_cache.py). On a miss it runs in the
+    request's own session and nothing commits: the route reuses that connection, and InflightLimit keeps
+    the requests holding one below the pool's size. A coroutine: a cached key costs no worker thread."""
     if credentials is None:
         raise UnauthorizedError("Missing API key: send 'Authorization: Bearer <key>'", invalid_token=False)
-    key = find_active_key(session, credentials.credentials)
-    principal = None if key is None else Principal(tenant_id=key.tenant_id, api_key_id=key.id, is_admin=key.is_admin)
-    # End the read-only transaction now: the connection goes back to the pool while this request
-    # waits for a worker thread to run its route. Holding it across that wait deadlocks the API once
-    # more requests are in flight than the pool has connections (every thread then waits for a
-    # connection held by a request that waits for a thread).
-    session.commit()
-    if principal is None:
-        raise UnauthorizedError("Invalid or revoked API key", invalid_token=True)
+    key_hash = hash_api_key(credentials.credentials)
+    cached = key_cache.get(key_hash)
+    if cached is not None:
+        principal, rate_override = cached.principal, cached.requests_per_second
+    else:
+        found = await run_in_threadpool(find_active_key_and_rate, session, credentials.credentials)
+        if found is None:
+            raise UnauthorizedError("Invalid or revoked API key", invalid_token=True)
+        key, rate_override = found
+        principal = Principal(tenant_id=key.tenant_id, api_key_id=key.id, is_admin=key.is_admin)
+        key_cache.put(key_hash, principal, key.id, rate_override, settings.auth_cache_seconds)
+    assert isinstance(principal, Principal)
+    rate = rate_override if rate_override is not None else settings.default_requests_per_second
+    if rate is not None:
+        limiter = get_rate_limiter(settings.rate_limit_redis_url)
+        decision = await run_in_threadpool(limiter.take, principal.tenant_id, rate, settings.rate_limit_burst_seconds)
+        if not decision.allowed:
+            raise quota_exceeded(
+                429,
+                "requests_per_second",
+                rate,
+                None,
+                f"requests_per_second: this tenant may make {rate:g} requests per second; "
+                f"retry in {decision.retry_after_seconds} s",
+                **{"Retry-After": str(decision.retry_after_seconds)},
+            )
     return principal
 
 
-def require_admin(caller: Annotated[Principal, Depends(get_current_tenant)]) -> Principal:
+async def require_admin(caller: Annotated[Principal, Depends(get_current_tenant)]) -> Principal:
     """The caller if its key is an admin key; 403 problem otherwise."""
     if not caller.is_admin:
         raise ProblemError(403, "This route needs an admin API key", title="Forbidden", slug="admin-required")

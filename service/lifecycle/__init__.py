@@ -15,8 +15,9 @@ event recorder (service/webhooks/events.py) only, never torch or worker/, so the
     request_resume                    paused -> queued (then dispatch_job)                 API      pause
     replace_job_metadata              the job's metadata (any status)                      API      metadata
     claim_job                         queued -> running, a JobAttempt, a 'started' event   worker   attempt
+                                      (not past the tenant's max_running_jobs: stays queued)
     JobWriter.heartbeat               renews the attempt's lease (heartbeat_at)            worker   attempt
-    JobWriter.record_step             a step's metrics (upsert by step), current_step      worker   attempt
+    JobWriter.record_step             a step's metrics and usage (upserts by step)         worker   attempt
     JobWriter.add_event               an event (per-step kinds upsert by kind and step)    worker   attempt
     JobWriter.register_checkpoint     a checkpoint row (upsert), rows of pruned ones gone  worker   attempt
     JobWriter.forget_checkpoint       the row of a checkpoint the trainer pruned           worker   attempt
@@ -45,6 +46,7 @@ from service.lifecycle.attempt import (
     JobStatusView,
     JobWriter,
     LeaseLost,
+    RunningLimitReached,
     claim_job,
 )
 from service.lifecycle.cancel import CancelOutcome, request_cancel
@@ -68,6 +70,7 @@ __all__ = [
     "NewJob",
     "PauseOutcome",
     "ResumeOutcome",
+    "RunningLimitReached",
     "claim_job",
     "create_job",
     "dispatch_job",

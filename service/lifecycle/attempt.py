@@ -32,7 +32,19 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.lifecycle.pause import mark_paused
 from service.lifecycle.plumbing import ACTIVE_STATUSES, jsonable, retry_db, rowcount, upsert
-from service.models import Checkpoint, Job, JobAttempt, JobEvent, JobMetric, JobStatus, utcnow
+from service.metering import step_usage
+from service.models import (
+    Checkpoint,
+    Job,
+    JobAttempt,
+    JobEvent,
+    JobMetric,
+    JobStatus,
+    JobUsage,
+    Tenant,
+    TenantQuota,
+    utcnow,
+)
 from service.webhooks.events import record_checkpoint_event, record_job_status_event
 
 T = TypeVar("T")
@@ -45,6 +57,34 @@ PER_STEP_EVENT_KINDS = frozenset({"samples", "evaluation", "reincarnated", "chec
 
 class LeaseLost(RuntimeError):
     """The job no longer belongs to this attempt (re-queued by the reaper, or finished)."""
+
+
+class RunningLimitReached(RuntimeError):
+    """The job's tenant already runs as many jobs as its max_running_jobs allows: the job stays queued."""
+
+    def __init__(self, job_id: uuid.UUID, limit: int, running: int) -> None:
+        super().__init__(f"job {job_id} stays queued: its tenant runs {running} jobs, max_running_jobs is {limit}")
+        self.limit = limit
+        self.running = running
+
+
+def _enforce_running_limit(session: Session, job_id: uuid.UUID, default_limit: int | None) -> None:
+    """Raise RunningLimitReached if claiming this queued job would exceed its tenant's running limit.
+
+    The tenant row is locked first, so two workers claiming jobs of one tenant count one after the other."""
+    tenant_id = session.scalar(select(Job.tenant_id).where(Job.id == job_id, Job.status == JobStatus.queued.value))
+    if tenant_id is None:
+        return  # not queued: the claim's own condition leaves it alone
+    override = session.scalar(select(TenantQuota.max_running_jobs).where(TenantQuota.tenant_id == tenant_id))
+    limit = override if override is not None else default_limit
+    if limit is None:
+        return
+    session.execute(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update())
+    running = session.scalar(
+        select(func.count()).select_from(Job).where(Job.tenant_id == tenant_id, Job.status.in_(ACTIVE_STATUSES))
+    )
+    if int(running or 0) >= limit:
+        raise RunningLimitReached(job_id, limit, int(running or 0))
 
 
 @dataclass(frozen=True)
@@ -61,12 +101,17 @@ def claim_job(
     worker_id: str,
     celery_task_id: str | None = None,
     retry_window: float = 0.0,
+    default_max_running_jobs: int | None = None,
 ) -> Claim | None:
-    """Atomically move a queued job to running and record the attempt; None if it was not queued."""
+    """Atomically move a queued job to running and record the attempt; None if it was not queued.
+
+    Raises RunningLimitReached, leaving the job queued, when its tenant already runs its limit of jobs
+    (the tenant's max_running_jobs override, else `default_max_running_jobs`; None is unlimited)."""
 
     def operation() -> Claim | None:
         now = utcnow()
         with sessions.begin() as session:
+            _enforce_running_limit(session, job_id, default_max_running_jobs)
             claimed = session.execute(
                 update(Job)
                 .where(Job.id == job_id, Job.status == JobStatus.queued.value)
@@ -164,15 +209,22 @@ class JobWriter:
     def heartbeat(self) -> None:
         self._transaction(lambda _s: None, what="heartbeat")
 
-    def record_step(self, step: int, metrics: Mapping[str, Any]) -> None:
+    def record_step(self, step: int, metrics: Mapping[str, Any], *, devices: int = 1) -> None:
+        """Upsert the step's metrics and its usage (service/metering.py; `devices`: training processes)."""
+        usage = step_usage(metrics, devices=devices)
+
         def body(session: Session) -> None:
+            now = utcnow()
             values = {
                 "job_id": self.job_id,
                 "step": step,
                 "metrics": jsonable(metrics),
-                "created_at": utcnow(),
+                "created_at": now,
             }
             upsert(session, JobMetric, values, ("job_id", "step"), ("metrics", "created_at"))
+            tenant = select(Job.tenant_id).where(Job.id == self.job_id).scalar_subquery()
+            usage_row = {"job_id": self.job_id, "step": step, "tenant_id": tenant, "recorded_at": now, **usage}
+            upsert(session, JobUsage, usage_row, ("job_id", "step"), (*usage, "recorded_at"))
 
         self._transaction(body, what=f"metrics of step {step}", extra={"current_step": step})
 
@@ -258,6 +310,12 @@ class JobWriter:
                 .where(JobMetric.job_id == self.job_id, JobMetric.step > step)
                 .execution_options(synchronize_session=False)
             ).rowcount
+            # Those steps are re-run and bill again: the crashed attempt's usage of them is not counted.
+            session.execute(
+                delete(JobUsage)
+                .where(JobUsage.job_id == self.job_id, JobUsage.step > step)
+                .execution_options(synchronize_session=False)
+            )
             session.execute(
                 update(JobAttempt)
                 .where(JobAttempt.job_id == self.job_id, JobAttempt.attempt == self.attempt)

@@ -1,8 +1,9 @@
 """Tenants and their API keys: creation, listing, rotation and revocation (every write commits).
 
-Authentication reads the key table on every request (`find_active_key`) and nothing caches a lookup,
-so a revoked key is refused from the first request that starts after the revocation commits; an
-event stream already open checks its key on every poll (`is_key_active`).
+Authentication reads the key table through a short-lived per-process cache (service/auth_cache.py):
+a revoked key is refused at most REMIX_AUTH_CACHE_SECONDS after the revocation commits, and at once by
+the process that revoked it (`revoke`, `rotate` and `revoke_key` drop its cache entries); an event
+stream already open checks its key on every poll (`is_key_active`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from service.models import ApiKey, Tenant
+from service.auth_cache import key_cache
+from service.models import ApiKey, Tenant, TenantQuota
 from service.security import generate_api_key, hash_api_key, key_matches, looks_like_api_key, public_prefix
 
 
@@ -82,6 +84,24 @@ def find_active_key(session: Session, clear: str) -> ApiKey | None:
     return row
 
 
+def find_active_key_and_rate(session: Session, clear: str) -> tuple[ApiKey, float | None] | None:
+    """The unrevoked key matching `clear` and its tenant's requests_per_second override, in one query."""
+    if not looks_like_api_key(clear):
+        return None
+    query = (
+        select(ApiKey, TenantQuota.requests_per_second)
+        .outerjoin(TenantQuota, TenantQuota.tenant_id == ApiKey.tenant_id)
+        .where(ApiKey.key_hash == hash_api_key(clear))
+    )
+    found = session.execute(query).first()
+    if found is None:
+        return None
+    row, rate = found
+    if row.revoked_at is not None or not key_matches(clear, row.key_hash):
+        return None
+    return row, rate
+
+
 def is_key_active(session: Session, key_id: uuid.UUID) -> bool:
     """Whether the key exists and is not revoked."""
     revoked_at = session.execute(select(ApiKey.revoked_at).where(ApiKey.id == key_id)).first()
@@ -94,6 +114,8 @@ def revoke_key(session: Session, prefix: str) -> int:
     for row in rows:
         row.revoked_at = datetime.now(UTC)
     session.commit()
+    for row in rows:
+        key_cache.forget_key(row.id)
     return len(rows)
 
 
@@ -121,6 +143,7 @@ def revoke(session: Session, key: ApiKey) -> ApiKey:
     if key.revoked_at is None:
         key.revoked_at = datetime.now(UTC)
     session.commit()
+    key_cache.forget_key(key.id)
     return key
 
 
@@ -139,4 +162,5 @@ def rotate(session: Session, key: ApiKey) -> tuple[ApiKey, str]:
     key.revoked_at = datetime.now(UTC)
     session.add(replacement)
     session.commit()
+    key_cache.forget_key(key.id)
     return replacement, clear

@@ -111,3 +111,15 @@ def test_api_load_quick(tmp_path: Path) -> None:
     for row in result["ingest"]:
         assert row["rows"] == row["writers"] * result["args"]["ingest_steps"]
         assert row["rows_per_s"] > 0
+
+
+@pytest.mark.postgres
+def test_api_reads_quick(tmp_path: Path) -> None:
+    run_quick("benchmarks.api_reads", tmp_path)
+    result = outputs(tmp_path, "api_reads")
+    runs = result["results"]
+    assert len(runs) == 4 and all(len(endpoint) == result["args"]["runs"] for endpoint in runs.values())
+    for endpoint in runs.values():
+        for run in endpoint:
+            assert run["statuses"] == {"200": run["requests"]}  # every read authenticated and answered
+            assert run["p99_ms"] >= run["p50_ms"] > 0 and run["achieved_rps"] > 0

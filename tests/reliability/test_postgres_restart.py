@@ -63,7 +63,7 @@ def test_postgres_restart_mid_job_gives_503_then_recovers_and_the_job_completes(
         stale_after_seconds=120.0,
         db_retry_after_seconds=RETRY_AFTER,
     )
-    engine: Engine = create_db_engine(database_url)  # pre-ping: survives the restart like the services
+    engine: Engine = create_db_engine(database_url)  # idle ping: survives the restart like the services
     sessions = sessionmaker(engine, expire_on_commit=False)
     api, url = start_api(settings, tmp_path / "api.log")
     worker = start_worker(settings, tmp_path / "worker.log", "pg-restart")

@@ -27,6 +27,7 @@ from service.models import (
     JobEvent,
     JobMetric,
     JobStatus,
+    JobUsage,
     Tenant,
     utcnow,
 )
@@ -84,6 +85,23 @@ def test_jobs_that_are_not_queued_are_left_alone(sessions, make_job, settings, s
 
     row = _job(sessions, job.id)
     assert (row.status, row.attempts, row.worker_id) == (status, 0, None)
+
+
+def test_a_job_past_its_tenants_running_limit_is_deferred_and_stays_queued(sessions, make_job, settings):
+    # given a tenant that already runs one job, and a second queued job of the same tenant
+    running = make_job(status="running")
+    with sessions.begin() as session:
+        queued = Job(tenant_id=running.tenant_id, base_model=running.base_model, config=running.config, total_steps=4)
+        session.add(queued)
+    limited = settings.model_copy(update={"default_max_running_jobs": 1})
+
+    # when a worker is handed the second job
+    outcome = run_job(str(queued.id), settings=limited, sessions=sessions, celery_task_id="task-q")
+
+    # then it is not claimed: the task is to be retried later
+    assert outcome == "deferred"
+    row = _job(sessions, queued.id)
+    assert (row.status, row.attempts, row.worker_id) == ("queued", 0, None)
 
 
 @pytest.mark.parametrize("job_id", [str(uuid.uuid4()), "not-a-uuid"])
@@ -450,3 +468,25 @@ def test_a_vllm_job_on_a_worker_without_cuda_or_vllm_fails_at_start(sessions, ma
     assert row.error.startswith("RolloutBackendUnavailable: rollout.backend 'vllm' needs a CUDA GPU")
     assert "use rollout.backend 'hf' on this worker" in row.error
     assert row.current_step == 0
+
+
+@pytest.mark.slow
+def test_a_trained_job_records_its_usage_step_by_step_from_the_trainers_metrics(sessions, make_job, settings):
+    # given a small job on the builtin model
+    job = make_job(config=tiny_job_config(total_steps=3, checkpoint_every=3))
+
+    # when a worker trains it
+    assert run_job(str(job.id), settings=settings, sessions=sessions, device="cpu") == "succeeded"
+
+    # then every step has one usage row, consistent with the step's own metrics
+    with sessions() as session:
+        usage = session.scalars(select(JobUsage).where(JobUsage.job_id == job.id).order_by(JobUsage.step)).all()
+        metrics = session.scalars(select(JobMetric).where(JobMetric.job_id == job.id).order_by(JobMetric.step)).all()
+    assert [u.step for u in usage] == [m.step for m in metrics] == [1, 2, 3]
+    assert all(u.tenant_id == job.tenant_id for u in usage)
+    for row, metric in zip(usage, metrics, strict=True):
+        assert row.fresh_rollouts == metric.metrics["fresh_samples"] > 0
+        assert 0 < row.generated_tokens <= row.fresh_rollouts * 8  # max_new_tokens = 8
+        assert row.trained_tokens >= row.generated_tokens
+        assert row.device_seconds == pytest.approx(metric.metrics["step_s"])
+    assert sum(u.fresh_rollouts for u in usage) == metrics[-1].metrics["fresh_rollouts_total"]
