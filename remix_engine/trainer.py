@@ -255,7 +255,7 @@ class Trainer:
             self.learner.gather_shards()
             self.learner.hold_as_previous(pi_t)
         if fill_pi_k:  # the replay buffer and the step metrics read the fresh rows' behaviour log-probs
-            assert batch.behavior_logp is not None  # the update's first minibatch filled it
+            assert batch.behavior_logp is not None  # build_step_batch set it; the first minibatch overwrote it
             fresh.behavior_logp = batch.behavior_logp[: len(fresh), : fresh.response_ids.shape[1]].contiguous()
         with timer("weight_sync"):
             self.engine.sync_weights(self.policy)
