@@ -34,7 +34,7 @@ ADVANTAGES: Registry[AdvantageEstimator] = Registry("advantage estimator")
 
 
 def _require(batch: RolloutBatch, name: str, estimator: str) -> torch.Tensor:
-    value = getattr(batch, name)
+    value: torch.Tensor | None = getattr(batch, name)
     if value is None:
         raise ValueError(f"advantage estimator '{estimator}' needs batch.{name}; it is None")
     return value

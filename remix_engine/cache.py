@@ -34,7 +34,7 @@ def exclusive_lock(lock_path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def build_once(target: Path, write: Callable[[Path], None], marker: str) -> Path:
+def build_once(target: Path, write: Callable[[Path], object], marker: str) -> Path:
     """Make `target` exist exactly once: `write(tmp_dir)` runs under a lock and tmp_dir is renamed to target.
 
     `marker` is a file `write` creates last; a target holding it is complete and returned at once.

@@ -26,8 +26,8 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 CHAT_TEMPLATE_AUTO, CHAT_TEMPLATE_NONE = "auto", "none"
 CHAT_TEMPLATE_MODES = (CHAT_TEMPLATE_AUTO, CHAT_TEMPLATE_NONE)
@@ -129,7 +129,10 @@ def render_in_process(
     """transformers' own rendering of apply_chat_template (no tokenization), in this process."""
     from transformers.utils.chat_template_utils import render_jinja_template
 
-    rendered, _ = render_jinja_template(
+    # transformers annotates it `-> str`, but it returns the rendered chats and their generation indices;
+    # the template variables travel in its **kwargs.
+    render = cast("Callable[..., tuple[list[str], Any]]", render_jinja_template)
+    rendered, _ = render(
         conversations=[list(c) for c in conversations],
         chat_template=template,
         add_generation_prompt=True,

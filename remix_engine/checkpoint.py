@@ -15,7 +15,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -114,7 +114,8 @@ def list_checkpoints(root: Path) -> list[Path]:
     if not root.is_dir():
         return []
     found = [p for p in root.iterdir() if p.is_dir() and step_of_checkpoint_dir(p.name) is not None and is_complete(p)]
-    return sorted(found, key=lambda p: step_of_checkpoint_dir(p.name))
+    # Every path in `found` passed the is-not-None filter above.
+    return sorted(found, key=lambda p: cast(int, step_of_checkpoint_dir(p.name)))
 
 
 def latest_checkpoint(root: Path) -> Path | None:
@@ -123,7 +124,8 @@ def latest_checkpoint(root: Path) -> Path | None:
 
 
 def read_meta(path: Path) -> dict[str, Any]:
-    return json.loads((path / STATE_DIR / "meta.json").read_text())
+    meta: dict[str, Any] = json.loads((path / STATE_DIR / "meta.json").read_text())
+    return meta
 
 
 def load_trainer_state(path: Path) -> dict[str, Any]:
@@ -132,7 +134,8 @@ def load_trainer_state(path: Path) -> dict[str, Any]:
     meta = read_meta(path)
     if meta.get("schema_version", 0) > SCHEMA_VERSION:
         raise ValueError(f"checkpoint {path} has schema {meta['schema_version']}, newer than {SCHEMA_VERSION}")
-    return torch.load(path / STATE_DIR / "state.pt", map_location="cpu", weights_only=False)
+    state: dict[str, Any] = torch.load(path / STATE_DIR / "state.pt", map_location="cpu", weights_only=False)
+    return state
 
 
 def prune_checkpoints(root: Path, keep: int, protect: set[Path] | None = None, keep_best: int = 0) -> list[Path]:

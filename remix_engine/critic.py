@@ -8,6 +8,7 @@ response tokens exactly like the policy's log-probs.
 from __future__ import annotations
 
 import copy
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -18,8 +19,10 @@ from remix_engine.batch import RolloutBatch
 class ValueModel(nn.Module):
     def __init__(self, policy: nn.Module) -> None:
         super().__init__()
-        self.backbone = copy.deepcopy(policy.base_model)
-        hidden = policy.config.hidden_size
+        # The policy is a transformers causal LM; nn.Module's typing does not know its attributes.
+        self.backbone: nn.Module = copy.deepcopy(cast(nn.Module, policy.base_model))
+        config: Any = policy.config
+        hidden: int = config.hidden_size
         self.head = nn.Linear(hidden, 1)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
@@ -34,5 +37,5 @@ class ValueModel(nn.Module):
         prompt_len = batch.prompt_ids.shape[1]
         # The state before response token h is the hidden state one position to its left.
         states = hidden[:, prompt_len - 1 : prompt_len - 1 + batch.response_ids.shape[1]]  # (B, Lr, H)
-        values = self.head(states.to(self.head.weight.dtype)).squeeze(-1)  # (B, Lr)
+        values: torch.Tensor = self.head(states.to(self.head.weight.dtype)).squeeze(-1)  # (B, Lr)
         return values * batch.response_mask

@@ -10,11 +10,14 @@ with its own k (an eval set's `samples`, else the job's `eval_samples`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from remix_engine.config import RewardSpec
 from remix_engine.prompts import completions_for_rewards
 from remix_engine.sampling import response_seed
+
+if TYPE_CHECKING:
+    from remix_engine.rollout.engine import RolloutEngine
 
 EVAL_SEED_STEP = -1  # seeds of evaluation samples never collide with training samples
 
@@ -38,14 +41,14 @@ def _correct(
 
 
 def evaluate_greedy(
-    engine: object,
+    engine: RolloutEngine,
     prompts: list[str],
     answers: list[str],
     spec: RewardSpec,
     max_new_tokens: int,
     rows: list[dict[str, Any]] | None = None,
 ) -> dict[str, float]:
-    completions: list[str] = engine.greedy(prompts, max_new_tokens)  # type: ignore[attr-defined]
+    completions: list[str] = engine.greedy(prompts, max_new_tokens)
     correct = _correct(spec, completions_for_rewards(prompts, completions), answers, rows)
     n = max(len(prompts), 1)
     return {
@@ -56,7 +59,7 @@ def evaluate_greedy(
 
 
 def evaluate_sampled(
-    engine: object,
+    engine: RolloutEngine,
     prompts: list[str],
     answers: list[str],
     spec: RewardSpec,
@@ -67,7 +70,7 @@ def evaluate_sampled(
 ) -> dict[str, float]:
     """avg@k Pass@1 and pass@k; the engine samples with its configured max length and filters."""
     seeds = [response_seed(seed, EVAL_SEED_STEP, i, j) for i in range(len(prompts)) for j in range(k)]
-    batch = engine.generate(  # type: ignore[attr-defined]
+    batch = engine.generate(
         prompts,
         answers,
         list(range(len(prompts))),
@@ -90,7 +93,7 @@ def evaluate_sampled(
 
 
 def evaluate_sets(
-    engine: object,
+    engine: RolloutEngine,
     sets: list[EvalSet],
     spec: RewardSpec,
     *,

@@ -19,13 +19,16 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import peft
 import torch
 from peft.tuners.lora import LoraLayer
 
 from remix_engine.config import LoraConfig
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 ADAPTER_DIR = "adapter"
 ADAPTER_NAME = "default"  # peft's name of the single adapter
@@ -38,7 +41,7 @@ class LoraPolicy:
     def __init__(self, model: torch.nn.Module, cfg: LoraConfig) -> None:
         peft_cfg = peft.LoraConfig(
             r=cfg.r,
-            lora_alpha=cfg.alpha,
+            lora_alpha=cfg.alpha,  # type: ignore[arg-type]  # peft annotates int but only divides it by r
             lora_dropout=cfg.dropout,
             target_modules=list(cfg.target_modules),
             task_type="CAUSAL_LM",
@@ -47,7 +50,8 @@ class LoraPolicy:
             self.peft_model = peft.get_peft_model(model, peft_cfg)
         except ValueError as exc:  # peft names the missing modules
             raise ValueError(f"lora.target_modules {cfg.target_modules} do not fit the model: {exc}") from exc
-        self.model = self.peft_model.get_base_model()  # `model`, now with LoRA layers and a frozen base
+        # `model`, now with LoRA layers and a frozen base; peft types it as a plain Module.
+        self.model = cast("PreTrainedModel", self.peft_model.get_base_model())
         self.adapter_params = {name: p for name, p in self.model.named_parameters() if p.requires_grad}
 
     def adapter_state(self) -> dict[str, torch.Tensor]:
@@ -78,7 +82,8 @@ class LoraPolicy:
     def load_adapter_dir(self, path: Path) -> None:
         """Adapter weights saved by `save_adapter` (bit-exact: safetensors keeps the dtype)."""
         saved = peft.load_peft_weights(str(path), device=str(next(self.model.parameters()).device))
-        result = peft.set_peft_model_state_dict(self.peft_model, saved, adapter_name=ADAPTER_NAME)
+        # peft annotates a bare namedtuple; it is load_state_dict's (missing_keys, unexpected_keys).
+        result: Any = peft.set_peft_model_state_dict(self.peft_model, saved, adapter_name=ADAPTER_NAME)
         missing = [k for k in result.missing_keys if "lora_" in k]
         if missing:
             raise ValueError(f"adapter in {path} lacks weights for {missing[:3]}")
@@ -90,7 +95,8 @@ class LoraPolicy:
     def merged_state_dict(self) -> dict[str, torch.Tensor]:
         """Full weights under the base model's own names, each LoRA layer merged as W + delta."""
         state: dict[str, torch.Tensor] = {}
-        lora_layers = {name: m for name, m in self.model.named_modules() if isinstance(m, LoraLayer)}
+        # Each concrete LoRA layer (Linear, Embedding, Conv) has get_delta_weight; their LoraLayer base lacks it.
+        lora_layers: dict[str, Any] = {name: m for name, m in self.model.named_modules() if isinstance(m, LoraLayer)}
         for name, tensor in self.model.state_dict().items():
             if ".lora_" in name:
                 continue
@@ -126,10 +132,10 @@ class AdapterSnapshot(torch.nn.Module):
         with torch.no_grad(), lora.weights(self.state):
             return lora.model(**kwargs)
 
-    def state_dict(self, *_args: Any, **_kwargs: Any) -> dict[str, torch.Tensor] | None:  # type: ignore[override]
+    def state_dict(self, *_args: Any, **_kwargs: Any) -> dict[str, torch.Tensor] | None:  # type: ignore[override]  # None: the base model's snapshot
         return None if self.state is None else {k: v.clone() for k, v in self.state.items()}
 
-    def load_state_dict(  # type: ignore[override]
+    def load_state_dict(  # type: ignore[override]  # returns nothing: the checkpoints only hand it adapter weights
         self, state: dict[str, torch.Tensor], *_args: Any, **_kwargs: Any
     ) -> None:
         if set(state) != set(self._lora[0].adapter_params):

@@ -116,7 +116,7 @@ class ModelShape:
         if not self.known:
             raise ValueError("LoRA memory estimates need the model config, not only a parameter count")
         h, i = self.hidden_size, self.intermediate_size
-        q, kv = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim  # type: ignore[operator]
+        q, kv = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim  # type: ignore[operator]  # a known shape has every size
         fans = {
             "q_proj": (h, q),
             "k_proj": (h, kv),
@@ -126,8 +126,8 @@ class ModelShape:
             "up_proj": (h, i),
             "down_proj": (i, h),
         }
-        per_layer = sum(r * sum(fans.get(name, (h, h))) for name in target_modules)  # type: ignore[arg-type]
-        return self.num_layers * per_layer  # type: ignore[operator]
+        per_layer = sum(r * sum(fans.get(name, (h, h))) for name in target_modules)  # type: ignore[arg-type,misc]  # a known shape has every size
+        return self.num_layers * per_layer  # type: ignore[operator]  # a known shape has every size
 
 
 class _DictConfig:
@@ -164,7 +164,7 @@ def load_model_config(model_cfg: ModelConfig) -> Any:
     from transformers import AutoConfig
 
     if name == TINY_CHAT_MODEL_ID:
-        config = dict(TINY_CHAT_MODEL_CONFIG)
+        config: dict[str, Any] = dict(TINY_CHAT_MODEL_CONFIG)
         return AutoConfig.for_model(config.pop("model_type"), **config)
 
     return AutoConfig.from_pretrained(name, trust_remote_code=model_cfg.trust_remote_code)

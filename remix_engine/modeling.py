@@ -146,7 +146,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 @cache
-def _accepts_logits_to_keep(forward_type: type) -> bool:
+def _accepts_logits_to_keep(forward_type: type[Any]) -> bool:
     return "logits_to_keep" in inspect.signature(forward_type.forward).parameters
 
 
@@ -170,7 +170,7 @@ def sequence_logprobs(
         "attention_mask": attention_mask,
         "position_ids": position_ids,
     }
-    if _accepts_logits_to_keep(type(model)):
+    if _accepts_logits_to_keep(type(model)):  # type: ignore[arg-type]  # a class is hashable; mypy checks its instances' __hash__
         kwargs["logits_to_keep"] = num_response + 1  # only positions that predict response tokens (+1 spare)
     logits = model(**kwargs, use_cache=False).logits  # (B, K, V) with K >= Lr + 1
     # Position Lp-1+j predicts response token j: the last Lr+1 positions, minus the final one.

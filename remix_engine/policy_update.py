@@ -78,11 +78,17 @@ def update_policy(
             mask = mb.loss_mask(exclude_truncated=exclude_truncated)
             logp, entropy = sequence_logprobs(learner.train_policy, mb, temperature=temperature)
             if fill_pi_k:
+                # The step's batch holds placeholders for both log-probs here and flags its replayed rows.
+                assert mb.is_replay is not None and mb.behavior_logp is not None
+                assert batch.old_logp is not None and batch.behavior_logp is not None
                 fill_pi_k = False
                 mb.old_logp = logp.detach()
                 mb.behavior_logp = torch.where(mb.is_replay[:, None], mb.behavior_logp, mb.old_logp)
                 batch.old_logp[global_rows] = mb.old_logp
                 batch.behavior_logp[global_rows] = mb.behavior_logp
+            # The trainer fills these before the update; sequence_logprobs returns the entropy by default.
+            assert mb.old_logp is not None and mb.behavior_logp is not None and mb.advantages is not None
+            assert entropy is not None
             agg = alg.loss_aggregation
             pg, pg_m = loss_fn(logp, mb.old_logp, mb.behavior_logp, mb.advantages, mask, clip_eps=alg.clip_eps, agg=agg)
             ent, ent_m = entropy_bonus(entropy, mask, coef=alg.entropy_coef, agg=agg)
@@ -124,6 +130,7 @@ def _critic_step(
     learner: PolicyLearner, mb: RolloutBatch, share: float, alg: AlgorithmConfig, exclude_truncated: bool
 ) -> dict[str, float]:
     assert learner.train_critic is not None, "only PPO has a critic"
+    assert mb.values is not None and mb.returns is not None  # the step's batch carries them under GAE
     values = learner.train_critic(mb)
     loss, metrics = value_loss(
         values,

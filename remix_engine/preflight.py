@@ -124,7 +124,7 @@ def _resident_bytes(cfg: TrainConfig, shape: ModelShape, world_size: int) -> dic
         out["sharded_weights"] = trained * p // shard
     if cfg.algorithm.advantage_estimator == "gae":
         # The critic copies the transformer body; an untied LM head is not part of it.
-        head = 0 if shape.tied_embeddings or not shape.known else shape.vocab_size * shape.hidden_size  # type: ignore[operator]
+        head = 0 if shape.tied_embeddings or not shape.known else shape.vocab_size * shape.hidden_size  # type: ignore[operator]  # a known shape has every size
         backbone = n - head
         critic_trained = trained if cfg.lora.enabled else backbone
         sharded_copy = critic_trained * p // shard if fsdp else 0
@@ -138,10 +138,10 @@ def _learner_work_bytes(cfg: TrainConfig, shape: ModelShape, world_size: int) ->
     p = DTYPE_BYTES[cfg.model.dtype]
     rows = -(-min(cfg.algorithm.minibatch_size, _rows_per_step(cfg)) // world_size)
     seq = cfg.data.max_prompt_tokens + cfg.rollout.max_new_tokens
-    per_layer = ACTIVATION_BYTES_PER_TOKEN_HIDDEN_16BIT * rows * seq * shape.hidden_size * p // 2  # type: ignore[operator]
+    per_layer = ACTIVATION_BYTES_PER_TOKEN_HIDDEN_16BIT * rows * seq * shape.hidden_size * p // 2  # type: ignore[operator]  # a known shape has every size
     positions = rows * (cfg.rollout.max_new_tokens + 1)
-    logits = positions * shape.vocab_size * (p + LOGIT_FP32_COPIES * FP32)  # type: ignore[operator]
-    return {"activations": shape.num_layers * per_layer, "logits": logits}  # type: ignore[operator]
+    logits = positions * shape.vocab_size * (p + LOGIT_FP32_COPIES * FP32)  # type: ignore[operator]  # a known shape has every size
+    return {"activations": shape.num_layers * per_layer, "logits": logits}  # type: ignore[operator]  # a known shape has every size
 
 
 def _rollout_work_bytes(cfg: TrainConfig, shape: ModelShape, world_size: int = 1) -> dict[str, int]:
@@ -151,10 +151,10 @@ def _rollout_work_bytes(cfg: TrainConfig, shape: ModelShape, world_size: int = 1
     # Each process samples its share of the step's responses, generation_batch_size at a time.
     rows = min(cfg.rollout.generation_batch_size, -(-_rows_per_step(cfg) // world_size))
     seq = cfg.data.max_prompt_tokens + cfg.rollout.max_new_tokens
-    kv_per_token = 2 * shape.num_layers * shape.num_kv_heads * shape.head_dim * p  # type: ignore[operator]
+    kv_per_token = 2 * shape.num_layers * shape.num_kv_heads * shape.head_dim * p  # type: ignore[operator]  # a known shape has every size
     return {
         "kv_cache": rows * seq * kv_per_token,
-        "sampling_buffers": rows * shape.vocab_size * SAMPLER_FP32_BUFFERS * FP32,  # type: ignore[operator]
+        "sampling_buffers": rows * shape.vocab_size * SAMPLER_FP32_BUFFERS * FP32,  # type: ignore[operator]  # a known shape has every size
     }
 
 

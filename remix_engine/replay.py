@@ -52,7 +52,8 @@ class ReplayBuffer:
             raise ValueError("only rollouts with behavior_logp and advantages can be replayed")
         if self._entries and step <= self._entries[-1][0]:
             raise ValueError(f"replay steps must increase: got {step} after {self._entries[-1][0]}")
-        stored = replace(batch.to("cpu"), **dict.fromkeys(_STEP_LOCAL_FIELDS))
+        cleared: dict[str, Any] = dict.fromkeys(_STEP_LOCAL_FIELDS)  # optional tensors, so None is theirs to take
+        stored = replace(batch.to("cpu"), **cleared)
         stored.is_replay = torch.ones(len(stored), dtype=torch.bool)
         self._entries.append((step, stored))
         while self._entries and self._entries[0][0] <= step - self.history_window:

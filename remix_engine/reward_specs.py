@@ -20,7 +20,7 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -240,7 +240,10 @@ _KINDS = (
 REWARD_KINDS: dict[str, RewardKind] = {kind.name: kind for kind in _KINDS}
 REWARD_NAMES: tuple[str, ...] = tuple(REWARD_KINDS)
 # The type of `RewardSpec.name` (remix_engine/config/reward.py): exactly the registry's names.
-RewardName = Literal[REWARD_NAMES]  # type: ignore[valid-type]
+if TYPE_CHECKING:
+    RewardName = str  # a static checker cannot evaluate a Literal built from the registry at import time
+else:
+    RewardName = Literal[REWARD_NAMES]
 # Rewards that call the operator's judge endpoint: refused where none is configured.
 JUDGE_REWARDS = frozenset({"judge"})
 

@@ -52,7 +52,7 @@ DEFAULT_MEMORY_MB, MAX_MEMORY_MB = 512, 2048
 STARTUP_GRACE_S = 15.0  # interpreter start and loading the code, before the first sample's clock
 
 
-class RewardScores(list):  # type: ignore[type-arg]
+class RewardScores(list[float | None]):
     """Scores (float or None) with one error message (or None) per sample."""
 
     def __init__(self, scores: list[float | None], errors: list[str | None], isolation: str = "") -> None:

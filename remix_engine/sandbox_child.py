@@ -32,6 +32,7 @@ import os
 import resource
 import sys
 import traceback
+from collections.abc import Callable
 
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWNET = 0x40000000
@@ -62,7 +63,7 @@ def _unshare(flags: int) -> bool:
     import ctypes
 
     libc = ctypes.CDLL(None, use_errno=True)
-    return libc.unshare(flags) == 0
+    return int(libc.unshare(flags)) == 0
 
 
 def isolate_network() -> str:
@@ -184,10 +185,10 @@ def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}{where}"[:500]
 
 
-def takes_row(function: object) -> bool:
+def takes_row(function: Callable[..., object]) -> bool:
     """Whether the user's reward accepts (completion, answer, row), rather than only (completion, answer)."""
     try:
-        inspect.signature(function).bind("", "", {})  # type: ignore[arg-type]
+        inspect.signature(function).bind("", "", {})
     except (TypeError, ValueError):
         return False
     return True

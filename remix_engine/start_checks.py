@@ -9,7 +9,8 @@ import torch
 from remix_engine.config import TrainConfig
 from remix_engine.context_length import check_vllm_context, model_position_limit
 from remix_engine.judge import check_judge
-from remix_engine.preflight import check_fits, load_model_config
+from remix_engine.model_shape import load_model_config
+from remix_engine.preflight import check_fits
 from remix_engine.reward_specs import JUDGE_REWARDS
 from remix_engine.rollout import check_backend_available
 from remix_engine.sandbox import check_sandbox

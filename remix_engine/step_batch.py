@@ -43,6 +43,7 @@ def advantaged_fresh(
     if behaviour_pass:
         fresh.behavior_logp = learner.logprobs(learner.policy, fresh)
     if learner.critic is not None:
+        assert fresh.rewards is not None  # the rewards score every fresh row before this step's batch is built
         fresh.values = learner.critic(fresh).detach()
         _, fresh.returns = gae_returns(fresh.rewards, fresh.values, fresh.response_mask, alg.gae_gamma, alg.gae_lambda)
     scored = dist.gather_batch(fresh, pad_token_id)

@@ -39,6 +39,8 @@ def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> float:
 
 def batch_metrics(fresh: RolloutBatch, replay: RolloutBatch | None, step: int) -> Metrics:
     """Rewards, accuracy, lengths and truncation of the step's fresh rows; lengths and age of replayed ones."""
+    # The trainer scores and log-probs every fresh row before its metrics are taken.
+    assert fresh.rewards is not None and fresh.correct is not None and fresh.behavior_logp is not None
     lengths = fresh.response_lengths.float()
     metrics: Metrics = {
         "reward_mean": float(fresh.rewards.mean()),
@@ -70,6 +72,7 @@ def replay_ratio_stats(logp: torch.Tensor, mb: RolloutBatch) -> dict[str, float]
     if mb.is_replay is None or not bool(mb.is_replay.any()):
         return {}
     rows = mb.is_replay
+    assert mb.behavior_logp is not None  # replayed rows keep the log-probs they were stored with
     mask = mb.response_mask[rows].bool()
     log_ratio = (logp[rows] - mb.behavior_logp[rows]).clamp(-20, 20)  # (R, Lr)
     ratio = torch.exp(log_ratio)
@@ -92,6 +95,7 @@ def replay_ratio_stats(logp: torch.Tensor, mb: RolloutBatch) -> dict[str, float]
 
 def sampled_completions(fresh: RolloutBatch, count: int) -> list[dict[str, Any]]:
     """The first `count` fresh completions with their prompt, answer, reward and truncation flag."""
+    assert fresh.rewards is not None  # fresh rows are scored before they are sampled for the log
     return [
         {
             "prompt": fresh.prompts[i],

@@ -294,4 +294,5 @@ def build_tiny_model(cache_dir: Path | None = None, seed: int = 0) -> Path:
 
 
 def read_tiny_model_meta(model_dir: Path) -> dict[str, float | int | str]:
-    return json.loads((Path(model_dir) / META_FILENAME).read_text())
+    meta: dict[str, float | int | str] = json.loads((Path(model_dir) / META_FILENAME).read_text())
+    return meta

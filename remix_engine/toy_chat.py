@@ -32,7 +32,7 @@ import json
 import shutil
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
@@ -90,8 +90,14 @@ def user_turns(pairs: list[tuple[int, int]], *, question: bool = False) -> list[
 
 def chat_prompts(tokenizer: PreTrainedTokenizerBase, turns: list[str]) -> list[str]:
     """Each user turn rendered with the tokenizer's chat template and the generation prompt."""
+    # tokenize=False makes apply_chat_template return the rendered text.
     return [
-        tokenizer.apply_chat_template([{"role": "user", "content": turn}], tokenize=False, add_generation_prompt=True)
+        cast(
+            str,
+            tokenizer.apply_chat_template(
+                [{"role": "user", "content": turn}], tokenize=False, add_generation_prompt=True
+            ),
+        )
         for turn in turns
     ]
 
@@ -316,5 +322,6 @@ def build_tiny_chat_model(cache_dir: Path | None = None, seed: int = 0) -> Path:
 
 
 def read_tiny_chat_model_meta(model_dir: Path) -> dict[str, Any]:
-    return json.loads((Path(model_dir) / META_FILENAME).read_text())
+    meta: dict[str, Any] = json.loads((Path(model_dir) / META_FILENAME).read_text())
+    return meta
 

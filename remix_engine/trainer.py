@@ -87,7 +87,7 @@ class Trainer:
         self.output_dir = Path(output_dir)
         # Under torchrun (WORLD_SIZE > 1) this process trains its shard of every step's batch.
         self.dist, self.device = init_from_env(torch.device(device))
-        self.callbacks = callbacks  # type: ignore[assignment]  # the setter takes None (see below)
+        self.callbacks = callbacks
         refuse_what_cannot_run(config, self.device, self.dist.world_size)
         # Seeds what draws from the global generators before the rollout engine starts (LoRA's adapter
         # init); vLLM's worker reseeds them when it starts, so nothing after that may depend on them:
@@ -250,6 +250,7 @@ class Trainer:
             self.learner.hold_as_previous(pi_t)
             self.engine.sync_weights(self.policy)
         if fill_pi_k:  # the replay buffer and the step metrics read the fresh rows' behaviour log-probs
+            assert batch.behavior_logp is not None  # build_step_batch set it; the first minibatch overwrote it
             fresh.behavior_logp = batch.behavior_logp[: len(fresh), : fresh.response_ids.shape[1]].contiguous()
         with timer("replay"):
             if mix:

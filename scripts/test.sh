@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The test command: make sure Postgres and Redis run, install the project into .venv, run the whole suite.
-# Needs only Python 3.11 + pip and the Postgres/Redis servers installed; exits with pytest's status.
+# The test command: make sure Postgres and Redis run, install the project into .venv, type-check the
+# packages, run the whole suite. Needs only Python 3.11 + pip and the Postgres/Redis servers installed;
+# exits with mypy's status when the type check fails, pytest's otherwise.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -104,6 +105,18 @@ ensure_redis
 ensure_chromium
 ensure_sandbox_tool
 ensure_venv
+
+# mypy reads its packages and strictness from [tool.mypy] in pyproject.toml; a type error fails the
+# command before any test runs.
+log "type-checking (mypy)"
+set +e
+python -m mypy
+status=$?
+set -e
+if [ "$status" -ne 0 ]; then
+    log "type check failed (mypy exited with status $status)"
+    exit "$status"
+fi
 
 log "running the test suite"
 set +e

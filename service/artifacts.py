@@ -194,8 +194,8 @@ class S3ArtifactStore:
         return total
 
     def open(self, key: str) -> IO[bytes]:
-        body = self.client.get_object(Bucket=self.bucket, Key=self._object_key(key))["Body"]
-        return body  # type: ignore[no-any-return]
+        body: IO[bytes] = self.client.get_object(Bucket=self.bucket, Key=self._object_key(key))["Body"]
+        return body
 
     def exists(self, key: str) -> bool:
         listing = self.client.list_objects_v2(Bucket=self.bucket, Prefix=self._object_key(key), MaxKeys=1)

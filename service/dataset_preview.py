@@ -42,8 +42,10 @@ def tokenizer_dir(model: str, *, is_admin: bool, is_hub_id: bool) -> Path | None
 def _token_text(value: Any) -> str | None:
     if isinstance(value, str):
         return value
-    if isinstance(value, dict) and isinstance(value.get("content"), str):
-        return value["content"]  # an AddedToken written out
+    if isinstance(value, dict):
+        content = value.get("content")
+        if isinstance(content, str):
+            return content  # an AddedToken written out
     return None
 
 

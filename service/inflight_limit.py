@@ -22,7 +22,8 @@ DEFAULT_LIMIT = max(1, POOL_CAPACITY - 6)
 
 
 def is_event_stream(scope: Scope) -> bool:
-    return scope.get("path", "").endswith("/stream")
+    path: str = scope.get("path", "")
+    return path.endswith("/stream")
 
 
 class InflightLimit:

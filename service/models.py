@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
@@ -116,15 +116,15 @@ class Dataset(Base):
 
     @property
     def rendered_prompt(self) -> str | None:
-        return self._found("rendered_prompt")
+        return cast("str | None", self._found("rendered_prompt"))
 
     @property
     def rendered_with(self) -> str | None:
-        return self._found("rendered_with")
+        return cast("str | None", self._found("rendered_with"))
 
     @property
     def prompt_tokens(self) -> dict[str, Any] | None:
-        return self._found("prompt_tokens")
+        return cast("dict[str, Any] | None", self._found("prompt_tokens"))
 
 
 class Job(Base):

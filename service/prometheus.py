@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -189,7 +189,7 @@ def _active_jobs_query() -> Any:
     )
 
 
-def _worker_metrics(active: list[Any]) -> list[Metric]:
+def _worker_metrics(active: Sequence[Any]) -> list[Metric]:
     labels = ["job_id", "worker_id"]
     step = GaugeMetricFamily("remix_job_current_step", "Current step of an active job.", labels=labels)
     total = GaugeMetricFamily("remix_job_total_steps", "Total steps of an active job.", labels=labels)

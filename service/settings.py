@@ -269,4 +269,4 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     """The process-wide settings (cached; FastAPI routes get them through `SettingsDep`)."""
-    return Settings()  # type: ignore[call-arg,unused-ignore]  # fields come from REMIX_* env
+    return Settings()

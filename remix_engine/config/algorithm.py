@@ -10,7 +10,7 @@ A validated config always holds all the parts, so the engine reads them and neve
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -37,9 +37,16 @@ PRESETS: dict[str, AlgorithmPreset] = {
 }
 DEFAULT_PRESET = "remix-grpo"
 
-Algorithm = Literal[tuple(PRESETS)]  # type: ignore[valid-type]
-AdvantageEstimatorName = Literal[ADVANTAGE_ESTIMATOR_NAMES]  # type: ignore[valid-type]
-PolicyLossName = Literal[POLICY_LOSS_NAMES]  # type: ignore[valid-type]
+if TYPE_CHECKING:
+    # Literals built from the registries at import time are a runtime type that pydantic validates; a
+    # static checker cannot evaluate them, so it sees the plain strings they are.
+    Algorithm = str
+    AdvantageEstimatorName = str
+    PolicyLossName = str
+else:
+    Algorithm = Literal[tuple(PRESETS)]
+    AdvantageEstimatorName = Literal[ADVANTAGE_ESTIMATOR_NAMES]
+    PolicyLossName = Literal[POLICY_LOSS_NAMES]
 KLEstimator = Literal["k1", "k2", "k3"]
 LossAggregation = Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum"]
 

@@ -146,7 +146,9 @@ class TrainConfig(StrictModel):
 
     @field_validator("eval_sets")
     @classmethod
-    def _distinct_eval_set_names(cls, value: list[BuiltinEvalSetSpec | EvalSetSpec]) -> list:
+    def _distinct_eval_set_names(
+        cls, value: list[BuiltinEvalSetSpec | EvalSetSpec]
+    ) -> list[BuiltinEvalSetSpec | EvalSetSpec]:
         names = [spec.name for spec in value]
         twice = sorted({name for name in names if names.count(name) > 1})
         if twice:

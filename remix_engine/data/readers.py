@@ -81,8 +81,9 @@ def _json_list(document: Any, source: str | None) -> list[Any]:
         return document
     if isinstance(document, dict):
         for key in JSON_LIST_KEYS:
-            if isinstance(document.get(key), list):
-                return document[key]
+            value = document.get(key)
+            if isinstance(value, list):
+                return value
         lists = [value for value in document.values() if isinstance(value, list)]
         if len(lists) == 1:
             return lists[0]

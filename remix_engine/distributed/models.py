@@ -7,7 +7,7 @@ resumes under either strategy and any process count.
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.distributed as dist
@@ -24,11 +24,14 @@ from torch.nn.parallel import DistributedDataParallel
 
 from remix_engine.distributed.context import DistContext
 
+if TYPE_CHECKING:
+    from torch.distributed.tensor import DTensor
+
 
 class CausalLMDDP(DistributedDataParallel):
     """DDP whose forward names `logits_to_keep`, so log-prob passes still skip the prompt's logits."""
 
-    def forward(  # type: ignore[override]
+    def forward(
         self,
         *,
         input_ids: torch.Tensor,
@@ -38,7 +41,7 @@ class CausalLMDDP(DistributedDataParallel):
         logits_to_keep: int = 0,
     ) -> Any:
         extra = {"logits_to_keep": logits_to_keep} if logits_to_keep else {}
-        return super().forward(
+        return super().forward(  # type: ignore[no-untyped-call]  # DDP's forward(*inputs, **kwargs) is unannotated
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
@@ -122,7 +125,7 @@ def gather_into(sharded: torch.nn.Module, full: torch.nn.Module) -> None:
     targets = dict(full.named_parameters())
     for name, param in _resharded(sharded).named_parameters():
         if param.requires_grad:
-            targets[name].copy_(param.full_tensor())
+            targets[name].copy_(cast("DTensor", param).full_tensor())  # FSDP2 shards parameters as DTensors
 
 
 def whole_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -130,13 +133,16 @@ def whole_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     collective: every rank calls it)."""
     if not is_sharded(module):
         return module.state_dict()
-    return get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    # A model's state dict holds tensors only; the declared type covers optimizer states too.
+    whole = get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return cast(dict[str, torch.Tensor], whole)
 
 
 def load_whole_state(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
     """Inverse of `whole_state_dict`: every rank passes the same whole state dict."""
     if is_sharded(module):
-        set_model_state_dict(module, state, options=StateDictOptions(full_state_dict=True, strict=False))
+        whole = cast(dict[str, Any], state)  # dict is invariant: a dict of tensors is not a dict of its ValueType
+        set_model_state_dict(module, whole, options=StateDictOptions(full_state_dict=True, strict=False))
     else:
         module.load_state_dict(state)
 
@@ -163,7 +169,7 @@ def whole_optimizer_state(module: torch.nn.Module, optimizer: torch.optim.Optimi
     like a single process's, on rank 0 ({} elsewhere; collective: every rank calls it)."""
     if not is_sharded(module):
         return optimizer.state_dict()
-    by_name = get_optimizer_state_dict(
+    by_name: dict[str, Any] = get_optimizer_state_dict(
         module, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
     )
     if not by_name:
@@ -185,7 +191,7 @@ def load_whole_optimizer_state(
         optimizer.load_state_dict(state)
         return
     names = _trained_names(module)
-    by_name = {
+    by_name: dict[str, Any] = {
         "state": {names[i]: value for i, value in state["state"].items()},
         "param_groups": [{**group, "params": [names[i] for i in group["params"]]} for group in state["param_groups"]],
     }

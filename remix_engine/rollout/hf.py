@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import torch
 from transformers import LogitsProcessor, StoppingCriteria
@@ -78,7 +78,7 @@ class SeededGumbelSampler(LogitsProcessor):
         )  # (B, V)
         gumbel = -torch.log(-torch.log(uniform.clamp(min=torch.finfo(uniform.dtype).tiny)))
         self._pending = logp
-        return logp + gumbel  # argmax of this is a sample from exp(logp)
+        return cast(torch.FloatTensor, logp + gumbel)  # argmax of this is a sample from exp(logp)
 
     def finish(self, last_tokens: torch.Tensor) -> torch.Tensor:
         """Collect the final step's token log-probs; returns (B, steps)."""
@@ -118,7 +118,7 @@ class StopStringCriteria(StoppingCriteria):
         )
         first = done & (self.stopped_at < 0)
         self.stopped_at[first] = generated
-        return done.to(input_ids.device)
+        return cast(torch.BoolTensor, done.to(input_ids.device))
 
 
 def response_mask_until_stop(response_ids: torch.Tensor, stop_ids: list[int]) -> torch.Tensor:
@@ -172,7 +172,8 @@ class HFRolloutEngine:
             self._sample_chunk([prompts[i] for i in rows[start : start + size]], seeds[start : start + size])
             for start in range(0, len(rows), size)
         ]
-        ids, pmask, rids, rmask, rlogp = (pad_cat([c[k] for c in chunks], left=k < 2) for k in range(5))
+        tensors = [c[:5] for c in chunks]  # the padded tensors of each chunk, without its texts and flags
+        ids, pmask, rids, rmask, rlogp = (pad_cat([t[k] for t in tensors], left=k < 2) for k in range(5))
         return assemble_batch(
             prompt_ids=ids,
             prompt_mask=pmask,
@@ -215,8 +216,11 @@ class HFRolloutEngine:
         device = _model_device(self.model)
         return ids.to(device), mask.to(device)
 
-    def _sample_chunk(self, prompts: list[str], seeds: list[int]) -> tuple[torch.Tensor, ...]:
-        """(prompt_ids, prompt_mask, response_ids, response_mask, rollout_logp) of one generation batch."""
+    def _sample_chunk(
+        self, prompts: list[str], seeds: list[int]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, list[str], torch.Tensor]:
+        """(prompt_ids, prompt_mask, response_ids, response_mask, rollout_logp, completions, truncated) of one
+        generation batch."""
         prompt_ids, prompt_mask = self._encode(prompts)  # (b, Lp)
         sampler = SeededGumbelSampler(
             seeds,
@@ -300,13 +304,14 @@ class HFRolloutEngine:
         # generate's `stop_strings=` and `tokenizer=`); it also records where each row stopped.
         criteria = StoppingCriteriaList([stop] if stop is not None else [])
         with _model_generation_defaults_hidden(self.model):
-            return self.model.generate(
+            sequences: torch.Tensor = self.model.generate(
                 input_ids=prompt_ids,
                 attention_mask=prompt_mask.long(),
                 generation_config=config,
                 logits_processor=processors,
                 stopping_criteria=criteria,
             )
+            return sequences
 
 
 @contextlib.contextmanager
@@ -329,4 +334,5 @@ def _model_generation_defaults_hidden(model: Any) -> Iterator[None]:
 
 
 def _model_device(model: Any) -> torch.device:
-    return next(model.parameters()).device
+    device: torch.device = next(model.parameters()).device
+    return device

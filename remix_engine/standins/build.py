@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from remix_engine.cache import build_once, default_cache_dir
 from remix_engine.standins.families import FamilySpec, family_spec
@@ -115,7 +115,8 @@ def build_standin(
     out_dir.mkdir(parents=True, exist_ok=True)
 
     tokenizer = train_tokenizer(family, bpe_vocab_size)
-    ids = {content: tokenizer.token_to_id(content) for content, _ in spec.added_tokens}
+    # train_tokenizer adds every one of the family's added tokens, so each has an id.
+    ids = cast(dict[str, int], {content: tokenizer.token_to_id(content) for content, _ in spec.added_tokens})
     tokenizer_size = tokenizer.get_vocab_size()
     sizes = {
         "hidden_size": hidden_size,
@@ -173,7 +174,8 @@ def _write_json(path: Path, data: Any) -> None:
 
 def read_standin_meta(model_dir: Path) -> dict[str, Any]:
     """What `build_standin` recorded about a folder: family, sizes, vocabulary sizes, added-token ids."""
-    return json.loads((Path(model_dir) / META_FILENAME).read_text(encoding="utf-8"))
+    meta: dict[str, Any] = json.loads((Path(model_dir) / META_FILENAME).read_text(encoding="utf-8"))
+    return meta
 
 
 # -------------------------------------------------------------------------------------------- cache

@@ -25,9 +25,9 @@ import threading
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import CursorResult, delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.lifecycle.pause import mark_paused
@@ -195,11 +195,15 @@ class JobWriter:
         return retry_db(operation, what=what, window=self.retry_window)
 
     def _renew(self, session: Session, extra: Mapping[str, Any]) -> None:
-        changed = session.execute(
-            update(Job)
-            .where(Job.id == self.job_id, Job.attempts == self.attempt, Job.status.in_(ACTIVE_STATUSES))
-            .values(heartbeat_at=utcnow(), **extra)
-            .execution_options(synchronize_session=False)
+        # Session.execute types every result as a Result; an UPDATE's is a CursorResult, which counts rows.
+        changed = cast(
+            "CursorResult[Any]",
+            session.execute(
+                update(Job)
+                .where(Job.id == self.job_id, Job.attempts == self.attempt, Job.status.in_(ACTIVE_STATUSES))
+                .values(heartbeat_at=utcnow(), **extra)
+                .execution_options(synchronize_session=False)
+            ),
         ).rowcount
         if changed != 1:
             self.lost.set()
@@ -234,11 +238,14 @@ class JobWriter:
 
         def body(session: Session) -> None:
             if kind in PER_STEP_EVENT_KINDS and step is not None:
-                replaced = session.execute(
-                    update(JobEvent)
-                    .where(JobEvent.job_id == self.job_id, JobEvent.kind == kind, JobEvent.step == step)
-                    .values(message=message, payload=clean)
-                    .execution_options(synchronize_session=False)
+                replaced = cast(
+                    "CursorResult[Any]",
+                    session.execute(
+                        update(JobEvent)
+                        .where(JobEvent.job_id == self.job_id, JobEvent.kind == kind, JobEvent.step == step)
+                        .values(message=message, payload=clean)
+                        .execution_options(synchronize_session=False)
+                    ),
                 ).rowcount
                 if replaced:
                     return
@@ -305,10 +312,13 @@ class JobWriter:
         Returns how many metric rows were discarded."""
 
         def body(session: Session) -> int:
-            dropped = session.execute(
-                delete(JobMetric)
-                .where(JobMetric.job_id == self.job_id, JobMetric.step > step)
-                .execution_options(synchronize_session=False)
+            dropped = cast(
+                "CursorResult[Any]",
+                session.execute(
+                    delete(JobMetric)
+                    .where(JobMetric.job_id == self.job_id, JobMetric.step > step)
+                    .execution_options(synchronize_session=False)
+                ),
             ).rowcount
             # Those steps are re-run and bill again: the crashed attempt's usage of them is not counted.
             session.execute(

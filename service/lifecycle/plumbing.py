@@ -77,7 +77,7 @@ def upsert(
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     elif dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
+        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]  # same on_conflict_do_update API as Postgres's, all this statement uses
     else:
         raise NotImplementedError(f"upsert is not implemented for the {dialect} dialect")
     stmt = insert(model).values(**values)

@@ -21,9 +21,9 @@ import logging
 import uuid
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import CursorResult, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.lifecycle.pause import mark_paused
@@ -97,11 +97,15 @@ def _reap_one(session: Session, job_id: uuid.UUID, cutoff: datetime, settings: S
         values.update(error=f"{outcome}; last: {reason}", finished_at=now)
     elif new_status is JobStatus.cancelled:
         values.update(finished_at=now)
-    changed = session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.status == job.status, Job.attempts == job.attempts, _stale_condition(cutoff))
-        .values(**values)
-        .execution_options(synchronize_session=False)
+    # Session.execute types every result as a Result; an UPDATE's is a CursorResult, which counts rows.
+    changed = cast(
+        "CursorResult[Any]",
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == job.status, Job.attempts == job.attempts, _stale_condition(cutoff))
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        ),
     ).rowcount
     if changed != 1:  # a heartbeat or another reaper got there first
         return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
@@ -32,9 +33,9 @@ def _check_database(settings: Settings) -> None:
         conn.execute(text("SELECT 1"))
 
 
-async def _probe(name: str, fn: object, settings: Settings) -> str:
+async def _probe(name: str, fn: Callable[[Settings], object], settings: Settings) -> str:
     try:
-        await asyncio.wait_for(run_in_threadpool(fn, settings), PROBE_TIMEOUT)  # type: ignore[arg-type]
+        await asyncio.wait_for(run_in_threadpool(fn, settings), PROBE_TIMEOUT)
     except Exception as exc:  # a probe reports any failure, it never raises
         log.warning("readiness: %s unavailable: %s", name, exc)
         return "unavailable"
