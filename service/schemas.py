@@ -105,7 +105,9 @@ class JobPublic(_Out):
     finished_at: UtcDatetime | None
     # The ORM attribute is `job_metadata` (declarative classes reserve `metadata`); tried first, since
     # every ORM object also has a `metadata` attribute (the tables').
-    metadata: dict[str, str] = Field(validation_alias=AliasChoices("job_metadata", "metadata"))
+    metadata: dict[str, str] = Field(  # type: ignore[pydantic-alias]  # always present: an ORM column or a body key
+        validation_alias=AliasChoices("job_metadata", "metadata")
+    )
 
 
 class JobUpdate(BaseModel):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
@@ -31,9 +32,10 @@ _SUMS = (
 )
 
 
-def _totals(row: tuple[object, ...]) -> UsageTotals:
+def _totals(row: tuple[Any, ...]) -> UsageTotals:
+    """A row of `_SUMS` (counts and sums the database returns as numbers) as totals."""
     steps, rollouts, generated, trained, seconds = row
-    return UsageTotals(int(steps), int(rollouts), int(generated), int(trained), float(seconds))  # type: ignore[arg-type]
+    return UsageTotals(int(steps), int(rollouts), int(generated), int(trained), float(seconds))
 
 
 def _window(tenant_id: uuid.UUID, start: datetime | None, end: datetime | None) -> list[ColumnElement[bool]]:
