@@ -46,7 +46,6 @@ from service.lifecycle.attempt import (
     JobStatusView,
     JobWriter,
     LeaseLost,
-    RunningLimitReached,
     claim_job,
 )
 from service.lifecycle.cancel import CancelOutcome, request_cancel
@@ -55,6 +54,7 @@ from service.lifecycle.metadata import replace_job_metadata
 from service.lifecycle.pause import PauseOutcome, ResumeOutcome, request_pause, request_resume
 from service.lifecycle.plumbing import ACTIVE_STATUSES, is_transient, jsonable, retry_db
 from service.lifecycle.requeue import Enqueue, dispatch_requeued, find_stale_jobs, reap_job
+from service.lifecycle.running_limit import RunningLimitReached
 
 __all__ = [
     "ACTIVE_STATUSES",

@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.lifecycle.pause import mark_paused
 from service.lifecycle.plumbing import ACTIVE_STATUSES, jsonable, retry_db, rowcount, upsert
+from service.lifecycle.running_limit import enforce_running_limit
 from service.metering import step_usage
 from service.models import (
     Checkpoint,
@@ -41,8 +42,6 @@ from service.models import (
     JobMetric,
     JobStatus,
     JobUsage,
-    Tenant,
-    TenantQuota,
     utcnow,
 )
 from service.webhooks.events import record_checkpoint_event, record_job_status_event
@@ -57,34 +56,6 @@ PER_STEP_EVENT_KINDS = frozenset({"samples", "evaluation", "reincarnated", "chec
 
 class LeaseLost(RuntimeError):
     """The job no longer belongs to this attempt (re-queued by the reaper, or finished)."""
-
-
-class RunningLimitReached(RuntimeError):
-    """The job's tenant already runs as many jobs as its max_running_jobs allows: the job stays queued."""
-
-    def __init__(self, job_id: uuid.UUID, limit: int, running: int) -> None:
-        super().__init__(f"job {job_id} stays queued: its tenant runs {running} jobs, max_running_jobs is {limit}")
-        self.limit = limit
-        self.running = running
-
-
-def _enforce_running_limit(session: Session, job_id: uuid.UUID, default_limit: int | None) -> None:
-    """Raise RunningLimitReached if claiming this queued job would exceed its tenant's running limit.
-
-    The tenant row is locked first, so two workers claiming jobs of one tenant count one after the other."""
-    tenant_id = session.scalar(select(Job.tenant_id).where(Job.id == job_id, Job.status == JobStatus.queued.value))
-    if tenant_id is None:
-        return  # not queued: the claim's own condition leaves it alone
-    override = session.scalar(select(TenantQuota.max_running_jobs).where(TenantQuota.tenant_id == tenant_id))
-    limit = override if override is not None else default_limit
-    if limit is None:
-        return
-    session.execute(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update())
-    running = session.scalar(
-        select(func.count()).select_from(Job).where(Job.tenant_id == tenant_id, Job.status.in_(ACTIVE_STATUSES))
-    )
-    if int(running or 0) >= limit:
-        raise RunningLimitReached(job_id, limit, int(running or 0))
 
 
 @dataclass(frozen=True)
@@ -111,7 +82,7 @@ def claim_job(
     def operation() -> Claim | None:
         now = utcnow()
         with sessions.begin() as session:
-            _enforce_running_limit(session, job_id, default_max_running_jobs)
+            enforce_running_limit(session, job_id, default_max_running_jobs)
             claimed = session.execute(
                 update(Job)
                 .where(Job.id == job_id, Job.status == JobStatus.queued.value)

@@ -19,7 +19,7 @@ from service.artifacts import LocalArtifactStore, get_artifact_store
 from service.db import session_factory
 from service.models import Job
 from service.settings import Settings
-from worker.job_runner import resolve_config
+from worker.job_inputs import resolve_config
 
 ROWS = [{"question": f"What is {i}+{i}?", "answer": str(2 * i)} for i in range(7)]
 JSONL = "".join(json.dumps(r) + "\n" for r in ROWS).encode()

@@ -31,15 +31,8 @@ from service.models import (
     Tenant,
     utcnow,
 )
-from worker.job_runner import (
-    DbCallbacks,
-    Heartbeat,
-    ModelSourceError,
-    job_output_dir,
-    resolve_config,
-    run_job,
-    worker_identity,
-)
+from worker.job_inputs import ModelSourceError, job_output_dir, resolve_config
+from worker.job_runner import DbCallbacks, Heartbeat, run_job, worker_identity
 
 
 def _job(sessions, job_id) -> Job:

@@ -13,11 +13,11 @@ from typing import Any
 from fastapi import APIRouter, Response
 from sqlalchemy.orm import Session
 
+from service.account_schemas import ApiKeyCreated, ApiKeyPublic, ApiKeysList
 from service.api.deps import CurrentTenant, Principal, SessionDep
 from service.errors import ConflictError, NotFoundError
 from service.models import ApiKey
 from service.repositories import tenants as tenants_repo
-from service.schemas import ApiKeyCreated, ApiKeyPublic, ApiKeysList
 
 router = APIRouter(prefix="/v1/keys", tags=["tenants and keys"])
 

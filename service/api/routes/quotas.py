@@ -10,13 +10,13 @@ from fastapi import APIRouter
 from sqlalchemy.orm import Session
 
 from service import quotas
+from service.account_schemas import QuotaValues, TenantQuotas, UsageTotals
 from service.api.deps import AdminCaller, CurrentTenant, SessionDep, SettingsDep
 from service.auth_cache import key_cache
 from service.errors import NotFoundError
 from service.models import JobStatus
 from service.repositories import tenants as tenants_repo
 from service.repositories import usage as usage_repo
-from service.schemas import QuotaValues, TenantQuotas, UsageTotals
 from service.settings import Settings
 
 router = APIRouter(tags=["quotas and usage"])

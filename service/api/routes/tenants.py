@@ -8,11 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response
 from sqlalchemy.orm import Session
 
-from service.api.deps import AdminCaller, SessionDep
-from service.errors import ConflictError, NotFoundError
-from service.models import Tenant
-from service.repositories import tenants as tenants_repo
-from service.schemas import (
+from service.account_schemas import (
     ApiKeyCreate,
     ApiKeyCreated,
     ApiKeyPublic,
@@ -21,6 +17,10 @@ from service.schemas import (
     TenantPublic,
     TenantsList,
 )
+from service.api.deps import AdminCaller, SessionDep
+from service.errors import ConflictError, NotFoundError
+from service.models import Tenant
+from service.repositories import tenants as tenants_repo
 
 router = APIRouter(prefix="/v1/tenants", tags=["tenants and keys"])
 

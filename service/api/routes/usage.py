@@ -8,11 +8,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
+from service.account_schemas import JobUsage, UsageReport, UsageTotals
 from service.api.deps import CurrentTenant, SessionDep
 from service.errors import FieldValidationError, NotFoundError
 from service.repositories import jobs as jobs_repo
 from service.repositories import usage as usage_repo
-from service.schemas import JobUsage, UsageReport, UsageTotals, UtcDatetime
+from service.schemas import UtcDatetime
 
 router = APIRouter(tags=["quotas and usage"])
 

@@ -15,13 +15,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy.orm import Session
 
-from service.api.deps import CurrentTenant, Principal, SessionDep, SettingsDep
-from service.errors import ConflictError, FieldValidationError, NotFoundError
-from service.models import WebhookEndpoint
-from service.pagination import decode_cursor, encode_cursor
-from service.queue import enqueue_webhook_delivery
-from service.repositories import webhooks as webhooks_repo
-from service.schemas import (
+from service.account_schemas import (
     WebhookCreate,
     WebhookCreated,
     WebhookDeliveriesPage,
@@ -29,6 +23,12 @@ from service.schemas import (
     WebhookPublic,
     WebhooksList,
 )
+from service.api.deps import CurrentTenant, Principal, SessionDep, SettingsDep
+from service.errors import ConflictError, FieldValidationError, NotFoundError
+from service.models import WebhookEndpoint
+from service.pagination import decode_cursor, encode_cursor
+from service.queue import enqueue_webhook_delivery
+from service.repositories import webhooks as webhooks_repo
 from service.webhooks.destinations import DestinationRefused, check_destination
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
