@@ -36,6 +36,7 @@ CHROMIUM = os.environ.get("REMIX_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 SCREENSHOT = Path(os.environ.get("REMIX_DASHBOARD_SCREENSHOT", "/tmp/remix-dashboard.png"))
 TIMEOUT_MS = 15_000
+USAGE_KEYS = ("fresh_rollouts", "generated_tokens", "trained_tokens", "device_seconds")
 
 pytestmark = pytest.mark.slow
 
@@ -105,6 +106,9 @@ def step_metrics(step: int, *, mix: bool) -> dict[str, Any]:
         "loss": 1.0 / step,
         "step_s": 0.5,
         "gen_tokens_per_s": 800.0,
+        "rollout_s": 0.25,
+        "learner_tokens_per_s": 1000.0,
+        "learner_s": 0.3,
         # each reward function's mean and error rate (math_verify, the config's reward, charts first)
         "reward/math_verify/mean": 0.1 * step,
         "reward/math_verify/error_rate": 0.0,
@@ -149,15 +153,22 @@ def test_dashboard_follows_a_job_live(
     # Submit a job with the dashboard's form; it appears in the (auto-refreshed) list.
     page.fill("#submit-job input[name=name]", "dashboard-e2e")
     page.fill("#submit-job input[name=total_steps]", "6")
+    page.fill("#submit-job textarea[name=metadata]", '{"experiment": "<b>mix</b>", "team": "math"}')
     page.click("#submit-job button[type=submit]")
     row = page.locator("#jobs-table tr", has_text="dashboard-e2e")
     row.wait_for()
     assert "queued" in row.inner_text() and "0 / 6" in row.inner_text()
+    # Metadata is listed as key=value tags, as text: a value is never parsed as HTML.
+    assert row.locator(".tag").all_inner_texts() == ["experiment=<b>mix</b>", "team=math"]
+    assert row.locator("b").count() == 0
     job_id = uuid.UUID(row.get_attribute("data-job-id"))
     page.screenshot(path=str(SCREENSHOT.with_name(SCREENSHOT.stem + "-jobs.png")))
     row.locator("a").click()
     page.wait_for_url(f"**/dashboard/#/jobs/{job_id}")
     page.locator("#events li[data-kind=queued]").wait_for()
+    page.locator('#job-metadata .tag[data-key="team"]', has_text="team=math").wait_for()
+    assert page.locator("#job-metadata .tag").count() == 2
+    assert page.get_attribute('#job-usage [data-usage="fresh_rollouts"]', "data-value") == "0"
 
     # A worker claims the job (its 'started' event) and reports three mixed-policy steps.
     writer = claim_as_worker(sessions, job_id, worker_id="w-dashboard")
@@ -175,6 +186,13 @@ def test_dashboard_follows_a_job_live(
     )
     assert "python errors" in page.inner_text('[data-chart="Reward functions"]')
     page.locator("#job-status .status-running").wait_for()
+    # Usage follows the steps (re-read at most every 2 s): 8 fresh rollouts, 800 tok/s x 0.25 s
+    # generated, 1000 tok/s x 0.3 s trained and 0.5 device-seconds per step.
+    page.wait_for_function(
+        "document.querySelector('[data-usage=fresh_rollouts]')?.dataset.value === '24'", timeout=TIMEOUT_MS
+    )
+    usage = {key: page.inner_text(f'#job-usage [data-usage="{key}"]') for key in USAGE_KEYS}
+    assert usage == {"fresh_rollouts": "24", "generated_tokens": "600", "trained_tokens": "900", "device_seconds": "1.5 s"}
 
     # Sampled completions and the reincarnation at step 3.
     samples = [
@@ -199,6 +217,8 @@ def test_dashboard_follows_a_job_live(
     assert chart_points(page, "Reward functions") == 6
     assert page.inner_text("#phase") == "on-policy"
     assert chart_points(page, "Response length (tokens)") == 6
+    page.wait_for_function("document.querySelector('[data-usage=fresh_rollouts]')?.dataset.value === '48'")
+    assert page.get_attribute('#job-usage [data-usage="device_seconds"]', "data-value") == "3"
 
     # A checkpoint appears with a download button; the download is the tar.gz of the model folder.
     write_checkpoint(writer, settings, 6, tmp_path / "step-000006")

@@ -32,3 +32,22 @@ export function formatBytes(n) {
 export function formatNumber(v, digits = 3) {
   return typeof v === "number" ? Number(v.toFixed(digits)).toString() : "–";
 }
+
+/** A job's metadata as key=value tags (both parts are untrusted text). */
+export function metadataTags(metadata) {
+  const entries = Object.entries(metadata ?? {}).sort(([a], [b]) => a.localeCompare(b));
+  if (!entries.length) return [h("span", { class: "muted" }, "–")];
+  return entries.map(([key, value]) =>
+    h("span", { class: "tag", "data-key": key, title: `${key}=${value}` }, `${key}=${value}`));
+}
+
+export function formatCount(n) {
+  return typeof n === "number" ? n.toLocaleString("en-US") : "–";
+}
+
+export function formatSeconds(s) {
+  if (typeof s !== "number") return "–";
+  if (s < 120) return `${Number(s.toFixed(1))} s`;
+  if (s < 7200) return `${Number((s / 60).toFixed(1))} min`;
+  return `${Number((s / 3600).toFixed(1))} h`;
+}

@@ -2,7 +2,7 @@
 
 import { apiFetch, downloadFile, getJson } from "./api.js";
 import { StepChart } from "./charts.js";
-import { formatBytes, formatDate, formatNumber, h, statusBadge } from "./dom.js";
+import { formatBytes, formatCount, formatDate, formatNumber, formatSeconds, h, metadataTags, statusBadge } from "./dom.js";
 import { followStream } from "./sse.js";
 
 const CHARTS = [
@@ -33,6 +33,15 @@ const PALETTE = ["#2563eb", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#ca8a04
 const MAX_SAMPLES = 24;
 const MAX_EVENTS = 100;
 const RENDER_DELAY_MS = 150; // batch bursts of messages (a finished job replays its whole history)
+// Usage is re-read as steps arrive, but at most this often: each read sums the job's usage rows.
+const USAGE_REFRESH_MS = 2000;
+const USAGE = [
+  { key: "fresh_rollouts", label: "Fresh rollouts", format: formatCount },
+  { key: "generated_tokens", label: "Generated tokens", format: formatCount },
+  { key: "trained_tokens", label: "Trained tokens", format: formatCount },
+  { key: "device_seconds", label: "Device time", format: formatSeconds },
+];
+const CANCELLABLE = new Set(["queued", "running", "pausing", "paused"]);
 const LIFECYCLE = new Set([
   "queued", "started", "resumed", "cancelling", "succeeded", "failed", "cancelled", "stalled",
   "pause_requested", "paused", "resume_requested",
@@ -76,8 +85,14 @@ class JobPage {
       samples: h("ol", { id: "samples", class: "samples" }),
       checkpoints: h("tbody", { id: "checkpoints" }),
       events: h("ol", { id: "events", class: "events" }),
+      metadata: h("span", { id: "job-metadata", class: "tags" }),
+      usage: Object.fromEntries(USAGE.map(({ key }) => [key, h("span", { class: "num", "data-usage": key }, "–")])),
       error: h("p", { class: "error", role: "alert" }),
     };
+    this.usageTimer = null;
+    this.usageReading = false;
+    this.usageAgain = false;
+    this.usageReadAt = 0;
     const e = this.el;
     view.replaceChildren(
       h("p", {}, h("a", { href: "#/" }, "← all jobs")),
@@ -86,6 +101,9 @@ class JobPage {
         h("span", {}, "Status ", e.status), h("span", {}, "Step ", e.progress),
         h("span", {}, "Steps received ", e.metricCount), h("span", {}, "Phase ", e.phase),
         h("span", {}, "Reincarnation ", e.reincarnation), e.stream, e.cancel),
+      h("div", { class: "facts", id: "job-usage" },
+        ...USAGE.map(({ key, label }) => h("span", {}, `${label} `, e.usage[key]))),
+      h("div", { class: "facts" }, h("span", {}, "Metadata ", e.metadata)),
       e.error,
       e.charts,
       h("div", { class: "panels" },
@@ -149,6 +167,7 @@ class JobPage {
   stop() {
     this.abort.abort();
     clearTimeout(this.renderTimer);
+    clearTimeout(this.usageTimer);
     this.charts.forEach((c) => c.destroy());
   }
 
@@ -193,6 +212,7 @@ class JobPage {
     this.charts.forEach((c) => c.update(steps, this.rows));
     const trained = steps.filter((s) => this.rows.get(s).phase !== undefined);
     this.el.metricCount.textContent = String(trained.length);
+    this.scheduleUsage();
     const last = this.rows.get(trained.at(-1));
     if (last) {
       this.el.phase.textContent = last.phase;
@@ -211,12 +231,44 @@ class JobPage {
       this.job = await getJson(this.base);
       this.el.title.textContent = this.job.name || `Job ${this.job.id}`;
       this.el.status.replaceChildren(statusBadge(this.job.status));
-      this.el.cancel.hidden = !["queued", "running"].includes(this.job.status);
+      this.el.cancel.hidden = !CANCELLABLE.has(this.job.status);
+      this.el.metadata.replaceChildren(...metadataTags(this.job.metadata));
       this.showProgress(Number(this.el.progress.dataset.step ?? 0));
       this.el.error.textContent = this.job.error ? `Error: ${this.job.error}` : "";
       if (this.rows.size && !this.renderTimer) this.render(); // e.g. reward charts in the config's order
     } catch (err) {
       this.el.error.textContent = `Could not load the job: ${err.message}`;
+    }
+    this.scheduleUsage();
+  }
+
+  /** Read the usage now, or once USAGE_REFRESH_MS has passed since the last read. */
+  scheduleUsage() {
+    // Steps that land while a read is in flight may be missed by it: read once more after it.
+    if (this.usageReading) this.usageAgain = true;
+    if (this.usageTimer || this.usageReading) return;
+    const wait = Math.max(0, this.usageReadAt + USAGE_REFRESH_MS - Date.now());
+    this.usageTimer = setTimeout(() => this.refreshUsage(), wait);
+  }
+
+  async refreshUsage() {
+    this.usageTimer = null;
+    this.usageReading = true;
+    this.usageReadAt = Date.now();
+    try {
+      const usage = await getJson(`${this.base}/usage`);
+      for (const { key, format } of USAGE) {
+        this.el.usage[key].textContent = format(usage[key]);
+        this.el.usage[key].dataset.value = String(usage[key]);
+      }
+    } catch (err) {
+      if (!this.abort.signal.aborted) this.el.error.textContent = `Could not load usage: ${err.message}`;
+    } finally {
+      this.usageReading = false;
+    }
+    if (this.usageAgain && !this.abort.signal.aborted) {
+      this.usageAgain = false;
+      this.scheduleUsage();
     }
   }
 

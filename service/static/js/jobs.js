@@ -1,7 +1,7 @@
 // The job list (auto-refreshing) and the form that submits a new job.
 
 import { getJson, postJson } from "./api.js";
-import { formatDate, h, statusBadge } from "./dom.js";
+import { formatDate, h, metadataTags, statusBadge } from "./dom.js";
 
 const REFRESH_MS = 5000;
 
@@ -15,14 +15,14 @@ export function renderJobList(view) {
       submitForm(() => refresh()),
       error,
       h("table", { class: "jobs", id: "jobs-table" },
-        h("thead", {}, h("tr", {}, ["Name", "Status", "Step", "Base model", "Created"].map((t) => h("th", {}, t)))),
+        h("thead", {}, h("tr", {}, ["Name", "Status", "Step", "Base model", "Metadata", "Created"].map((t) => h("th", {}, t)))),
         body)));
 
   async function refresh() {
     try {
       const page = await getJson("v1/jobs?limit=100");
       body.replaceChildren(...page.data.map(jobRow));
-      if (!page.data.length) body.append(h("tr", {}, h("td", { colspan: 5, class: "muted" }, "No jobs yet.")));
+      if (!page.data.length) body.append(h("tr", {}, h("td", { colspan: 6, class: "muted" }, "No jobs yet.")));
       error.textContent = "";
     } catch (e) {
       error.textContent = `Could not load jobs: ${e.message}`;
@@ -40,6 +40,7 @@ function jobRow(job) {
     h("td", {}, statusBadge(job.status)),
     h("td", { class: "num" }, `${job.current_step} / ${job.total_steps}`),
     h("td", {}, job.base_model),
+    h("td", { class: "metadata" }, metadataTags(job.metadata)),
     h("td", {}, formatDate(job.created_at)));
 }
 
@@ -50,6 +51,8 @@ function submitForm(onSubmitted) {
     h("label", {}, "Steps ", h("input", { name: "total_steps", type: "number", min: 1, value: 20, required: true })),
     h("label", { class: "wide" }, "Config (JSON, optional) ",
       h("textarea", { name: "config", rows: 2, placeholder: '{"algorithm": {"off_policy_fraction": 0.5}}' })),
+    h("label", {}, "Metadata (JSON, optional) ",
+      h("textarea", { name: "metadata", rows: 2, placeholder: '{"experiment": "baseline"}' })),
     h("button", { type: "submit" }, "Submit job"),
     message);
   form.addEventListener("submit", async (event) => {
@@ -58,7 +61,8 @@ function submitForm(onSubmitted) {
     try {
       const config = data.get("config").trim() ? JSON.parse(data.get("config")) : {};
       config.total_steps = Number(data.get("total_steps"));
-      const job = await postJson("v1/jobs", { name: data.get("name"), config });
+      const metadata = data.get("metadata").trim() ? JSON.parse(data.get("metadata")) : {};
+      const job = await postJson("v1/jobs", { name: data.get("name"), config, metadata });
       message.textContent = `Submitted ${job.id}`;
       form.reset();
       onSubmitted();
