@@ -207,6 +207,14 @@ def test_dashboard_follows_a_job_live(
     assert "<b>42</b> \\boxed{42}" in first_sample.inner_text()  # shown as text, never as HTML
     assert "reward 1" in first_sample.inner_text()
     assert page.locator("#samples b").count() == 0
+    # The events log hides the per-step samples events until asked to show them.
+    samples_event = page.locator("#events li[data-kind=samples]")
+    assert samples_event.count() == 1 and not samples_event.is_visible()
+    assert page.locator("#events li[data-kind=reincarnated]").is_visible()
+    page.check("#show-sample-events")
+    assert samples_event.is_visible() and "2 sampled completions" in samples_event.inner_text()
+    page.uncheck("#show-sample-events")
+    assert not samples_event.is_visible()
     charts = ("Reward", "Reward functions", "KL terms and λ")
     assert all(page.get_attribute(f'[data-chart="{t}"]', "data-markers") == "1" for t in charts)
 

@@ -84,7 +84,9 @@ class JobPage {
       charts: h("div", { class: "charts" }),
       samples: h("ol", { id: "samples", class: "samples" }),
       checkpoints: h("tbody", { id: "checkpoints" }),
-      events: h("ol", { id: "events", class: "events" }),
+      // The per-step `samples` events repeat what the completions panel shows: hidden by default.
+      events: h("ol", { id: "events", class: "events hide-samples" }),
+      showSamples: h("input", { type: "checkbox", id: "show-sample-events" }),
       metadata: h("span", { id: "job-metadata", class: "tags" }),
       usage: Object.fromEntries(USAGE.map(({ key }) => [key, h("span", { class: "num", "data-usage": key }, "–")])),
       error: h("p", { class: "error", role: "alert" }),
@@ -112,7 +114,10 @@ class JobPage {
           h("h2", {}, "Checkpoints"),
           h("table", {}, h("thead", {}, h("tr", {}, ["Step", "Size", "Eval", "Saved", ""].map((t) => h("th", {}, t)))),
             e.checkpoints),
-          h("h2", {}, "Events"), e.events)));
+          h("div", { class: "section-head" }, h("h2", {}, "Events"),
+            h("label", { class: "muted" }, e.showSamples, " show samples events")),
+          e.events)));
+    e.showSamples.addEventListener("change", () => e.events.classList.toggle("hide-samples", !e.showSamples.checked));
     this.charts = CHARTS.map((spec) => {
       const box = h("div", { class: "chart", "data-chart": spec.title });
       e.charts.append(box);
