@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import uvicorn
 from service_testing import Caller
@@ -246,6 +247,107 @@ def test_dashboard_follows_a_job_live(
     page.locator("#stream-state", has_text="stream ended").wait_for()
     page.wait_for_timeout(300)  # let the last chart frame paint before the picture
     page.screenshot(path=str(SCREENSHOT), full_page=True)
+    assert page.js_errors == []
+
+
+def submit_job(base_url: str, caller: Caller, name: str, algorithm: str, metadata: dict[str, str]) -> uuid.UUID:
+    config = {"total_steps": 4, "algorithm": {"name": algorithm}}
+    body = {"name": name, "config": config, "metadata": metadata}
+    response = httpx.post(f"{base_url}/v1/jobs", json=body, headers=caller.headers, timeout=10)
+    assert response.status_code == 202, response.text
+    return uuid.UUID(response.json()["id"])
+
+
+def compare_chart(page: Any) -> dict[str, str]:
+    return page.eval_on_selector('[data-chart="compare"]', "el => ({...el.dataset})")
+
+
+def wait_for_compare(page: Any, key: str, value: str) -> dict[str, str]:
+    page.wait_for_function(
+        "([key, value]) => document.querySelector('[data-chart=compare]')?.dataset[key] === value", arg=[key, value]
+    )
+    return compare_chart(page)
+
+
+def floats(text: str) -> list[float]:
+    return [float(v) for v in text.split()]
+
+
+def test_dashboard_compares_jobs(
+    page: Any, base_url: str, alice: Caller, sessions: sessionmaker[Session]
+) -> None:
+    # A ReMix run and its on-policy baseline, each through four steps; the baseline rewards less,
+    # drifts further from the reference, and takes 16 fresh rollouts and 1.5 s a step.
+    remix = submit_job(base_url, alice, "remix-run", "remix-grpo", {"pair": "p1", "arm": "remix"})
+    baseline = submit_job(base_url, alice, "baseline-run", "grpo", {"pair": "p1", "arm": "baseline"})
+    paused = submit_job(base_url, alice, "paused-run", "grpo", {})
+    response = httpx.post(f"{base_url}/v1/jobs/{paused}/pause", headers=alice.headers, timeout=10)
+    assert response.status_code == 200, response.text
+    remix_writer = claim_as_worker(sessions, remix, worker_id="w-remix")
+    baseline_writer = claim_as_worker(sessions, baseline, worker_id="w-baseline")
+    remix_writer.add_event("evaluation", 0, "greedy accuracy 0.250", {"accuracy": 0.25, "num_prompts": 8})
+    for step in (1, 2, 3, 4):
+        remix_writer.record_step(step, step_metrics(step, mix=True) | ({"eval_accuracy": 0.75} if step == 4 else {}))
+        metrics = step_metrics(step, mix=False) | {
+            "reward_mean": 0.05 * step, "kl_ref": 0.02 * step, "step_s": 1.5,
+            "fresh_samples": 16, "fresh_rollouts_total": 16 * step,
+        }
+        baseline_writer.record_step(step, metrics | ({"eval_accuracy": 0.5} if step == 4 else {}))
+
+    page.goto(f"{base_url}/dashboard/")
+    page.fill("#api-key", alice.key)
+    page.click("#login button[type=submit]")
+    page.locator(f'#jobs-table tr[data-job-id="{paused}"] .status-paused').wait_for()
+    assert page.is_disabled("#compare-jobs")
+    page.check(f'#jobs-table tr[data-job-id="{remix}"] input.pick')
+    assert page.is_disabled("#compare-jobs")  # one job is nothing to compare
+    page.check(f'#jobs-table tr[data-job-id="{baseline}"] input.pick')
+    page.click("#compare-jobs")
+    page.wait_for_url("**/dashboard/#/compare?**")
+
+    # The legend names each job with its algorithm, in the colours of the lines.
+    chart = wait_for_compare(page, "series", f"{remix} {baseline}")
+    legend = page.locator("#compare-legend li")
+    assert legend.count() == 2
+    assert "remix-run" in legend.nth(0).inner_text() and "remix-grpo" in legend.nth(0).inner_text()
+    assert "baseline-run" in legend.nth(1).inner_text() and "grpo" in legend.nth(1).inner_text()
+    assert chart["metric"] == "reward_mean" and chart["xLabel"] == "step" and chart["xMax"] == "4"
+    assert chart["points"] == "4 4"
+    assert floats(chart["last"]) == pytest.approx([0.4, 0.2])
+
+    # The x-axis: the same curves against fresh rollouts, then training time.
+    page.select_option("#compare-x", "fresh_rollouts")
+    chart = wait_for_compare(page, "x", "fresh_rollouts")
+    assert chart["xLabel"] == "fresh rollouts" and chart["xMax"] == "64"  # the baseline's 4 x 16
+    assert chart["points"] == "4 4"
+    page.select_option("#compare-x", "wall_time")
+    chart = wait_for_compare(page, "x", "wall_time")
+    assert chart["xLabel"] == "training time (s)" and floats(chart["xMax"]) == pytest.approx([6.0])
+
+    # The metric: KL to the reference, then held-out accuracy (the ReMix run's also before training).
+    page.select_option("#compare-metric", "kl_ref")
+    chart = wait_for_compare(page, "metric", "kl_ref")
+    assert floats(chart["last"]) == pytest.approx([0.04, 0.08]) and chart["points"] == "4 4"
+    page.select_option("#compare-metric", "eval_accuracy")
+    chart = wait_for_compare(page, "metric", "eval_accuracy")
+    assert chart["points"] == "2 1" and floats(chart["last"]) == pytest.approx([0.75, 0.5])
+    assert chart["x"] == "wall_time"  # the axis chosen before stays
+
+    # The choice is in the address: a reload draws the same chart.
+    assert "metric=eval_accuracy" in page.url and "x=wall_time" in page.url
+    page.reload()
+    chart = wait_for_compare(page, "metric", "eval_accuracy")
+    assert chart["x"] == "wall_time" and chart["points"] == "2 1"
+    assert page.input_value("#compare-metric") == "eval_accuracy"
+    page.wait_for_timeout(300)  # let the chart paint before the picture
+    page.screenshot(path=str(SCREENSHOT.with_name(SCREENSHOT.stem + "-compare.png")), full_page=True)
+
+    # The legend links to each job's page, with its metadata and usage.
+    legend.nth(0).locator("a").click()
+    page.wait_for_url(f"**/dashboard/#/jobs/{remix}")
+    page.locator('#job-metadata .tag[data-key="arm"]', has_text="arm=remix").wait_for()
+    page.wait_for_function("document.querySelector('[data-usage=fresh_rollouts]')?.dataset.value === '32'")
+    assert page.get_attribute('#job-usage [data-usage="device_seconds"]', "data-value") == "2"
     assert page.js_errors == []
 
 

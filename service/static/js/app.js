@@ -1,6 +1,8 @@
-// Entry point: asks for the API key once per tab, then routes #/ (job list) and #/jobs/<id>.
+// Entry point: asks for the API key once per tab, then routes #/ (job list), #/jobs/<id> and
+// #/compare?ids=<id>,<id>[&metric=...&x=...].
 
 import { clearKey, getJson, getKey, setKey } from "./api.js";
+import { renderCompare } from "./compare.js";
 import { h } from "./dom.js";
 import { renderJobPage } from "./job.js";
 import { renderJobList } from "./jobs.js";
@@ -18,7 +20,16 @@ function route() {
     return;
   }
   const match = location.hash.match(/^#\/jobs\/([0-9a-fA-F-]{36})$/);
-  teardown = match ? renderJobPage(view, match[1]) : renderJobList(view);
+  const compare = location.hash.match(/^#\/compare\?(.*)$/);
+  if (match) {
+    teardown = renderJobPage(view, match[1]);
+  } else if (compare) {
+    const params = new URLSearchParams(compare[1]);
+    const ids = (params.get("ids") ?? "").split(",").filter((id) => /^[0-9a-fA-F-]{36}$/.test(id));
+    teardown = renderCompare(view, [...new Set(ids)], { metric: params.get("metric"), x: params.get("x") });
+  } else {
+    teardown = renderJobList(view);
+  }
 }
 
 function renderLogin() {

@@ -9,20 +9,39 @@ const REFRESH_MS = 5000;
 export function renderJobList(view) {
   const body = h("tbody");
   const error = h("p", { class: "error", role: "alert" });
+  // Kept across refreshes, which rebuild the rows.
+  const picked = new Set();
+  const compare = h("button", { type: "button", id: "compare-jobs", disabled: true }, "Compare selected");
+  const syncCompare = () => {
+    compare.disabled = picked.size < 2;
+    compare.textContent = picked.size ? `Compare selected (${picked.size})` : "Compare selected";
+  };
+  compare.addEventListener("click", () => { location.hash = `#/compare?ids=${[...picked].join(",")}`; });
+  const jobRow = (job) => {
+    const box = h("input", { type: "checkbox", class: "pick", "aria-label": `select ${job.name || job.id}`,
+      checked: picked.has(job.id) });
+    box.addEventListener("change", () => {
+      if (box.checked) picked.add(job.id);
+      else picked.delete(job.id);
+      syncCompare();
+    });
+    return listRow(job, box);
+  };
   view.replaceChildren(
     h("section", {},
       h("h1", {}, "Jobs"),
       submitForm(() => refresh()),
       error,
+      h("div", { class: "section-head" }, h("span", { class: "muted" }, "Tick jobs to overlay their curves."), compare),
       h("table", { class: "jobs", id: "jobs-table" },
-        h("thead", {}, h("tr", {}, ["Name", "Status", "Step", "Base model", "Metadata", "Created"].map((t) => h("th", {}, t)))),
+        h("thead", {}, h("tr", {}, ["", "Name", "Status", "Step", "Base model", "Metadata", "Created"].map((t) => h("th", {}, t)))),
         body)));
 
   async function refresh() {
     try {
       const page = await getJson("v1/jobs?limit=100");
       body.replaceChildren(...page.data.map(jobRow));
-      if (!page.data.length) body.append(h("tr", {}, h("td", { colspan: 6, class: "muted" }, "No jobs yet.")));
+      if (!page.data.length) body.append(h("tr", {}, h("td", { colspan: 7, class: "muted" }, "No jobs yet.")));
       error.textContent = "";
     } catch (e) {
       error.textContent = `Could not load jobs: ${e.message}`;
@@ -33,9 +52,10 @@ export function renderJobList(view) {
   return () => clearInterval(timer);
 }
 
-function jobRow(job) {
+function listRow(job, box) {
   const link = h("a", { href: `#/jobs/${job.id}` }, job.name || job.id.slice(0, 8));
   return h("tr", { "data-job-id": job.id },
+    h("td", {}, box),
     h("td", {}, link),
     h("td", {}, statusBadge(job.status)),
     h("td", { class: "num" }, `${job.current_step} / ${job.total_steps}`),
