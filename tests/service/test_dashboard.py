@@ -3,7 +3,8 @@
 No worker runs: the test claims the job and writes metrics, events, a checkpoint and the outcome
 through service.lifecycle (`claim_job` and the attempt's `JobWriter`), exactly as a worker does,
 and checks that the open job page picks them up from the SSE stream (chart point counts,
-reincarnation marker, sampled completions) and downloads a checkpoint.
+reincarnation marker, sampled completions, usage) and downloads a checkpoint, and that the compare
+view overlays two jobs' curves, switching metric and x-axis.
 Chromium comes from the distribution (apt-get install chromium); CI installs it, so a missing
 browser fails the test instead of skipping it.
 """
@@ -193,7 +194,8 @@ def test_dashboard_follows_a_job_live(
         "document.querySelector('[data-usage=fresh_rollouts]')?.dataset.value === '24'", timeout=TIMEOUT_MS
     )
     usage = {key: page.inner_text(f'#job-usage [data-usage="{key}"]') for key in USAGE_KEYS}
-    assert usage == {"fresh_rollouts": "24", "generated_tokens": "600", "trained_tokens": "900", "device_seconds": "1.5 s"}
+    expected = {"fresh_rollouts": "24", "generated_tokens": "600", "trained_tokens": "900", "device_seconds": "1.5 s"}
+    assert usage == expected
 
     # Sampled completions and the reincarnation at step 3.
     samples = [
@@ -273,9 +275,7 @@ def floats(text: str) -> list[float]:
     return [float(v) for v in text.split()]
 
 
-def test_dashboard_compares_jobs(
-    page: Any, base_url: str, alice: Caller, sessions: sessionmaker[Session]
-) -> None:
+def test_dashboard_compares_jobs(page: Any, base_url: str, alice: Caller, sessions: sessionmaker[Session]) -> None:
     # A ReMix run and its on-policy baseline, each through four steps; the baseline rewards less,
     # drifts further from the reference, and takes 16 fresh rollouts and 1.5 s a step.
     remix = submit_job(base_url, alice, "remix-run", "remix-grpo", {"pair": "p1", "arm": "remix"})
@@ -289,8 +289,11 @@ def test_dashboard_compares_jobs(
     for step in (1, 2, 3, 4):
         remix_writer.record_step(step, step_metrics(step, mix=True) | ({"eval_accuracy": 0.75} if step == 4 else {}))
         metrics = step_metrics(step, mix=False) | {
-            "reward_mean": 0.05 * step, "kl_ref": 0.02 * step, "step_s": 1.5,
-            "fresh_samples": 16, "fresh_rollouts_total": 16 * step,
+            "reward_mean": 0.05 * step,
+            "kl_ref": 0.02 * step,
+            "step_s": 1.5,
+            "fresh_samples": 16,
+            "fresh_rollouts_total": 16 * step,
         }
         baseline_writer.record_step(step, metrics | ({"eval_accuracy": 0.5} if step == 4 else {}))
 
