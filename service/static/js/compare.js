@@ -23,7 +23,7 @@ export const X_AXES = [
   { key: "wall_time", label: "training time (s)" },
 ];
 const METRICS_PAGE = 10_000;
-const EVENTS_PAGE = 1000;
+const EVENTS_PAGE = 100;
 
 /** Render the comparison of `ids` into `view`; returns the teardown. */
 export function renderCompare(view, ids, { metric, x } = {}) {
@@ -42,15 +42,12 @@ async function allMetrics(jobId) {
   }
 }
 
-/** The evaluation before training (step 0) is an event only: no training step reports it. */
+/** The evaluation before training (step 0) is an event only: no training step reports it. It comes
+ * right after `started`, so the first page of events holds it; a long run's later pages are not read. */
 async function baselineAccuracy(jobId) {
-  for (let after = 0; ;) {
-    const page = await getJson(`v1/jobs/${jobId}/events?after=${after}&limit=${EVENTS_PAGE}`);
-    const found = page.data.find((e) => e.kind === "evaluation" && e.step === 0 && typeof e.payload?.accuracy === "number");
-    if (found) return found.payload.accuracy;
-    if (!page.has_more || !page.data.length) return null;
-    after = page.data.at(-1).id;
-  }
+  const page = await getJson(`v1/jobs/${jobId}/events?limit=${EVENTS_PAGE}`);
+  const found = page.data.find((e) => e.kind === "evaluation" && e.step === 0 && typeof e.payload?.accuracy === "number");
+  return found ? found.payload.accuracy : null;
 }
 
 /** [x, metrics] per step of one job, with the x of every axis, ascending by step. */
