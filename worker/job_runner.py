@@ -20,6 +20,10 @@ that checkpoint's folder, downloaded from a remote store like the datasets.
 A job with `distributed.num_processes > 1` is claimed here all the same, then trained by that many
 processes under torchrun (worker/distributed_launch.py); their rank 0 runs `train_and_finish` with
 `DbCallbacks` exactly as this process would, while this process keeps the heartbeat.
+
+A job whose config lists `integrations` (MLflow, W&B) is mirrored to them by worker/tracking.py:
+`DbCallbacks` hands each step's metrics and each checkpoint to its `JobTracking`, which sends them
+from a background thread, so a slow tracker never holds training up.
 """
 
 from __future__ import annotations
@@ -45,8 +49,10 @@ from remix_engine.config import TrainConfig, parse_job_model
 from service.artifacts import ArtifactStore, LocalArtifactStore, checkpoint_key, get_artifact_store
 from service.db import session_factory
 from service.lifecycle import ACTIVE_STATUSES, JobWriter, LeaseLost, RunningLimitReached, claim_job
-from service.models import Checkpoint, Dataset, Job, JobStatus
+from service.models import Checkpoint, Dataset, Job, JobEvent, JobStatus
 from service.settings import Settings, get_settings
+from worker.tracking import EVENT_KIND as TRACKING_EVENT
+from worker.tracking import FAILED, FINISHED, KILLED, JobTracking, runs_from_events
 
 if TYPE_CHECKING:  # the trainer (and torch) are imported only inside run_job
     from remix_engine.trainer import TrainResult
@@ -135,8 +141,10 @@ class DbCallbacks(NullCallbacks):
         upload_checkpoints: bool,
         poll_interval: float = CANCEL_POLL_SECONDS,
         devices: int = 1,
+        tracking: JobTracking | None = None,
     ) -> None:
         self.writer = writer
+        self.tracking = tracking  # the job's experiment trackers (worker/tracking.py), fed after each DB write
         self.devices = devices  # training processes of the job: its usage counts device-seconds of each
         self.store = store
         self.upload_checkpoints = upload_checkpoints  # False when the output dir already is the store
@@ -146,6 +154,8 @@ class DbCallbacks(NullCallbacks):
 
     def on_step(self, step: int, metrics: Mapping[str, Any]) -> None:
         self.writer.record_step(step, metrics, devices=self.devices)
+        if self.tracking is not None:
+            self.tracking.step(step, metrics)
 
     def on_event(self, kind: str, step: int, message: str, payload: Mapping[str, Any]) -> None:
         self.writer.add_event(kind, step, message, self._public_payload(payload))
@@ -168,6 +178,8 @@ class DbCallbacks(NullCallbacks):
         if self.upload_checkpoints:
             for old_key in pruned:
                 self.store.delete(old_key)
+        if self.tracking is not None:
+            self.tracking.checkpoint(step, key)
 
     def on_checkpoint_pruned(self, step: int, path: Path) -> None:  # noqa: ARG002 - the row names the key
         """The trainer deleted an older checkpoint (retention): it is no longer downloadable."""
@@ -325,9 +337,51 @@ def _train_and_finish(writer: JobWriter, settings: Settings, device: str | None)
 
     from remix_engine.trainer import Trainer  # heavy: torch and transformers
 
-    callbacks = DbCallbacks(writer, store, upload_checkpoints=upload, devices=config.distributed.num_processes)
-    trainer = Trainer(config, output_dir, callbacks=callbacks, device=device or pick_device())
-    return train_and_finish(writer, trainer, output_dir)
+    tracking = start_tracking(writer, job, config, output_dir, settings)
+    callbacks = DbCallbacks(
+        writer, store, upload_checkpoints=upload, devices=config.distributed.num_processes, tracking=tracking
+    )
+    outcome = "failed"
+    try:
+        trainer = Trainer(config, output_dir, callbacks=callbacks, device=device or pick_device())
+        outcome = train_and_finish(writer, trainer, output_dir)
+        return outcome
+    finally:
+        if tracking is not None:
+            tracking.close(RUN_STATUS_OF_OUTCOME.get(outcome, KILLED))
+
+
+# A paused job's run is KILLED for now and RUNNING again when the job resumes.
+RUN_STATUS_OF_OUTCOME = {"succeeded": FINISHED, "failed": FAILED, "cancelled": KILLED, "paused": KILLED}
+
+
+def start_tracking(
+    writer: JobWriter, job: Job, config: TrainConfig, output_dir: Path, settings: Settings
+) -> JobTracking | None:
+    """The job's experiment trackers, started with its config as submitted (no worker-local paths), or None."""
+    if not config.integrations:
+        return None
+    with writer.sessions() as session:
+        earlier = session.scalars(
+            select(JobEvent.payload).where(JobEvent.job_id == job.id, JobEvent.kind == TRACKING_EVENT).order_by(JobEvent.id)
+        ).all()
+
+    def report(message: str, payload: Mapping[str, Any]) -> None:
+        writer.add_event(TRACKING_EVENT, None, message, payload)
+
+    tracking = JobTracking(
+        config.integrations,
+        job_id=str(job.id),
+        tenant_id=str(job.tenant_id),
+        attempt=writer.attempt,
+        output_dir=output_dir,
+        report=report,
+        known_runs=runs_from_events([p for p in earlier if isinstance(p, dict)]),
+        allow_local=settings.tracking_allow_local,
+        queue_size=settings.tracking_queue_size,
+        close_seconds=settings.tracking_close_seconds,
+    )
+    return tracking.start(job.config)
 
 
 def train_and_finish(writer: JobWriter, trainer: Any, output_dir: Path) -> str:
