@@ -363,7 +363,9 @@ def start_tracking(
         return None
     with writer.sessions() as session:
         earlier = session.scalars(
-            select(JobEvent.payload).where(JobEvent.job_id == job.id, JobEvent.kind == TRACKING_EVENT).order_by(JobEvent.id)
+            select(JobEvent.payload)
+            .where(JobEvent.job_id == job.id, JobEvent.kind == TRACKING_EVENT)
+            .order_by(JobEvent.id)
         ).all()
 
     def report(message: str, payload: Mapping[str, Any]) -> None:

@@ -176,7 +176,7 @@ class WandbSink(TrackerSink):
             mode=self.spec.mode,
             name=self.spec.name or self.job_id,
             tags=[*self.spec.tags, *(f"{key}:{value}" for key, value in self.tags.items())][:64],
-            id=run_id or wandb.util.generate_id(),
+            id=run_id,  # None: a new run, with an id W&B chooses
             resume="allow",
             dir=str(self.output_dir),
             reinit="create_new",  # one worker process may track several jobs
@@ -327,7 +327,9 @@ class JobTracking:
             self._open(state, args[0])
         elif op == "metrics" and state.open:
             step, metrics = args
-            if step > state.last_step and self._call(state, "could not log metrics", lambda: state.sink.log_metrics(step, metrics)):
+            if step <= state.last_step:
+                return  # this run already has the step (logged by an attempt that crashed after it)
+            if self._call(state, "could not log metrics", lambda: state.sink.log_metrics(step, metrics)):
                 state.last_step = step
                 self._save_state()
         elif op == "checkpoint" and state.open:

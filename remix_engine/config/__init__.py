@@ -6,8 +6,8 @@ imports only pydantic (and google-re2 to check regex rewards): the API process n
 
 One module per concern: `limits` (bounds of every count, strict types), `model_data` (model and
 data), `rollout`, `reward`, `algorithm` (the algorithm's parts and presets, the optimiser),
-`evaluation` (extra held-out sets), `integrations` (experiment trackers) and `train` (the whole job and its cross-section checks).
-Everything is importable from `remix_engine.config` itself.
+`evaluation` (extra held-out sets), `integrations` (experiment trackers) and `train` (the whole job
+and its cross-section checks). Everything is importable from `remix_engine.config` itself.
 
 Defaults follow the reading of the paper (arXiv 2507.06892) in docs: p=0.4, N=2, m=2,
 T=50, clip 0.2, beta=0.001, k3 KL, entropy bonus 0.001, token-mean aggregation.

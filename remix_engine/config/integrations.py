@@ -107,7 +107,9 @@ class WandbIntegration(StrictModel):
             "output folder (sync it later with `wandb sync`)."
         ),
     )
-    name: str | None = Field(None, min_length=1, max_length=128, pattern=_NAME, description="Run name; default: job id.")
+    name: str | None = Field(
+        None, min_length=1, max_length=128, pattern=_NAME, description="Run name; default: the job id."
+    )
     tags: list[str] = Field(default_factory=list, max_length=MAX_TRACKING_TAGS, description="Run tags.")
 
     @field_validator("tags")
