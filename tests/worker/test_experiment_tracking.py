@@ -182,7 +182,7 @@ def test_a_trained_job_is_mirrored_to_mlflow_and_wandb(sessions, make_job, track
         for key, value in rows[0].metrics.items()
         if isinstance(value, int | float) and not isinstance(value, bool) and all(key in r.metrics for r in rows)
     )
-    assert "loss" in every_step or every_step, rows[0].metrics
+    assert len(every_step) >= 3, rows[0].metrics
     for key in every_step:
         expected = [(row.step, pytest.approx(float(row.metrics[key]))) for row in rows]
         assert metric_history(client, run_id, key) == expected, key
@@ -237,7 +237,10 @@ def test_a_resumed_job_continues_its_run_without_logging_a_step_twice(tmp_path: 
 
     # then the same runs continue: steps 1-4 as first logged, 5-6 from the resumed attempt, each once
     client = MlflowClient(mlflow_uri)
-    assert [m for m, _ in events] == ["integrations.0 (mlflow) run " + run_id, f"integrations.1 (wandb) run {events[1][1]['run_id']}"]
+    assert [m for m, _ in events] == [
+        "integrations.0 (mlflow) run " + run_id,
+        f"integrations.1 (wandb) run {events[1][1]['run_id']}",
+    ]
     assert metric_history(client, run_id, "loss") == [(1, 1.0), (2, 2.0), (3, 3.0), (4, 4.0), (5, 50.0), (6, 60.0)]
     assert client.get_run(run_id).info.status == "FINISHED"
     assert len(client.search_runs([client.get_run(run_id).info.experiment_id])) == 1
@@ -285,7 +288,9 @@ def test_a_hanging_tracker_never_holds_training_up(tmp_path: Path, hanging_serve
     assert reported < 0.5
     assert closed < reported + 3
     assert tracking.dropped >= 490
-    assert events == [(f"tracking dropped {tracking.dropped} updates: the trackers could not keep up", {"dropped": tracking.dropped})]
+    assert events == [
+        (f"tracking dropped {tracking.dropped} updates: the trackers could not keep up", {"dropped": tracking.dropped})
+    ]
 
 
 def test_a_worker_refuses_a_local_store_it_does_not_allow(tmp_path: Path):
