@@ -113,6 +113,9 @@ def _run_main_rank(args: argparse.Namespace, config: TrainConfig) -> int:
             trainer = Trainer(config, args.output, callbacks=callbacks, device=args.device)
             announce(writer, trainer)
             outcome = train_and_finish(writer, trainer, args.output)
+        except LeaseLost:
+            outcome = "lost"
+            raise
         finally:
             if tracking is not None:
                 tracking.close(RUN_STATUS_OF_OUTCOME.get(outcome, KILLED))

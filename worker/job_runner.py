@@ -346,13 +346,22 @@ def _train_and_finish(writer: JobWriter, settings: Settings, device: str | None)
         trainer = Trainer(config, output_dir, callbacks=callbacks, device=device or pick_device())
         outcome = train_and_finish(writer, trainer, output_dir)
         return outcome
+    except LeaseLost:
+        outcome = "lost"  # another worker continues the job, and its run
+        raise
     finally:
         if tracking is not None:
             tracking.close(RUN_STATUS_OF_OUTCOME.get(outcome, KILLED))
 
 
 # A paused job's run is KILLED for now and RUNNING again when the job resumes.
-RUN_STATUS_OF_OUTCOME = {"succeeded": FINISHED, "failed": FAILED, "cancelled": KILLED, "paused": KILLED}
+RUN_STATUS_OF_OUTCOME = {
+    "succeeded": FINISHED,
+    "failed": FAILED,
+    "cancelled": KILLED,
+    "paused": KILLED,
+    "lost": KILLED,
+}
 
 
 def start_tracking(

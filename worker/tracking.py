@@ -24,6 +24,7 @@ import logging
 import math
 import os
 import queue
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -40,6 +41,7 @@ MLFLOW_PARAM_VALUE_LIMIT = 6000
 MLFLOW_BATCH_PARAMS = 100
 MLFLOW_BATCH_METRICS = 1000
 FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
+_MLFLOW_KEY_OUTSIDE = re.compile(r"[^A-Za-z0-9_\-. /:]")
 
 # (message, payload) of a job event; the caller decides where events go (the job's event log).
 ReportEvent = Callable[[str, Mapping[str, Any]], None]
@@ -92,21 +94,29 @@ class TrackerSink:
         raise NotImplementedError
 
 
+def _mlflow_key(key: str) -> str:
+    """MLflow refuses a whole batch over one key outside [A-Za-z0-9_-. /:]: such characters become '_'."""
+    return _MLFLOW_KEY_OUTSIDE.sub("_", key)[:250] or "_"
+
+
 class MlflowSink(TrackerSink):
     """An MLflow run through `MlflowClient` (no global active run: several jobs may share a worker)."""
 
     kind = "mlflow"
 
     def __init__(self, spec: MlflowIntegration, *, job_id: str, tags: Mapping[str, str]) -> None:
-        from mlflow.tracking import MlflowClient
+        from mlflow.tracking import MlflowClient  # here: a worker without mlflow reports it at once
 
         self.spec = spec
-        self.client = MlflowClient(tracking_uri=spec.tracking_uri)
+        self.client_class = MlflowClient
+        self.client: Any = None
         self.run_name = spec.run_name or job_id
-        self.tags = {**spec.tags, **tags}
+        self.tags = {_mlflow_key(key): value for key, value in {**spec.tags, **tags}.items()}
         self.run_id = ""
 
     def open(self, run_id: str | None) -> tuple[str, int]:
+        # Built here, on the tracking thread: a SQL store creates its tables on first use.
+        self.client = self.client_class(tracking_uri=self.spec.tracking_uri)
         if run_id:
             run = self.client.get_run(run_id)
             self.run_id = run_id
@@ -128,7 +138,7 @@ class MlflowSink(TrackerSink):
     def log_params(self, params: Mapping[str, str]) -> None:
         from mlflow.entities import Param
 
-        entries = [Param(key, value[:MLFLOW_PARAM_VALUE_LIMIT]) for key, value in params.items()]
+        entries = [Param(_mlflow_key(key), value[:MLFLOW_PARAM_VALUE_LIMIT]) for key, value in params.items()]
         for start in range(0, len(entries), MLFLOW_BATCH_PARAMS):
             self.client.log_batch(self.run_id, params=entries[start : start + MLFLOW_BATCH_PARAMS])
 
@@ -136,7 +146,7 @@ class MlflowSink(TrackerSink):
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        entries = [Metric(key, value, now, step) for key, value in metrics.items()]
+        entries = [Metric(_mlflow_key(key), value, now, step) for key, value in metrics.items()]
         for start in range(0, len(entries), MLFLOW_BATCH_METRICS):
             self.client.log_batch(self.run_id, metrics=entries[start : start + MLFLOW_BATCH_METRICS])
 
@@ -180,7 +190,13 @@ class WandbSink(TrackerSink):
             resume="allow",
             dir=str(self.output_dir),
             reinit="create_new",  # one worker process may track several jobs
-            settings=wandb.Settings(console="off", x_disable_stats=True, disable_git=True, save_code=False),
+            settings=wandb.Settings(
+                console="off",  # the worker's own stdout stays the worker's
+                x_disable_stats=True,
+                disable_git=True,
+                save_code=False,
+                login_timeout=30,  # online without WANDB_API_KEY: fail, never wait for a prompt
+            ),
         )
         # A resumed online run knows its last step; an offline one starts a new file of the same run.
         last = int(self.run.step) - 1 if run_id and self.run.step else -1

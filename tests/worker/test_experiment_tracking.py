@@ -268,6 +268,24 @@ def test_a_run_named_only_by_an_event_is_continued_from_the_trackers_own_history
     assert (tmp_path / "b" / STATE_FILE).is_file()
 
 
+def test_keys_mlflow_would_refuse_are_renamed_instead_of_losing_the_batch(tmp_path: Path, mlflow_uri: str):
+    # given metrics and a tag whose names hold characters MLflow refuses
+    events: list = []
+    integrations = [{"type": "mlflow", "tracking_uri": mlflow_uri, "tags": {"owner@lab": "ana"}}]
+    tracking = _tracking(integrations, tmp_path, events).start({"eval_sets": [{"name": "pass@k"}]})
+
+    # when a step reports them next to plain ones, with a string and a NaN that trackers cannot plot
+    tracking.step(1, {"eval_x/pass@1": 0.5, "loss": 2.0, "note": "text", "kl": float("nan"), "done": True})
+    tracking.close("FINISHED")
+
+    # then every number arrived, under MLflow-safe names, without a warning
+    assert [message for message, _ in events] == [f"integrations.0 (mlflow) run {events[0][1]['run_id']}"]
+    run = MlflowClient(mlflow_uri).get_run(events[0][1]["run_id"])
+    assert run.data.metrics == {"eval_x/pass_1": 0.5, "loss": 2.0}
+    assert run.data.tags["owner_lab"] == "ana"
+    assert run.data.params["eval_sets.0.name"] == "pass@k"
+
+
 def test_a_hanging_tracker_never_holds_training_up(tmp_path: Path, hanging_server: str):
     # given a tracker whose server never answers, and room for 10 queued updates
     events: list = []
