@@ -112,7 +112,7 @@ def _run_main_rank(args: argparse.Namespace, config: TrainConfig) -> int:
         try:
             trainer = Trainer(config, args.output, callbacks=callbacks, device=args.device)
             announce(writer, trainer)
-            outcome = train_and_finish(writer, trainer, args.output)
+            outcome = train_and_finish(writer, trainer, args.output, tracking=tracking)
         except LeaseLost:
             outcome = "lost"
             raise

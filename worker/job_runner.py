@@ -344,7 +344,7 @@ def _train_and_finish(writer: JobWriter, settings: Settings, device: str | None)
     outcome = "failed"
     try:
         trainer = Trainer(config, output_dir, callbacks=callbacks, device=device or pick_device())
-        outcome = train_and_finish(writer, trainer, output_dir)
+        outcome = train_and_finish(writer, trainer, output_dir, tracking=tracking)
         return outcome
     except LeaseLost:
         outcome = "lost"  # another worker continues the job, and its run
@@ -395,11 +395,13 @@ def start_tracking(
     return tracking.start(job.config)
 
 
-def train_and_finish(writer: JobWriter, trainer: Any, output_dir: Path) -> str:
+def train_and_finish(writer: JobWriter, trainer: Any, output_dir: Path, *, tracking: JobTracking | None = None) -> str:
     """Resume from the job's latest checkpoint, train, and record the outcome (the main process's part).
 
     `trainer` reports through a `DbCallbacks` of `writer`. Used in-process and by rank 0 of a
     distributed job (worker/distributed_entry.py), whose other ranks resume from the same checkpoint.
+    The job's trackers are closed before the outcome is written: their last events still belong
+    to the running attempt.
     """
     checkpoint = type(trainer).latest_checkpoint(output_dir)
     if checkpoint is not None:
@@ -409,6 +411,8 @@ def train_and_finish(writer: JobWriter, trainer: Any, output_dir: Path) -> str:
     if checkpoint is not None or dropped:
         log.info("job %s starts at step %d (%d later metric rows discarded)", writer.job_id, trainer.step, dropped)
     result = trainer.train()
+    if tracking is not None:
+        tracking.close(KILLED if result.stopped else FINISHED)
     if result.stopped:
         view = writer.read_status()
         if view is not None and view.status == JobStatus.pausing.value and _pause(writer, trainer, result):

@@ -257,6 +257,7 @@ class JobTracking:
         self._queue: queue.Queue[tuple[str, tuple[Any, ...]]] = queue.Queue(maxsize=queue_size)
         self._stop = threading.Event()
         self._status = FAILED
+        self._closed = False
         self._thread = threading.Thread(target=self._serve, name=f"tracking-{job_id}", daemon=True)
         tags = {"remix.job_id": job_id, "remix.tenant_id": tenant_id, "remix.attempt": str(attempt)}
         saved = self._read_state()
@@ -296,9 +297,11 @@ class JobTracking:
         self._enqueue("checkpoint", step, key)
 
     def close(self, status: str) -> None:
-        """End every run with `status`; waits at most `close_seconds` for what is still queued."""
-        if not self._thread.is_alive():
+        """End every run with `status`; waits at most `close_seconds` for what is still queued. Only the
+        first call counts (the runner closes once training ends, and again on its way out)."""
+        if self._closed or not self._thread.is_alive():
             return
+        self._closed = True
         self._status = status
         self._stop.set()
         self._thread.join(self.close_seconds)

@@ -163,6 +163,9 @@ def test_a_trained_job_is_mirrored_to_mlflow_and_wandb(sessions, make_job, track
     events = tracking_events(sessions, job.id)
     assert [(e.payload["integration"], e.payload["type"]) for e in events] == [(0, "mlflow"), (1, "wandb")]
     run_id = events[0].payload["run_id"]
+    with sessions() as session:
+        kinds = session.scalars(select(JobEvent.kind).where(JobEvent.job_id == job.id).order_by(JobEvent.id)).all()
+    assert kinds[-1] == "succeeded"  # the trackers were closed before the job ended
 
     # MLflow: the config as params, the job's tags, every step's metrics, the checkpoint, FINISHED
     client = MlflowClient(mlflow_uri)
@@ -213,6 +216,31 @@ def test_a_tracking_server_that_is_down_does_not_fail_the_job(sessions, make_job
     assert events[0].payload["warning"] is True
     assert "integrations.0 (mlflow)" in events[0].message and "training continues" in events[0].message
     assert time.monotonic() - started < 120
+
+
+@pytest.mark.slow
+def test_rank_zero_of_a_two_process_job_tracks_it_once(sessions, make_job, tracking_settings, mlflow_uri):
+    # given a job trained by two processes, reporting to MLflow
+    config = tiny_job_config(
+        total_steps=2,
+        checkpoint_every=2,
+        distributed={"num_processes": 2},
+        integrations=[{"type": "mlflow", "tracking_uri": mlflow_uri}],
+    )
+    config["data"]["eval_size"] = 16
+    job = make_job(config=config)
+
+    # when a worker trains it under torchrun
+    assert run_job(str(job.id), settings=tracking_settings, sessions=sessions, device="cpu") == "succeeded"
+
+    # then one run has each step once, and ended FINISHED
+    events = tracking_events(sessions, job.id)
+    assert [e.payload["type"] for e in events] == ["mlflow"], [e.message for e in events]
+    client = MlflowClient(mlflow_uri)
+    run = client.get_run(events[0].payload["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["distributed.num_processes"] == "2"
+    assert [step for step, _ in metric_history(client, run.info.run_id, "fresh_samples")] == [1, 2]
 
 
 # ----------------------------------------------------------------------------- the tracking thread
