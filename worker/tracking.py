@@ -19,6 +19,7 @@ MLFLOW_TRACKING_USERNAME/PASSWORD) and W&B reads WANDB_API_KEY from the worker's
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import math
@@ -169,6 +170,8 @@ class WandbSink(TrackerSink):
     kind = "wandb"
 
     def __init__(self, spec: WandbIntegration, *, job_id: str, tags: Mapping[str, str], output_dir: Path) -> None:
+        if importlib.util.find_spec("wandb") is None:  # imported on the tracking thread: it is slow to import
+            raise ModuleNotFoundError("wandb is not installed on this worker (pip install 'remix-rft[tracking]')")
         self.spec = spec
         self.job_id = job_id
         self.tags = tags
