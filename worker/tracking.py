@@ -29,6 +29,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -339,29 +340,31 @@ class JobTracking:
             for state in self._states:
                 self._apply(state, op, args)
         for state in self._states:
-            if state.open and not state.broken:
-                self._call(state, "could not end its run", lambda s=state: s.sink.close(self._status))
+            sink = state.sink
+            if state.open and not state.broken and sink is not None:
+                self._call(state, "could not end its run", partial(sink.close, self._status))
 
     def _apply(self, state: _SinkState, op: str, args: tuple[Any, ...]) -> None:
-        if state.broken:
+        sink = state.sink
+        if state.broken or sink is None:
             return
         if op == "start":
-            self._open(state, args[0])
+            self._open(state, sink, args[0])
         elif op == "metrics" and state.open:
             step, metrics = args
             if step <= state.last_step:
                 return  # this run already has the step (logged by an attempt that crashed after it)
-            if self._call(state, "could not log metrics", lambda: state.sink.log_metrics(step, metrics)):
+            if self._call(state, "could not log metrics", lambda: sink.log_metrics(step, metrics)):
                 state.last_step = step
                 self._save_state()
         elif op == "checkpoint" and state.open:
             step, key = args
-            self._call(state, "could not log a checkpoint", lambda: state.sink.log_checkpoint(step, key))
+            self._call(state, "could not log a checkpoint", lambda: sink.log_checkpoint(step, key))
 
-    def _open(self, state: _SinkState, params: Mapping[str, str]) -> None:
+    def _open(self, state: _SinkState, sink: TrackerSink, params: Mapping[str, str]) -> None:
         resumed = state.run_id
         try:
-            run_id, tracker_last = state.sink.open(resumed)
+            run_id, tracker_last = sink.open(resumed)
         except Exception as error:
             state.broken = True
             self._report_error(state.label, "could not open its run", error, state)
@@ -370,7 +373,7 @@ class JobTracking:
         state.last_step = max(state.last_step, tracker_last)
         self._save_state()
         if not resumed:
-            self._call(state, "could not log the config", lambda: state.sink.log_params(params))
+            self._call(state, "could not log the config", lambda: sink.log_params(params))
             self._safe_report(
                 f"{state.label} run {run_id}",
                 {"integration": state.index, "type": state.spec.type, "run_id": run_id},
