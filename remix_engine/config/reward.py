@@ -9,7 +9,6 @@ from pydantic import Field, ValidationInfo, field_validator
 from remix_engine.config.limits import StrictModel
 from remix_engine.reward_specs import MAX_REWARD_FUNCTIONS, RewardName, check_reward_kwargs, kwargs_description
 
-
 class RewardSpec(StrictModel):
     """One reward function of the weighted composition (the names and kwargs: remix_engine/reward_specs.py)."""
 

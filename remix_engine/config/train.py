@@ -21,12 +21,7 @@ from remix_engine.config.limits import (
 )
 from remix_engine.config.model_data import DataConfig, ModelConfig
 from remix_engine.config.reward import RewardConfig
-from remix_engine.config.rollout import (
-    VLLM_MAX_TEMPERATURE,
-    VLLM_MIN_TEMPERATURE,
-    RolloutConfig,
-    check_vllm_temperature,
-)
+from remix_engine.config.rollout import VLLM_MAX_TEMPERATURE, VLLM_MIN_TEMPERATURE, RolloutConfig, check_vllm_temperature
 from remix_engine.eval_benchmarks import BENCHMARK_NAMES
 
 # Module names LoRA may target: attribute names only, never import paths or code.
