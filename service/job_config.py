@@ -30,7 +30,10 @@ from remix_engine.config import (
     BUILTIN_MODEL_IDS,
     TOY_DATASET_ID,
     EvalSetSpec,
+    LocalTrackingRefused,
+    MlflowIntegration,
     TrainConfig,
+    check_tracking_uri,
     job_model_name,
     parse_job_model,
 )
@@ -319,6 +322,18 @@ def check_context_length(config: TrainConfig) -> None:
         raise FieldValidationError([{"field": f"config.{error.field}", "message": str(error)}]) from error
 
 
+def _check_tracking_uris(config: TrainConfig, *, allow_local: bool) -> None:
+    errors = []
+    for index, integration in enumerate(config.integrations):
+        if isinstance(integration, MlflowIntegration):
+            try:
+                check_tracking_uri(integration.tracking_uri, allow_local=allow_local)
+            except LocalTrackingRefused as refused:
+                errors.append({"field": f"config.integrations.{index}.tracking_uri", "message": str(refused)})
+    if errors:
+        raise FieldValidationError(errors)
+
+
 def build_train_config(
     body: JobCreate,
     *,
@@ -330,6 +345,7 @@ def build_train_config(
     judge_configured: bool = False,
     model_dirs: Sequence[str] = (),
     jobs: JobLookup | None = None,
+    tracking_allow_local: bool = False,
 ) -> TrainConfig:
     """Merge and validate; errors name the offending field (e.g. config.algorithm.clip_eps).
 
@@ -337,7 +353,8 @@ def build_train_config(
     vLLM jobs whose responses fill the model's whole context, jobs whose memory pre-flight does not
     fit one GPU of `gpu_memory_gib` (REMIX_GPU_MEMORY_GIB), judge rewards where no judge endpoint is
     configured (`judge_configured`, REMIX_JUDGE_URL), local model directories outside `model_dirs`
-    (REMIX_MODEL_DIRS) for non-admin keys, and `job:<id>[@<step>]` models that `jobs` (the submitting
+    (REMIX_MODEL_DIRS) for non-admin keys, MLflow tracking URIs other than http(s) unless
+    `tracking_allow_local` (REMIX_TRACKING_ALLOW_LOCAL), and `job:<id>[@<step>]` models that `jobs` (the submitting
     tenant's jobs) does not know or that have no such checkpoint.
     """
     unstorable = first_unstorable(body.model_dump(mode="json"))
@@ -361,6 +378,7 @@ def build_train_config(
         config = config.model_copy(update={"model": config.model.model_copy(update={"name_or_path": stored})})
     _check_builtin_ids(config)
     _check_eval_set_paths(config, is_admin=is_admin)
+    _check_tracking_uris(config, allow_local=tracking_allow_local)
     if config.model.trust_remote_code and not is_admin:
         raise ProblemError(
             403,

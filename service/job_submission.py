@@ -95,6 +95,7 @@ def submit_job(
         judge_configured=settings.judge_configured,
         model_dirs=settings.model_dir_list,
         jobs=_tenant_jobs(session, submitter),
+        tracking_allow_local=settings.tracking_allow_local,
     )
     draft = lifecycle.NewJob(
         tenant_id=submitter.tenant_id,

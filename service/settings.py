@@ -158,6 +158,23 @@ class Settings(BaseSettings):
         "the metrics show job counts, job ids and queue depth across every tenant.",
     )
 
+    tracking_allow_local: bool = Field(
+        False,
+        description="Let a job's MLflow integration name a local store (file:, sqlite:, a database URL, a path) "
+        "instead of an http(s) tracking server. Off by default: the worker would write where a tenant says.",
+    )
+    tracking_queue_size: int = Field(
+        10000,
+        ge=1,
+        description="Tracking calls (metrics rows, checkpoints) a job may have waiting for a slow tracker; beyond "
+        "it they are dropped and counted, so training never waits on a tracker.",
+    )
+    tracking_close_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="How long a finishing job waits for its trackers to take what is queued before leaving them.",
+    )
+
     webhook_allow_private: bool = Field(
         False,
         description="Let webhooks target loopback, private, link-local and other non-public addresses. Off by "

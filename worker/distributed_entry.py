@@ -9,7 +9,8 @@ WORLD_SIZE: gloo on CPU, nccl with one GPU per LOCAL_RANK on CUDA) and resumes f
 latest checkpoint. Rank 0 alone talks to the database, exactly like the in-process runner: its
 trainer reports through `DbCallbacks` of the claimed attempt (metrics upserted by step, events,
 checkpoints registered in the artifact store, cancellation polled between steps and broadcast to the
-other ranks), it records a `distributed` event with the world size, and it writes the final outcome.
+other ranks), it records a `distributed` event with the world size, feeds the job's experiment trackers
+(worker/tracking.py), and it writes the final outcome.
 A rank that fails prints one `REMIX_RANK_ERROR {json}` line and exits non-zero; torchrun then stops
 the others and the launcher (worker/distributed_launch.py) fails the job with the first such error.
 
@@ -82,7 +83,8 @@ def _run_main_rank(args: argparse.Namespace, config: TrainConfig) -> int:
     from service.queue import webhook_sender
     from service.settings import get_settings
     from service.webhooks.events import set_delivery_sender
-    from worker.job_runner import DbCallbacks, train_and_finish
+    from worker.job_runner import RUN_STATUS_OF_OUTCOME, DbCallbacks, start_tracking, train_and_finish
+    from worker.tracking import KILLED
 
     settings = get_settings()
     # Rank 0 writes the job's outcome and checkpoints: their webhook deliveries are sent from here.
@@ -98,12 +100,25 @@ def _run_main_rank(args: argparse.Namespace, config: TrainConfig) -> int:
         from remix_engine.trainer import Trainer
 
         store = get_artifact_store(settings)
+        tracking = start_tracking(writer, writer.read_job(), config, args.output, settings)
         callbacks = DbCallbacks(
-            writer, store, upload_checkpoints=args.upload_checkpoints, devices=config.distributed.num_processes
+            writer,
+            store,
+            upload_checkpoints=args.upload_checkpoints,
+            devices=config.distributed.num_processes,
+            tracking=tracking,
         )
-        trainer = Trainer(config, args.output, callbacks=callbacks, device=args.device)
-        announce(writer, trainer)
-        outcome = train_and_finish(writer, trainer, args.output)
+        outcome = "failed"
+        try:
+            trainer = Trainer(config, args.output, callbacks=callbacks, device=args.device)
+            announce(writer, trainer)
+            outcome = train_and_finish(writer, trainer, args.output, tracking=tracking)
+        except LeaseLost:
+            outcome = "lost"
+            raise
+        finally:
+            if tracking is not None:
+                tracking.close(RUN_STATUS_OF_OUTCOME.get(outcome, KILLED))
         log.info("job %s: %s on %d processes", args.job_id, outcome, trainer.dist.world_size)
         shutdown()
         return 0

@@ -20,6 +20,10 @@ that checkpoint's folder, downloaded from a remote store like the datasets.
 A job with `distributed.num_processes > 1` is claimed here all the same, then trained by that many
 processes under torchrun (worker/distributed_launch.py); their rank 0 runs `train_and_finish` with
 `DbCallbacks` exactly as this process would, while this process keeps the heartbeat.
+
+A job whose config lists `integrations` (MLflow, W&B) is mirrored to them by worker/tracking.py:
+`DbCallbacks` hands each step's metrics and each checkpoint to its `JobTracking`, which sends them
+from a background thread, so a slow tracker never holds training up.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from service.lifecycle import ACTIVE_STATUSES, JobWriter, LeaseLost, RunningLimi
 from service.models import JobStatus
 from service.settings import Settings, get_settings
 from worker.job_inputs import job_output_dir, resolve_config
+from worker.tracking import FAILED, FINISHED, KILLED, JobTracking, start_tracking
 
 if TYPE_CHECKING:  # the trainer (and torch) are imported only inside run_job
     from remix_engine.trainer import TrainResult
@@ -129,8 +134,10 @@ class DbCallbacks(NullCallbacks):
         upload_checkpoints: bool,
         poll_interval: float = CANCEL_POLL_SECONDS,
         devices: int = 1,
+        tracking: JobTracking | None = None,
     ) -> None:
         self.writer = writer
+        self.tracking = tracking  # the job's experiment trackers (worker/tracking.py), fed after each DB write
         self.devices = devices  # training processes of the job: its usage counts device-seconds of each
         self.store = store
         self.upload_checkpoints = upload_checkpoints  # False when the output dir already is the store
@@ -140,6 +147,8 @@ class DbCallbacks(NullCallbacks):
 
     def on_step(self, step: int, metrics: Mapping[str, Any]) -> None:
         self.writer.record_step(step, metrics, devices=self.devices)
+        if self.tracking is not None:
+            self.tracking.step(step, metrics)
 
     def on_event(self, kind: str, step: int, message: str, payload: Mapping[str, Any]) -> None:
         self.writer.add_event(kind, step, message, self._public_payload(payload))
@@ -162,6 +171,8 @@ class DbCallbacks(NullCallbacks):
         if self.upload_checkpoints:
             for old_key in pruned:
                 self.store.delete(old_key)
+        if self.tracking is not None:
+            self.tracking.checkpoint(step, key)
 
     def on_checkpoint_pruned(self, step: int, path: Path) -> None:  # noqa: ARG002 - the row names the key
         """The trainer deleted an older checkpoint (retention): it is no longer downloadable."""
@@ -258,16 +269,40 @@ def _train_and_finish(writer: JobWriter, settings: Settings, device: str | None)
 
     from remix_engine.trainer import Trainer  # heavy: torch and transformers
 
-    callbacks = DbCallbacks(writer, store, upload_checkpoints=upload, devices=config.distributed.num_processes)
-    trainer = Trainer(config, output_dir, callbacks=callbacks, device=device or pick_device())
-    return train_and_finish(writer, trainer, output_dir)
+    tracking = start_tracking(writer, job, config, output_dir, settings)
+    callbacks = DbCallbacks(
+        writer, store, upload_checkpoints=upload, devices=config.distributed.num_processes, tracking=tracking
+    )
+    outcome = "failed"
+    try:
+        trainer = Trainer(config, output_dir, callbacks=callbacks, device=device or pick_device())
+        outcome = train_and_finish(writer, trainer, output_dir, tracking=tracking)
+        return outcome
+    except LeaseLost:
+        outcome = "lost"  # another worker continues the job, and its run
+        raise
+    finally:
+        if tracking is not None:
+            tracking.close(RUN_STATUS_OF_OUTCOME.get(outcome, KILLED))
 
 
-def train_and_finish(writer: JobWriter, trainer: Any, output_dir: Path) -> str:
+# A paused job's run is KILLED for now and RUNNING again when the job resumes.
+RUN_STATUS_OF_OUTCOME = {
+    "succeeded": FINISHED,
+    "failed": FAILED,
+    "cancelled": KILLED,
+    "paused": KILLED,
+    "lost": KILLED,
+}
+
+
+def train_and_finish(writer: JobWriter, trainer: Any, output_dir: Path, *, tracking: JobTracking | None = None) -> str:
     """Resume from the job's latest checkpoint, train, and record the outcome (the main process's part).
 
     `trainer` reports through a `DbCallbacks` of `writer`. Used in-process and by rank 0 of a
     distributed job (worker/distributed_entry.py), whose other ranks resume from the same checkpoint.
+    The job's trackers are closed before the outcome is written: their last events still belong
+    to the running attempt.
     """
     checkpoint = type(trainer).latest_checkpoint(output_dir)
     if checkpoint is not None:
@@ -277,6 +312,8 @@ def train_and_finish(writer: JobWriter, trainer: Any, output_dir: Path) -> str:
     if checkpoint is not None or dropped:
         log.info("job %s starts at step %d (%d later metric rows discarded)", writer.job_id, trainer.step, dropped)
     result = trainer.train()
+    if tracking is not None:
+        tracking.close(KILLED if result.stopped else FINISHED)
     if result.stopped:
         view = writer.read_status()
         if view is not None and view.status == JobStatus.pausing.value and _pause(writer, trainer, result):

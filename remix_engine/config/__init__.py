@@ -6,8 +6,8 @@ imports only pydantic (and google-re2 to check regex rewards): the API process n
 
 One module per concern: `limits` (bounds of every count, strict types), `model_data` (model and
 data), `rollout`, `reward`, `algorithm` (the algorithm's parts and presets, the optimiser),
-`evaluation` (extra held-out sets) and `train` (the whole job and its cross-section checks).
-Everything is importable from `remix_engine.config` itself.
+`evaluation` (extra held-out sets), `integrations` (experiment trackers) and `train` (the whole job
+and its cross-section checks). Everything is importable from `remix_engine.config` itself.
 
 Defaults follow the reading of the paper (arXiv 2507.06892) in docs: p=0.4, N=2, m=2,
 T=50, clip 0.2, beta=0.001, k3 KL, entropy bonus 0.001, token-mean aggregation.
@@ -27,6 +27,14 @@ from remix_engine.config.algorithm import (
     expand_preset,
 )
 from remix_engine.config.evaluation import BuiltinEvalSetSpec, EvalSetEntry, EvalSetSpec
+from remix_engine.config.integrations import (
+    MAX_INTEGRATIONS,
+    IntegrationConfig,
+    LocalTrackingRefused,
+    MlflowIntegration,
+    WandbIntegration,
+    check_tracking_uri,
+)
 from remix_engine.config.limits import (
     MAX_BATCH,
     MAX_CHAT_TEMPLATE_CHARS,
@@ -70,6 +78,12 @@ from remix_engine.config.train import DistributedConfig, LoraConfig, TrainConfig
 from remix_engine.reward_specs import RewardName
 
 __all__ = [
+    "MAX_INTEGRATIONS",
+    "IntegrationConfig",
+    "LocalTrackingRefused",
+    "MlflowIntegration",
+    "WandbIntegration",
+    "check_tracking_uri",
     "BUILTIN_MODEL_IDS",
     "DEFAULT_PRESET",
     "JOB_MODEL_PREFIX",

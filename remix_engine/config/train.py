@@ -9,6 +9,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from remix_engine.config.algorithm import AlgorithmConfig, OptimConfig
 from remix_engine.config.evaluation import BuiltinEvalSetSpec, EvalSetEntry, EvalSetSpec
+from remix_engine.config.integrations import MAX_INTEGRATIONS, IntegrationConfig
 from remix_engine.config.limits import (
     MAX_EVAL_SAMPLES,
     MAX_EVAL_SETS,
@@ -142,6 +143,16 @@ class TrainConfig(StrictModel):
     )
     log_completions: int = Field(
         4, ge=0, le=MAX_LOGGED_COMPLETIONS, description="Sampled completions recorded per step for inspection."
+    )
+    integrations: list[IntegrationConfig] = Field(
+        default_factory=list,
+        max_length=MAX_INTEGRATIONS,
+        description=(
+            "Experiment trackers the worker mirrors the job to: {type: mlflow, tracking_uri, experiment_name, "
+            "run_name, tags} or {type: wandb, project, entity, mode: offline|online, name, tags}. Config, "
+            "per-step metrics, checkpoint references and the final status; credentials come from the worker's "
+            "environment, never from the job."
+        ),
     )
 
     @field_validator("eval_sets")
