@@ -83,8 +83,8 @@ def _run_main_rank(args: argparse.Namespace, config: TrainConfig) -> int:
     from service.queue import webhook_sender
     from service.settings import get_settings
     from service.webhooks.events import set_delivery_sender
-    from worker.job_runner import RUN_STATUS_OF_OUTCOME, DbCallbacks, start_tracking, train_and_finish
-    from worker.tracking import KILLED
+    from worker.job_runner import RUN_STATUS_OF_OUTCOME, DbCallbacks, train_and_finish
+    from worker.tracking import KILLED, start_tracking
 
     settings = get_settings()
     # Rank 0 writes the job's outcome and checkpoints: their webhook deliveries are sent from here.
