@@ -170,12 +170,17 @@ def test_another_tenant_can_neither_read_cancel_nor_download(
     spare = client.get(f"/v1/keys/{alices_things['key_id']}", headers=alice.headers).json()
     assert spare["revoked_at"] is None  # and Bob's rotate and revoke left Alice's key alone
 
-    # ... while Alice reaches each of them (her cancel and her webhook's deletion come last, so that the
-    # reads see a running job and an existing webhook).
-    def last(route: tuple[str, str]) -> bool:
-        return route[1].endswith("/cancel") or route == ("DELETE", "/v1/webhooks/{webhook_id}")
+    # ... while Alice reaches each of them: her resume first (of her running job: a no-op 200), her pause
+    # after the reads, and her cancel and her webhook's deletion last, so that the reads see a running job
+    # and an existing webhook.
+    def order(route: tuple[str, str]) -> int:
+        if route[1].endswith("/resume"):
+            return 0
+        if route[1].endswith("/cancel") or route == ("DELETE", "/v1/webhooks/{webhook_id}"):
+            return 3
+        return 2 if route[1].endswith("/pause") else 1
 
-    for method, template in sorted(_resource_routes(app), key=last):
+    for method, template in sorted(_resource_routes(app), key=order):
         url = template.format(**alices_things)
         if url.endswith("/stream"):
             continue  # her job is still running: the stream would not end; covered below
