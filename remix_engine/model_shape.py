@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from remix_engine.config import TINY_CHAT_MODEL_ID, TINY_MODEL_ID, ModelConfig
+from remix_engine.config import TINY_CHAT_MODEL_ID, TINY_MODEL_ID, TINY_REASONER_MODEL_ID, ModelConfig
 from remix_engine.hub_ids import is_hub_id
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,18 @@ TINY_CHAT_MODEL_CONFIG = {
     "max_position_embeddings": 256,  # toy_chat.MODEL_SIZES: bounds vLLM's context (context_length.py)
     "tie_word_embeddings": True,
 }
-BUILTIN_MODEL_CONFIGS = {TINY_MODEL_ID: TINY_MODEL_CONFIG, TINY_CHAT_MODEL_ID: TINY_CHAT_MODEL_CONFIG}
+# The builtin tiny reasoning model (remix_engine/toy_reasoning.py: MODEL_SIZES on the tiny Llama's layout).
+TINY_REASONER_MODEL_CONFIG = {
+    **TINY_MODEL_CONFIG,
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "max_position_embeddings": 128,  # toy_reasoning.MAX_POSITIONS
+}
+BUILTIN_MODEL_CONFIGS = {
+    TINY_MODEL_ID: TINY_MODEL_CONFIG,
+    TINY_CHAT_MODEL_ID: TINY_CHAT_MODEL_CONFIG,
+    TINY_REASONER_MODEL_ID: TINY_REASONER_MODEL_CONFIG,
+}
 
 
 @dataclass(frozen=True)
@@ -163,8 +174,8 @@ def load_model_config(model_cfg: ModelConfig) -> Any:
         return build_untrained_model(build_char_tokenizer(), seed=0).config
     from transformers import AutoConfig
 
-    if name == TINY_CHAT_MODEL_ID:
-        config: dict[str, Any] = dict(TINY_CHAT_MODEL_CONFIG)
+    if name in (TINY_CHAT_MODEL_ID, TINY_REASONER_MODEL_ID):
+        config: dict[str, Any] = dict(BUILTIN_MODEL_CONFIGS[name])
         return AutoConfig.for_model(config.pop("model_type"), **config)
 
     return AutoConfig.from_pretrained(name, trust_remote_code=model_cfg.trust_remote_code)

@@ -1,6 +1,6 @@
 """Loading a policy model and computing its per-token log-probabilities of sampled responses.
 
-`load_policy` accepts the builtin tiny arithmetic model id, a local Hugging Face model directory or a
+`load_policy` accepts a builtin model id, a local Hugging Face model directory or a
 hub id, and returns `(model, tokenizer)` with a pad token and left padding. `sequence_logprobs` is the
 learner-side log-prob of every response token of a `RolloutBatch` under the tempered distribution
 (logits / temperature), with the per-token entropy; it is the quantity the rollout engine reports as
@@ -23,7 +23,14 @@ from typing import Any
 import torch
 
 from remix_engine.batch import RolloutBatch
-from remix_engine.config import BUILTIN_MODEL_IDS, JOB_MODEL_PREFIX, TINY_CHAT_MODEL_ID, TINY_MODEL_ID, ModelConfig
+from remix_engine.config import (
+    BUILTIN_MODEL_IDS,
+    JOB_MODEL_PREFIX,
+    TINY_CHAT_MODEL_ID,
+    TINY_MODEL_ID,
+    TINY_REASONER_MODEL_ID,
+    ModelConfig,
+)
 
 BUILTIN_PREFIX = "builtin:"
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -42,6 +49,10 @@ def _builtin_model_dir(model_id: str) -> Path:
         from remix_engine.toy_chat import build_tiny_chat_model
 
         return build_tiny_chat_model()
+    if model_id == TINY_REASONER_MODEL_ID:
+        from remix_engine.toy_reasoning import build_tiny_reasoner
+
+        return build_tiny_reasoner()
     raise ModelLoadError(f"unknown builtin model {model_id!r}; available builtin models: {list(BUILTIN_MODEL_IDS)}")
 
 

@@ -1,6 +1,6 @@
 """Training and held-out prompt sets for a job, from its DataConfig and its extra `eval_sets`.
 
-The builtin addition task has disjoint train and eval splits. A user dataset is evaluated on
+The builtin addition tasks have disjoint train and eval splits. A user dataset is evaluated on
 `eval_path` when given; otherwise on a fixed, seeded sample of its own training prompts
 (reported as such in the evaluation result). Extra eval sets are builtin benchmarks shipped with
 the package (remix_engine/eval_benchmarks.py) or files, each evaluated on its own.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from typing import NamedTuple
 
-from remix_engine.config import TOY_DATASET_ID, BuiltinEvalSetSpec, TrainConfig
+from remix_engine.config import REASONING_DATASET_ID, TOY_DATASET_ID, BuiltinEvalSetSpec, TrainConfig
 from remix_engine.data import Example, load_examples
 from remix_engine.eval_benchmarks import load_benchmark
 
@@ -26,6 +26,13 @@ def load_train_eval(cfg: TrainConfig) -> tuple[list[Example], list[Example]]:
         return (
             toy_examples("train", TOY_TRAIN_SIZE, cfg.seed),
             toy_examples("eval", data.eval_size, cfg.seed),
+        )
+    if data.train_path == REASONING_DATASET_ID:
+        from remix_engine.toy_reasoning import reasoning_examples
+
+        return (
+            reasoning_examples("train", TOY_TRAIN_SIZE, cfg.seed),
+            reasoning_examples("eval", data.eval_size, cfg.seed),
         )
     fields = {"prompt_field": data.prompt_field, "answer_field": data.answer_field}
     train = load_examples(data.train_path, **fields)

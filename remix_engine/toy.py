@@ -67,7 +67,7 @@ def format_completion(answer: str) -> str:
     return f"\\boxed{{{answer}}}"
 
 
-def _split_of(a: int, b: int) -> Split:
+def split_of(a: int, b: int) -> Split:
     # A hash of the ordered pair decides the split, so it never depends on n or on the seed.
     digest = hashlib.sha256(f"{a}+{b}".encode()).digest()
     return "eval" if int.from_bytes(digest[:4], "big") % 1000 < EVAL_FRACTION_PER_MILLE else "train"
@@ -77,7 +77,7 @@ def addition_pairs(split: Split) -> list[tuple[int, int]]:
     """All (a, b) operand pairs of a split, in a fixed order; train and eval are disjoint."""
     if split not in ("train", "eval"):
         raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
-    return [(a, b) for a in OPERAND_RANGE for b in OPERAND_RANGE if _split_of(a, b) == split]
+    return [(a, b) for a in OPERAND_RANGE for b in OPERAND_RANGE if split_of(a, b) == split]
 
 
 def sample_pairs(split: Split, n: int, seed: int) -> list[tuple[int, int]]:
@@ -104,7 +104,7 @@ def toy_examples(split: Split, n: int, seed: int) -> list[Example]:
 # ---------------------------------------------------------------------------------------- tokenizer
 
 
-def build_char_tokenizer() -> PreTrainedTokenizerFast:
+def build_char_tokenizer(max_positions: int = MAX_POSITIONS) -> PreTrainedTokenizerFast:
     """A character-level tokenizer (one token per character) that prepends <bos> to every text."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
@@ -124,25 +124,33 @@ def build_char_tokenizer() -> PreTrainedTokenizerFast:
         eos_token=EOS,
         unk_token=UNK,
         padding_side="left",
-        model_max_length=MAX_POSITIONS,
+        model_max_length=max_positions,
     )
 
 
 # -------------------------------------------------------------------------------------------- model
 
 
-def build_untrained_model(tokenizer: PreTrainedTokenizerFast, seed: int) -> LlamaForCausalLM:
-    """The tiny Llama, randomly initialised from `seed` without touching the global RNG."""
+def build_untrained_model(
+    tokenizer: PreTrainedTokenizerFast,
+    seed: int,
+    *,
+    hidden_size: int = 128,
+    intermediate_size: int = 256,
+    max_positions: int = MAX_POSITIONS,
+) -> LlamaForCausalLM:
+    """A 4-layer Llama over the character vocabulary (by default the tiny arithmetic model), randomly
+    initialised from `seed` without touching the global RNG."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
         vocab_size=len(VOCAB),
-        hidden_size=128,
-        intermediate_size=256,
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
         num_hidden_layers=4,
         num_attention_heads=4,
         num_key_value_heads=4,
-        max_position_embeddings=MAX_POSITIONS,
+        max_position_embeddings=max_positions,
         tie_word_embeddings=True,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,

@@ -27,8 +27,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from remix_engine.config import (
+    BUILTIN_DATASET_IDS,
     BUILTIN_MODEL_IDS,
-    TOY_DATASET_ID,
     EvalSetSpec,
     LocalTrackingRefused,
     MlflowIntegration,
@@ -51,7 +51,7 @@ from service.storable import REASON, first_unstorable
 
 BUILTIN_PREFIX = "builtin:"
 BUILTIN_MODELS = BUILTIN_MODEL_IDS
-BUILTIN_DATASETS = (TOY_DATASET_ID,)
+BUILTIN_DATASETS = BUILTIN_DATASET_IDS
 _MODEL_FIELD = "config.model.name_or_path"
 _MAX_JOB_CHAIN = 16  # job:<a> from job:<b> from ...: how far the pre-flight follows to the base model
 

@@ -18,8 +18,11 @@ from remix_engine.prompt_template import PROMPT_TEMPLATE_RULE, check_prompt_temp
 
 TINY_MODEL_ID = "builtin:tiny-arith"
 TINY_CHAT_MODEL_ID = "builtin:tiny-chat"
-BUILTIN_MODEL_IDS = (TINY_MODEL_ID, TINY_CHAT_MODEL_ID)
+TINY_REASONER_MODEL_ID = "builtin:tiny-reasoner"
+BUILTIN_MODEL_IDS = (TINY_MODEL_ID, TINY_CHAT_MODEL_ID, TINY_REASONER_MODEL_ID)
 TOY_DATASET_ID = "builtin:addition"
+REASONING_DATASET_ID = "builtin:column-addition"
+BUILTIN_DATASET_IDS = (TOY_DATASET_ID, REASONING_DATASET_ID)
 # `model.name_or_path: job:<job id>[@<step>]`: a checkpoint of an earlier job of the same tenant
 # (the newest one without a step), resolved by the API (which checks it) and the worker (which loads it).
 JOB_MODEL_PREFIX = "job:"
@@ -58,6 +61,8 @@ class ModelConfig(StrictModel):
             f"'{TINY_MODEL_ID}' for the small Llama-style arithmetic model built locally from a seed "
             f"(character tokenizer, plain-text prompts), '{TINY_CHAT_MODEL_ID}' for the small Qwen2 chat model "
             "built locally (byte-level BPE tokenizer and ChatML template, pretrained on chat-formatted addition), "
+            f"'{TINY_REASONER_MODEL_ID}' for the small Llama-style model built locally that works 3-digit "
+            "additions out column by column before its boxed answer (character tokenizer, plain-text prompts), "
             "or 'job:<job id>[@<step>]' to start from a checkpoint of an earlier job of the same tenant (the "
             "newest one without @step; the service stores the step it picked). Through the API, local "
             "directories are for admin keys, or inside the operator's REMIX_MODEL_DIRS."
@@ -83,7 +88,8 @@ class DataConfig(StrictModel):
         min_length=1,
         description=(
             "JSONL, JSON or parquet file with a prompt and an answer column, or "
-            f"'{TOY_DATASET_ID}' for the synthetic 2-digit addition task."
+            f"'{TOY_DATASET_ID}' for the synthetic 2-digit addition task, or '{REASONING_DATASET_ID}' for "
+            "3-digit additions whose worked answers run 30-80 tokens."
         ),
     )
     eval_path: str | None = Field(

@@ -126,6 +126,14 @@ def test_the_builtin_model_is_checked_too(settings: Settings, alice: Caller) -> 
     assert_problem(response, 422, "is available")
 
 
+def test_the_builtin_reasoning_job_is_accepted_and_its_context_checked(gpu_client: TestClient, alice: Caller) -> None:
+    job = {"data": {"train_path": "builtin:column-addition"}, "rollout": {"max_new_tokens": 96}, "total_steps": 2}
+    accepted = post(gpu_client, alice, job, base_model="builtin:tiny-reasoner")
+    assert accepted.status_code == 202, accepted.text
+    too_long = {**job, "rollout": {"backend": "vllm", "max_new_tokens": 128}}  # the reasoner has 128 positions
+    assert_problem(post(gpu_client, alice, too_long, base_model="builtin:tiny-reasoner"), 422, "max_new_tokens")
+
+
 @pytest.mark.usefixtures("hub_cache")
 def test_models_whose_config_is_not_at_hand_are_not_checked(gpu_client: TestClient, alice: Caller) -> None:
     # not in the local cache: the worker's own pre-flight decides at job start
