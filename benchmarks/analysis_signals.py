@@ -1,4 +1,4 @@
-"""The paper's analysis signals and an ablation of remix-grpo on the builtin addition task.
+"""The paper's analysis signals and an ablation of remix-grpo on a builtin task (`--task`).
 
 Signals, recorded every step of the full remix-grpo runs:
 - response length of fresh and of replayed responses over training;
@@ -8,7 +8,8 @@ Signals, recorded every step of the full remix-grpo runs:
 
 Ablation, each variant trained until the same budget of fresh rollouts is spent, then evaluated:
 full remix-grpo, without the raised UTD ratio (utd_ratio=1), without KL-Convex (kl_coef=0), without
-policy reincarnation (reincarnation_step=null), and the on-policy grpo baseline for reference.
+policy reincarnation (reincarnation_step=null), plain Mix-PPG (replay only: UTD 1, no KL, no
+reincarnation), and the on-policy grpo baseline for reference.
 
     python -m benchmarks.analysis_signals            # full run (~10 minutes on 2 CPU cores)
     python -m benchmarks.analysis_signals --quick    # seconds; writes under var/bench/
@@ -40,6 +41,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "no-raised-utd": {"utd_ratio": 1},
     "no-kl-convex": {"kl_coef": 0.0},
     "no-reincarnation": {"reincarnation_step": None},
+    # Mix-PPG alone: replay with its importance correction, none of the three other parts.
+    "plain-mix-ppg": {"utd_ratio": 1, "kl_coef": 0.0, "reincarnation_step": None},
     "grpo-baseline": {"name": "grpo"},
 }
 
@@ -188,7 +191,7 @@ def markdown(rows: list[dict[str, Any]], signals: dict[str, Any], args: argparse
 # ------------------------------------------------------------------------------------------- plots
 
 
-def plot(runs: list[dict[str, Any]], rows: list[dict[str, Any]], figures: Path) -> list[Path]:
+def plot(runs: list[dict[str, Any]], rows: list[dict[str, Any]], figures: Path, name: str = NAME) -> list[Path]:
     plt = common.pyplot()
     full = [r for r in runs if r["variant"] == "full"]
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
@@ -231,12 +234,12 @@ def plot(runs: list[dict[str, Any]], rows: list[dict[str, Any]], figures: Path) 
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    signals_png = figures / f"{NAME}.png"
+    signals_png = figures / f"{name}.png"
     fig.savefig(signals_png, dpi=110)
     plt.close(fig)
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    colors = dict(zip(VARIANTS, ("tab:red", "tab:green", "tab:purple", "tab:brown", "tab:blue"), strict=True))
+    colors = dict(zip(VARIANTS, ("tab:red", "tab:green", "tab:purple", "tab:brown", "tab:olive", "tab:blue"), strict=True))
     for r in runs:
         axes[0].plot(
             [p["fresh_rollouts"] for p in r["curve"]],
@@ -257,7 +260,7 @@ def plot(runs: list[dict[str, Any]], rows: list[dict[str, Any]], figures: Path) 
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    ablation_png = figures / f"{NAME}_ablation.png"
+    ablation_png = figures / f"{name}_ablation.png"
     fig.savefig(ablation_png, dpi=110)
     plt.close(fig)
     return [signals_png, ablation_png]
@@ -276,7 +279,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--group-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--max-new-tokens", type=int, default=16)
+    parser.add_argument("--max-new-tokens", type=int, default=None, help="the task's limit unless set")
     parser.add_argument("--p", type=float, default=0.4)
     parser.add_argument("--history", type=int, default=2)
     parser.add_argument("--utd", type=int, default=2)
@@ -284,11 +287,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--eval-every", type=int, default=2)
     parser.add_argument("--eval-size", type=int, default=400)
     common.add_threads_argument(parser)
+    common.add_task_argument(parser)
     parser.add_argument("--workdir", default=str(common.QUICK_DIR / NAME / "runs"))
     args = parser.parse_args(argv)
     if args.quick:
         args.variants, args.seeds, args.budget, args.prompts, args.group_size = list(VARIANTS), [0], 40, 4, 4
         args.reincarnation_step, args.eval_every, args.eval_size, args.max_new_tokens = 2, 2, 16, 12
+    common.apply_task_defaults(args)
     return args
 
 
@@ -315,16 +320,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     runs = run(args)
     rows = ablation_rows(runs, args.variants)
     signals = signal_summary(runs)
-    data_dir, figures = common.output_paths(NAME, args.quick)
+    name = common.report_name(NAME, args)
+    data_dir, figures = common.output_paths(name, args.quick)
     data = {
         "args": vars(args),
         "ablation": rows,
         "signals": signals,
         "runs": [{**r, "metrics": [_kept_metrics(m) for m in r["metrics"]]} for r in runs],
     }
-    pngs = plot(runs, rows, figures)
+    pngs = plot(runs, rows, figures, name)
     text = markdown(rows, signals, args)
-    common.publish(NAME, argv, report=not args.quick, data_dir=data_dir, data=data, text=text, images=pngs)
+    common.publish(name, argv, report=not args.quick, data_dir=data_dir, data=data, text=text, images=pngs)
     return {"ablation": rows, "signals": signals}
 
 

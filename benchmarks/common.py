@@ -16,11 +16,18 @@ import resource
 import shlex
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from remix_engine.callbacks import NullCallbacks
-from remix_engine.config import TINY_MODEL_ID, TrainConfig
+from remix_engine.config import (
+    REASONING_DATASET_ID,
+    TINY_MODEL_ID,
+    TINY_REASONER_MODEL_ID,
+    TOY_DATASET_ID,
+    TrainConfig,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REPORT_PATH = REPO_ROOT / "docs" / "benchmarks.md"
@@ -37,6 +44,11 @@ SECTIONS = {
     "api_load": "API latency under load",
     "api_reads": "API read latency at a fixed rate",
 }
+SECTIONS |= {
+    f"{name}_reasoning": f"{title}: reasoning task"
+    for name, title in list(SECTIONS.items())
+    if not name.startswith("api_")
+}
 REPORT_INTRO = """# Benchmarks
 
 Every number below was measured by a script in `benchmarks/`; each section gives the exact command,
@@ -44,7 +56,11 @@ the machine and the date. Re-running a script with the same command rewrites its
 also has a `--quick` mode (a few seconds, used by `tests/benchmarks/test_smoke.py`) that writes under
 `var/bench/` and leaves this file alone. The toy task everywhere is the builtin 2-digit addition task
 (`builtin:addition`) on the builtin tiny Llama (`builtin:tiny-arith`, ~0.7M parameters, character
-tokenizer, supervised-pretrained to a moderate accuracy); held-out accuracy is greedy Pass@1.
+tokenizer, supervised-pretrained to a moderate accuracy); held-out accuracy is greedy Pass@1. Sections
+marked "reasoning task" run the same benchmark (`--task reasoning`) on the builtin reasoning task
+(`builtin:column-addition`: 3-digit additions worked out column by column in 30-80 tokens before the boxed
+sum) with the builtin reasoning model (`builtin:tiny-reasoner`, ~0.17M parameters, same tokenizer), where
+generating the responses is most of a training step, as in real reasoning RFT.
 """
 ROLLOUT_EFFICIENCY_PLACEHOLDER = """_Placeholder: filled from `python benchmarks/rollout_efficiency.py`
 (fresh rollouts and wall time to a target accuracy for remix-grpo, grpo, remix-ppo and ppo over seeds; plot
@@ -188,6 +204,59 @@ def pyplot() -> Any:
     return plt
 
 
+# ------------------------------------------------------------------------------------------- tasks
+
+
+@dataclass(frozen=True)
+class BenchTask:
+    """A builtin task a benchmark can run on: its model, its prompt set and its response length limit."""
+
+    model: str
+    dataset: str
+    max_new_tokens: int
+    title: str
+
+
+TASKS = {
+    "addition": BenchTask(TINY_MODEL_ID, TOY_DATASET_ID, 16, "2-digit addition, tiny Llama"),
+    "reasoning": BenchTask(
+        TINY_REASONER_MODEL_ID, REASONING_DATASET_ID, 96, "3-digit addition worked column by column, tiny reasoner"
+    ),
+}
+
+
+def add_task_argument(parser: Any) -> None:
+    parser.add_argument(
+        "--task",
+        choices=list(TASKS),
+        default="addition",
+        help="addition: 12-token answers (the quick toy); reasoning: 30-80 tokens of working per answer",
+    )
+
+
+def apply_task_defaults(args: Any) -> None:
+    """Fill a `--max-new-tokens` left unset with the task's limit."""
+    if getattr(args, "max_new_tokens", None) is None:
+        args.max_new_tokens = task_of(args).max_new_tokens
+
+
+def task_of(args: Any) -> BenchTask:
+    return TASKS[getattr(args, "task", "addition")]
+
+
+def report_name(name: str, args: Any) -> str:
+    """The benchmark's section (and file) name: the task's own, so each task keeps its results."""
+    task = getattr(args, "task", "addition")
+    return name if task == "addition" else f"{name}_{task}"
+
+
+def build_task_model(args: Any) -> Path:
+    """The pretrained model directory of the benchmark's task (built on first use, then cached)."""
+    from remix_engine.modeling import resolve_model_source
+
+    return Path(resolve_model_source(task_of(args).model))
+
+
 # -------------------------------------------------------------------------------------- toy training
 
 
@@ -203,9 +272,10 @@ def toy_train_config(
     eval_size: int,
     eval_every: int,
     model: str = TINY_MODEL_ID,
+    train_path: str = TOY_DATASET_ID,
     **algorithm_overrides: Any,
 ) -> TrainConfig:
-    """A job on the builtin addition task; one optimizer step per pass over each batch.
+    """A job on a builtin task (the addition task by default); one optimizer step per pass over each batch.
 
     KL terms with zero weight are not computed (`log_inactive_kl` off), as a speed-minded user runs it.
     """
@@ -218,7 +288,7 @@ def toy_train_config(
     return TrainConfig.model_validate(
         {
             "model": {"name_or_path": model},
-            "data": {"eval_size": eval_size},
+            "data": {"train_path": train_path, "eval_size": eval_size},
             "rollout": {
                 "prompts_per_step": prompts,
                 "group_size": group_size,
@@ -248,9 +318,11 @@ def remix_settings(args: Any) -> dict[str, Any]:
 
 
 def toy_config_from_args(
-    algorithm: str, args: Any, *, seed: int, steps: int, model: str = TINY_MODEL_ID, **algorithm_overrides: Any
+    algorithm: str, args: Any, *, seed: int, steps: int, model: str | None = None, **algorithm_overrides: Any
 ) -> TrainConfig:
-    """`toy_train_config` with the batch, lr, length and evaluation options of a benchmark's command line."""
+    """`toy_train_config` with the task, batch, lr, length and evaluation options of a benchmark's command
+    line; `model` replaces the task's model (a folder of it, say)."""
+    task = task_of(args)
     return toy_train_config(
         algorithm,
         seed=seed,
@@ -261,7 +333,8 @@ def toy_config_from_args(
         max_new_tokens=args.max_new_tokens,
         eval_size=args.eval_size,
         eval_every=args.eval_every,
-        model=model,
+        model=model or task.model,
+        train_path=task.dataset,
         **algorithm_overrides,
     )
 

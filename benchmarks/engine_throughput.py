@@ -1,7 +1,8 @@
 """Engine throughput: generation and learner tokens/s, peak memory, and where a training step's time goes.
 
-Two models: the builtin tiny Llama (~0.7M parameters) and a ~10x larger Llama (hidden 384, 6 layers,
-intermediate 1024) built locally with the same character tokenizer and random weights (no download).
+Two models: the task's builtin model (the tiny Llama, or the tiny reasoner with `--task reasoning`) and
+a larger Llama (hidden 384, 6 layers, intermediate 1024) built locally with the same character tokenizer
+and random weights (no download).
 For each model and for grpo (on-policy) and remix-grpo (Mix phase: replay, UTD 2), one fresh process
 runs a few warm-up steps and then times `Trainer.train_step()` phase by phase:
 
@@ -99,9 +100,7 @@ def build_small_llama(target: Path, seed: int = 0) -> Path:
 
 
 def model_sources(args: argparse.Namespace) -> dict[str, str]:
-    from remix_engine.toy import build_tiny_model
-
-    sources = {"tiny (builtin)": str(build_tiny_model())}
+    sources = {f"{common.task_of(args).model} (pretrained)": str(common.build_task_model(args))}
     if not args.quick:
         sources["small (hidden 384, 6 layers)"] = str(build_small_llama(common.QUICK_DIR / NAME / "small-llama"))
     return sources
@@ -143,6 +142,7 @@ def measure(model: str, algorithm: str, backend: str, args: argparse.Namespace) 
         eval_size=1,
         eval_every=0,
         model=model,
+        train_path=common.task_of(args).dataset,
         reincarnation_step=None,  # replaying algorithms stay in the Mix phase for every measured step
     )
     cfg = cfg.model_copy(update={"rollout": cfg.rollout.model_copy(update={"backend": backend})})
@@ -212,6 +212,8 @@ def measure_in_subprocess(
         str(args.max_new_tokens),
         "--threads",
         str(args.threads),
+        "--task",
+        args.task,
         "--device",
         args.device,
         "--workdir",
@@ -304,8 +306,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--group-size", type=int, default=8)
     parser.add_argument("--utd", type=int, default=2, help="the config's default UTD ratio (for token counts)")
-    parser.add_argument("--max-new-tokens", type=int, default=16)
+    parser.add_argument("--max-new-tokens", type=int, default=None, help="the task's limit unless set")
     common.add_threads_argument(parser)
+    common.add_task_argument(parser)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--workdir", default=str(common.QUICK_DIR / NAME / "runs"))
     parser.add_argument("--single", nargs=3, metavar=("MODEL", "ALGORITHM", "BACKEND"), help=argparse.SUPPRESS)
@@ -313,6 +316,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.steps, args.warmup, args.prompts, args.group_size, args.max_new_tokens = 1, 2, 4, 4, 12
+    common.apply_task_defaults(args)
     return args
 
 
@@ -321,7 +325,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.single:  # child process: one configuration
         common.write_json(Path(args.single_out), measure(*args.single, args))
         return {}
-    data_dir, figures = common.output_paths(NAME, args.quick)
+    name = common.report_name(NAME, args)
+    data_dir, figures = common.output_paths(name, args.quick)
     results = []
     for label, source in model_sources(args).items():
         for algorithm in args.algorithms:
@@ -336,11 +341,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     flush=True,
                 )
     (data_dir / f"{NAME}-single.json").unlink(missing_ok=True)
-    png = figures / f"{NAME}.png"
+    png = figures / f"{name}.png"
     plot(results, png)
     data = {"args": vars(args), "results": results}
     text = markdown(results, args)
-    common.publish(NAME, argv, report=not args.quick, data_dir=data_dir, data=data, text=text, images=[png])
+    common.publish(name, argv, report=not args.quick, data_dir=data_dir, data=data, text=text, images=[png])
     return {"results": results}
 
 

@@ -1,4 +1,4 @@
-"""Rollout efficiency: ReMix against its on-policy baseline on the builtin addition task.
+"""Rollout efficiency: ReMix against its on-policy baseline on a builtin task (`--task`).
 
 For each algorithm and seed, trains the pretrained tiny model and evaluates held-out greedy accuracy
 every few steps. Reports, per algorithm: fresh rollouts (responses generated), steps and training
@@ -9,6 +9,7 @@ against training time; a full run also rewrites its section of docs/benchmarks.m
 
     python -m benchmarks.rollout_efficiency            # full: 4 algorithms x 3 seeds
     python -m benchmarks.rollout_efficiency --quick    # smoke run: 2 algorithms, 1 seed, 2 steps
+    python -m benchmarks.rollout_efficiency --task reasoning --prompts 16 ...   # the reasoning task
 """
 
 from __future__ import annotations
@@ -162,7 +163,7 @@ def plot(runs: dict[str, list[dict[str, Any]]], path: Path, args: argparse.Names
         ax.grid(alpha=0.3)
         ax.legend()
     axes[0].axvline(args.budget, color="grey", linestyle=":", linewidth=1)
-    fig.suptitle("ReMix vs on-policy baselines, 2-digit addition, tiny Llama (one line per seed)")
+    fig.suptitle(f"ReMix vs on-policy baselines, {common.task_of(args).title} (one line per seed)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -178,7 +179,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--eval-size", type=int, default=400)
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--group-size", type=int, default=8)
-    parser.add_argument("--max-new-tokens", type=int, default=16)
+    parser.add_argument("--max-new-tokens", type=int, default=None, help="the task's limit unless set")
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--p", type=float, default=0.4, help="off-policy fraction of ReMix")
     parser.add_argument("--history", type=int, default=2, help="N: policies replayed")
@@ -187,6 +188,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--target", type=float, default=0.6)
     parser.add_argument("--budget", type=int, default=4096, help="fresh rollouts after which accuracy is compared")
     common.add_threads_argument(parser)
+    common.add_task_argument(parser)
     parser.add_argument("--no-docs", action="store_true", help="write under var/bench/ and leave docs/ alone")
     parser.add_argument("--workdir", default=str(common.QUICK_DIR / NAME / "runs"))
     args = parser.parse_args(argv)
@@ -194,6 +196,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.algorithms, args.seeds, args.steps, args.eval_every = ["remix-grpo", "grpo"], [0], 2, 1
         args.prompts, args.group_size, args.eval_size, args.reincarnation_step = 4, 4, 8, 2
         args.budget = 16
+    common.apply_task_defaults(args)
     return args
 
 
@@ -212,13 +215,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             )
     rows = summarise(runs)
     ratios = pair_ratios(rows)
-    data_dir, figures = common.output_paths(NAME, args.quick or args.no_docs)
+    name = common.report_name(NAME, args)
+    data_dir, figures = common.output_paths(name, args.quick or args.no_docs)
     result = {"args": vars(args), "summary": rows, "pairs": ratios, "runs": runs}
-    png = figures / f"{NAME}.png"
+    png = figures / f"{name}.png"
     plot(runs, png, args)
     text = report_body(rows, ratios, args)
     report = not (args.quick or args.no_docs)
-    common.publish(NAME, argv, report=report, data_dir=data_dir, data=result, text=text, images=[png])
+    common.publish(name, argv, report=report, data_dir=data_dir, data=result, text=text, images=[png])
     return result
 
 

@@ -1,6 +1,6 @@
-"""Our grpo and remix-grpo against Hugging Face TRL's GRPOTrainer on the builtin addition task.
+"""Our grpo and remix-grpo against Hugging Face TRL's GRPOTrainer on a builtin task (`--task`).
 
-All three train the same pretrained tiny model directory (`remix_engine.toy.build_tiny_model()`) on the
+All three train the same pretrained model directory (the task's builtin model) on the
 same training prompts, with the same reward (our `math_verify`, wrapped as a TRL reward function), group
 size, prompts per step, learning rate (constant AdamW, grad clip 1.0), sampling temperature, maximum
 completion length, clip epsilon, k3 KL coefficient, entropy bonus and token-mean loss ("dapo" in TRL,
@@ -34,7 +34,6 @@ from remix_engine.evaluation import evaluate_greedy
 from remix_engine.rewards import REWARDS
 from remix_engine.rollout import HFRolloutEngine
 from remix_engine.splits import load_train_eval
-from remix_engine.toy import build_tiny_model
 from remix_engine.trainer import Trainer
 
 NAME = "trl_comparison"
@@ -320,7 +319,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--group-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--max-new-tokens", type=int, default=16)
+    parser.add_argument("--max-new-tokens", type=int, default=None, help="the task's limit unless set")
     parser.add_argument("--clip-eps", type=float, default=0.2)
     parser.add_argument("--kl-coef", type=float, default=0.001)
     parser.add_argument("--entropy-coef", type=float, default=0.001)
@@ -332,12 +331,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--eval-every", type=int, default=2)
     parser.add_argument("--eval-size", type=int, default=400)
     common.add_threads_argument(parser)
+    common.add_task_argument(parser)
     parser.add_argument("--workdir", default=str(common.QUICK_DIR / NAME / "runs"))
     args = parser.parse_args(argv)
     if args.quick:
         args.seeds, args.steps, args.prompts, args.group_size, args.eval_every = [0], 2, 4, 4, 1
         args.eval_size, args.max_new_tokens, args.reincarnation_step = 16, 12, 1
-    args.model_dir = build_tiny_model()
+    common.apply_task_defaults(args)
+    args.model_dir = common.build_task_model(args)
     return args
 
 
@@ -347,12 +348,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     warnings.filterwarnings("ignore", category=UserWarning)
     runs = run(args)
     rows = summarise(runs)
-    data_dir, figures = common.output_paths(NAME, args.quick)
-    png = figures / f"{NAME}.png"
+    name = common.report_name(NAME, args)
+    data_dir, figures = common.output_paths(name, args.quick)
+    png = figures / f"{name}.png"
     plot(runs, rows, png, args.target)
     data = {"args": vars(args), "summary": rows, "runs": runs}
     text = markdown(rows, args)
-    common.publish(NAME, argv, report=not args.quick, data_dir=data_dir, data=data, text=text, images=[png])
+    common.publish(name, argv, report=not args.quick, data_dir=data_dir, data=data, text=text, images=[png])
     return {"summary": rows}
 
 

@@ -58,6 +58,7 @@ EXAMPLE_MODELS = {
     "tiny-chat-remix-grpo.yaml": BUILTIN,
     "tiny-grpo-baseline.yaml": BUILTIN,
     "tiny-remix-grpo.yaml": BUILTIN,
+    "tiny-reasoner-remix-grpo.yaml": BUILTIN,
 }
 # Hub organisations/names and the stand-in family of their architecture.
 HUB_FAMILIES = (

@@ -56,11 +56,20 @@ def test_rollout_efficiency_quick(tmp_path: Path) -> None:
     assert [pair["remix"] for pair in result["pairs"]] == ["remix-grpo"]
 
 
+def test_the_reasoning_task_keeps_its_own_results(tmp_path: Path) -> None:
+    run_quick("benchmarks.rollout_efficiency", tmp_path, "--task", "reasoning", "--workdir", str(tmp_path / "runs"))
+    result = outputs(tmp_path, "rollout_efficiency_reasoning")
+    assert not (tmp_path / "rollout_efficiency").exists()  # the addition task's results are left alone
+    assert result["args"]["task"] == "reasoning" and result["args"]["max_new_tokens"] == 96
+    lengths = [length for run in result["runs"]["grpo"] for length in run["response_length"]]
+    assert sum(lengths) / len(lengths) > 20  # worked answers, not the addition task's 12 tokens
+
+
 def test_analysis_signals_quick(tmp_path: Path) -> None:
     run_quick("benchmarks.analysis_signals", tmp_path)
     result = outputs(tmp_path, "analysis_signals")
     rows = {row["variant"]: row for row in result["ablation"]}
-    assert set(rows) == {"full", "no-raised-utd", "no-kl-convex", "no-reincarnation", "grpo-baseline"}
+    assert set(rows) == {"full", "no-raised-utd", "no-kl-convex", "no-reincarnation", "plain-mix-ppg", "grpo-baseline"}
     budget = result["args"]["budget"]
     for row in rows.values():  # every variant spent (at least) the same fresh-rollout budget
         assert row["fresh_rollouts"] >= budget
