@@ -40,6 +40,7 @@ from remix_engine.distributed.models import (
 )
 from remix_engine.distributed.rows import check_shardable
 from remix_engine.lora import ADAPTER_DIR, AdapterSnapshot, LoraPolicy, MergedExport
+from remix_engine.micro_batches import length_buckets
 from remix_engine.modeling import sequence_logprobs
 
 PolicyState = dict[str, torch.Tensor]
@@ -123,22 +124,36 @@ class PolicyLearner:
     # ------------------------------------------------------------------ learning
     @torch.no_grad()
     def logprobs(self, model: torch.nn.Module, batch: RolloutBatch) -> torch.Tensor:
-        """Response log-probs of `batch` under `model` (no gradient), in minibatch-sized passes."""
+        """Response log-probs (B, Lr) of `batch` under `model` (no gradient), in passes of at most
+        minibatch_size rows, length-bucketed under algorithm.micro_batch_tokens when it is set."""
+        alg = self.cfg.algorithm
         temperature = self.cfg.rollout.temperature
-        chunks = []
-        row_chunks = list(torch.arange(len(batch)).split(self.cfg.algorithm.minibatch_size))
+        logp = torch.zeros(batch.response_ids.shape, device=batch.response_ids.device)
+        row_chunks = length_buckets(batch, max_rows=alg.minibatch_size, max_tokens=alg.micro_batch_tokens)
         for rows in row_chunks:
-            logp, _ = sequence_logprobs(model, batch.select(rows), temperature=temperature, with_entropy=False)
-            chunks.append(logp)
+            part, _ = sequence_logprobs(model, batch.select(rows), temperature=temperature, with_entropy=False)
+            logp[rows.to(logp.device)] = part
         if is_sharded(model):  # every forward of a sharded model is collective: match the busiest rank
             for _ in range(self.dist.all_max(len(row_chunks)) - len(row_chunks)):
                 sequence_logprobs(model, batch.select([0]), temperature=temperature, with_entropy=False)
-        return torch.cat(chunks, dim=0)
+        return logp
 
     def step_policy(self, loss: torch.Tensor) -> float:
         """One optimizer step of the policy on `loss`; returns the gradient norm before clipping."""
+        self.zero_policy_grad()
+        self.accumulate_policy_grad(loss)
+        return self.apply_policy_grad()
+
+    def zero_policy_grad(self) -> None:
+        """Start a gradient accumulation for one optimizer step."""
         self.optimizer.zero_grad(set_to_none=True)
+
+    def accumulate_policy_grad(self, loss: torch.Tensor) -> None:
+        """Add the gradient of `loss` (one micro-batch's weighted part of a minibatch loss)."""
         loss.backward()
+
+    def apply_policy_grad(self) -> float:
+        """The optimizer step on the accumulated gradient; returns its norm before clipping."""
         grad_norm = torch.nn.utils.clip_grad_norm_(self.train_policy.parameters(), self.cfg.optim.grad_clip)
         self.optimizer.step()
         return float(grad_norm)
