@@ -68,6 +68,8 @@ class PolicyLearner:
         # FSDP: the learner and the frozen policy copies are sharded over the processes.
         self.fsdp = dist.enabled and config.distributed.strategy == "fsdp"
         self.ref_model = self._policy_copy(base=True)  # KL anchor: the base model until reincarnation
+        # Counts the anchor's moves: log-probs under the anchor stay valid while it is unchanged.
+        self.anchor_version = 0
         self.prev_model = self._policy_copy(base=False)  # precedent policy pi_{t-1}
         self.critic = ValueModel(policy).to(device) if config.algorithm.advantage_estimator == "gae" else None
         check_shardable(config, dist.world_size)
@@ -118,6 +120,7 @@ class PolicyLearner:
     def anchor_to_current(self, *, reset_optimizer: bool) -> None:
         """Reincarnation: the KL anchor becomes the current policy, optionally with a fresh Adam state."""
         self._load_into(self.ref_model, self.snapshot())
+        self.anchor_version += 1
         if reset_optimizer:
             self.optimizer = self._optimizer(self.train_policy, self.cfg.optim.lr)
 
@@ -192,6 +195,7 @@ class PolicyLearner:
             "critic_optimizer": critic_optimizer_state,
             "ref_model": whole_state_dict(self.ref_model) if anchor_moved else None,
             "prev_model": whole_state_dict(self.prev_model),
+            "anchor_version": self.anchor_version,
         }
 
     def load_state_dict(self, state: dict[str, Any], checkpoint_dir: Path) -> None:
@@ -204,6 +208,8 @@ class PolicyLearner:
         load_whole_state(self.prev_model, state["prev_model"])
         if state["ref_model"] is not None:
             load_whole_state(self.ref_model, state["ref_model"])
+        # A checkpoint saved before the version existed: the anchor moves once, at reincarnation.
+        self.anchor_version = int(state.get("anchor_version", 0 if state["ref_model"] is None else 1))
         _load_learner_state(self.train_policy, self.policy, self.optimizer, state["optimizer"])
         if self.critic is not None and state["critic"] is not None:
             assert self.train_critic is not None and self.critic_optimizer is not None
