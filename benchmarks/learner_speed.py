@@ -8,6 +8,7 @@ model's answers are all about the same length.
 
     python -m benchmarks.learner_speed --algorithms grpo remix-grpo --repeats 3
     python -m benchmarks.learner_speed --micro-batch-tokens 256   # with length-bucketed micro-batches
+    python -m benchmarks.learner_speed --minibatch-size 16        # several minibatches per pass
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ def run_once(model: str, algorithm: str, args: argparse.Namespace, workdir: Path
     overrides: dict[str, Any] = {"reincarnation_step": None}
     if args.micro_batch_tokens is not None:
         overrides["micro_batch_tokens"] = args.micro_batch_tokens
+    if args.minibatch_size is not None:
+        overrides["minibatch_size"] = args.minibatch_size
     cfg = common.toy_train_config(
         algorithm,
         seed=0,
@@ -83,6 +86,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--group-size", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--micro-batch-tokens", type=int, default=None)
+    parser.add_argument("--minibatch-size", type=int, default=None, help="default: the whole batch")
     parser.add_argument("--out", type=Path, help="also write the medians here as JSON")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
