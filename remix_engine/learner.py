@@ -141,19 +141,9 @@ class PolicyLearner:
                 sequence_logprobs(model, batch.select([0]), temperature=temperature, with_entropy=False)
         return logp
 
-    def step_policy(self, loss: torch.Tensor) -> float:
-        """One optimizer step of the policy on `loss`; returns the gradient norm before clipping."""
-        self.zero_policy_grad()
-        self.accumulate_policy_grad(loss)
-        return self.apply_policy_grad()
-
     def zero_policy_grad(self) -> None:
-        """Start a gradient accumulation for one optimizer step."""
+        """Start a gradient accumulation for one optimizer step (add to it with `loss.backward()`)."""
         self.optimizer.zero_grad(set_to_none=True)
-
-    def accumulate_policy_grad(self, loss: torch.Tensor) -> None:
-        """Add the gradient of `loss` (one micro-batch's weighted part of a minibatch loss)."""
-        loss.backward()
 
     def apply_policy_grad(self) -> float:
         """The optimizer step on the accumulated gradient; returns its norm before clipping."""
@@ -161,10 +151,14 @@ class PolicyLearner:
         self.optimizer.step()
         return float(grad_norm)
 
-    def step_critic(self, loss: torch.Tensor) -> None:
-        assert self.train_critic is not None and self.critic_optimizer is not None, "GRPO has no critic"
+    def zero_critic_grad(self) -> None:
+        """Start a gradient accumulation for one critic step (add to it with `loss.backward()`)."""
+        assert self.critic_optimizer is not None, "GRPO has no critic"
         self.critic_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+
+    def apply_critic_grad(self) -> None:
+        """The critic's optimizer step on its accumulated gradient."""
+        assert self.train_critic is not None and self.critic_optimizer is not None, "GRPO has no critic"
         torch.nn.utils.clip_grad_norm_(self.train_critic.parameters(), self.cfg.optim.grad_clip)
         self.critic_optimizer.step()
 

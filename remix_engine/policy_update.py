@@ -147,7 +147,7 @@ def _accumulate_and_step(
         if len(parts) == 1:
             one_pass = (loss.detach(), metrics)
         weight = share * (1.0 if len(parts) == 1 else loss_share(part_mask, mask, alg.loss_aggregation))
-        learner.accumulate_policy_grad(loss if weight == 1.0 else loss * weight)
+        (loss if weight == 1.0 else loss * weight).backward()
         logp_all[rows] = logp.detach()
         entropy_all[rows] = entropy.detach()
     return logp_all, entropy_all, learner.apply_policy_grad(), one_pass
@@ -193,16 +193,27 @@ def _minibatch(
 def _critic_step(
     learner: PolicyLearner, mb: RolloutBatch, share: float, alg: AlgorithmConfig, exclude_truncated: bool
 ) -> dict[str, float]:
+    """One critic step on `mb`, accumulated over the same length-bucketed micro-batches as the policy's."""
     assert learner.train_critic is not None, "only PPO has a critic"
     assert mb.values is not None and mb.returns is not None  # the step's batch carries them under GAE
-    values = learner.train_critic(mb)
-    loss, metrics = value_loss(
-        values,
-        mb.values,
-        mb.returns,
-        mb.loss_mask(exclude_truncated=exclude_truncated),
-        clip=alg.value_clip,
-        agg=alg.loss_aggregation,
-    )
-    learner.step_critic(alg.value_coef * loss * share)
+    mask = mb.loss_mask(exclude_truncated=exclude_truncated)
+    max_tokens = None if learner.dist.enabled else alg.micro_batch_tokens
+    parts = length_buckets(mb, max_rows=max(len(mb), 1), max_tokens=max_tokens)
+    values_all = torch.zeros(mb.response_ids.shape, device=mb.response_ids.device)
+    learner.zero_critic_grad()
+    metrics: dict[str, float] = {}
+    for rows in parts:
+        part = mb if len(parts) == 1 else mb.select(rows)
+        assert part.values is not None and part.returns is not None
+        values = learner.train_critic(part)
+        part_mask = part.loss_mask(exclude_truncated=exclude_truncated)
+        loss, metrics = value_loss(
+            values, part.values, part.returns, part_mask, clip=alg.value_clip, agg=alg.loss_aggregation
+        )
+        weight = share * (1.0 if len(parts) == 1 else loss_share(part_mask, mask, alg.loss_aggregation))
+        (alg.value_coef * loss * weight).backward()
+        values_all[rows] = values.detach()
+    learner.apply_critic_grad()
+    if len(parts) > 1:  # the minibatch's metrics, as one pass over all its rows has them
+        _, metrics = value_loss(values_all, mb.values, mb.returns, mask, clip=alg.value_clip, agg=alg.loss_aggregation)
     return metrics

@@ -104,12 +104,12 @@ def test_trimming_padding_columns_changes_no_log_prob(random_model_dir: str) -> 
 # ------------------------------------------------------------------------------- learner update
 
 
-def _config(model_dir: str, aggregation: str, micro_batch_tokens: int | None) -> TrainConfig:
+def _config(model_dir: str, aggregation: str, micro_batch_tokens: int | None, name: str = "remix-grpo") -> TrainConfig:
     return TrainConfig.model_validate(
         {
             "model": {"name_or_path": model_dir},
             "algorithm": {
-                "name": "remix-grpo",
+                "name": name,
                 "minibatch_size": 8,
                 "loss_aggregation": aggregation,
                 "kl_coef": 0.1,
@@ -122,10 +122,16 @@ def _config(model_dir: str, aggregation: str, micro_batch_tokens: int | None) ->
 
 
 def _update(
-    model_dir: str, aggregation: str, micro_batch_tokens: int | None, *, fill_pi_k: bool, exclude_truncated: bool
+    model_dir: str,
+    aggregation: str,
+    micro_batch_tokens: int | None,
+    *,
+    fill_pi_k: bool,
+    exclude_truncated: bool,
+    name: str = "remix-grpo",
 ) -> tuple[dict[str, float], list[torch.Tensor], RolloutBatch, PolicyLearner]:
     """One optimizer step of a fresh learner on the varied batch; its metrics, gradients and batch."""
-    cfg = _config(model_dir, aggregation, micro_batch_tokens)
+    cfg = _config(model_dir, aggregation, micro_batch_tokens, name)
     policy, _ = load_policy(cfg.model)
     learner = PolicyLearner(cfg, policy, DistContext(), torch.device("cpu"))
     batch = varied_batch()
@@ -138,6 +144,9 @@ def _update(
 
     batch.behavior_logp, batch.old_logp = near(0.3), near(0.1)
     batch.ref_logp, batch.prev_logp = near(0.2), near(0.05)
+    if learner.critic is not None:  # PPO: old values near the critic's, returns the clip sometimes bites on
+        batch.values = (learner.critic(batch).detach() + 0.1 * torch.randn(logp.shape, generator=noise)) * mask
+        batch.returns = torch.randn(logp.shape, generator=noise) * mask
     if fill_pi_k:
         batch.old_logp = torch.full(logp.shape, float("nan"))
         batch.behavior_logp = torch.where(batch.is_replay[:, None], batch.behavior_logp, batch.old_logp)
@@ -200,3 +209,23 @@ def test_bucketed_log_prob_passes_return_the_rows_in_order(random_model_dir: str
     one_pass, bucketed = scored
     torch.testing.assert_close(bucketed, one_pass, atol=1e-6, rtol=1e-5)
     assert torch.all(bucketed[~batch.response_mask] == 0) and torch.all(bucketed[batch.response_mask] < 0)
+
+
+@pytest.mark.parametrize("aggregation", AGG_MODES)
+def test_bucketed_critic_step_has_the_gradients_and_metrics_of_one_pass(
+    random_model_dir: str, aggregation: str
+) -> None:
+    runs = [
+        _update(random_model_dir, aggregation, budget, fill_pi_k=False, exclude_truncated=True, name="remix-ppo")
+        for budget in (None, BUDGET)
+    ]
+    (whole, _, _, whole_learner), (parts, _, _, part_learner) = runs
+    assert whole_learner.critic is not None and part_learner.critic is not None
+    pairs = list(zip(whole_learner.critic.parameters(), part_learner.critic.parameters(), strict=True))
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p, _ in pairs)
+    for expected, got in pairs:
+        assert expected.grad is not None and got.grad is not None
+        torch.testing.assert_close(got.grad, expected.grad, atol=1e-6, rtol=1e-4)
+    assert {"value_loss", "value_clip_frac"} <= set(whole) and set(parts) == set(whole)
+    for key, value in whole.items():
+        assert parts[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
