@@ -101,6 +101,26 @@ class RolloutBatch:
                 out[f.name] = value
         return RolloutBatch(**out)
 
+    def trimmed(self) -> RolloutBatch:
+        """The same rows without the columns that are padding in every row: prompt columns on the left,
+        response columns past the longest response. A forward over it scores each response as the
+        untrimmed batch does (position ids count real tokens); one column of each side always stays."""
+        used_prompt = torch.nonzero(self.prompt_mask.bool().any(dim=0)).flatten()
+        used_response = torch.nonzero(self.response_mask.bool().any(dim=0)).flatten()
+        prompt_width = self.prompt_ids.shape[1]
+        first = min(int(used_prompt[0]), prompt_width - 1) if len(used_prompt) else prompt_width - 1
+        width = int(used_response[-1]) + 1 if len(used_response) else 1
+        if first == 0 and width == self.response_ids.shape[1]:
+            return self
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is not None and f.name in _LEFT_PADDED:
+                out[f.name] = value[:, first:]
+            elif value is not None and f.name in _RIGHT_PADDED:
+                out[f.name] = value[:, :width]
+        return replace(self, **out)
+
     def to(self, device: torch.device | str) -> RolloutBatch:
         moved = {
             f.name: getattr(self, f.name).to(device)

@@ -28,6 +28,8 @@ class ValueModel(nn.Module):
         nn.init.zeros_(self.head.bias)
 
     def forward(self, batch: RolloutBatch) -> torch.Tensor:
+        full_width = batch.response_ids.shape[1]
+        batch = batch.trimmed()  # columns that are padding in every row change no value
         input_ids = torch.cat([batch.prompt_ids, batch.response_ids], dim=1)  # (B, Lp+Lr)
         mask = torch.cat([batch.prompt_mask, batch.response_mask], dim=1).long()  # (B, Lp+Lr)
         position_ids = (mask.cumsum(dim=1) - 1).clamp(min=0)
@@ -38,4 +40,5 @@ class ValueModel(nn.Module):
         # The state before response token h is the hidden state one position to its left.
         states = hidden[:, prompt_len - 1 : prompt_len - 1 + batch.response_ids.shape[1]]  # (B, Lr, H)
         values: torch.Tensor = self.head(states.to(self.head.weight.dtype)).squeeze(-1)  # (B, Lr)
-        return values * batch.response_mask
+        values = values * batch.response_mask
+        return nn.functional.pad(values, (0, full_width - values.shape[1]))  # (B, Lr), 0 on padding

@@ -40,6 +40,7 @@ from remix_engine.distributed.models import (
 )
 from remix_engine.distributed.rows import check_shardable
 from remix_engine.lora import ADAPTER_DIR, AdapterSnapshot, LoraPolicy, MergedExport
+from remix_engine.micro_batches import length_buckets
 from remix_engine.modeling import sequence_logprobs
 
 PolicyState = dict[str, torch.Tensor]
@@ -67,6 +68,8 @@ class PolicyLearner:
         # FSDP: the learner and the frozen policy copies are sharded over the processes.
         self.fsdp = dist.enabled and config.distributed.strategy == "fsdp"
         self.ref_model = self._policy_copy(base=True)  # KL anchor: the base model until reincarnation
+        # Counts the anchor's moves: log-probs under the anchor stay valid while it is unchanged.
+        self.anchor_version = 0
         self.prev_model = self._policy_copy(base=False)  # precedent policy pi_{t-1}
         self.critic = ValueModel(policy).to(device) if config.algorithm.advantage_estimator == "gae" else None
         check_shardable(config, dist.world_size)
@@ -117,36 +120,45 @@ class PolicyLearner:
     def anchor_to_current(self, *, reset_optimizer: bool) -> None:
         """Reincarnation: the KL anchor becomes the current policy, optionally with a fresh Adam state."""
         self._load_into(self.ref_model, self.snapshot())
+        self.anchor_version += 1
         if reset_optimizer:
             self.optimizer = self._optimizer(self.train_policy, self.cfg.optim.lr)
 
     # ------------------------------------------------------------------ learning
     @torch.no_grad()
     def logprobs(self, model: torch.nn.Module, batch: RolloutBatch) -> torch.Tensor:
-        """Response log-probs of `batch` under `model` (no gradient), in minibatch-sized passes."""
+        """Response log-probs (B, Lr) of `batch` under `model` (no gradient), in passes of at most
+        minibatch_size rows, length-bucketed under algorithm.micro_batch_tokens when it is set."""
+        alg = self.cfg.algorithm
         temperature = self.cfg.rollout.temperature
-        chunks = []
-        row_chunks = list(torch.arange(len(batch)).split(self.cfg.algorithm.minibatch_size))
+        logp = torch.zeros(batch.response_ids.shape, device=batch.response_ids.device)
+        row_chunks = length_buckets(batch, max_rows=alg.minibatch_size, max_tokens=alg.micro_batch_tokens)
         for rows in row_chunks:
-            logp, _ = sequence_logprobs(model, batch.select(rows), temperature=temperature, with_entropy=False)
-            chunks.append(logp)
+            part, _ = sequence_logprobs(model, batch.select(rows), temperature=temperature, with_entropy=False)
+            logp[rows.to(logp.device)] = part
         if is_sharded(model):  # every forward of a sharded model is collective: match the busiest rank
             for _ in range(self.dist.all_max(len(row_chunks)) - len(row_chunks)):
                 sequence_logprobs(model, batch.select([0]), temperature=temperature, with_entropy=False)
-        return torch.cat(chunks, dim=0)
+        return logp
 
-    def step_policy(self, loss: torch.Tensor) -> float:
-        """One optimizer step of the policy on `loss`; returns the gradient norm before clipping."""
+    def zero_policy_grad(self) -> None:
+        """Start a gradient accumulation for one optimizer step (add to it with `loss.backward()`)."""
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+
+    def apply_policy_grad(self) -> float:
+        """The optimizer step on the accumulated gradient; returns its norm before clipping."""
         grad_norm = torch.nn.utils.clip_grad_norm_(self.train_policy.parameters(), self.cfg.optim.grad_clip)
         self.optimizer.step()
         return float(grad_norm)
 
-    def step_critic(self, loss: torch.Tensor) -> None:
-        assert self.train_critic is not None and self.critic_optimizer is not None, "GRPO has no critic"
+    def zero_critic_grad(self) -> None:
+        """Start a gradient accumulation for one critic step (add to it with `loss.backward()`)."""
+        assert self.critic_optimizer is not None, "GRPO has no critic"
         self.critic_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+
+    def apply_critic_grad(self) -> None:
+        """The critic's optimizer step on its accumulated gradient."""
+        assert self.train_critic is not None and self.critic_optimizer is not None, "GRPO has no critic"
         torch.nn.utils.clip_grad_norm_(self.train_critic.parameters(), self.cfg.optim.grad_clip)
         self.critic_optimizer.step()
 
@@ -177,6 +189,7 @@ class PolicyLearner:
             "critic_optimizer": critic_optimizer_state,
             "ref_model": whole_state_dict(self.ref_model) if anchor_moved else None,
             "prev_model": whole_state_dict(self.prev_model),
+            "anchor_version": self.anchor_version,
         }
 
     def load_state_dict(self, state: dict[str, Any], checkpoint_dir: Path) -> None:
@@ -189,6 +202,8 @@ class PolicyLearner:
         load_whole_state(self.prev_model, state["prev_model"])
         if state["ref_model"] is not None:
             load_whole_state(self.ref_model, state["ref_model"])
+        # A checkpoint saved before the version existed: the anchor moves once, at reincarnation.
+        self.anchor_version = int(state.get("anchor_version", 0 if state["ref_model"] is None else 1))
         _load_learner_state(self.train_policy, self.policy, self.optimizer, state["optimizer"])
         if self.critic is not None and state["critic"] is not None:
             assert self.train_critic is not None and self.critic_optimizer is not None

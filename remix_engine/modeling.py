@@ -167,9 +167,12 @@ def sequence_logprobs(
     """Log-prob (B, Lr) of each response token under softmax(logits / temperature), and its entropy (B, Lr).
 
     One forward over [prompt (left-padded) | response (right-padded)] with position ids counted over real
-    tokens, so padding does not shift positions. Positions outside response_mask are exactly 0.
+    tokens, so padding does not shift positions, and without the columns that are padding in every row
+    (`RolloutBatch.trimmed`). Positions outside response_mask are exactly 0.
     Differentiable; call under torch.no_grad() when no gradient is needed.
     """
+    full_width = batch.response_ids.shape[1]
+    batch = batch.trimmed()
     prompt_ids, response_ids = batch.prompt_ids, batch.response_ids  # (B, Lp), (B, Lr)
     response_mask = batch.response_mask.bool()  # (B, Lr)
     num_response = response_ids.shape[1]
@@ -189,7 +192,11 @@ def sequence_logprobs(
     logp_all = torch.log_softmax(logits, dim=-1)  # (B, Lr, V)
     logp = logp_all.gather(-1, response_ids.unsqueeze(-1)).squeeze(-1)  # (B, Lr)
     logp = logp.masked_fill(~response_mask, 0.0)
+    # Back to the batch's own width: the trimmed columns are padding, whose log-prob is 0.
+    restore = (0, full_width - num_response)
     if not with_entropy:
-        return logp, None
+        return torch.nn.functional.pad(logp, restore), None
     entropy = -(logp_all.exp() * logp_all).sum(dim=-1)  # (B, Lr)
-    return logp, entropy.masked_fill(~response_mask, 0.0)
+    return torch.nn.functional.pad(logp, restore), torch.nn.functional.pad(
+        entropy.masked_fill(~response_mask, 0.0), restore
+    )

@@ -21,6 +21,7 @@ from remix_engine.distributed.context import DistContext
 from remix_engine.distributed.rows import RowMap, local_minibatch
 from remix_engine.learner import PolicyLearner
 from remix_engine.losses import POLICY_LOSSES, entropy_bonus, kl_convex_loss, value_loss
+from remix_engine.micro_batches import length_buckets, loss_share
 from remix_engine.modeling import sequence_logprobs
 from remix_engine.step_metrics import replay_ratio_stats
 
@@ -60,7 +61,6 @@ def update_policy(
 ) -> dict[str, float]:
     """Optimiser steps over minibatches of `batch`; the metrics averaged over them (and processes)."""
     dist = learner.dist
-    loss_fn = POLICY_LOSSES.get(alg.policy_loss)
     fill_pi_k = plan.fill_pi_k
     sums: dict[str, float] = defaultdict(float)
     counts: dict[str, int] = defaultdict(int)
@@ -76,38 +76,102 @@ def update_policy(
         for global_rows in order.split(alg.minibatch_size):
             mb, share = _minibatch(batch, global_rows, plan.rows, dist, alg, exclude_truncated)
             mask = mb.loss_mask(exclude_truncated=exclude_truncated)
-            logp, entropy = sequence_logprobs(learner.train_policy, mb, temperature=temperature)
+            logp, entropy, grad_norm, one_pass = _accumulate_and_step(
+                learner, mb, share, plan, alg, temperature, exclude_truncated, fill_pi_k=fill_pi_k
+            )
             if fill_pi_k:
-                # The step's batch holds placeholders for both log-probs here and flags its replayed rows.
-                assert mb.is_replay is not None and mb.behavior_logp is not None
                 assert batch.old_logp is not None and batch.behavior_logp is not None
+                assert mb.old_logp is not None and mb.behavior_logp is not None
                 fill_pi_k = False
-                mb.old_logp = logp.detach()
-                mb.behavior_logp = torch.where(mb.is_replay[:, None], mb.behavior_logp, mb.old_logp)
                 batch.old_logp[global_rows] = mb.old_logp
                 batch.behavior_logp[global_rows] = mb.behavior_logp
-            # The trainer fills these before the update; sequence_logprobs returns the entropy by default.
-            assert mb.old_logp is not None and mb.behavior_logp is not None and mb.advantages is not None
-            assert entropy is not None
-            agg = alg.loss_aggregation
-            pg, pg_m = loss_fn(logp, mb.old_logp, mb.behavior_logp, mb.advantages, mask, clip_eps=alg.clip_eps, agg=agg)
-            ent, ent_m = entropy_bonus(entropy, mask, coef=alg.entropy_coef, agg=agg)
-            kl, kl_m = kl_convex_loss(
-                logp, mb.ref_logp, mb.prev_logp, mask, lam=plan.lam, coef=alg.kl_coef, kind=alg.kl_estimator, agg=agg
-            )
-            loss = pg + ent + kl
-            grad_norm = learner.step_policy(loss if share == 1.0 else loss * share)
+            if one_pass is None:  # the minibatch's loss and metrics, as one pass over all its rows has them
+                with torch.no_grad():
+                    one_pass = _objective(logp, entropy, mb, mask, plan, alg)
+            loss, term_metrics = one_pass
             # This process's part of the minibatch loss; the parts add up over processes.
-            record({"loss": float(loss.detach()) * share / dist.world_size})
+            record({"loss": float(loss) * share / dist.world_size})
             reports = share > 0 or not dist.enabled  # a placeholder minibatch has nothing to report
             if reports:
-                record({**pg_m, **ent_m, **kl_m, "grad_norm": grad_norm})
-                record(replay_ratio_stats(logp.detach(), mb))
+                record({**term_metrics, "grad_norm": grad_norm})
+                record(replay_ratio_stats(logp, mb))
             if learner.critic is not None:
                 critic_metrics = _critic_step(learner, mb, share, alg, exclude_truncated)
                 if reports:
                     record(critic_metrics)
     return dist.combine_metrics({key: sums[key] / counts[key] for key in sums}, summed=("loss",))
+
+
+def _accumulate_and_step(
+    learner: PolicyLearner,
+    mb: RolloutBatch,
+    share: float,
+    plan: UpdatePlan,
+    alg: AlgorithmConfig,
+    temperature: float,
+    exclude_truncated: bool,
+    *,
+    fill_pi_k: bool,
+) -> tuple[torch.Tensor, torch.Tensor, float, tuple[torch.Tensor, dict[str, float]] | None]:
+    """One optimizer step on the minibatch `mb`, its gradient accumulated over length-bucketed micro-batches.
+
+    Returns the detached log-probs and entropies (B, Lr) of every row, in `mb`'s order, the gradient
+    norm, and with a single pass its (detached) loss and metrics. Each micro-batch's loss is weighted by
+    its `loss_share` of the minibatch (times this process's `share`), so the accumulated gradient is the
+    one of the minibatch's loss. With `fill_pi_k` the forwards, all taken before the optimizer step,
+    fill in mb's pi_k and fresh behaviour log-probs. A distributed job keeps one pass per minibatch:
+    each of its backward passes is collective, and ranks would disagree on how many they take.
+    """
+    mask = mb.loss_mask(exclude_truncated=exclude_truncated)
+    max_tokens = None if learner.dist.enabled else alg.micro_batch_tokens
+    parts = length_buckets(mb, max_rows=max(len(mb), 1), max_tokens=max_tokens)
+    logp_all = torch.zeros(mb.response_ids.shape, device=mb.response_ids.device)
+    entropy_all = torch.zeros_like(logp_all)
+    learner.zero_policy_grad()
+    one_pass = None
+    for rows in parts:
+        part = mb if len(parts) == 1 else mb.select(rows)
+        logp, entropy = sequence_logprobs(learner.train_policy, part, temperature=temperature)
+        assert entropy is not None  # sequence_logprobs returns the entropy by default
+        if fill_pi_k:
+            # The step's batch holds placeholders for both log-probs here and flags its replayed rows.
+            assert part.is_replay is not None and part.behavior_logp is not None and mb.behavior_logp is not None
+            assert mb.old_logp is not None
+            part.old_logp = logp.detach()
+            part.behavior_logp = torch.where(part.is_replay[:, None], part.behavior_logp, part.old_logp)
+            if part is not mb:
+                mb.old_logp[rows] = part.old_logp
+                mb.behavior_logp[rows] = part.behavior_logp
+        part_mask = part.loss_mask(exclude_truncated=exclude_truncated)
+        loss, metrics = _objective(logp, entropy, part, part_mask, plan, alg)
+        if len(parts) == 1:
+            one_pass = (loss.detach(), metrics)
+        weight = share * (1.0 if len(parts) == 1 else loss_share(part_mask, mask, alg.loss_aggregation))
+        (loss if weight == 1.0 else loss * weight).backward()
+        logp_all[rows] = logp.detach()
+        entropy_all[rows] = entropy.detach()
+    return logp_all, entropy_all, learner.apply_policy_grad(), one_pass
+
+
+def _objective(
+    logp: torch.Tensor,
+    entropy: torch.Tensor,
+    mb: RolloutBatch,
+    mask: torch.Tensor,
+    plan: UpdatePlan,
+    alg: AlgorithmConfig,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """policy loss + entropy bonus + KL-Convex of `mb`'s rows, with the terms' metrics."""
+    # The trainer fills these before the update (or the first forward does, under fill_pi_k).
+    assert mb.old_logp is not None and mb.behavior_logp is not None and mb.advantages is not None
+    agg = alg.loss_aggregation
+    loss_fn = POLICY_LOSSES.get(alg.policy_loss)
+    pg, pg_m = loss_fn(logp, mb.old_logp, mb.behavior_logp, mb.advantages, mask, clip_eps=alg.clip_eps, agg=agg)
+    ent, ent_m = entropy_bonus(entropy, mask, coef=alg.entropy_coef, agg=agg)
+    kl, kl_m = kl_convex_loss(
+        logp, mb.ref_logp, mb.prev_logp, mask, lam=plan.lam, coef=alg.kl_coef, kind=alg.kl_estimator, agg=agg
+    )
+    return pg + ent + kl, {**pg_m, **ent_m, **kl_m}
 
 
 def _minibatch(
@@ -129,16 +193,27 @@ def _minibatch(
 def _critic_step(
     learner: PolicyLearner, mb: RolloutBatch, share: float, alg: AlgorithmConfig, exclude_truncated: bool
 ) -> dict[str, float]:
+    """One critic step on `mb`, accumulated over the same length-bucketed micro-batches as the policy's."""
     assert learner.train_critic is not None, "only PPO has a critic"
     assert mb.values is not None and mb.returns is not None  # the step's batch carries them under GAE
-    values = learner.train_critic(mb)
-    loss, metrics = value_loss(
-        values,
-        mb.values,
-        mb.returns,
-        mb.loss_mask(exclude_truncated=exclude_truncated),
-        clip=alg.value_clip,
-        agg=alg.loss_aggregation,
-    )
-    learner.step_critic(alg.value_coef * loss * share)
+    mask = mb.loss_mask(exclude_truncated=exclude_truncated)
+    max_tokens = None if learner.dist.enabled else alg.micro_batch_tokens
+    parts = length_buckets(mb, max_rows=max(len(mb), 1), max_tokens=max_tokens)
+    values_all = torch.zeros(mb.response_ids.shape, device=mb.response_ids.device)
+    learner.zero_critic_grad()
+    metrics: dict[str, float] = {}
+    for rows in parts:
+        part = mb if len(parts) == 1 else mb.select(rows)
+        assert part.values is not None and part.returns is not None
+        values = learner.train_critic(part)
+        part_mask = part.loss_mask(exclude_truncated=exclude_truncated)
+        loss, metrics = value_loss(
+            values, part.values, part.returns, part_mask, clip=alg.value_clip, agg=alg.loss_aggregation
+        )
+        weight = share * (1.0 if len(parts) == 1 else loss_share(part_mask, mask, alg.loss_aggregation))
+        (alg.value_coef * loss * weight).backward()
+        values_all[rows] = values.detach()
+    learner.apply_critic_grad()
+    if len(parts) > 1:  # the minibatch's metrics, as one pass over all its rows has them
+        _, metrics = value_loss(values_all, mb.values, mb.returns, mask, clip=alg.value_clip, agg=alg.loss_aggregation)
     return metrics

@@ -5,7 +5,9 @@ log-probs and values its loss compares against.
                     PPO's values and GAE returns, then advantages on the whole step's batch.
   mixed_batch       fresh rows + replayed rows, with old_logp (pi_k, this step's starting policy), the
                     current critic's values for replayed rows (PPO), and the log-probs under the KL
-                    anchor and the precedent policy for the KL terms that need them.
+                    anchor and the precedent policy for the KL terms that need them. Replayed rows
+                    bring the anchor log-probs the replay buffer kept under the same anchor; only
+                    the others are scored.
 """
 
 from __future__ import annotations
@@ -71,13 +73,16 @@ def mixed_batch(
     replayed rows need a pass. With `fill_pi_k` the learner's first forward fills both in. Anchor and
     precedent log-probs are computed only for KL terms with a non-zero weight unless `log_inactive_kl`
     asks for them all. PPO: replayed rows' values come from the current critic, so their value clip is
-    centred on this step's critic as for fresh rows.
+    centred on this step's critic as for fresh rows. `replay.ref_logp`, where set, holds the anchor
+    log-probs the buffer kept (NaN rows: not known under the current anchor).
     """
     if fill_pi_k:
         fresh.behavior_logp = _unset(fresh.response_ids)
     fresh.old_logp = fresh.behavior_logp
     parts = [fresh]
+    kept_ref = None
     if replay is not None:
+        kept_ref, replay.ref_logp = replay.ref_logp, None  # joined below, after the fresh rows get theirs
         replay.old_logp = _unset(replay.response_ids) if fill_pi_k else learner.logprobs(learner.policy, replay)
         if learner.critic is not None:
             replay.values = learner.critic(replay)
@@ -85,6 +90,25 @@ def mixed_batch(
     batch = RolloutBatch.concat(parts, pad_token_id)
     log_all = alg.log_inactive_kl
     ref_active, prev_active = lam * alg.kl_coef != 0, (1 - lam) * alg.kl_coef != 0
-    batch.ref_logp = learner.logprobs(learner.ref_model, batch) if log_all or ref_active else None
+    batch.ref_logp = _anchor_logprobs(learner, batch, kept_ref, len(fresh)) if log_all or ref_active else None
     batch.prev_logp = learner.logprobs(learner.prev_model, batch) if log_all or prev_active else None
     return batch
+
+
+def _anchor_logprobs(
+    learner: PolicyLearner, batch: RolloutBatch, kept: torch.Tensor | None, first_replayed: int
+) -> torch.Tensor:
+    """(B, Lr) anchor log-probs of `batch`: `kept` (R, Lr_replay) for the replayed rows from
+    `first_replayed` on where it holds them, a pass over the other rows for the rest."""
+    if kept is None:
+        return learner.logprobs(learner.ref_model, batch)
+    known = torch.zeros(len(batch), dtype=torch.bool)
+    known[first_replayed:] = ~torch.isnan(kept).any(dim=1).cpu()
+    ref = torch.zeros(batch.response_ids.shape, device=batch.response_ids.device)
+    missing = torch.nonzero(~known).flatten()
+    if len(missing):
+        ref[missing] = learner.logprobs(learner.ref_model, batch.select(missing))
+    rows = torch.nonzero(known).flatten()
+    # Responses are right-padded: the replayed rows' kept columns are the batch's first ones.
+    ref[rows, : kept.shape[1]] = kept[rows - first_replayed].to(ref.device)
+    return ref

@@ -227,7 +227,7 @@ class Trainer:
                 self.learner, fresh, alg, group, pad, behaviour_pass=not fill_pi_k
             )
         with timer("replay"):
-            replay_all = self.buffer.sample(n_replay, self.generator)
+            replay_all = self.buffer.sample(n_replay, self.generator, anchor_version=self.learner.anchor_version)
             replay, replay_rows = self.dist.own_groups(replay_all)
         with timer("reference_logprobs"):
             replay = None if replay is None else replay.to(self.device)
@@ -252,9 +252,12 @@ class Trainer:
         if fill_pi_k:  # the replay buffer and the step metrics read the fresh rows' behaviour log-probs
             assert batch.behavior_logp is not None  # build_step_batch set it; the first minibatch overwrote it
             fresh.behavior_logp = batch.behavior_logp[: len(fresh), : fresh.response_ids.shape[1]].contiguous()
+        if batch.ref_logp is not None:  # kept for replay: valid as long as the anchor stays where it is
+            fresh.ref_logp = batch.ref_logp[: len(fresh), : fresh.response_ids.shape[1]].contiguous()
         with timer("replay"):
             if mix:
-                self.buffer.add(t, fresh_all)
+                # Distributed, fresh_all is every process's rows gathered, without anchor log-probs.
+                self.buffer.add(t, fresh_all, anchor_version=self.learner.anchor_version)
         self.fresh_rollouts += len(fresh_all)
         self.step = t
 

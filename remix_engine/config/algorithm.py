@@ -151,6 +151,16 @@ class AlgorithmConfig(StrictModel):
         le=MAX_BATCH,
         description="Responses per optimizer step; a batch is split into minibatches of this size.",
     )
+    micro_batch_tokens: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_BATCH * 1024,
+        description="Padded tokens per learner forward pass: a minibatch (and each no-grad log-prob pass) "
+        "is sorted by length and split into micro-batches of at most this many rows x (longest prompt + "
+        "longest response) tokens, whose gradients add up to the minibatch's, so short responses are not "
+        "padded to the longest one; null: one pass per minibatch. Single-process jobs only (a distributed "
+        "job's update keeps one pass per minibatch).",
+    )
     log_inactive_kl: bool = Field(
         True,
         description="Also compute a KL-Convex term whose weight is 0 (the precedent while lambda == 1, "

@@ -128,3 +128,40 @@ def test_a_batch_stored_before_the_flag_existed_joins_as_not_truncated():
     assert joined.truncated.tolist() == [False] * len(old) + [True] * len(new)
     assert joined.loss_mask(exclude_truncated=True).sum() == 0 + old.response_mask.sum()
     assert torch.equal(joined.loss_mask(), joined.response_mask)
+
+
+def _with_ref(batch: RolloutBatch, value: float) -> RolloutBatch:
+    batch.ref_logp = torch.full(batch.response_ids.shape, value)
+    return batch
+
+
+def test_anchor_log_probs_come_back_only_under_the_anchor_they_were_computed_under():
+    buf = ReplayBuffer(history_window=3, pad_token_id=0)
+    buf.add(1, _with_ref(make_batch(1, resp_len=3), -0.5), anchor_version=0)
+    buf.add(2, _with_ref(make_batch(2, resp_len=5), -0.7), anchor_version=1)
+    same = buf.sample(6, torch.Generator().manual_seed(0), anchor_version=1)
+    assert same is not None and same.ref_logp is not None
+    from_step_2 = same.policy_version == 2
+    assert torch.all(same.ref_logp[from_step_2] == -0.7)
+    assert torch.isnan(same.ref_logp[~from_step_2, :3]).all()  # computed under another anchor: unknown
+    moved = buf.sample(6, torch.Generator().manual_seed(0), anchor_version=2)
+    assert moved is not None and moved.ref_logp is None  # nothing valid under the new anchor
+    unversioned = ReplayBuffer(history_window=3, pad_token_id=0)
+    unversioned.add(1, _with_ref(make_batch(1), -0.5))  # no anchor named: nothing kept
+    sampled = unversioned.sample(3, torch.Generator().manual_seed(0), anchor_version=0)
+    assert sampled is not None and sampled.ref_logp is None
+
+
+def test_anchor_versions_survive_the_state_and_an_older_state_loads_without_them():
+    buf = ReplayBuffer(history_window=3, pad_token_id=0)
+    buf.add(1, _with_ref(make_batch(1), -0.5), anchor_version=4)
+    restored = ReplayBuffer(history_window=1, pad_token_id=0)
+    restored.load_state_dict(buf.state_dict())
+    sampled = restored.sample(3, torch.Generator().manual_seed(0), anchor_version=4)
+    assert sampled is not None and sampled.ref_logp is not None and torch.all(sampled.ref_logp == -0.5)
+    older = buf.state_dict()
+    del older["anchor_versions"]  # what a buffer saved before anchor versions holds
+    old = ReplayBuffer(history_window=1, pad_token_id=0)
+    old.load_state_dict(older)
+    sampled = old.sample(3, torch.Generator().manual_seed(0), anchor_version=0)
+    assert sampled is not None and sampled.ref_logp is None and len(sampled) == 6

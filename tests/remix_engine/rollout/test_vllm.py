@@ -472,8 +472,8 @@ def _train_recording_draws(cfg: TrainConfig, out, reseed_between_steps) -> tuple
     sample = trainer.buffer.sample
     draws: list = []
 
-    def recording_sample(num_groups, generator):
-        picked = sample(num_groups, generator)
+    def recording_sample(num_groups, generator, **options):
+        picked = sample(num_groups, generator, **options)
         draws.append(None if picked is None else picked.group_ids.tolist())
         return picked
 
