@@ -9,6 +9,10 @@ model's answers are all about the same length.
     python -m benchmarks.learner_speed --algorithms grpo remix-grpo --repeats 3
     python -m benchmarks.learner_speed --micro-batch-tokens 256   # with length-bucketed micro-batches
     python -m benchmarks.learner_speed --minibatch-size 16        # several minibatches per pass
+    python -m benchmarks.learner_speed --quick    # seconds: 1 repeat, 1 measured step; writes under var/bench/
+
+Writes the medians as JSON and a markdown table: under var/bench/learner_speed/ with --quick, else to
+docs/benchmarks/learner_speed.{json,md} (docs/benchmarks.md quotes its numbers by hand).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import torch
 
 from benchmarks import common
 
+NAME = "learner_speed"
 PARTS = ("generation", "behaviour_logprobs", "reference_logprobs", "learner")
 
 
@@ -77,6 +82,7 @@ def run_once(model: str, algorithm: str, args: argparse.Namespace, workdir: Path
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="seconds-long smoke run writing under var/bench/")
     parser.add_argument("--model", default="builtin:tiny-arith", help="a model id, or 'random' (see above)")
     parser.add_argument("--algorithms", nargs="+", default=["grpo", "remix-grpo"])
     parser.add_argument("--repeats", type=int, default=3)
@@ -89,6 +95,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--minibatch-size", type=int, default=None, help="default: the whole batch")
     parser.add_argument("--out", type=Path, help="also write the medians here as JSON")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.repeats, args.steps, args.warmup, args.prompts, args.group_size, args.max_new_tokens = 1, 1, 2, 4, 4, 12
     torch.set_num_threads(1)
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -100,7 +108,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print(f"{algorithm:>10}: {row}", flush=True)  # noqa: T201
     if args.out:
         args.out.write_text(json.dumps({"args": vars(args) | {"out": str(args.out)}, "medians": results}, indent=1))
+    data_dir, _ = common.output_paths(NAME, args.quick)
+    data = {"args": vars(args) | {"out": str(args.out) if args.out else None}, "medians": results}
+    common.publish(NAME, argv, report=False, data_dir=data_dir, data=data, text=markdown(results), images=[])
     return results
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """Median seconds per measured step of each part, one row per algorithm."""
+    keys = [*PARTS, "step"]
+    header = ["algorithm", *(f"{key} s" for key in keys), "fresh response length"]
+    rows = [
+        [algorithm, *(f"{medians[key]:.3f}" for key in keys), f"{medians['response_length_fresh']:.1f}"]
+        for algorithm, medians in results.items()
+    ]
+    return common.markdown_table(header, rows) + "\n"
 
 
 if __name__ == "__main__":

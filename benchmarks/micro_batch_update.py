@@ -6,6 +6,10 @@ models random: the builtin tiny model's shape and a ~10x larger Llama (benchmark
 one torch thread. Null is one forward over the whole minibatch, as before micro-batches existed.
 
     python -m benchmarks.micro_batch_update --budgets none 2048 1024 512 --repeats 3
+    python -m benchmarks.micro_batch_update --quick    # seconds: tiny model, 16 rows, 1 repeat; under var/bench/
+
+Writes the medians as JSON and a markdown table: under var/bench/micro_batch_update/ with --quick, else
+to docs/benchmarks/micro_batch_update.{json,md} (docs/benchmarks.md quotes its numbers by hand).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 
 import torch
 
+from benchmarks import common
 from benchmarks.engine_throughput import build_small_llama
 from benchmarks.learner_speed import random_model_dir
 from remix_engine.batch import RolloutBatch
@@ -27,6 +32,8 @@ from remix_engine.distributed.context import DistContext
 from remix_engine.learner import PolicyLearner
 from remix_engine.modeling import load_policy
 from remix_engine.policy_update import UpdatePlan, update_policy
+
+NAME = "micro_batch_update"
 
 
 def varied_batch(rows: int, seed: int = 0) -> RolloutBatch:
@@ -88,14 +95,18 @@ def seconds(model_dir: str, budget: int | None, batch: RolloutBatch, repeats: in
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="seconds-long smoke run writing under var/bench/")
     parser.add_argument("--budgets", nargs="+", default=["none", "2048", "1024", "512"])
     parser.add_argument("--rows", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--models", nargs="+", default=["tiny", "small"])
     args = parser.parse_args(argv)
+    if args.quick:
+        args.budgets, args.rows, args.repeats, args.models = ["none", "256", "64"], 16, 1, ["tiny"]
     torch.set_num_threads(1)
     batch = varied_batch(args.rows)
     results: dict[str, Any] = {}
+    rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         dirs = {
             "tiny": lambda: random_model_dir(Path(tmp) / "tiny"),
@@ -107,11 +118,32 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 tokens = None if budget == "none" else int(budget)
                 update_s, pass_s = seconds(model_dir, tokens, batch, args.repeats)
                 results[f"{name}/{budget}"] = {"update_s": update_s, "logprob_pass_s": pass_s}
+                rows.append(
+                    {"model": name, "micro_batch_tokens": tokens, "update_s": update_s, "logprob_pass_s": pass_s}
+                )
                 print(
                     f"{name:>6} micro_batch_tokens={budget:>5}: update {update_s:.3f} s, log-prob pass {pass_s:.3f} s",
                     flush=True,
                 )  # noqa: T201
+    data_dir, _ = common.output_paths(NAME, args.quick)
+    data = {"args": vars(args), "results": rows}
+    common.publish(NAME, argv, report=False, data_dir=data_dir, data=data, text=markdown(rows), images=[])
     return results
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    """One row per (model, budget); "none" is one forward over the whole minibatch."""
+    header = ["model", "micro_batch_tokens", "update s", "log-prob pass s"]
+    table = [
+        [
+            row["model"],
+            common.fmt(row["micro_batch_tokens"], "{}", missing="none"),
+            f"{row['update_s']:.3f}",
+            f"{row['logprob_pass_s']:.3f}",
+        ]
+        for row in rows
+    ]
+    return common.markdown_table(header, table) + "\n"
 
 
 if __name__ == "__main__":

@@ -32,12 +32,14 @@ def run_quick(module: str, out: Path, *extra: str) -> None:
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
 
 
-def outputs(out: Path, name: str) -> dict[str, Any]:
+def outputs(out: Path, name: str, *, plot: bool = True) -> dict[str, Any]:
+    """The benchmark's JSON, after checking its JSON, table and (with `plot`) PNG were written."""
     folder = out / name
-    for suffix in (".json", ".md", ".png"):
+    for suffix in (".json", ".md", ".png") if plot else (".json", ".md"):
         path = folder / f"{name}{suffix}"
         assert path.is_file() and path.stat().st_size > 0, f"{path} was not written"
-    assert (folder / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if plot:
+        assert (folder / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     return json.loads((folder / f"{name}.json").read_text())
 
 
@@ -107,6 +109,41 @@ def test_engine_throughput_quick(tmp_path: Path) -> None:
         assert phases["generation"] > 0 and phases["learner"] > 0
     remix = next(r for r in result["results"] if r["algorithm"] == "remix-grpo")
     assert remix["breakdown_s"]["replay bookkeeping"] > 0
+
+
+def test_learner_speed_quick(tmp_path: Path) -> None:
+    run_quick("benchmarks.learner_speed", tmp_path)
+    result = outputs(tmp_path, "learner_speed", plot=False)
+    medians = result["medians"]
+    assert set(medians) == {"grpo", "remix-grpo"}
+    for algorithm, parts in medians.items():
+        for part in ("generation", "behaviour_logprobs", "reference_logprobs", "learner", "step"):
+            assert parts[part] > 0, (algorithm, part)
+        timed = sum(parts[part] for part in ("generation", "behaviour_logprobs", "reference_logprobs", "learner"))
+        assert timed <= parts["step"] * (1 + 1e-6), algorithm  # the parts are within the step
+        assert 0 < parts["response_length_fresh"] <= result["args"]["max_new_tokens"]
+    assert "| remix-grpo |" in (tmp_path / "learner_speed" / "learner_speed.md").read_text()
+
+
+def test_micro_batch_update_quick(tmp_path: Path) -> None:
+    run_quick("benchmarks.micro_batch_update", tmp_path)
+    result = outputs(tmp_path, "micro_batch_update", plot=False)
+    budgets = [None if b == "none" else int(b) for b in result["args"]["budgets"]]
+    assert None in budgets and len(budgets) > 1  # one forward over the minibatch, and bucketed budgets
+    rows = result["results"]
+    assert [(row["model"], row["micro_batch_tokens"]) for row in rows] == [("tiny", b) for b in budgets]
+    for row in rows:
+        assert row["update_s"] > 0 and row["logprob_pass_s"] > 0, row
+
+
+def test_generation_cache_quick(tmp_path: Path) -> None:
+    run_quick("benchmarks.generation_cache", tmp_path)
+    result = outputs(tmp_path, "generation_cache", plot=False)
+    variants = result["results"]
+    assert set(variants) == {"dynamic", "static"}  # static+compile only with --compile
+    assert variants["static"]["same_tokens_as_dynamic"] is True  # the static cache samples the same tokens
+    for row in variants.values():
+        assert row["median_s"] > 0 and row["tokens_per_s"] > 0
 
 
 @pytest.mark.postgres
