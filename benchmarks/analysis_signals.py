@@ -239,7 +239,8 @@ def plot(runs: list[dict[str, Any]], rows: list[dict[str, Any]], figures: Path, 
     plt.close(fig)
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    colors = dict(zip(VARIANTS, ("tab:red", "tab:green", "tab:purple", "tab:brown", "tab:olive", "tab:blue"), strict=True))
+    palette = ("tab:red", "tab:green", "tab:purple", "tab:brown", "tab:olive", "tab:blue")
+    colors = dict(zip(VARIANTS, palette, strict=True))
     for r in runs:
         axes[0].plot(
             [p["fresh_rollouts"] for p in r["curve"]],

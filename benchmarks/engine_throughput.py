@@ -143,6 +143,7 @@ def measure(model: str, algorithm: str, backend: str, args: argparse.Namespace) 
         eval_every=0,
         model=model,
         train_path=common.task_of(args).dataset,
+        micro_batch_tokens=common.task_of(args).micro_batch_tokens,
         reincarnation_step=None,  # replaying algorithms stay in the Mix phase for every measured step
     )
     cfg = cfg.model_copy(update={"rollout": cfg.rollout.model_copy(update={"backend": backend})})

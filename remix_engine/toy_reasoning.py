@@ -30,7 +30,7 @@ import json
 import random
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
@@ -150,7 +150,7 @@ def answer_stats(
     was_training = model.training
     model.eval()
     prompts = tokenizer([format_prompt(a, b) for a, b in pairs], padding=True, return_tensors="pt")
-    out = model.generate(
+    out = cast(Any, model).generate(  # transformers' stubs type generate's self too narrowly
         **prompts,
         max_new_tokens=MAX_COMPLETION_TOKENS,
         do_sample=sample,
