@@ -143,7 +143,7 @@ def measure(model: str, algorithm: str, backend: str, args: argparse.Namespace) 
         eval_every=0,
         model=model,
         train_path=common.task_of(args).dataset,
-        micro_batch_tokens=common.task_of(args).micro_batch_tokens,
+        micro_batch_tokens=args.micro_batch_tokens or None,
         reincarnation_step=None,  # replaying algorithms stay in the Mix phase for every measured step
     )
     cfg = cfg.model_copy(update={"rollout": cfg.rollout.model_copy(update={"backend": backend})})
@@ -215,6 +215,8 @@ def measure_in_subprocess(
         str(args.threads),
         "--task",
         args.task,
+        "--micro-batch-tokens",
+        str(args.micro_batch_tokens),
         "--device",
         args.device,
         "--workdir",
@@ -273,7 +275,8 @@ def markdown(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
         f"new tokens, {args.warmup} warm-up + {args.steps} measured steps per row, device {args.device}, "
         f"{args.threads} torch thread(s); remix-grpo rows are Mix-phase steps (40% replayed, UTD 2). "
         "Tokens are response tokens; learner tokens count every pass over the batch. The small model has "
-        "random weights, so its responses always run to the maximum length (the tiny one stops after ~12)."
+        "random weights, so its responses always run to the maximum length (the pretrained one stops at its "
+        f"EOS). Learner micro-batches: {args.micro_batch_tokens or 'none (one forward per minibatch)'} tokens."
     )
     return f"{setup}\n\n{table}\n\nShare of the step time:\n\n{shares}\n"
 
@@ -310,6 +313,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-new-tokens", type=int, default=None, help="the task's limit unless set")
     common.add_threads_argument(parser)
     common.add_task_argument(parser)
+    parser.add_argument(
+        "--micro-batch-tokens",
+        type=int,
+        default=None,
+        help="algorithm.micro_batch_tokens (0: one forward per minibatch); the task's setting unless given",
+    )
+    parser.add_argument("--no-docs", action="store_true", help="write under var/bench/ and leave docs/ alone")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--workdir", default=str(common.QUICK_DIR / NAME / "runs"))
     parser.add_argument("--single", nargs=3, metavar=("MODEL", "ALGORITHM", "BACKEND"), help=argparse.SUPPRESS)
@@ -318,6 +328,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.quick:
         args.steps, args.warmup, args.prompts, args.group_size, args.max_new_tokens = 1, 2, 4, 4, 12
     common.apply_task_defaults(args)
+    if args.micro_batch_tokens is None:
+        args.micro_batch_tokens = common.task_of(args).micro_batch_tokens or 0
     return args
 
 
@@ -327,7 +339,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         common.write_json(Path(args.single_out), measure(*args.single, args))
         return {}
     name = common.report_name(NAME, args)
-    data_dir, figures = common.output_paths(name, args.quick)
+    data_dir, figures = common.output_paths(name, args.quick or args.no_docs)
     results = []
     for label, source in model_sources(args).items():
         for algorithm in args.algorithms:
@@ -346,7 +358,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     plot(results, png)
     data = {"args": vars(args), "results": results}
     text = markdown(results, args)
-    common.publish(name, argv, report=not args.quick, data_dir=data_dir, data=data, text=text, images=[png])
+    report = not (args.quick or args.no_docs)
+    common.publish(name, argv, report=report, data_dir=data_dir, data=data, text=text, images=[png])
     return {"results": results}
 
 
