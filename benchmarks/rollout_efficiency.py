@@ -139,9 +139,9 @@ def report_body(rows: list[dict[str, Any]], ratios: list[dict[str, Any]], args: 
             lines.append(f"- {remix} vs {baseline}: not comparable, a seed missed the {args.target:.0%} target.")
             continue
         time_note = "" if pair["time_ratio"] is None else f", in {pair['time_ratio']:.2f}x its training time"
+        comparison = f"{saving:.2f}x fewer" if saving >= 1 else f"{1 / saving:.2f}x more"
         lines.append(
-            f"- {remix} reaches {args.target:.0%} with **{saving:.2f}x fewer** fresh rollouts "
-            f"than {baseline}{time_note}."
+            f"- {remix} reaches {args.target:.0%} with **{comparison}** fresh rollouts than {baseline}{time_note}."
         )
     return f"{setup}\n\n{table}\n\n" + "\n".join(lines) + "\n"
 
