@@ -212,7 +212,7 @@ class BenchTask:
     """A builtin task a benchmark can run on: its model, its prompt set, its response length limit, and the
     learner's micro-batch token budget (`algorithm.micro_batch_tokens`, chosen by measurement: with the
     reasoning task's spread of response lengths, 1,024 tokens cut the learner's share of a grpo step from
-    40% to 26% on 2 CPU cores; the addition task's answers all have the same length)."""
+    37% to 27% on 2 CPU cores; the addition task's answers all have the same length)."""
 
     model: str
     dataset: str
