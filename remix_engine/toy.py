@@ -222,7 +222,7 @@ def pretrain(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, seed: 
     accuracy, last_check, step = 0.0, 0, 0
     for step in range(1, SFT_MAX_STEPS + 1):
         rows = torch.randint(len(train_ids), (SFT_BATCH_SIZE,), generator=generator)
-        loss = _sft_step(model, optimizer, train_ids[rows], train_loss_mask[rows], lr=_lr_at(step - 1))
+        loss = sft_step(model, optimizer, train_ids[rows], train_loss_mask[rows], lr=_lr_at(step - 1))
         check_every = SFT_CHECK_EVERY_FAST if accuracy >= SFT_FAST_CHECKS_FROM_ACCURACY else SFT_CHECK_EVERY_SLOW
         if step - last_check >= check_every:
             accuracy, last_check = greedy_accuracy(model, tokenizer, check_pairs), step
@@ -249,7 +249,7 @@ def optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, los
     return loss.item()
 
 
-def _sft_step(
+def sft_step(
     model: LlamaForCausalLM,
     optimizer: torch.optim.Optimizer,
     ids: torch.Tensor,

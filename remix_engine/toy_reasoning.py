@@ -36,7 +36,7 @@ import torch
 
 from remix_engine.cache import build_once, default_cache_dir
 from remix_engine.rewards.answers import extract_boxed
-from remix_engine.toy import Split, _sft_step, build_char_tokenizer, build_untrained_model, format_prompt, split_of
+from remix_engine.toy import Split, build_char_tokenizer, build_untrained_model, format_prompt, sft_step, split_of
 
 if TYPE_CHECKING:
     from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
@@ -180,7 +180,7 @@ def pretrain(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, seed: 
     for step in range(1, SFT_MAX_STEPS + 1):
         pairs = sample_pairs("train", SFT_BATCH_SIZE, seed * 1_000_003 + step)
         ids, loss_mask = _encode_batch(tokenizer, pairs, rng)
-        loss = _sft_step(model, optimizer, ids, loss_mask, lr=SFT_LR * min(1.0, step / SFT_WARMUP_STEPS))
+        loss = sft_step(model, optimizer, ids, loss_mask, lr=SFT_LR * min(1.0, step / SFT_WARMUP_STEPS))
         check_every = SFT_CHECK_EVERY_FAST if accuracy >= SFT_FAST_CHECKS_FROM_ACCURACY else SFT_CHECK_EVERY_SLOW
         if step - last_check >= check_every:
             accuracy, last_check = answer_stats(model, tokenizer, check_pairs)["accuracy"], step
