@@ -24,8 +24,10 @@ from service.settings import Settings
 pytestmark = pytest.mark.slow
 
 JOB_TIMEOUT = 600  # first use builds the tiny model (~90 s) into the shared cache
-TOTAL_STEPS = 8
-REINCARNATION_STEP = 6
+# A Mix phase of many short steps: the worker polls for a pause once a second, and the pause must land
+# inside the Mix phase however fast a step is.
+TOTAL_STEPS = 36
+REINCARNATION_STEP = 30
 # Values that depend on the data, the policy and the replay buffer: equal only if the resumed run
 # continued with exactly the state of the pause (timings and throughput are not compared).
 COMPARED_FLOATS = ("reward_mean", "reward_std", "accuracy", "loss", "lambda")
@@ -86,7 +88,7 @@ def _metrics(client: httpx.Client, job_id: str) -> list[dict[str, Any]]:
 
 def test_a_job_paused_in_the_mix_phase_resumes_on_a_new_worker_as_if_never_paused(client, sessions, start_worker):
     config = tiny_job_config(
-        total_steps=TOTAL_STEPS, checkpoint_every=4, algorithm={"reincarnation_step": REINCARNATION_STEP}
+        total_steps=TOTAL_STEPS, checkpoint_every=10, algorithm={"reincarnation_step": REINCARNATION_STEP}
     )
     # given a job being trained by a worker, past its first steps of the Mix phase
     first = start_worker("before-pause")
