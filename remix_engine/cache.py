@@ -4,18 +4,21 @@ an entry is built exactly once.
 `default_cache_dir()` is `$REMIX_CACHE_DIR`, else `~/.cache/remix`. `build_once(target, write, marker)` makes a
 cache entry appear atomically: the builder writes into a temporary sibling directory under an exclusive file
 lock and the directory is renamed into place, so concurrent builders (processes, workers, test sessions)
-never see a partial directory, and a second call returns at once.
+never see a partial directory, and a second call returns at once. `read_build_meta` reads the JSON file a
+builder writes last, its completion marker.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 
 def default_cache_dir() -> Path:
@@ -63,3 +66,9 @@ def make_world_readable(directory: Path) -> None:
     directory.chmod(0o755)
     for path in directory.rglob("*"):
         path.chmod(0o755 if path.is_dir() else 0o644)
+
+
+def read_build_meta(model_dir: Path | str, marker: str) -> dict[str, Any]:
+    """The JSON object a builder wrote last into a built directory (its completion marker)."""
+    meta: dict[str, Any] = json.loads((Path(model_dir) / marker).read_text())
+    return meta

@@ -18,12 +18,13 @@ import hashlib
 import json
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
-from remix_engine.cache import build_once, default_cache_dir
+from remix_engine.cache import build_once, default_cache_dir, read_build_meta
 
 if TYPE_CHECKING:
     from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
@@ -165,24 +166,29 @@ def build_untrained_model(
     return model
 
 
+def padded_sft_batch(rows: list[tuple[list[int], list[int]]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(prompt ids, completion ids) rows as right-padded ids (N, L) and a mask (N, L) of completion tokens.
+
+    The one supervised-batch layout of the builtin models' pretraining (toy_chat.py, toy_reasoning.py)."""
+    width = max(len(prompt) + len(completion) for prompt, completion in rows)
+    ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
+    loss_mask = torch.zeros((len(rows), width), dtype=torch.bool)
+    for i, (prompt, completion) in enumerate(rows):
+        ids[i, : len(prompt) + len(completion)] = torch.tensor(prompt + completion)
+        loss_mask[i, len(prompt) : len(prompt) + len(completion)] = True
+    return ids, loss_mask
+
+
 def _encode_pairs(
     tokenizer: PreTrainedTokenizerFast, pairs: list[tuple[int, int]]
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded <bos>prompt+completion<eos> ids (N, L) and a mask (N, L) of completion tokens."""
-    rows, masks = [], []
+    rows = []
     for a, b in pairs:
         prompt = tokenizer(format_prompt(a, b))["input_ids"]
         completion = tokenizer(format_completion(str(a + b)), add_special_tokens=False)["input_ids"]
-        completion = completion + [tokenizer.eos_token_id]
-        rows.append(prompt + completion)
-        masks.append([False] * len(prompt) + [True] * len(completion))
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
-    loss_mask = torch.zeros((len(rows), width), dtype=torch.bool)
-    for i, (row, mask) in enumerate(zip(rows, masks, strict=True)):
-        ids[i, : len(row)] = torch.tensor(row)
-        loss_mask[i, : len(mask)] = torch.tensor(mask)
-    return ids, loss_mask
+        rows.append((prompt, completion + [tokenizer.eos_token_id]))
+    return padded_sft_batch(rows, tokenizer.pad_token_id)
 
 
 @torch.no_grad()
@@ -271,27 +277,50 @@ def tiny_model_dir(cache_dir: Path | None = None, seed: int = 0) -> Path:
     return Path(cache_dir or default_cache_dir()) / f"tiny-arith-{TINY_MODEL_VERSION}-seed{seed}"
 
 
-def _write_tiny_model(out_dir: Path, seed: int) -> None:
+def write_pretrained_char_model(
+    out_dir: Path,
+    seed: int,
+    *,
+    max_positions: int,
+    build_model: Callable[[PreTrainedTokenizerFast, int], LlamaForCausalLM],
+    pretrain: Callable[[LlamaForCausalLM, PreTrainedTokenizerFast, int], dict[str, float | int]],
+    meta_filename: str,
+    meta: dict[str, str],
+) -> None:
+    """Build the character tokenizer and `build_model(tokenizer, seed)`, pretrain it on one torch thread
+    (see SFT_NUM_THREADS), and save model, tokenizer and `meta` (with the build's size, time and
+    `pretrain` statistics) into `out_dir`; the meta file is written last, as the completion marker."""
     started = time.perf_counter()
     threads = torch.get_num_threads()
-    torch.set_num_threads(SFT_NUM_THREADS)  # restored below; see SFT_NUM_THREADS
+    torch.set_num_threads(SFT_NUM_THREADS)  # restored below
     try:
-        tokenizer = build_char_tokenizer()
-        model = build_untrained_model(tokenizer, seed)
+        tokenizer = build_char_tokenizer(max_positions)
+        model = build_model(tokenizer, seed)
         stats = pretrain(model, tokenizer, seed)
     finally:
         torch.set_num_threads(threads)
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
-    meta = {
-        "version": TINY_MODEL_VERSION,
+    full_meta = {
+        **meta,
         "seed": seed,
         "num_parameters": sum(p.numel() for p in model.parameters()),
         "build_seconds": round(time.perf_counter() - started, 2),
-        "task": "2-digit addition: prompt 'a+b=', completion '\\boxed{a+b}'",
         **stats,
     }
-    (out_dir / META_FILENAME).write_text(json.dumps(meta, indent=2))  # written last: completion marker
+    (out_dir / meta_filename).write_text(json.dumps(full_meta, indent=2))
+
+
+def _write_tiny_model(out_dir: Path, seed: int) -> None:
+    write_pretrained_char_model(
+        out_dir,
+        seed,
+        max_positions=MAX_POSITIONS,
+        build_model=build_untrained_model,
+        pretrain=pretrain,
+        meta_filename=META_FILENAME,
+        meta={"version": TINY_MODEL_VERSION, "task": "2-digit addition: prompt 'a+b=', completion '\\boxed{a+b}'"},
+    )
 
 
 def build_tiny_model(cache_dir: Path | None = None, seed: int = 0) -> Path:
@@ -301,6 +330,5 @@ def build_tiny_model(cache_dir: Path | None = None, seed: int = 0) -> Path:
     return build_once(target, lambda tmp: _write_tiny_model(tmp, seed), marker=META_FILENAME)
 
 
-def read_tiny_model_meta(model_dir: Path) -> dict[str, float | int | str]:
-    meta: dict[str, float | int | str] = json.loads((Path(model_dir) / META_FILENAME).read_text())
-    return meta
+def read_tiny_model_meta(model_dir: Path) -> dict[str, Any]:
+    return read_build_meta(model_dir, META_FILENAME)

@@ -36,13 +36,14 @@ from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
-from remix_engine.cache import build_once, default_cache_dir
+from remix_engine.cache import build_once, default_cache_dir, read_build_meta
 from remix_engine.toy import (
     SFT_NUM_THREADS,
     addition_pairs,
     format_completion,
     format_prompt,
     optimizer_step,
+    padded_sft_batch,
     sample_pairs,
 )
 
@@ -138,21 +139,14 @@ def _encode(
     """
     prefix = shared_prefix(tokenizer, prompts)
     prefix_ids = tokenizer(prefix, add_special_tokens=False)["input_ids"]
-    rows, masks = [], []
+    rows = []
     for prompt, answer in zip(prompts, answers, strict=True):
         rest = tokenizer(prompt[len(prefix) :], add_special_tokens=False)["input_ids"]
         if prefix_ids + rest != tokenizer(prompt, add_special_tokens=False)["input_ids"]:
             raise ValueError(f"the prompt does not tokenize as its shared prefix and the rest: {prompt!r}")
         completion = tokenizer(format_completion(answer), add_special_tokens=False)["input_ids"]
-        completion = completion + [tokenizer.eos_token_id]
-        rows.append(rest + completion)
-        masks.append([False] * len(rest) + [True] * len(completion))
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
-    loss_mask = torch.zeros((len(rows), width), dtype=torch.bool)
-    for i, (row, mask) in enumerate(zip(rows, masks, strict=True)):
-        ids[i, : len(row)] = torch.tensor(row)
-        loss_mask[i, : len(mask)] = torch.tensor(mask)
+        rows.append((rest, completion + [tokenizer.eos_token_id]))
+    ids, loss_mask = padded_sft_batch(rows, tokenizer.pad_token_id)
     return torch.tensor([prefix_ids]), ids, loss_mask
 
 
@@ -322,6 +316,4 @@ def build_tiny_chat_model(cache_dir: Path | None = None, seed: int = 0) -> Path:
 
 
 def read_tiny_chat_model_meta(model_dir: Path) -> dict[str, Any]:
-    meta: dict[str, Any] = json.loads((Path(model_dir) / META_FILENAME).read_text())
-    return meta
-
+    return read_build_meta(model_dir, META_FILENAME)

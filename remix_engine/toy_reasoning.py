@@ -26,17 +26,23 @@ this small in a minute), and any chat template (the prompt is plain text, as for
 
 from __future__ import annotations
 
-import json
 import random
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
-from remix_engine.cache import build_once, default_cache_dir
+from remix_engine.cache import build_once, default_cache_dir, read_build_meta
 from remix_engine.rewards.answers import extract_boxed
-from remix_engine.toy import Split, build_char_tokenizer, build_untrained_model, format_prompt, sft_step, split_of
+from remix_engine.toy import (
+    Split,
+    build_untrained_model,
+    format_prompt,
+    padded_sft_batch,
+    sft_step,
+    split_of,
+    write_pretrained_char_model,
+)
 
 if TYPE_CHECKING:
     from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
@@ -65,7 +71,6 @@ SFT_CHECK_EVERY_FAST = 10
 SFT_FAST_CHECKS_FROM_ACCURACY = 0.02
 SFT_CHECK_SIZE = 128
 SFT_TARGET_ACCURACY = 0.25
-SFT_NUM_THREADS = 1  # tiny matmuls: one thread is as fast, and far faster on a busy machine
 FINAL_EVAL_SIZE = 500
 
 
@@ -122,7 +127,7 @@ def _encode_batch(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded <bos>prompt+completion<eos> ids (N, L) and a mask (N, L) of completion tokens; each pair
     gets a worked or terse completion (and a check line or not) drawn from `rng`."""
-    rows, masks = [], []
+    rows = []
     for a, b in pairs:
         if rng.random() < TERSE_SHARE:
             text = terse_completion(a, b)
@@ -130,15 +135,8 @@ def _encode_batch(
             text = worked_completion(a, b, check=rng.random() < CHECK_SHARE)
         prompt = tokenizer(format_prompt(a, b))["input_ids"]
         completion = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-        rows.append(prompt + completion)
-        masks.append([False] * len(prompt) + [True] * len(completion))
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
-    loss_mask = torch.zeros((len(rows), width), dtype=torch.bool)
-    for i, (row, mask) in enumerate(zip(rows, masks, strict=True)):
-        ids[i, : len(row)] = torch.tensor(row)
-        loss_mask[i, : len(mask)] = torch.tensor(mask)
-    return ids, loss_mask
+        rows.append((prompt, completion))
+    return padded_sft_batch(rows, tokenizer.pad_token_id)
 
 
 @torch.no_grad()
@@ -212,26 +210,18 @@ def tiny_reasoner_dir(cache_dir: Path | None = None, seed: int = 0) -> Path:
 
 
 def _write_tiny_reasoner(out_dir: Path, seed: int) -> None:
-    started = time.perf_counter()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(SFT_NUM_THREADS)  # restored below
-    try:
-        tokenizer = build_char_tokenizer(MAX_POSITIONS)
-        model = build_untrained_reasoner(tokenizer, seed)
-        stats = pretrain(model, tokenizer, seed)
-    finally:
-        torch.set_num_threads(threads)
-    model.save_pretrained(out_dir, safe_serialization=True)
-    tokenizer.save_pretrained(out_dir)
-    meta = {
-        "version": REASONER_VERSION,
-        "seed": seed,
-        "num_parameters": sum(p.numel() for p in model.parameters()),
-        "build_seconds": round(time.perf_counter() - started, 2),
-        "task": "3-digit addition worked column by column: prompt 'a+b=', working lines, then '\\boxed{a+b}'",
-        **stats,
-    }
-    (out_dir / META_FILENAME).write_text(json.dumps(meta, indent=2))  # written last: completion marker
+    write_pretrained_char_model(
+        out_dir,
+        seed,
+        max_positions=MAX_POSITIONS,
+        build_model=build_untrained_reasoner,
+        pretrain=pretrain,
+        meta_filename=META_FILENAME,
+        meta={
+            "version": REASONER_VERSION,
+            "task": "3-digit addition worked column by column: prompt 'a+b=', working lines, then '\\boxed{a+b}'",
+        },
+    )
 
 
 def build_tiny_reasoner(cache_dir: Path | None = None, seed: int = 0) -> Path:
@@ -241,6 +231,5 @@ def build_tiny_reasoner(cache_dir: Path | None = None, seed: int = 0) -> Path:
     return build_once(target, lambda tmp: _write_tiny_reasoner(tmp, seed), marker=META_FILENAME)
 
 
-def read_tiny_reasoner_meta(model_dir: Path) -> dict[str, float | int | str]:
-    meta: dict[str, float | int | str] = json.loads((Path(model_dir) / META_FILENAME).read_text())
-    return meta
+def read_tiny_reasoner_meta(model_dir: Path) -> dict[str, Any]:
+    return read_build_meta(model_dir, META_FILENAME)
