@@ -9,31 +9,37 @@ the package (remix_engine/eval_benchmarks.py) or files, each evaluated on its ow
 from __future__ import annotations
 
 import random
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import TYPE_CHECKING, NamedTuple
 
 from remix_engine.config import REASONING_DATASET_ID, TOY_DATASET_ID, BuiltinEvalSetSpec, TrainConfig
 from remix_engine.data import Example, load_examples
 from remix_engine.eval_benchmarks import load_benchmark
 
+if TYPE_CHECKING:
+    from remix_engine.toy import Split
+
 TOY_TRAIN_SIZE = 4000
+
+
+def _builtin_examples(dataset_id: str) -> Callable[[Split, int, int], list[Example]] | None:
+    """The (split, n, seed) -> examples function of a builtin dataset; None for any other path."""
+    if dataset_id == TOY_DATASET_ID:
+        from remix_engine.toy import toy_examples
+
+        return toy_examples
+    if dataset_id == REASONING_DATASET_ID:
+        from remix_engine.toy_reasoning import reasoning_examples
+
+        return reasoning_examples
+    return None
 
 
 def load_train_eval(cfg: TrainConfig) -> tuple[list[Example], list[Example]]:
     data = cfg.data
-    if data.train_path == TOY_DATASET_ID:
-        from remix_engine.toy import toy_examples
-
-        return (
-            toy_examples("train", TOY_TRAIN_SIZE, cfg.seed),
-            toy_examples("eval", data.eval_size, cfg.seed),
-        )
-    if data.train_path == REASONING_DATASET_ID:
-        from remix_engine.toy_reasoning import reasoning_examples
-
-        return (
-            reasoning_examples("train", TOY_TRAIN_SIZE, cfg.seed),
-            reasoning_examples("eval", data.eval_size, cfg.seed),
-        )
+    builtin = _builtin_examples(data.train_path)
+    if builtin is not None:
+        return builtin("train", TOY_TRAIN_SIZE, cfg.seed), builtin("eval", data.eval_size, cfg.seed)
     fields = {"prompt_field": data.prompt_field, "answer_field": data.answer_field}
     train = load_examples(data.train_path, **fields)
     if data.eval_path:
