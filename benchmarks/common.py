@@ -314,6 +314,33 @@ def toy_train_config(
     )
 
 
+def step_timing_config(
+    algorithm: str,
+    *,
+    model: str,
+    steps: int,
+    prompts: int,
+    group_size: int,
+    max_new_tokens: int,
+    **overrides: Any,
+) -> TrainConfig:
+    """A job whose steps are only timed (engine_throughput, learner_speed): seed 0, lr 1e-5, no held-out
+    evaluation, and replaying algorithms kept in the Mix phase (no reincarnation) for every measured step."""
+    return toy_train_config(
+        algorithm,
+        seed=0,
+        steps=steps,
+        prompts=prompts,
+        group_size=group_size,
+        lr=1e-5,
+        max_new_tokens=max_new_tokens,
+        eval_size=1,
+        eval_every=0,
+        model=model,
+        **{"reincarnation_step": None, **overrides},
+    )
+
+
 def remix_settings(args: Any) -> dict[str, Any]:
     """The ReMix knobs of a benchmark's command line as algorithm settings (lambda decays from T on)."""
     return {

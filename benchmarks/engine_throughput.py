@@ -131,20 +131,15 @@ def measure(model: str, algorithm: str, backend: str, args: argparse.Namespace) 
     from remix_engine.trainer import Trainer
 
     torch.set_num_threads(args.threads)
-    cfg = common.toy_train_config(
+    cfg = common.step_timing_config(
         algorithm,
-        seed=0,
+        model=model,
         steps=args.warmup + args.steps,
         prompts=args.prompts,
         group_size=args.group_size,
-        lr=1e-5,
         max_new_tokens=args.max_new_tokens,
-        eval_size=1,
-        eval_every=0,
-        model=model,
         train_path=common.task_of(args).dataset,
         micro_batch_tokens=args.micro_batch_tokens or None,
-        reincarnation_step=None,  # replaying algorithms stay in the Mix phase for every measured step
     )
     cfg = cfg.model_copy(update={"rollout": cfg.rollout.model_copy(update={"backend": backend})})
     trainer = Trainer(cfg, Path(args.workdir) / "unused", device=args.device)

@@ -46,22 +46,18 @@ def run_once(model: str, algorithm: str, args: argparse.Namespace, workdir: Path
     """Mean seconds per measured step of each part, over `args.steps` steps after `args.warmup`."""
     from remix_engine.trainer import Trainer
 
-    overrides: dict[str, Any] = {"reincarnation_step": None}
+    overrides: dict[str, Any] = {}
     if args.micro_batch_tokens is not None:
         overrides["micro_batch_tokens"] = args.micro_batch_tokens
     if args.minibatch_size is not None:
         overrides["minibatch_size"] = args.minibatch_size
-    cfg = common.toy_train_config(
+    cfg = common.step_timing_config(
         algorithm,
-        seed=0,
+        model=model,
         steps=args.warmup + args.steps,
         prompts=args.prompts,
         group_size=args.group_size,
-        lr=1e-5,
         max_new_tokens=args.max_new_tokens,
-        eval_size=1,
-        eval_every=0,
-        model=model,
         **overrides,
     )
     trainer = Trainer(cfg, workdir)
