@@ -244,18 +244,17 @@ def add_task_argument(parser: Any) -> None:
 
 def apply_task_defaults(args: Any) -> None:
     """Fill a `--max-new-tokens` left unset with the task's limit."""
-    if getattr(args, "max_new_tokens", None) is None:
+    if args.max_new_tokens is None:
         args.max_new_tokens = task_of(args).max_new_tokens
 
 
 def task_of(args: Any) -> BenchTask:
-    return TASKS[getattr(args, "task", "addition")]
+    return TASKS[args.task]
 
 
 def report_name(name: str, args: Any) -> str:
     """The benchmark's section (and file) name: the task's own, so each task keeps its results."""
-    task = getattr(args, "task", "addition")
-    return name if task == "addition" else f"{name}_{task}"
+    return name if args.task == "addition" else f"{name}_{args.task}"
 
 
 def build_task_model(args: Any) -> Path:
