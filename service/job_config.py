@@ -295,7 +295,7 @@ def check_gpu_memory(config: TrainConfig, gpu_memory_gib: float = DEFAULT_GPU_ME
         return
     available = int(gpu_memory_gib * GiB)
     try:
-        check_fits(config, available, shape, world_size=config.distributed.num_processes)
+        check_fits(config, available, shape, world_size=config.distributed.world_size)
     except InsufficientMemoryError as error:
         raise ProblemError(
             422,

@@ -179,6 +179,29 @@ class JobAttempt(Base):
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
+class JobNode(Base):
+    """One node of one attempt of a multi-node job: node 0 is the worker that claimed the job and hosts
+    the rendezvous (its `rendezvous_endpoint`, the `resume_step` every node starts from); the others
+    join it. A joined node renews `heartbeat_at` while its ranks run and records how they ended."""
+
+    __tablename__ = "job_nodes"
+    __table_args__ = (UniqueConstraint("job_id", "attempt", "node", name="uq_job_nodes_job_attempt_node"),)
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    node: Mapped[int] = mapped_column(Integer)
+    num_nodes: Mapped[int] = mapped_column(Integer)
+    worker_id: Mapped[str] = mapped_column(String(255))
+    rendezvous_endpoint: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    resume_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
 class JobMetric(Base):
     """One row per (job, step): a retried step overwrites, never duplicates."""
 

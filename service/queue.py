@@ -17,6 +17,7 @@ from celery import Celery
 from service.settings import Settings
 
 TRAIN_TASK = "worker.train_job"
+JOIN_NODE_TASK = "worker.join_job_node"  # a further node of a multi-node job, sent by the worker hosting it
 DELIVER_WEBHOOK_TASK = "worker.deliver_webhook"
 MAINTENANCE_QUEUE = "maintenance"
 
@@ -47,6 +48,16 @@ def enqueue_train_job(settings: Settings, job_id: object, *, task_id: str | None
     """Send `worker.train_job(job_id=...)` to the training queue; returns the Celery task id."""
     result = celery_client(settings.broker_url).send_task(
         TRAIN_TASK, kwargs={"job_id": str(job_id)}, queue=settings.task_queue, task_id=task_id
+    )
+    return str(result.id)
+
+
+def enqueue_join_node(settings: Settings, job_id: object, attempt: int, node: int) -> str:
+    """Send `worker.join_job_node(job_id, attempt, node)` to the training queue: one more worker joins the job."""
+    result = celery_client(settings.broker_url).send_task(
+        JOIN_NODE_TASK,
+        kwargs={"job_id": str(job_id), "attempt": attempt, "node": node},
+        queue=settings.task_queue,
     )
     return str(result.id)
 

@@ -45,6 +45,18 @@ class Settings(BaseSettings):
     heartbeat_seconds: float = Field(10.0, gt=0, description="How often a running job writes heartbeat_at.")
     stale_after_seconds: float = Field(120.0, gt=0, description="A running job without heartbeat is re-queued.")
     max_attempts: int = Field(3, ge=1, description="Attempts before a repeatedly crashing job is failed.")
+    node_address: str | None = Field(
+        None,
+        description=(
+            "Address the other workers of a multi-node job reach this worker at (its c10d rendezvous and "
+            "its ranks); unset: this machine's hostname."
+        ),
+    )
+    rendezvous_timeout_seconds: float = Field(
+        600.0,
+        gt=0,
+        description="How long the nodes of a multi-node job may take to gather before its attempt fails.",
+    )
     task_queue: str = Field("gpu", min_length=1, description="Celery queue the training tasks go to.")
     sse_poll_seconds: float = Field(0.5, gt=0, description="How often the event stream polls the database.")
     sse_keepalive_seconds: float = Field(15.0, gt=0, description="Idle time before an SSE comment is sent.")

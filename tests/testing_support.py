@@ -198,6 +198,9 @@ def service_env(settings: Settings, **extra: str) -> dict[str, str]:
         "MAX_UPLOAD_BYTES": str(settings.max_upload_bytes),
         "DB_RETRY_AFTER_SECONDS": str(settings.db_retry_after_seconds),
     }
+    if settings.node_address is not None:
+        fields["NODE_ADDRESS"] = settings.node_address
+    fields["RENDEZVOUS_TIMEOUT_SECONDS"] = str(settings.rendezvous_timeout_seconds)
     env.update({f"REMIX_{k}": v for k, v in fields.items()})
     env.update(PYTHONUNBUFFERED="1", **extra)
     if "REMIX_CACHE_DIR" in os.environ:

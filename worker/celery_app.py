@@ -1,6 +1,7 @@
 """The Celery application of the workers, configured from `Settings`.
 
-Queues: `settings.task_queue` ("gpu") carries `worker.train_job`, one job per GPU worker process
+Queues: `settings.task_queue` ("gpu") carries `worker.train_job` (and `worker.join_job_node`, a further
+node of a multi-node job), one job per GPU worker process
 (`worker_max_tasks_per_child=1` gives every job a fresh process and CUDA context);
 "maintenance" carries the periodic `worker.reap_stale_jobs` and `worker.sweep_webhooks` (beat
 schedule below) and the webhook deliveries, `worker.deliver_webhook`. Training
@@ -20,7 +21,7 @@ from pathlib import Path
 from celery import Celery
 from sqlalchemy.engine import make_url
 
-from service.queue import DELIVER_WEBHOOK_TASK, MAINTENANCE_QUEUE, TRAIN_TASK
+from service.queue import DELIVER_WEBHOOK_TASK, JOIN_NODE_TASK, MAINTENANCE_QUEUE, TRAIN_TASK
 from service.settings import Settings, get_settings
 
 REAP_TASK = "worker.reap_stale_jobs"
@@ -60,6 +61,7 @@ def create_celery_app(settings: Settings) -> Celery:
         task_default_queue=settings.task_queue,
         task_routes={
             TRAIN_TASK: {"queue": settings.task_queue},
+            JOIN_NODE_TASK: {"queue": settings.task_queue},
             REAP_TASK: {"queue": MAINTENANCE_QUEUE},
             DELIVER_WEBHOOK_TASK: {"queue": MAINTENANCE_QUEUE},
             SWEEP_WEBHOOKS_TASK: {"queue": MAINTENANCE_QUEUE},

@@ -1,8 +1,9 @@
-"""One rank of a multi-process job, started by torchrun on the worker that claimed the job.
+"""One rank of a multi-process job, started by torchrun on the worker that claimed the job (and, for a
+multi-node job, on every worker that joined it).
 
     python -m torch.distributed.run --standalone --nproc_per_node=N -m worker.distributed_entry \\
         <job_id> <attempt> --config <resolved config.json> --output <job folder> --device cpu|cuda \\
-        [--upload-checkpoints] [--launcher-pid <pid of the Celery task process>]
+        [--upload-checkpoints] [--launcher-pid <pid of the Celery task process>] [--resume-step S]
 
 Every rank builds the same `Trainer` (which joins the process group from torchrun's RANK /
 WORLD_SIZE: gloo on CPU, nccl with one GPU per LOCAL_RANK on CUDA) and resumes from the job's
@@ -51,7 +52,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--upload-checkpoints", action="store_true", help="copy checkpoints to the store")
     parser.add_argument("--launcher-pid", type=int, default=None, help="exit when this process is gone")
+    parser.add_argument(
+        "--resume-step",
+        type=int,
+        default=None,
+        help="resume from the checkpoint of this step (-1: from the start), as every node of the job does; "
+        "default: the newest checkpoint in --output",
+    )
     return parser.parse_args(argv)
+
+
+def start_checkpoint(args: argparse.Namespace) -> Path | None:
+    """The checkpoint this rank resumes from: the one node 0 chose for a multi-node job, else the newest."""
+    from remix_engine.trainer import Trainer
+    from worker.distributed_launch import checkpoint_of_step
+
+    if args.resume_step is None:
+        return Trainer.latest_checkpoint(args.output)
+    return None if args.resume_step < 0 else checkpoint_of_step(args.output, args.resume_step)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,14 +123,15 @@ def _run_main_rank(args: argparse.Namespace, config: TrainConfig) -> int:
             writer,
             store,
             upload_checkpoints=args.upload_checkpoints,
-            devices=config.distributed.num_processes,
+            devices=config.distributed.world_size,
             tracking=tracking,
         )
         outcome = "failed"
         try:
             trainer = Trainer(config, args.output, callbacks=callbacks, device=args.device)
             announce(writer, trainer)
-            outcome = train_and_finish(writer, trainer, args.output, tracking=tracking)
+            checkpoint = start_checkpoint(args)
+            outcome = train_and_finish(writer, trainer, args.output, tracking=tracking, checkpoint=checkpoint)
         except LeaseLost:
             outcome = "lost"
             raise
@@ -133,7 +152,7 @@ def _run_other_rank(args: argparse.Namespace, config: TrainConfig) -> None:
     from remix_engine.trainer import Trainer
 
     trainer = Trainer(config, args.output, device=args.device)
-    checkpoint = Trainer.latest_checkpoint(args.output)
+    checkpoint = start_checkpoint(args)
     if checkpoint is not None:
         trainer.resume(checkpoint)
     trainer.train()
@@ -148,12 +167,15 @@ def announce(writer: Any, trainer: Any) -> None:
     backend = dist.get_backend() if dist.is_initialized() else "none"
     device = trainer.device.type
     strategy = trainer.cfg.distributed.strategy
+    nodes = trainer.cfg.distributed.num_nodes
+    where = f" on {nodes} nodes" if nodes > 1 else ""
     writer.add_event(
         "distributed",
         writer.read_job().current_step,
-        f"training on {world_size} processes ({strategy}, {backend} backend, {device})",
+        f"training on {world_size} processes{where} ({strategy}, {backend} backend, {device})",
         {
             "world_size": world_size,
+            "num_nodes": nodes,
             "strategy": strategy,
             "backend": backend,
             "device": device,

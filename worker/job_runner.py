@@ -38,7 +38,7 @@ import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -262,7 +262,7 @@ def _train_and_finish(writer: JobWriter, settings: Settings, device: str | None)
     job = writer.read_job()
     config = resolve_config(job, writer.sessions, store, cache)
     output_dir, upload = job_output_dir(store, job.id, cache)
-    if config.distributed.num_processes > 1:
+    if config.distributed.world_size > 1:
         from worker.distributed_launch import run_distributed
 
         return run_distributed(writer, settings, config, output_dir, upload_checkpoints=upload, device=device)
@@ -296,15 +296,24 @@ RUN_STATUS_OF_OUTCOME = {
 }
 
 
-def train_and_finish(writer: JobWriter, trainer: Any, output_dir: Path, *, tracking: JobTracking | None = None) -> str:
-    """Resume from the job's latest checkpoint, train, and record the outcome (the main process's part).
+def train_and_finish(
+    writer: JobWriter,
+    trainer: Any,
+    output_dir: Path,
+    *,
+    tracking: JobTracking | None = None,
+    checkpoint: Path | None | Literal["latest"] = "latest",
+) -> str:
+    """Resume from the job's latest checkpoint (or `checkpoint`), train, and record the outcome (the main
+    process's part).
 
     `trainer` reports through a `DbCallbacks` of `writer`. Used in-process and by rank 0 of a
     distributed job (worker/distributed_entry.py), whose other ranks resume from the same checkpoint.
     The job's trackers are closed before the outcome is written: their last events still belong
     to the running attempt.
     """
-    checkpoint = type(trainer).latest_checkpoint(output_dir)
+    if checkpoint == "latest":
+        checkpoint = type(trainer).latest_checkpoint(output_dir)
     if checkpoint is not None:
         trainer.resume(checkpoint)
     # Steps after the starting point are re-run: forget what a crashed attempt wrote for them.

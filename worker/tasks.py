@@ -1,8 +1,10 @@
-"""Celery tasks: `worker.train_job(job_id)`, `worker.reap_stale_jobs()`, `worker.deliver_webhook(delivery_id)`
-and `worker.sweep_webhooks()`, and the start-up reaper.
+"""Celery tasks: `worker.train_job(job_id)`, `worker.join_job_node(job_id, attempt, node)`,
+`worker.reap_stale_jobs()`, `worker.deliver_webhook(delivery_id)` and `worker.sweep_webhooks()`, and the
+start-up reaper.
 
 They take ids only (JSON), and each is safe to run twice: a second train_job finds the job claimed,
-a second deliver_webhook finds the delivery done or not due (service/webhooks/delivery.py). The
+a second join_job_node finds the node taken (or its attempt over), a second deliver_webhook finds the
+delivery done or not due (service/webhooks/delivery.py). The
 bodies stay thin: the work lives in worker/job_runner.py, worker/reaper.py and
 service/webhooks/delivery.py, which tests call directly. torch and the trainer are imported inside
 `run_job`, never at module import, so the maintenance worker and beat stay light.
@@ -21,12 +23,12 @@ from celery.signals import worker_ready
 from sqlalchemy.orm import sessionmaker
 
 from service.db import create_db_engine, session_factory
-from service.queue import DELIVER_WEBHOOK_TASK, TRAIN_TASK, enqueue_webhook_delivery, webhook_sender
+from service.queue import DELIVER_WEBHOOK_TASK, JOIN_NODE_TASK, TRAIN_TASK, enqueue_webhook_delivery, webhook_sender
 from service.settings import Settings, get_settings
 from service.webhooks import delivery
 from service.webhooks.events import set_delivery_sender
 from worker.celery_app import REAP_TASK, SWEEP_WEBHOOKS_TASK, app
-from worker.job_runner import run_job
+from worker.job_runner import run_job, worker_identity
 from worker.reaper import reap_stale_jobs as reap
 
 log = logging.getLogger(__name__)
@@ -69,6 +71,16 @@ def train_job(self: Any, job_id: str) -> str:
     if outcome == "deferred":
         raise self.retry(countdown=settings.quota_retry_seconds, max_retries=None)
     return outcome
+
+
+@app.task(name=JOIN_NODE_TASK, acks_late=False, ignore_result=True)
+def join_job_node(job_id: str, attempt: int, node: int) -> str:
+    """Run node `node` of a multi-node job's attempt on this worker (sent by the worker hosting node 0)."""
+    from worker.distributed_launch import run_node  # torch is imported there, only on training workers
+
+    settings = get_settings()
+    sessions = session_factory(settings.database_url)
+    return run_node(job_id, attempt, node, settings=settings, sessions=sessions, worker_id=worker_identity())
 
 
 @app.task(name=REAP_TASK, ignore_result=True)

@@ -21,7 +21,12 @@ from remix_engine.config.limits import (
 )
 from remix_engine.config.model_data import DataConfig, ModelConfig
 from remix_engine.config.reward import RewardConfig
-from remix_engine.config.rollout import VLLM_MAX_TEMPERATURE, VLLM_MIN_TEMPERATURE, RolloutConfig, check_vllm_temperature
+from remix_engine.config.rollout import (
+    VLLM_MAX_TEMPERATURE,
+    VLLM_MIN_TEMPERATURE,
+    RolloutConfig,
+    check_vllm_temperature,
+)
 from remix_engine.eval_benchmarks import BENCHMARK_NAMES
 
 # Module names LoRA may target: attribute names only, never import paths or code.
@@ -77,9 +82,26 @@ class DistributedConfig(StrictModel):
         description=(
             "Training processes of this job on its worker machine (data parallel, launched with torchrun): "
             "one per GPU on a GPU worker (the worker refuses a job asking for more GPUs than it sees), "
-            "gloo processes on a CPU worker. Each step needs at least this many fresh prompt groups."
+            "gloo processes on a CPU worker. Per node when num_nodes > 1. Each step needs at least "
+            "num_nodes * num_processes fresh prompt groups."
         ),
     )
+    num_nodes: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description=(
+            "Worker machines that train this job together (torchrun c10d rendezvous), each running "
+            "num_processes processes: the worker that claims the job hosts the rendezvous and one more "
+            "worker joins per extra node. The job's folder must be on storage every node reaches "
+            "(a shared filesystem or the S3 store)."
+        ),
+    )
+
+    @property
+    def world_size(self) -> int:
+        """Training processes of the job over all its nodes."""
+        return self.num_nodes * self.num_processes
 
 
 class TrainConfig(StrictModel):
@@ -191,12 +213,17 @@ class TrainConfig(StrictModel):
                 "distributed.strategy 'fsdp' shards full-model training; with lora.enabled the adapters are "
                 "small enough for 'ddp'"
             )
-        processes = self.distributed.num_processes
+        processes = self.distributed.world_size
         if processes > 1 and self.fewest_fresh_groups < processes:
+            asked = f"distributed.num_processes={self.distributed.num_processes}"
+            lower = "distributed.num_processes"
+            if self.distributed.num_nodes > 1:
+                asked = f"distributed.num_nodes={self.distributed.num_nodes} x {asked}"
+                lower = "distributed.num_nodes or distributed.num_processes"
             raise ValueError(
-                f"distributed.num_processes={processes} needs at least {processes} fresh prompt groups per "
+                f"{asked} needs at least {processes} fresh prompt groups per "
                 f"step, but a step can have only {self.fewest_fresh_groups}: raise rollout.prompts_per_step "
-                "or lower distributed.num_processes"
+                f"or lower {lower}"
             )
         return self
 

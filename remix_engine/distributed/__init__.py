@@ -32,14 +32,18 @@ Strategies for the learner:
              Checkpoints hold gathered states, the optimizer's numbered like a single process's, so
              a checkpoint resumes under either strategy and any process count.
 
-Deliberately omitted: tensor/pipeline parallelism, and multi-node rendezvous beyond what torchrun provides.
+Several nodes: the ranks of `num_nodes` torchrun launchers meet at a c10d rendezvous (`Rendezvous`)
+and are numbered over all nodes; nothing above changes (the worker side is worker/distributed_launch.py).
+
+Deliberately omitted: tensor/pipeline parallelism, and elastic membership (a lost node ends the
+attempt; the job resumes from its last checkpoint).
 
 Modules: context (ranks and collectives), rows (this rank's rows of a batch and its loss weight),
 models (DDP/FSDP wrapping and whole states), launch (torchrun command lines).
 """
 
 from remix_engine.distributed.context import DistContext, init_from_env, shutdown
-from remix_engine.distributed.launch import torchrun_argv, torchrun_command
+from remix_engine.distributed.launch import Rendezvous, torchrun_argv, torchrun_command
 from remix_engine.distributed.models import (
     gather_into,
     is_sharded,
@@ -56,6 +60,7 @@ from remix_engine.distributed.rows import RowMap, check_shardable, local_minibat
 
 __all__ = [
     "DistContext",
+    "Rendezvous",
     "RowMap",
     "check_shardable",
     "gather_into",

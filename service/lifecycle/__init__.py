@@ -28,6 +28,9 @@ event recorder (service/webhooks/events.py) only, never torch or worker/, so the
     reap_job                          stale running|cancelling|pausing -> queued|          reaper   requeue
                                       cancelled|paused|failed
     dispatch_requeued                 re-sends a re-queued job's task (or reverts it)      reaper   requeue
+    requeue_after_node_loss           a multi-node attempt that lost a node: as reap_job   worker   requeue
+    open_rendezvous, join_node,       the nodes of a multi-node attempt (job_nodes rows)   worker   nodes
+    node_heartbeat, end_node
 
 API-side transitions run in the request's session and commit. Worker and reaper transitions take a
 sessionmaker, run one short transaction each and retry transient database errors (`retry_db`);
@@ -51,9 +54,18 @@ from service.lifecycle.attempt import (
 from service.lifecycle.cancel import CancelOutcome, request_cancel
 from service.lifecycle.creation import DispatchFailed, IdempotencyKeyReused, NewJob, create_job, dispatch_job
 from service.lifecycle.metadata import replace_job_metadata
+from service.lifecycle.nodes import (
+    NodeLaunch,
+    NodeView,
+    end_node,
+    join_node,
+    node_heartbeat,
+    open_rendezvous,
+    read_nodes,
+)
 from service.lifecycle.pause import PauseOutcome, ResumeOutcome, request_pause, request_resume
 from service.lifecycle.plumbing import ACTIVE_STATUSES, is_transient, jsonable, retry_db
-from service.lifecycle.requeue import Enqueue, dispatch_requeued, find_stale_jobs, reap_job
+from service.lifecycle.requeue import Enqueue, dispatch_requeued, find_stale_jobs, reap_job, requeue_after_node_loss
 from service.lifecycle.running_limit import RunningLimitReached
 
 __all__ = [
@@ -68,6 +80,8 @@ __all__ = [
     "JobWriter",
     "LeaseLost",
     "NewJob",
+    "NodeLaunch",
+    "NodeView",
     "PauseOutcome",
     "ResumeOutcome",
     "RunningLimitReached",
@@ -75,11 +89,17 @@ __all__ = [
     "create_job",
     "dispatch_job",
     "dispatch_requeued",
+    "end_node",
     "find_stale_jobs",
     "is_transient",
+    "join_node",
     "jsonable",
+    "node_heartbeat",
+    "open_rendezvous",
+    "read_nodes",
     "reap_job",
     "replace_job_metadata",
+    "requeue_after_node_loss",
     "request_cancel",
     "request_pause",
     "request_resume",

@@ -13,6 +13,9 @@ A job in running/cancelling/pausing whose heartbeat is older than the cutoff get
 Every transition is a conditional UPDATE that re-checks the staleness and the attempt, so two
 reapers (the periodic one and one run at worker start-up) never act twice on the same job, and a
 heartbeat that arrives meanwhile wins.
+
+A multi-node attempt that lost one of its nodes ends the same way (`requeue_after_node_loss`, called
+by its node 0, with a `node_lost` event instead of `stalled`).
 """
 
 from __future__ import annotations
@@ -85,10 +88,52 @@ def _reap_one(session: Session, job_id: uuid.UUID, cutoff: datetime, settings: S
     job = session.get(Job, job_id, populate_existing=True)
     if job is None or job.status not in ACTIVE_STATUSES:
         return None
-    now = utcnow()
     last_beat = job.heartbeat_at.isoformat() if job.heartbeat_at else "never"
     limit = f"{settings.stale_after_seconds:g}s"
     reason = f"no heartbeat from worker {job.worker_id} since {last_beat} (limit {limit})"
+    payload = {"attempt": job.attempts, "worker_id": job.worker_id, "last_heartbeat": last_beat}
+    return _end_attempt(session, job, settings, reason, "stalled", payload, _stale_condition(cutoff))
+
+
+def requeue_after_node_loss(
+    sessions: sessionmaker[Session],
+    job_id: uuid.UUID,
+    attempt: int,
+    *,
+    reason: str,
+    lost_nodes: list[int],
+    settings: Settings,
+) -> JobStatus | None:
+    """End a multi-node attempt that lost a node as a dead worker's would end (`node_lost` event and
+    attempt outcome): re-queued to resume from the last checkpoint, or cancelled, paused or failed as
+    the reaper decides. None if the attempt no longer owns the job."""
+
+    def operation() -> JobStatus | None:
+        with sessions.begin() as session:
+            job = session.get(Job, job_id, populate_existing=True)
+            if job is None or job.status not in ACTIVE_STATUSES or job.attempts != attempt:
+                return None
+            payload = {"attempt": attempt, "worker_id": job.worker_id, "lost_nodes": lost_nodes}
+            return _end_attempt(session, job, settings, reason, "node_lost", payload, None)
+
+    return retry_db(operation, what=f"re-queueing job {job_id} after a lost node")
+
+
+def _end_attempt(
+    session: Session,
+    job: Job,
+    settings: Settings,
+    reason: str,
+    kind: str,
+    payload: dict[str, Any],
+    guard: Any,
+) -> JobStatus | None:
+    """Move an active job whose attempt died (reason: why) to queued, cancelled, paused or failed.
+
+    The UPDATE re-checks the status and attempt it read (and `guard`, e.g. the staleness), so a
+    heartbeat, a finishing attempt or another reaper that got there first wins."""
+    job_id = job.id
+    now = utcnow()
     new_status, outcome = _decide(job, settings.max_attempts, _paused_attempts(session, job_id))
     values: dict[str, Any] = {"status": new_status.value, "worker_id": None}
     if new_status is JobStatus.paused:
@@ -97,31 +142,30 @@ def _reap_one(session: Session, job_id: uuid.UUID, cutoff: datetime, settings: S
         values.update(error=f"{outcome}; last: {reason}", finished_at=now)
     elif new_status is JobStatus.cancelled:
         values.update(finished_at=now)
+    conditions = [Job.id == job_id, Job.status == job.status, Job.attempts == job.attempts]
+    if guard is not None:
+        conditions.append(guard)
     # Session.execute types every result as a Result; an UPDATE's is a CursorResult, which counts rows.
     changed = cast(
         "CursorResult[Any]",
         session.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.status == job.status, Job.attempts == job.attempts, _stale_condition(cutoff))
-            .values(**values)
-            .execution_options(synchronize_session=False)
+            update(Job).where(*conditions).values(**values).execution_options(synchronize_session=False)
         ),
     ).rowcount
-    if changed != 1:  # a heartbeat or another reaper got there first
+    if changed != 1:
         return None
-    payload = {"attempt": job.attempts, "worker_id": job.worker_id, "last_heartbeat": last_beat}
-    session.add(JobEvent(job_id=job_id, kind="stalled", step=job.current_step, message=reason, payload=payload))
+    session.add(JobEvent(job_id=job_id, kind=kind, step=job.current_step, message=reason, payload=payload))
     session.execute(
         update(JobAttempt)
         .where(JobAttempt.job_id == job_id, JobAttempt.attempt == job.attempts, JobAttempt.ended_at.is_(None))
-        .values(outcome="stalled", error=reason, ended_at=now)
+        .values(outcome=kind, error=reason, ended_at=now)
         .execution_options(synchronize_session=False)
     )
     if new_status is JobStatus.paused:
         mark_paused(session, job_id, step=job.current_step, message=outcome, payload=payload)
         return new_status
-    kind = "requeued" if new_status is JobStatus.queued else new_status.value
-    session.add(JobEvent(job_id=job_id, kind=kind, step=job.current_step, message=outcome, payload=payload))
+    event = "requeued" if new_status is JobStatus.queued else new_status.value
+    session.add(JobEvent(job_id=job_id, kind=event, step=job.current_step, message=outcome, payload=payload))
     record_job_status_event(session, job_id)  # job.failed or job.cancelled; nothing for a re-queue
     return new_status
 

@@ -104,6 +104,14 @@ def test_processes_and_vllm_options_have_safe_defaults_and_bounds():
         ).distributed.num_processes
         == 3
     )
+    # several nodes: every process of every node needs a fresh group
+    two_nodes = TrainConfig.model_validate({"distributed": {"num_nodes": 2, "num_processes": 4}})
+    assert (two_nodes.distributed.world_size, TrainConfig().distributed.world_size) == (8, 1)
+    with pytest.raises(ValidationError, match=r"num_nodes=2 x distributed.num_processes=2 needs at least 4 .*only 3"):
+        TrainConfig.model_validate({"rollout": {"prompts_per_step": 5}, "distributed": {"num_nodes": 2, "num_processes": 2}})
+    for nodes in (0, 17):
+        with pytest.raises(ValidationError, match="num_nodes"):
+            TrainConfig.model_validate({"distributed": {"num_nodes": nodes}})
 
 
 # ----------------------------------------------------------------------------- strict types and bounds

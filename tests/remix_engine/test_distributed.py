@@ -15,9 +15,11 @@ from remix_engine.checkpoint import load_trainer_state
 from remix_engine.config import TrainConfig
 from remix_engine.distributed import (
     DistContext,
+    Rendezvous,
     RowMap,
     check_shardable,
     shutdown,
+    torchrun_argv,
     torchrun_command,
 )
 from remix_engine.losses import AGG_MODES, agg_denominator, agg_loss
@@ -284,6 +286,31 @@ def test_torchrun_command():
     assert "--standalone" in torchrun_command("c.yaml", "out", 2)
     with pytest.raises(ValueError, match="nproc_per_node"):
         torchrun_command("c.yaml", "out", 0)
+
+
+def test_torchrun_argv_of_a_node_that_joins_a_rendezvous():
+    joining = Rendezvous(endpoint="10.0.0.5:29400", run_id="job-attempt-2", num_nodes=3, host=False, join_timeout_s=90)
+    argv = torchrun_argv(2, "worker.distributed_entry", ["job", "2"], rendezvous=joining)
+    assert argv == [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes=3",
+        "--rdzv_backend=c10d",
+        "--rdzv_endpoint=10.0.0.5:29400",
+        "--rdzv_id=job-attempt-2",
+        "--rdzv_conf=is_host=0,join_timeout=90",
+        "--max_restarts=0",
+        "--nproc_per_node=2",
+        "-m",
+        "worker.distributed_entry",
+        "job",
+        "2",
+    ]
+    hosting = Rendezvous(endpoint="10.0.0.5:29400", run_id="r", num_nodes=2, host=True, local_addr="10.0.0.5")
+    hosted = torchrun_argv(1, "m", [], rendezvous=hosting)
+    assert "--rdzv_conf=is_host=1,join_timeout=600" in hosted and "--local_addr=10.0.0.5" in hosted
+    assert "--standalone" not in hosted
 
 
 def test_too_few_fresh_groups_for_the_processes_is_refused(random_model_dir):

@@ -96,6 +96,7 @@ def test_two_process_job_trains_through_the_worker(sessions, make_job, settings,
     assert len(announced) == 1
     assert announced[0].payload == {
         "world_size": 2,
+        "num_nodes": 1,
         "strategy": strategy,
         "backend": "gloo",
         "device": "cpu",
