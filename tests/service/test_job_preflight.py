@@ -208,7 +208,7 @@ def test_multi_process_jobs_are_accepted(
     response = post(client, alice, {"total_steps": 3, "distributed": {"num_processes": 2}})
     assert response.status_code == 202, response.text
     job = response.json()
-    assert job["config"]["distributed"] == {"strategy": "ddp", "num_processes": 2}
+    assert job["config"]["distributed"] == {"strategy": "ddp", "num_processes": 2, "num_nodes": 1}
     assert any(m["kwargs"] == {"job_id": job["id"]} for m in queued_messages(redis_client, settings.task_queue))
 
 

@@ -8,6 +8,16 @@ import sys
 from service.settings import Settings
 from worker.celery_app import MAINTENANCE_QUEUE, REAP_TASK, SWEEP_WEBHOOKS_TASK, create_celery_app, reap_interval
 
+TASK_NAMES = sorted(
+    [
+        "worker.deliver_webhook",
+        "worker.join_job_node",
+        "worker.reap_stale_jobs",
+        "worker.sweep_webhooks",
+        "worker.train_job",
+    ]
+)
+
 
 def test_app_is_configured_for_long_single_gpu_jobs():
     settings = Settings(broker_url="redis://127.0.0.1:6379/13", task_queue="gpu-a100", stale_after_seconds=120)
@@ -25,6 +35,7 @@ def test_app_is_configured_for_long_single_gpu_jobs():
     assert conf.broker_connection_retry_on_startup is True
     assert conf.task_routes == {
         "worker.train_job": {"queue": "gpu-a100"},
+        "worker.join_job_node": {"queue": "gpu-a100"},  # a further node of a multi-node job is a training slot too
         REAP_TASK: {"queue": MAINTENANCE_QUEUE},
         # Webhooks go to the maintenance worker: a GPU worker may be busy training for hours.
         "worker.deliver_webhook": {"queue": MAINTENANCE_QUEUE},
@@ -64,7 +75,7 @@ def test_tasks_are_registered_without_importing_torch():
         "print(sorted(n for n in t.app.tasks if n.startswith('worker.')))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    registered = "['worker.deliver_webhook', 'worker.reap_stale_jobs', 'worker.sweep_webhooks', 'worker.train_job']"
+    registered = str(TASK_NAMES)
     assert result.stdout.strip() == registered
 
 
@@ -79,5 +90,5 @@ def test_the_app_names_its_tasks_module_without_importing_it():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip().splitlines() == [
         "False ['worker.tasks']",
-        "True ['worker.deliver_webhook', 'worker.reap_stale_jobs', 'worker.sweep_webhooks', 'worker.train_job']",
+        f"True {TASK_NAMES}",
     ]
