@@ -28,7 +28,8 @@ renews the node's heartbeat and records how its ranks ended. The ranks are numbe
 rank 0 (on whichever node the rendezvous put it) reports the job. If the ranks end without an outcome,
 node 0 looks at the other nodes: one that stopped renewing its heartbeat without recording an end was
 lost, and the attempt ends like a dead worker's (re-queued to resume from the last checkpoint, up to
-max_attempts); node 0 also stops its ranks as soon as it sees a node go silent while they run. Fewer
+max_attempts); node 0 also stops its ranks as soon as it sees a node go silent, or fail, while they
+run (rather than wait in the rendezvous or a collective for a node that will not come). Fewer
 nodes than asked within `rendezvous_timeout_seconds` fail the job with that message; otherwise the
 job fails with the errors of every node's ranks. If node 0 itself dies, its job heartbeat stops and
 the reaper re-queues the job, while the other nodes' ranks fail on their next collective and exit.
@@ -268,7 +269,7 @@ def run_distributed(
     log.info("job %s: launching %d %s processes%s: %s", writer.job_id, processes, device, where, " ".join(argv))
     ranks = RankProcesses(argv, _rank_env(settings), folder / "ranks.log", label=f"job {writer.job_id}")
     try:
-        returncode = _wait(ranks, writer, stop_reason=watch.silent_nodes_reason if watch else None)
+        returncode = _wait(ranks, writer, stop_reason=watch.stop_reason if watch else None)
     except BaseException:
         ranks.terminate()
         raise
@@ -416,13 +417,18 @@ class NodeWatch:
         now = utcnow()
         return [n for n in nodes if not n.ended and n.silent_for(now) > self.lost_after]
 
-    def silent_nodes_reason(self) -> str | None:
-        """Why node 0 should stop its ranks now (a node went silent while they run); read every few seconds."""
+    def stop_reason(self) -> str | None:
+        """Why node 0 should stop its ranks now: a node went silent, or its ranks failed (or never started),
+        so the others would wait for it in the rendezvous or their next collective. Read every few seconds."""
         if time.monotonic() - self._last_look < NODE_WATCH_SECONDS:
             return None
         self._last_look = time.monotonic()
-        silent = self.silent(self.others())
-        return lost_nodes_message(silent, self.lost_after) if silent else None
+        others = self.others()
+        silent = self.silent(others)
+        if silent:
+            return lost_nodes_message(silent, self.lost_after)
+        failed = [n for n in others if n.ended and n.exit_code != 0]
+        return "; ".join(f"node {n.node} failed: {n.error}" for n in failed) if failed else None
 
 
 def lost_nodes_message(nodes: list[NodeView], lost_after: float) -> str:
@@ -501,7 +507,7 @@ class RankProcesses:
 
 def _wait(ranks: RankProcesses, writer: JobWriter, *, stop_reason: Callable[[], str | None] | None = None) -> int:
     """Wait for torchrun; stop the ranks early if this attempt lost the job (re-queued behind its back),
-    or once `stop_reason` names a reason (node 0 of a multi-node job: another node went silent)."""
+    or once `stop_reason` names a reason (node 0 of a multi-node job: another node went silent or failed)."""
     finished_at: float | None = None
     while ranks.poll() is None:
         reason = stop_reason() if stop_reason is not None else None
@@ -560,6 +566,11 @@ def _outcome(
                 "queue (one free job slot per node), or lower distributed.num_nodes"
             )
         errors += [f"node {n.node}: {n.error}" for n in others if n.error]
+        detail = "; ".join(errors) or "no rank reported an error (killed by a signal, or out of memory?)"
+        raise DistributedTrainingError(
+            f"the {processes} training processes on {nodes} nodes stopped before finishing the job "
+            f"(node 0's exited with code {returncode}): {detail}"
+        )
     detail = "; ".join(errors) if errors else "no rank reported an error (killed by a signal, or out of memory?)"
     raise DistributedTrainingError(
         f"the {processes} training processes exited with code {returncode} before finishing the job: {detail}"

@@ -6,6 +6,7 @@ are real; the builtin tiny model.
 
 from __future__ import annotations
 
+import threading
 import uuid
 from pathlib import Path
 
@@ -212,6 +213,33 @@ def test_a_job_whose_nodes_never_gather_fails_clearly(sessions, make_job, settin
     assert outcome == "failed" and row.status == "failed"
     assert "distributed.num_nodes=2: only 1 of 2 nodes joined within 5s" in row.error
     assert "start more workers on the 'gpu' queue" in row.error
+
+
+@pytest.mark.slow
+def test_a_node_that_cannot_start_its_ranks_fails_the_job_with_its_error(sessions, make_job, settings):
+    # given node 0 of a two-node job waiting in its rendezvous (run in a thread of this process)
+    job = make_job(config=two_node_config())
+    outcomes: list[str] = []
+    host = threading.Thread(target=lambda: outcomes.append(run_job(str(job.id), settings=settings, sessions=sessions)))
+    host.start()
+    wait_for(lambda: len(_nodes(sessions, job.id)) == 1, timeout=60, what="node 0 to open the rendezvous")
+
+    # when the joining worker cannot run the node (it asks for a GPU it does not have)
+    assert (
+        run_node(str(job.id), 1, 1, settings=settings, sessions=sessions, worker_id="gpu-less", device="cuda")
+        == "failed"
+    )
+
+    # then node 0 stops waiting for it and the job fails with the node's own error, well before the rendezvous times out
+    host.join(timeout=45)
+    assert not host.is_alive() and outcomes == ["failed"]
+    row = _job(sessions, job.id)
+    assert row.status == "failed"
+    assert row.error.startswith(
+        "DistributedTrainingError: the 2 training processes on 2 nodes stopped before finishing"
+    )
+    assert "node 1: DistributedTrainingError: distributed.num_processes=1 needs one GPU per process" in row.error
+    assert _nodes(sessions, job.id)[1].exit_code == -1, row.error
 
 
 def test_a_node_is_taken_once_and_only_while_its_attempt_runs(sessions, make_job, settings):
