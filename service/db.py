@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
@@ -137,7 +137,7 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
     GET and HEAD requests only read, and their session runs in autocommit on a server database. A
     coroutine, so that opening it costs no trip to a worker thread: the session connects on its first
     query, in the route's thread; closing it returns the connection to the pool, in a thread when the
-    request used one."""
+    request used one (unless the route closed it already: `read_in_thread`)."""
     from service.queue import webhook_sender
     from service.webhooks.events import use_delivery_sender
 
@@ -154,6 +154,26 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
             await run_in_threadpool(session.close)
         else:
             session.close()
+
+
+T = TypeVar("T")
+A = ParamSpec("A")
+
+
+async def read_in_thread(
+    session: Session, read: Callable[Concatenate[Session, A], T], *args: A.args, **kwargs: A.kwargs
+) -> T:
+    """`read(session, ...)` in a worker thread, then the session closed in that thread: a read route's one
+    trip to a thread. A synchronous route makes three: the route itself, FastAPI's validation of what it
+    returned, and closing its session (get_session). The result must not need the session any more."""
+
+    def read_then_close() -> T:
+        try:
+            return read(session, *args, **kwargs)
+        finally:
+            session.close()
+
+    return await run_in_threadpool(read_then_close)
 
 
 @contextmanager

@@ -2,28 +2,34 @@
 
 Read queries only. The worker writes these rows through its attempt's `service.lifecycle.JobWriter`
 (metrics and checkpoints upserted by (job_id, step), per-step events by (job_id, kind, step)).
+`list_metrics`, which a job's followers poll, returns plain dicts from a Core select (no ORM objects).
 """
 
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.models import Checkpoint, JobEvent, JobMetric
 
+_metrics = JobMetric.__table__
+_METRIC_ROWS = select(_metrics.c.step, _metrics.c.metrics, _metrics.c.created_at)
+
 
 def list_metrics(
     session: Session, job_id: uuid.UUID, *, from_step: int | None, to_step: int | None, limit: int
-) -> tuple[list[JobMetric], bool]:
-    """Metrics with from_step <= step <= to_step, ascending; returns (page, has_more)."""
-    query = select(JobMetric).where(JobMetric.job_id == job_id)
+) -> tuple[list[dict[str, Any]], bool]:
+    """Metrics with from_step <= step <= to_step, ascending, as {step, metrics, created_at};
+    returns (page, has_more)."""
+    query = _METRIC_ROWS.where(_metrics.c.job_id == job_id)
     if from_step is not None:
-        query = query.where(JobMetric.step >= from_step)
+        query = query.where(_metrics.c.step >= from_step)
     if to_step is not None:
-        query = query.where(JobMetric.step <= to_step)
-    rows = list(session.scalars(query.order_by(JobMetric.step).limit(limit + 1)))
+        query = query.where(_metrics.c.step <= to_step)
+    rows = [row._asdict() for row in session.execute(query.order_by(_metrics.c.step).limit(limit + 1))]
     return rows[:limit], len(rows) > limit
 
 

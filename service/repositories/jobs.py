@@ -2,6 +2,10 @@
 
 Read queries only: every state change of a job (create, dispatch, cancel, claim, finish, re-queue)
 is in service/lifecycle.
+
+Routes that change a job load the ORM `Job` (`get_job`). The read routes (GET /v1/jobs/{id}, GET
+/v1/jobs) get plain dicts of the columns a response shows (`get_job_row`, `list_jobs`): a Core select
+builds no ORM object per job, which is most of the cost of reading one.
 """
 
 from __future__ import annotations
@@ -9,17 +13,43 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy.orm import Session
 
 from service.models import Job
 from service.pagination import older_than
 
+_jobs = Job.__table__
+# Every column but the worker's bookkeeping, keyed by the ORM attribute names: the `metadata` column
+# is `Job.job_metadata`.
+_ROW_COLUMNS = [
+    column.label("job_metadata") if column.name == "metadata" else column
+    for column in _jobs.c
+    if column.name not in ("request_hash", "celery_task_id", "worker_id")
+]
+_ROWS: Select[Any] = select(*_ROW_COLUMNS)
+_OWNED = (_jobs.c.id == bindparam("job_id"), _jobs.c.tenant_id == bindparam("tenant_id"))
+# Built once, so that a read only looks its compiled form up in the engine's statement cache.
+_ROW_BY_ID = _ROWS.where(*_OWNED)
+_EXISTS = select(_jobs.c.id).where(*_OWNED)
+
 
 def get_job(session: Session, tenant_id: uuid.UUID, job_id: uuid.UUID) -> Job | None:
     """The tenant's job, or None (another tenant's job is indistinguishable from a missing one)."""
     return session.scalar(select(Job).where(Job.id == job_id, Job.tenant_id == tenant_id))
+
+
+def get_job_row(session: Session, tenant_id: uuid.UUID, job_id: uuid.UUID) -> dict[str, Any] | None:
+    """`get_job` for reading only: the job's columns by `Job` attribute name, or None."""
+    row = session.execute(_ROW_BY_ID, {"job_id": job_id, "tenant_id": tenant_id}).one_or_none()
+    return None if row is None else row._asdict()
+
+
+def job_exists(session: Session, tenant_id: uuid.UUID, job_id: uuid.UUID) -> bool:
+    """Whether `get_job` would find the job, without loading it."""
+    return session.execute(_EXISTS, {"job_id": job_id, "tenant_id": tenant_id}).first() is not None
 
 
 def get_job_status(session: Session, job_id: uuid.UUID) -> str | None:
@@ -38,15 +68,17 @@ def list_jobs(
     limit: int,
     after: tuple[datetime, uuid.UUID] | None,
     metadata: Sequence[tuple[str, str]] = (),
-) -> tuple[list[Job], bool]:
-    """Newest first, with every (key, value) of `metadata` among the job's metadata; returns (page, has_more)."""
-    query = select(Job).where(Job.tenant_id == tenant_id)
+) -> tuple[list[dict[str, Any]], bool]:
+    """Newest first, with every (key, value) of `metadata` among the job's metadata; returns (page, has_more),
+    each job as `get_job_row` gives it."""
+    query = _ROWS.where(_jobs.c.tenant_id == tenant_id)
     if status is not None:
-        query = query.where(Job.status == status)
+        query = query.where(_jobs.c.status == status)
     for key, value in metadata:
         # ->> on Postgres, json_extract on SQLite: the same filter on both databases.
-        query = query.where(Job.job_metadata[key].as_string() == value)
+        query = query.where(_jobs.c["metadata"][key].as_string() == value)
     if after is not None:
-        query = query.where(older_than(Job.created_at, Job.id, after))
-    rows = list(session.scalars(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)))
+        query = query.where(older_than(_jobs.c.created_at, _jobs.c.id, after))
+    result = session.execute(query.order_by(_jobs.c.created_at.desc(), _jobs.c.id.desc()).limit(limit + 1))
+    rows = [row._asdict() for row in result]
     return rows[:limit], len(rows) > limit
