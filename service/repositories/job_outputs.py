@@ -29,7 +29,7 @@ def list_metrics(
         query = query.where(_metrics.c.step >= from_step)
     if to_step is not None:
         query = query.where(_metrics.c.step <= to_step)
-    rows = [row._asdict() for row in session.execute(query.order_by(_metrics.c.step).limit(limit + 1))]
+    rows = [row._asdict() for row in session.execute(query.order_by(_metrics.c.step).limit(limit + 1)).all()]
     return rows[:limit], len(rows) > limit
 
 

@@ -80,5 +80,5 @@ def list_jobs(
     if after is not None:
         query = query.where(older_than(_jobs.c.created_at, _jobs.c.id, after))
     result = session.execute(query.order_by(_jobs.c.created_at.desc(), _jobs.c.id.desc()).limit(limit + 1))
-    rows = [row._asdict() for row in result]
+    rows = [row._asdict() for row in result.all()]
     return rows[:limit], len(rows) > limit
