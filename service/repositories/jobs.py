@@ -30,10 +30,8 @@ _ROW_COLUMNS = [
     if column.name not in ("request_hash", "celery_task_id", "worker_id")
 ]
 _ROWS: Select[Any] = select(*_ROW_COLUMNS)
-_OWNED = (_jobs.c.id == bindparam("job_id"), _jobs.c.tenant_id == bindparam("tenant_id"))
 # Built once, so that a read only looks its compiled form up in the engine's statement cache.
-_ROW_BY_ID = _ROWS.where(*_OWNED)
-_EXISTS = select(_jobs.c.id).where(*_OWNED)
+_ROW_BY_ID = _ROWS.where(_jobs.c.id == bindparam("job_id"), _jobs.c.tenant_id == bindparam("tenant_id"))
 
 
 def get_job(session: Session, tenant_id: uuid.UUID, job_id: uuid.UUID) -> Job | None:
@@ -45,11 +43,6 @@ def get_job_row(session: Session, tenant_id: uuid.UUID, job_id: uuid.UUID) -> di
     """`get_job` for reading only: the job's columns by `Job` attribute name, or None."""
     row = session.execute(_ROW_BY_ID, {"job_id": job_id, "tenant_id": tenant_id}).one_or_none()
     return None if row is None else row._asdict()
-
-
-def job_exists(session: Session, tenant_id: uuid.UUID, job_id: uuid.UUID) -> bool:
-    """Whether `get_job` would find the job, without loading it."""
-    return session.execute(_EXISTS, {"job_id": job_id, "tenant_id": tenant_id}).first() is not None
 
 
 def get_job_status(session: Session, job_id: uuid.UUID) -> str | None:

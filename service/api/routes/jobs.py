@@ -226,9 +226,12 @@ def resume_job(*, job_id: uuid.UUID, session: SessionDep, settings: SettingsDep,
 def metrics_page(
     session: Session, caller: Principal, job_id: uuid.UUID, *, from_step: int | None, to_step: int | None, limit: int
 ) -> MetricsPage:
-    if not jobs_repo.job_exists(session, caller.tenant_id, job_id):
+    page = job_outputs.list_metrics(
+        session, caller.tenant_id, job_id, from_step=from_step, to_step=to_step, limit=limit
+    )
+    if page is None:
         raise NotFoundError("job", job_id)
-    rows, has_more = job_outputs.list_metrics(session, job_id, from_step=from_step, to_step=to_step, limit=limit)
+    rows, has_more = page
     return MetricsPage(data=[MetricPoint.model_validate(r) for r in rows], has_more=has_more)
 
 
