@@ -13,9 +13,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Select, bindparam, select
+from sqlalchemy import JSON, BindParameter, Integer, Select, bindparam, select
 from sqlalchemy.orm import Session
 
 from service.models import Job
@@ -64,14 +65,29 @@ def list_jobs(
 ) -> tuple[list[dict[str, Any]], bool]:
     """Newest first, with every (key, value) of `metadata` among the job's metadata; returns (page, has_more),
     each job as `get_job_row` gives it."""
-    query = _ROWS.where(_jobs.c.tenant_id == tenant_id)
-    if status is not None:
-        query = query.where(_jobs.c.status == status)
-    for key, value in metadata:
-        # ->> on Postgres, json_extract on SQLite: the same filter on both databases.
-        query = query.where(_jobs.c["metadata"][key].as_string() == value)
+    params: dict[str, Any] = {"tenant_id": tenant_id, "limit": limit + 1, "status": status}
+    for index, (key, value) in enumerate(metadata):
+        params[f"metadata_key_{index}"], params[f"metadata_value_{index}"] = key, value
     if after is not None:
-        query = query.where(older_than(_jobs.c.created_at, _jobs.c.id, after))
-    result = session.execute(query.order_by(_jobs.c.created_at.desc(), _jobs.c.id.desc()).limit(limit + 1))
-    rows = [row._asdict() for row in result.all()]
+        params["after_created_at"], params["after_id"] = after
+    query = _list_statement(status is not None, len(metadata), after is not None)
+    rows = [row._asdict() for row in session.execute(query, params).all()]
     return rows[:limit], len(rows) > limit
+
+
+@lru_cache(maxsize=64)
+def _list_statement(by_status: bool, metadata_filters: int, after_cursor: bool) -> Select[Any]:
+    """The list query of one shape, every value a bound parameter: built once per shape, so that a page
+    only looks its compiled form up in the engine's statement cache."""
+    query = _ROWS.where(_jobs.c.tenant_id == bindparam("tenant_id"))
+    if by_status:
+        query = query.where(_jobs.c.status == bindparam("status"))
+    for index in range(metadata_filters):
+        # ->> on Postgres, json_extract on SQLite: the same filter on both databases.
+        value = _jobs.c["metadata"][bindparam(f"metadata_key_{index}", type_=JSON.JSONStrIndexType())].as_string()
+        query = query.where(value == bindparam(f"metadata_value_{index}"))
+    if after_cursor:
+        cursor: tuple[BindParameter[Any], BindParameter[Any]] = (bindparam("after_created_at"), bindparam("after_id"))
+        query = query.where(older_than(_jobs.c.created_at, _jobs.c.id, cursor))
+    limit = bindparam("limit", type_=Integer)
+    return query.order_by(_jobs.c.created_at.desc(), _jobs.c.id.desc()).limit(limit)
