@@ -11,7 +11,8 @@ streams (`RawHttpClient`), cheap enough not to be the bottleneck. Endpoints:
 - GET /v1/jobs/{id} (one job), GET /v1/jobs (the first page of 20),
 - GET /v1/jobs/{id}/metrics?from_step=191 (the latest 10 of 200 steps, as a follower polls).
 Each endpoint is measured `--runs` times for `--seconds` at `--rate` requests per second, after a
-short warm-up; the report gives p50/p99/max latency and the achieved rate of every run.
+short warm-up; the report gives p50/p99/max latency and the achieved rate of every run, and the
+machine's load average before and after the runs (the load generator shares the machine).
 
     python -m benchmarks.api_reads            # 200 req/s, 20 s, 3 runs per endpoint
     python -m benchmarks.api_reads --quick    # seconds; writes under var/bench/
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import time
 import uuid
 from pathlib import Path
@@ -171,13 +173,15 @@ async def measure(base: str, key: str, job_id: str, args: argparse.Namespace) ->
     return results
 
 
-def markdown(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -> str:
+def markdown(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace, load: dict[str, list[float]]) -> str:
+    before, after = ("/".join(f"{x:.2f}" for x in load[when]) for when in ("before", "after"))
     lines = [
         f"Setup: one uvicorn worker process, REMIX_ENV=prod, Postgres and Redis on localhost; open-loop load "
         f"(asyncio, keep-alive connections, on the same machine) at {args.rate:g} req/s for {args.seconds:g} s "
         f"per run, "
         f"{args.runs} runs per endpoint after a {args.warmup:g} s warm-up; latency from each request's "
-        f"scheduled send time. Target: p99 < {TARGET_P99_MS:g} ms at 200 req/s.",
+        f"scheduled send time. Target: p99 < {TARGET_P99_MS:g} ms at 200 req/s. Load average (1/5/15 min) "
+        f"before the runs {before}, after them {after}.",
         "",
     ]
     rows = []
@@ -258,15 +262,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         }
         try:
             with api_server(env, workers=1) as base:
+                load = {"before": list(os.getloadavg())}
                 started = time.monotonic()
                 results = asyncio.run(measure(base, key, job_id, args))
                 elapsed = time.monotonic() - started
+                load["after"] = list(os.getloadavg())
         finally:
             purge_queue(BROKER_URL, queue)
     png = figures / f"{NAME}.png"
     plot(results, png)
-    data = {"args": vars(args), "results": results, "seconds": elapsed}
-    text = markdown(results, args)
+    data = {"args": vars(args), "results": results, "seconds": elapsed, "load_average": load}
+    text = markdown(results, args, load)
     common.publish(NAME, argv, report=not args.quick, data_dir=data_dir, data=data, text=text, images=[png])
     return data
 

@@ -9,19 +9,23 @@ replaced if dead, so a Postgres restart during a quiet period costs no request; 
 recycled after POOL_RECYCLE_SECONDS. A connection that dies while busy fails its request with 503
 (service/errors.py), and SQLAlchemy then discards every connection older than the failure, so the
 next requests get fresh ones.
+
+JSON columns are parsed with pydantic-core's parser (`from_json`), which gives the same values as the
+standard library's `json.loads` in a third of the time: a metrics page is mostly JSON to parse.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
+from pydantic_core import from_json
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
@@ -79,11 +83,16 @@ def _ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
 def create_db_engine(url: str) -> Engine:
     """A new engine for `url` (not cached); prefer `get_engine`."""
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args=_prepare_sqlite(url))
+        engine = create_engine(url, connect_args=_prepare_sqlite(url), json_deserializer=from_json)
         event.listen(engine, "connect", _enable_sqlite_pragmas)
         return engine
     engine = create_engine(
-        url, pool_size=POOL_SIZE, max_overflow=MAX_OVERFLOW, pool_recycle=POOL_RECYCLE_SECONDS, pool_use_lifo=True
+        url,
+        pool_size=POOL_SIZE,
+        max_overflow=MAX_OVERFLOW,
+        pool_recycle=POOL_RECYCLE_SECONDS,
+        pool_use_lifo=True,
+        json_deserializer=from_json,
     )
     event.listen(engine, "checkin", _note_checkin)
     event.listen(engine, "checkout", _ping_if_idle)
@@ -137,7 +146,7 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
     GET and HEAD requests only read, and their session runs in autocommit on a server database. A
     coroutine, so that opening it costs no trip to a worker thread: the session connects on its first
     query, in the route's thread; closing it returns the connection to the pool, in a thread when the
-    request used one."""
+    request used one (unless the route closed it already: `read_in_thread`)."""
     from service.queue import webhook_sender
     from service.webhooks.events import use_delivery_sender
 
@@ -154,6 +163,26 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
             await run_in_threadpool(session.close)
         else:
             session.close()
+
+
+T = TypeVar("T")
+A = ParamSpec("A")
+
+
+async def read_in_thread(
+    session: Session, read: Callable[Concatenate[Session, A], T], *args: A.args, **kwargs: A.kwargs
+) -> T:
+    """`read(session, ...)` in a worker thread, then the session closed in that thread: a read route's one
+    trip to a thread. A synchronous route makes three: the route itself, FastAPI's validation of what it
+    returned, and closing its session (get_session). The result must not need the session any more."""
+
+    def read_then_close() -> T:
+        try:
+            return read(session, *args, **kwargs)
+        finally:
+            session.close()
+
+    return await run_in_threadpool(read_then_close)
 
 
 @contextmanager

@@ -13,7 +13,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, or_
+from sqlalchemy import BindParameter, ColumnElement, and_, or_
 
 from service.errors import ProblemError
 
@@ -38,7 +38,10 @@ def decode_cursor(cursor: str, *, param: str = "after") -> tuple[datetime, uuid.
         raise ProblemError(400, f"{param}: not a valid pagination cursor", slug="invalid-cursor", field=param) from exc
 
 
-def older_than(created_col: Any, id_col: Any, cursor: tuple[datetime, uuid.UUID]) -> ColumnElement[bool]:
-    """Rows strictly after the cursor in (created_at DESC, id DESC) order."""
+def older_than(
+    created_col: Any, id_col: Any, cursor: tuple[datetime, uuid.UUID] | tuple[BindParameter[Any], BindParameter[Any]]
+) -> ColumnElement[bool]:
+    """Rows strictly after the cursor in (created_at DESC, id DESC) order; the cursor's values or bound
+    parameters that will hold them."""
     created_at, ident = cursor
     return or_(created_col < created_at, and_(created_col == created_at, id_col < ident))

@@ -2,29 +2,61 @@
 
 Read queries only. The worker writes these rows through its attempt's `service.lifecycle.JobWriter`
 (metrics and checkpoints upserted by (job_id, step), per-step events by (job_id, kind, step)).
+`list_metrics`, which a job's followers poll, is one Core select that also checks the job's owner, and
+returns plain dicts (no ORM objects).
 """
 
 from __future__ import annotations
 
 import uuid
+from functools import lru_cache
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Integer, Select, and_, bindparam, select
 from sqlalchemy.orm import Session
 
-from service.models import Checkpoint, JobEvent, JobMetric
+from service.models import Checkpoint, Job, JobEvent, JobMetric
+
+_jobs, _metrics = Job.__table__, JobMetric.__table__
+_METRIC_ROWS = select(_metrics.c.step, _metrics.c.metrics, _metrics.c.created_at)
 
 
 def list_metrics(
-    session: Session, job_id: uuid.UUID, *, from_step: int | None, to_step: int | None, limit: int
-) -> tuple[list[JobMetric], bool]:
-    """Metrics with from_step <= step <= to_step, ascending; returns (page, has_more)."""
-    query = select(JobMetric).where(JobMetric.job_id == job_id)
-    if from_step is not None:
-        query = query.where(JobMetric.step >= from_step)
-    if to_step is not None:
-        query = query.where(JobMetric.step <= to_step)
-    rows = list(session.scalars(query.order_by(JobMetric.step).limit(limit + 1)))
+    session: Session,
+    tenant_id: uuid.UUID,
+    job_id: uuid.UUID,
+    *,
+    from_step: int | None,
+    to_step: int | None,
+    limit: int,
+) -> tuple[list[dict[str, Any]], bool] | None:
+    """The tenant's job's metrics with from_step <= step <= to_step, ascending, as {step, metrics,
+    created_at}; returns (page, has_more), or None if the tenant has no such job."""
+    query = _metrics_statement(from_step is not None, to_step is not None)
+    params = {"tenant_id": tenant_id, "job_id": job_id, "from_step": from_step, "to_step": to_step, "limit": limit + 1}
+    result = session.execute(query, params).all()
+    if not result:
+        return None
+    rows = [row._asdict() for row in result if row.step is not None]
     return rows[:limit], len(rows) > limit
+
+
+@lru_cache(maxsize=4)
+def _metrics_statement(from_step: bool, to_step: bool) -> Select[Any]:
+    """The metrics query with or without each bound, values as bound parameters: built once per shape."""
+    steps = [_metrics.c.job_id == _jobs.c.id]
+    if from_step:
+        steps.append(_metrics.c.step >= bindparam("from_step"))
+    if to_step:
+        steps.append(_metrics.c.step <= bindparam("to_step"))
+    # The job outer-joined to its steps: no row at all means no such job, a row without a step a job
+    # without metrics in the range. One round trip where checking the job first would take two.
+    return (
+        _METRIC_ROWS.select_from(_jobs.outerjoin(_metrics, and_(*steps)))
+        .where(_jobs.c.id == bindparam("job_id"), _jobs.c.tenant_id == bindparam("tenant_id"))
+        .order_by(_metrics.c.step)
+        .limit(bindparam("limit", type_=Integer))
+    )
 
 
 def metrics_after(session: Session, job_id: uuid.UUID, step: int, limit: int) -> list[JobMetric]:

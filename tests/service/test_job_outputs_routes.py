@@ -58,6 +58,19 @@ def test_metrics_range_and_limit(client: TestClient, alice: Caller, sessions: se
     )
 
 
+def test_metrics_of_a_job_without_steps_in_the_range_are_an_empty_page(
+    client: TestClient, alice: Caller, bob: Caller, sessions: sessionmaker[Session]
+) -> None:
+    writer = _running_job(client, alice, sessions)
+    url = f"/v1/jobs/{writer.job_id}/metrics"
+    assert client.get(url, headers=alice.headers).json() == {"data": [], "has_more": False}
+    _write_steps(writer, range(3))
+    assert client.get(url, params={"from_step": 5}, headers=alice.headers).json() == {"data": [], "has_more": False}
+    assert_problem(client.get(url, headers=bob.headers), 404, f"job {writer.job_id} not found")
+    missing = uuid.uuid4()
+    assert_problem(client.get(f"/v1/jobs/{missing}/metrics", headers=alice.headers), 404, f"job {missing} not found")
+
+
 def test_a_retried_step_overwrites_its_metrics(
     client: TestClient, alice: Caller, sessions: sessionmaker[Session]
 ) -> None:

@@ -1,9 +1,13 @@
 """/v1/jobs: submit, read, list (by status and metadata), update metadata, cancel, pause, resume, and
-read a job's metrics and events."""
+read a job's metrics and events.
+
+The reads that clients poll (a job, the list, the metrics) are coroutines that make one trip to a worker
+thread for the query and the response model (service.db.read_in_thread)."""
 
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
@@ -11,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from service import lifecycle
 from service.api.deps import CurrentTenant, Principal, SessionDep, SettingsDep
+from service.db import read_in_thread
 from service.errors import ConflictError, FieldValidationError, NotFoundError, ProblemError
 from service.job_submission import Submitter, dispatch_queued_job, submit_job
 from service.models import Job, JobStatus
@@ -99,8 +104,24 @@ def metadata_filters(request: Request) -> list[tuple[str, str]]:
     return filters
 
 
+def jobs_page(
+    session: Session,
+    caller: Principal,
+    *,
+    status: str | None,
+    limit: int,
+    after: tuple[datetime, uuid.UUID] | None,
+    metadata: list[tuple[str, str]],
+) -> JobsPage:
+    rows, has_more = jobs_repo.list_jobs(
+        session, caller.tenant_id, status=status, limit=limit, after=after, metadata=metadata
+    )
+    next_cursor = encode_cursor(rows[-1]["created_at"], rows[-1]["id"]) if rows and has_more else None
+    return JobsPage(data=[JobPublic.model_validate(r) for r in rows], has_more=has_more, next_cursor=next_cursor)
+
+
 @router.get("", responses={400: PROBLEM, 422: PROBLEM}, openapi_extra={"parameters": [METADATA_FILTER_PARAMETER]})
-def list_jobs(
+async def list_jobs(
     *,
     request: Request,
     session: SessionDep,
@@ -111,22 +132,28 @@ def list_jobs(
 ) -> JobsPage:
     """List the caller's jobs, newest first, optionally filtered by status and by metadata."""
     cursor = decode_cursor(after) if after else None
-    rows, has_more = jobs_repo.list_jobs(
+    return await read_in_thread(
         session,
-        caller.tenant_id,
+        jobs_page,
+        caller,
         status=status.value if status else None,
         limit=limit,
         after=cursor,
         metadata=metadata_filters(request),
     )
-    next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id) if rows and has_more else None
-    return JobsPage(data=[JobPublic.model_validate(r) for r in rows], has_more=has_more, next_cursor=next_cursor)
+
+
+def read_job(session: Session, caller: Principal, job_id: uuid.UUID) -> JobPublic:
+    row = jobs_repo.get_job_row(session, caller.tenant_id, job_id)
+    if row is None:
+        raise NotFoundError("job", job_id)
+    return JobPublic.model_validate(row)
 
 
 @router.get("/{job_id}", responses={404: PROBLEM})
-def get_job(*, job_id: uuid.UUID, session: SessionDep, caller: CurrentTenant) -> JobPublic:
+async def get_job(*, job_id: uuid.UUID, session: SessionDep, caller: CurrentTenant) -> JobPublic:
     """Read one job (status, progress, summary)."""
-    return JobPublic.model_validate(owned_job(session, caller, job_id))
+    return await read_in_thread(session, read_job, caller, job_id)
 
 
 @router.patch("/{job_id}", responses={404: PROBLEM, 422: PROBLEM})
@@ -196,8 +223,20 @@ def resume_job(*, job_id: uuid.UUID, session: SessionDep, settings: SettingsDep,
     return JobPublic.model_validate(job)
 
 
+def metrics_page(
+    session: Session, caller: Principal, job_id: uuid.UUID, *, from_step: int | None, to_step: int | None, limit: int
+) -> MetricsPage:
+    page = job_outputs.list_metrics(
+        session, caller.tenant_id, job_id, from_step=from_step, to_step=to_step, limit=limit
+    )
+    if page is None:
+        raise NotFoundError("job", job_id)
+    rows, has_more = page
+    return MetricsPage(data=[MetricPoint.model_validate(r) for r in rows], has_more=has_more)
+
+
 @router.get("/{job_id}/metrics", responses={404: PROBLEM})
-def get_metrics(
+async def get_metrics(
     *,
     job_id: uuid.UUID,
     session: SessionDep,
@@ -209,9 +248,9 @@ def get_metrics(
     """Per-step metrics with from_step <= step <= to_step, ascending."""
     if from_step is not None and to_step is not None and from_step > to_step:
         raise FieldValidationError([{"field": "to_step", "message": "must be >= from_step"}])
-    job = owned_job(session, caller, job_id)
-    rows, has_more = job_outputs.list_metrics(session, job.id, from_step=from_step, to_step=to_step, limit=limit)
-    return MetricsPage(data=[MetricPoint.model_validate(r) for r in rows], has_more=has_more)
+    return await read_in_thread(
+        session, metrics_page, caller, job_id, from_step=from_step, to_step=to_step, limit=limit
+    )
 
 
 @router.get("/{job_id}/events", responses={404: PROBLEM})
