@@ -121,11 +121,10 @@ def newest_checkpoint_step(output_dir: Path) -> int | None:
 
 def checkpoint_of_step(output_dir: Path, step: int) -> Path:
     """The folder of the checkpoint of `step`; a node that does not have it cannot take part."""
-    from remix_engine.trainer import Trainer
+    from remix_engine.checkpoint import is_complete
 
     folder = output_dir / "checkpoints" / checkpoint_dir_name(step)
-    newest = Trainer.latest_checkpoint(output_dir)
-    if not folder.is_dir() or newest is None:
+    if not is_complete(folder):
         raise DistributedTrainingError(
             f"the checkpoint of step {step}, which the job resumes from, is not in this node's job folder: "
             "a multi-node job needs its folder on storage every node reaches (a shared filesystem or the S3 store)"
@@ -137,6 +136,22 @@ def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("", 0))
         return int(probe.getsockname()[1])
+
+
+def attempt_rendezvous(
+    settings: Settings, endpoint: str, job_id: uuid.UUID, attempt: int, num_nodes: int, *, host: bool
+) -> Rendezvous:
+    """Where the nodes of this attempt meet, as this worker's torchrun takes part (hosting it or joining)."""
+    from remix_engine.distributed import Rendezvous
+
+    return Rendezvous(
+        endpoint=endpoint,
+        run_id=rendezvous_run_id(job_id, attempt),
+        num_nodes=num_nodes,
+        host=host,
+        join_timeout_s=settings.rendezvous_timeout_seconds,
+        local_addr=settings.node_address,
+    )
 
 
 def node_address(settings: Settings) -> str:
@@ -209,6 +224,38 @@ def _rank_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def start_ranks(
+    writer: JobWriter,
+    settings: Settings,
+    config: TrainConfig,
+    output_dir: Path,
+    folder: Path,
+    *,
+    device: str,
+    upload_checkpoints: bool,
+    label: str,
+    rendezvous: Rendezvous | None = None,
+    resume_step: int | None = None,
+) -> RankProcesses:
+    """Write the resolved config into `folder` and start this node's torchrun on it, logging to ranks.log."""
+    folder.mkdir(parents=True, exist_ok=True)
+    config_path = folder / "config.json"
+    config_path.write_text(config.model_dump_json())
+    processes = config.distributed.num_processes
+    argv = entry_argv(
+        writer,
+        config_path,
+        output_dir,
+        processes=processes,
+        device=device,
+        upload_checkpoints=upload_checkpoints,
+        rendezvous=rendezvous,
+        resume_step=resume_step,
+    )
+    log.info("%s: launching %d %s processes: %s", label, processes, device, " ".join(argv))
+    return RankProcesses(argv, _rank_env(settings), folder / "ranks.log", label=label)
+
+
 def run_distributed(
     writer: JobWriter,
     settings: Settings,
@@ -220,27 +267,13 @@ def run_distributed(
 ) -> str:
     """Train the claimed job on `num_processes` local processes (on each of `num_nodes` nodes, this one
     hosting the rendezvous); returns the outcome."""
-    from remix_engine.distributed import Rendezvous
-
-    processes = config.distributed.num_processes
     nodes = config.distributed.num_nodes
-    device = launch_device(device, processes)
-    folder = attempt_dir(output_dir, writer.attempt)
-    folder.mkdir(parents=True, exist_ok=True)
-    config_path = folder / "config.json"
-    config_path.write_text(config.model_dump_json())
+    device = launch_device(device, config.distributed.num_processes)
     rendezvous, resume_step, watch = None, None, None
     if nodes > 1:
         resume_step = newest_checkpoint_step(output_dir)
         endpoint = f"{node_address(settings)}:{_free_port()}"
-        rendezvous = Rendezvous(
-            endpoint=endpoint,
-            run_id=rendezvous_run_id(writer.job_id, writer.attempt),
-            num_nodes=nodes,
-            host=True,
-            join_timeout_s=settings.rendezvous_timeout_seconds,
-            local_addr=settings.node_address,
-        )
+        rendezvous = attempt_rendezvous(settings, endpoint, writer.job_id, writer.attempt, nodes, host=True)
         if not open_rendezvous(
             writer.sessions,
             writer.job_id,
@@ -255,19 +288,18 @@ def run_distributed(
         for node in range(1, nodes):
             enqueue_join_node(settings, writer.job_id, writer.attempt, node)
         watch = NodeWatch(writer.sessions, writer.job_id, writer.attempt, settings)
-    argv = entry_argv(
+    ranks = start_ranks(
         writer,
-        config_path,
+        settings,
+        config,
         output_dir,
-        processes=processes,
+        attempt_dir(output_dir, writer.attempt),
         device=device,
         upload_checkpoints=upload_checkpoints,
+        label=f"job {writer.job_id}" + (f" node 0 of {nodes}" if nodes > 1 else ""),
         rendezvous=rendezvous,
         resume_step=resume_step,
     )
-    where = f" on each of {nodes} nodes" if nodes > 1 else ""
-    log.info("job %s: launching %d %s processes%s: %s", writer.job_id, processes, device, where, " ".join(argv))
-    ranks = RankProcesses(argv, _rank_env(settings), folder / "ranks.log", label=f"job {writer.job_id}")
     try:
         returncode = _wait(ranks, writer, stop_reason=watch.stop_reason if watch else None)
     except BaseException:
@@ -290,9 +322,7 @@ def run_node(
 
     Returns skipped (the attempt is over, or another worker has the node: a duplicate or late task),
     finished (the ranks exited cleanly) or failed; how the ranks ended is recorded on the node's row."""
-    from remix_engine.distributed import Rendezvous
-    from service.artifacts import get_artifact_store
-    from worker.job_inputs import job_output_dir, resolve_config
+    from worker.job_inputs import prepare_job_inputs
 
     job_uuid = uuid.UUID(str(job_id))
     window = settings.worker_db_retry_seconds
@@ -311,38 +341,23 @@ def run_node(
     writer = JobWriter(sessions, job_uuid, attempt, retry_window=window)  # reads only: rank 0 writes the job
     label = f"job {job_id} node {node}"
     try:
-        store = get_artifact_store(settings)
-        cache = Path(settings.artifacts_dir).expanduser() / ".worker-cache"
-        job = writer.read_job()
-        config = resolve_config(job, sessions, store, cache)
-        output_dir, upload = job_output_dir(store, job.id, cache)
+        inputs = prepare_job_inputs(writer.read_job(), sessions, settings)
         if launch.resume_step is not None:
-            checkpoint_of_step(output_dir, launch.resume_step)
-        processes = config.distributed.num_processes
-        device = launch_device(device, processes)
-        folder = node_dir(output_dir, attempt, node)
-        folder.mkdir(parents=True, exist_ok=True)
-        config_path = folder / "config.json"
-        config_path.write_text(config.model_dump_json())
-        rendezvous = Rendezvous(
-            endpoint=launch.rendezvous_endpoint,
-            run_id=rendezvous_run_id(job_uuid, attempt),
-            num_nodes=launch.num_nodes,
-            host=False,
-            join_timeout_s=settings.rendezvous_timeout_seconds,
-            local_addr=settings.node_address,
-        )
-        argv = entry_argv(
+            checkpoint_of_step(inputs.output_dir, launch.resume_step)
+        ranks = start_ranks(
             writer,
-            config_path,
-            output_dir,
-            processes=processes,
-            device=device,
-            upload_checkpoints=upload,
-            rendezvous=rendezvous,
+            settings,
+            inputs.config,
+            inputs.output_dir,
+            node_dir(inputs.output_dir, attempt, node),
+            device=launch_device(device, inputs.config.distributed.num_processes),
+            upload_checkpoints=inputs.upload_checkpoints,
+            label=label,
+            rendezvous=attempt_rendezvous(
+                settings, launch.rendezvous_endpoint, job_uuid, attempt, launch.num_nodes, host=False
+            ),
             resume_step=launch.resume_step,
         )
-        ranks = RankProcesses(argv, _rank_env(settings), folder / "ranks.log", label=label)
     except Exception as error:
         log.exception("%s could not start its ranks", label)
         end_node(

@@ -7,15 +7,18 @@ that checkpoint, and the output folder is the store's own folder or a local cach
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from remix_engine.config import TrainConfig, parse_job_model
-from service.artifacts import ArtifactStore, LocalArtifactStore
+from service.artifacts import ArtifactStore, LocalArtifactStore, get_artifact_store
 from service.models import Checkpoint, Dataset, Job
+from service.settings import Settings
 
+ARTIFACT_CACHE = ".worker-cache"  # under the artifacts dir: this worker's local copies of the store's files
 MODEL_CACHE = "models"  # under the worker's artifact cache: checkpoints of other jobs a job starts from
 
 
@@ -82,3 +85,22 @@ def job_output_dir(store: ArtifactStore, job_id: uuid.UUID, cache: Path) -> tupl
     path = cache / "jobs" / str(job_id)
     path.mkdir(parents=True, exist_ok=True)
     return path, True
+
+
+@dataclass(frozen=True)
+class JobInputs:
+    """What a worker trains a job from and into: the store, the config with local paths, the output folder."""
+
+    store: ArtifactStore
+    config: TrainConfig
+    output_dir: Path
+    upload_checkpoints: bool  # the output folder is a local cache of a remote store
+
+
+def prepare_job_inputs(job: Job, sessions: sessionmaker[Session], settings: Settings) -> JobInputs:
+    """`resolve_config` and `job_output_dir` of `job` on this worker's store and artifact cache."""
+    store = get_artifact_store(settings)
+    cache = Path(settings.artifacts_dir).expanduser() / ARTIFACT_CACHE
+    config = resolve_config(job, sessions, store, cache)
+    output_dir, upload = job_output_dir(store, job.id, cache)
+    return JobInputs(store, config, output_dir, upload)

@@ -44,12 +44,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from remix_engine.callbacks import NullCallbacks
 from remix_engine.checkpoint_dirs import step_of_checkpoint_dir
-from service.artifacts import ArtifactStore, checkpoint_key, get_artifact_store
+from service.artifacts import ArtifactStore, checkpoint_key
 from service.db import session_factory
 from service.lifecycle import ACTIVE_STATUSES, JobWriter, LeaseLost, RunningLimitReached, claim_job
 from service.models import JobStatus
 from service.settings import Settings, get_settings
-from worker.job_inputs import job_output_dir, resolve_config
+from worker.job_inputs import prepare_job_inputs
 from worker.tracking import FAILED, FINISHED, KILLED, JobTracking, start_tracking
 
 if TYPE_CHECKING:  # the trainer (and torch) are imported only inside run_job
@@ -58,7 +58,6 @@ if TYPE_CHECKING:  # the trainer (and torch) are imported only inside run_job
 log = logging.getLogger(__name__)
 
 CANCEL_POLL_SECONDS = 1.0
-ARTIFACT_CACHE = ".worker-cache"
 
 
 def worker_identity() -> str:
@@ -257,11 +256,9 @@ def run_job(
 
 
 def _train_and_finish(writer: JobWriter, settings: Settings, device: str | None) -> str:
-    store = get_artifact_store(settings)
-    cache = Path(settings.artifacts_dir).expanduser() / ARTIFACT_CACHE
     job = writer.read_job()
-    config = resolve_config(job, writer.sessions, store, cache)
-    output_dir, upload = job_output_dir(store, job.id, cache)
+    inputs = prepare_job_inputs(job, writer.sessions, settings)
+    store, config, output_dir, upload = inputs.store, inputs.config, inputs.output_dir, inputs.upload_checkpoints
     if config.distributed.world_size > 1:
         from worker.distributed_launch import run_distributed
 

@@ -6,19 +6,17 @@ runner. Real Celery workers, Postgres and Redis; the builtin tiny model.
 from __future__ import annotations
 
 import os
-import uuid
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
-from worker_testing import tiny_job_config, wait_for
+from worker_testing import job_events, job_row, send_train_job, tiny_job_config, wait_for
 
 from service.artifacts import checkpoint_key
 from service.lifecycle import CancelOutcome, request_cancel
-from service.models import Checkpoint, Job, JobAttempt, JobEvent, JobMetric, utcnow
+from service.models import Checkpoint, Job, JobAttempt, JobMetric, utcnow
 from service.settings import Settings
-from worker.celery_app import create_celery_app
 from worker.distributed_entry import Lifeline, pid_alive
 from worker.distributed_launch import DistributedTrainingError, attempt_dir, launch_device, settings_env
 from worker.job_runner import run_job
@@ -30,20 +28,6 @@ def two_process_config(**overrides):
     config = tiny_job_config(distributed={"num_processes": 2}, **overrides)
     config["data"]["eval_size"] = 16
     return config
-
-
-def _job(sessions, job_id) -> Job:
-    with sessions() as session:
-        return session.get_one(Job, uuid.UUID(str(job_id)))
-
-
-def _send(settings: Settings, job: Job) -> None:
-    create_celery_app(settings).send_task("worker.train_job", kwargs={"job_id": str(job.id)}, queue=settings.task_queue)
-
-
-def _events(sessions, job_id) -> list[JobEvent]:
-    with sessions() as session:
-        return list(session.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)))
 
 
 def _rank_pids(settings: Settings, job_id, attempt: int = 1) -> dict[int, tuple[int, int]]:
@@ -65,11 +49,11 @@ def test_two_process_job_trains_through_the_worker(sessions, make_job, settings,
     config["distributed"]["strategy"] = strategy
     job = make_job(config=config)
     worker = start_worker(strategy)
-    _send(settings, job)
+    send_train_job(settings, job)
 
     # when the worker has run it
     done = wait_for(
-        lambda: (row := _job(sessions, job.id)).status in {"succeeded", "failed"} and row,
+        lambda: (row := job_row(sessions, job.id)).status in {"succeeded", "failed"} and row,
         timeout=JOB_TIMEOUT,
         what="the two-process job to finish",
         on_timeout=worker.log_text,
@@ -91,7 +75,7 @@ def test_two_process_job_trains_through_the_worker(sessions, make_job, settings,
     assert [a.outcome for a in attempts] == ["succeeded"]
 
     # and two ranks really ran: rank 0 announced a world of 2, and each rank left its own pid
-    events = _events(sessions, job.id)
+    events = job_events(sessions, job.id)
     announced = [e for e in events if e.kind == "distributed"]
     assert len(announced) == 1
     assert announced[0].payload == {
@@ -124,9 +108,9 @@ def test_cancelling_an_fsdp_job_with_a_checkpoint_saves_it_on_every_rank(session
     config["distributed"]["strategy"] = "fsdp"
     job = make_job(config=config)
     worker = start_worker("fsdp-cancel")
-    _send(settings, job)
+    send_train_job(settings, job)
     wait_for(
-        lambda: _job(sessions, job.id).current_step >= 2,
+        lambda: job_row(sessions, job.id).current_step >= 2,
         timeout=JOB_TIMEOUT,
         what="two trained steps",
         on_timeout=worker.log_text,
@@ -138,7 +122,7 @@ def test_cancelling_an_fsdp_job_with_a_checkpoint_saves_it_on_every_rank(session
 
     # then both ranks stop between steps, save the step reached together, and the job ends cancelled
     done = wait_for(
-        lambda: (row := _job(sessions, job.id)).status in {"cancelled", "failed"} and row,
+        lambda: (row := job_row(sessions, job.id)).status in {"cancelled", "failed"} and row,
         timeout=120,
         what="the job to stop",
         on_timeout=worker.log_text,
@@ -157,12 +141,12 @@ def test_killed_worker_leaves_no_orphan_ranks_and_the_job_resumes(sessions, make
     total = 12
     job = make_job(config=two_process_config(total_steps=total, checkpoint_every=2))
     first = start_worker("doomed")
-    _send(settings, job)
+    send_train_job(settings, job)
 
     def checkpointed_mid_job() -> bool:
         with sessions() as session:
             checkpointed = session.scalar(select(Checkpoint.id).where(Checkpoint.job_id == job.id).limit(1))
-        row = _job(sessions, job.id)
+        row = job_row(sessions, job.id)
         return bool(checkpointed) and row.current_step >= 3 and row.status == "running"
 
     wait_for(
@@ -178,7 +162,7 @@ def test_killed_worker_leaves_no_orphan_ranks_and_the_job_resumes(sessions, make
 
     # when the worker and its pool process die at once (torchrun runs in a process group of its own)
     first.kill()
-    killed_at = _job(sessions, job.id).current_step
+    killed_at = job_row(sessions, job.id).current_step
     assert killed_at < total, "the job finished before the worker could be killed"
 
     # then the ranks notice and take torchrun down with them
@@ -190,13 +174,13 @@ def test_killed_worker_leaves_no_orphan_ranks_and_the_job_resumes(sessions, make
 
     # and once the heartbeat is stale a new worker re-queues the job and its ranks resume it
     wait_for(
-        lambda: _job(sessions, job.id).heartbeat_at < utcnow() - timedelta(seconds=settings.stale_after_seconds),
+        lambda: job_row(sessions, job.id).heartbeat_at < utcnow() - timedelta(seconds=settings.stale_after_seconds),
         timeout=30,
         what="the heartbeat to go stale",
     )
     second = start_worker("successor")
     done = wait_for(
-        lambda: (row := _job(sessions, job.id)).status in {"succeeded", "failed"} and row,
+        lambda: (row := job_row(sessions, job.id)).status in {"succeeded", "failed"} and row,
         timeout=JOB_TIMEOUT,
         what="the resumed job to finish",
         on_timeout=second.log_text,
@@ -211,7 +195,7 @@ def test_killed_worker_leaves_no_orphan_ranks_and_the_job_resumes(sessions, make
     assert sorted(steps) == list(range(1, total + 1))  # one row per step, none lost or duplicated
     assert [a.outcome for a in attempts] == ["stalled", "succeeded"]
     assert 2 <= attempts[1].resumed_from_step <= killed_at
-    events = _events(sessions, job.id)
+    events = job_events(sessions, job.id)
     assert [e.payload["attempt"] for e in events if e.kind == "distributed"] == [1, 2]
     assert "resumed" in [e.kind for e in events]
     assert sorted(_rank_pids(settings, job.id, attempt=2)) == [0, 1]
@@ -222,7 +206,7 @@ def test_a_job_asking_for_more_gpus_than_visible_fails_clearly(sessions, make_jo
 
     outcome = run_job(str(job.id), settings=settings, sessions=sessions, device="cuda")
 
-    row = _job(sessions, job.id)
+    row = job_row(sessions, job.id)
     assert outcome == "failed" and row.status == "failed"
     assert "distributed.num_processes=2 needs one GPU per process, but this worker sees 0" in row.error
     assert _rank_pids(settings, job.id) == {}  # refused before any rank started
@@ -246,14 +230,14 @@ def test_ranks_that_fail_at_start_fail_the_job_with_their_error(sessions, make_j
 
     outcome = run_job(str(job.id), settings=settings, sessions=sessions)
 
-    row = _job(sessions, job.id)
+    row = job_row(sessions, job.id)
     assert outcome == "failed" and row.status == "failed", row.error
     assert row.error.startswith("DistributedTrainingError: the 2 training processes exited with code 1")
     # both ranks refused, with the same error: reported once
     assert row.error.count("rollout.backend 'vllm' needs a CUDA GPU") == 1
     assert "ranks 0, 1:" in row.error or "ranks 1, 0:" in row.error
     assert str(settings.artifacts_dir) not in row.error  # no worker-local paths in a tenant's job
-    kinds = [e.kind for e in _events(sessions, job.id)]
+    kinds = [e.kind for e in job_events(sessions, job.id)]
     assert kinds == ["started", "failed"]
 
 

@@ -7,18 +7,16 @@ are real; the builtin tiny model.
 from __future__ import annotations
 
 import threading
-import uuid
 from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
 from sqlalchemy import select
-from worker_testing import tiny_job_config, wait_for
+from worker_testing import job_events, job_row, send_train_job, tiny_job_config, wait_for
 
 from service.lifecycle import claim_job, end_node, join_node, open_rendezvous, read_nodes
-from service.models import Job, JobAttempt, JobEvent, JobMetric, JobNode
+from service.models import Job, JobAttempt, JobMetric, JobNode
 from service.settings import Settings
-from worker.celery_app import create_celery_app
 from worker.distributed_launch import attempt_dir, run_node
 from worker.job_runner import run_job
 
@@ -38,25 +36,20 @@ def two_node_config(**overrides):
     return config
 
 
-def _job(sessions, job_id) -> Job:
-    with sessions() as session:
-        return session.get_one(Job, uuid.UUID(str(job_id)))
-
-
-def _send(settings: Settings, job: Job) -> None:
-    create_celery_app(settings).send_task("worker.train_job", kwargs={"job_id": str(job.id)}, queue=settings.task_queue)
-
-
-def _events(sessions, job_id) -> list[JobEvent]:
-    with sessions() as session:
-        return list(session.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)))
-
-
 def _nodes(sessions, job_id) -> list[JobNode]:
     with sessions() as session:
         return list(
             session.scalars(select(JobNode).where(JobNode.job_id == job_id).order_by(JobNode.attempt, JobNode.node))
         )
+
+
+def _ended_last_node(sessions, job_id) -> JobNode:
+    """The newest node row once it records how its ranks ended (it may finish after rank 0 ends the job)."""
+    return wait_for(
+        lambda: (node := _nodes(sessions, job_id)[-1]).ended_at is not None and node,
+        timeout=60,
+        what="the joined node to record the end of its ranks",
+    )
 
 
 def _metrics(sessions, job_id) -> dict[int, dict]:
@@ -77,7 +70,7 @@ def _rank_parents(settings: Settings, job_id, attempt: int = 1) -> dict[int, int
 
 
 def _finished(sessions, job_id):
-    return lambda: (row := _job(sessions, job_id)).status in {"succeeded", "failed", "cancelled"} and row
+    return lambda: (row := job_row(sessions, job_id)).status in {"succeeded", "failed", "cancelled"} and row
 
 
 @pytest.mark.slow
@@ -86,7 +79,7 @@ def test_two_node_job_trains_like_one_process(sessions, make_job, settings, star
     total = 3
     job = make_job(config=two_node_config(total_steps=total, checkpoint_every=3))
     first, second = start_worker("node-a"), start_worker("node-b")
-    _send(settings, job)
+    send_train_job(settings, job)
 
     # when they have run it
     done = wait_for(
@@ -101,7 +94,7 @@ def test_two_node_job_trains_like_one_process(sessions, make_job, settings, star
     assert (done.current_step, done.attempts) == (total, 1)
     metrics = _metrics(sessions, job.id)
     assert sorted(metrics) == [1, 2, 3]
-    announced = [e.payload for e in _events(sessions, job.id) if e.kind == "distributed"]
+    announced = [e.payload for e in job_events(sessions, job.id) if e.kind == "distributed"]
     assert announced == [
         {"world_size": 2, "num_nodes": 2, "strategy": "ddp", "backend": "gloo", "device": "cpu", "attempt": 1}
     ]
@@ -111,11 +104,7 @@ def test_two_node_job_trains_like_one_process(sessions, make_job, settings, star
     assert [(n.attempt, n.node, n.num_nodes) for n in nodes] == [(1, 0, 2), (1, 1, 2)]
     assert nodes[0].worker_id != nodes[1].worker_id
     assert nodes[0].rendezvous_endpoint.startswith("127.0.0.1:") and nodes[0].resume_step is None
-    joined = wait_for(
-        lambda: (node := _nodes(sessions, job.id)[1]).ended_at is not None and node,
-        timeout=60,
-        what="node 1 to record the end of its ranks",
-    )
+    joined = _ended_last_node(sessions, job.id)
     assert (joined.exit_code, joined.error) == (0, None)
     parents = _rank_parents(settings, job.id)
     assert sorted(parents) == [0, 1] and parents[0] != parents[1]
@@ -144,12 +133,12 @@ def test_a_lost_node_makes_the_job_resume_from_its_last_checkpoint(sessions, mak
     total = 12
     job = make_job(config=two_node_config(total_steps=total, checkpoint_every=2))
     host = start_worker("host")
-    _send(settings, job)
+    send_train_job(settings, job)
     wait_for(lambda: len(_nodes(sessions, job.id)) == 1, timeout=60, what="node 0 to open the rendezvous")
     joiner = start_worker("joiner")  # the only free worker: it takes the join task
 
     def checkpointed_mid_job() -> bool:
-        row = _job(sessions, job.id)
+        row = job_row(sessions, job.id)
         return row.current_step >= 3 and row.status == "running"
 
     wait_for(
@@ -162,13 +151,13 @@ def test_a_lost_node_makes_the_job_resume_from_its_last_checkpoint(sessions, mak
 
     # when the joined node's worker dies at once (its ranks with it)
     joiner.kill()
-    killed_at = _job(sessions, job.id).current_step
+    killed_at = job_row(sessions, job.id).current_step
     assert killed_at < total, "the job finished before the node could be killed"
 
     # then node 0 notices the silent node, ends the attempt as `node_lost` and the job is re-queued;
     # the host takes it again and a new worker joins as node 1 of attempt 2
     wait_for(
-        lambda: _job(sessions, job.id).attempts == 2, timeout=60, what="a second attempt", on_timeout=host.log_text
+        lambda: job_row(sessions, job.id).attempts == 2, timeout=60, what="a second attempt", on_timeout=host.log_text
     )
     replacement = start_worker("replacement")
     done = wait_for(
@@ -187,7 +176,7 @@ def test_a_lost_node_makes_the_job_resume_from_its_last_checkpoint(sessions, mak
     assert [a.outcome for a in attempts] == ["node_lost", "succeeded"]
     assert "node 1" in attempts[0].error and "stopped responding" in attempts[0].error
     assert 2 <= attempts[1].resumed_from_step <= killed_at
-    events = _events(sessions, job.id)
+    events = job_events(sessions, job.id)
     lost = [e for e in events if e.kind == "node_lost"]
     assert len(lost) == 1 and lost[0].payload["lost_nodes"] == [1]
     assert "requeued" in [e.kind for e in events] and "resumed" in [e.kind for e in events]
@@ -195,9 +184,7 @@ def test_a_lost_node_makes_the_job_resume_from_its_last_checkpoint(sessions, mak
     second = [n for n in nodes if n.attempt == 2]
     assert [n.node for n in second] == [0, 1]
     assert second[0].resume_step == attempts[1].resumed_from_step  # every node started from node 0's choice
-    rejoined = wait_for(
-        lambda: (node := _nodes(sessions, job.id)[-1]).ended_at is not None and node, timeout=60, what="node 1's end"
-    )
+    rejoined = _ended_last_node(sessions, job.id)
     assert (rejoined.attempt, rejoined.exit_code) == (2, 0)
 
 
@@ -209,7 +196,7 @@ def test_a_job_whose_nodes_never_gather_fails_clearly(sessions, make_job, settin
 
     outcome = run_job(str(job.id), settings=impatient, sessions=sessions, device="cpu")
 
-    row = _job(sessions, job.id)
+    row = job_row(sessions, job.id)
     assert outcome == "failed" and row.status == "failed"
     assert "distributed.num_nodes=2: only 1 of 2 nodes joined within 5s" in row.error
     assert "start more workers on the 'gpu' queue" in row.error
@@ -233,7 +220,7 @@ def test_a_node_that_cannot_start_its_ranks_fails_the_job_with_its_error(session
     # then node 0 stops waiting for it and the job fails with the node's own error, well before the rendezvous times out
     host.join(timeout=45)
     assert not host.is_alive() and outcomes == ["failed"]
-    row = _job(sessions, job.id)
+    row = job_row(sessions, job.id)
     assert row.status == "failed"
     assert row.error.startswith(
         "DistributedTrainingError: the 2 training processes on 2 nodes stopped before finishing"
