@@ -113,9 +113,9 @@ def rendezvous_run_id(job_id: uuid.UUID, attempt: int) -> str:
 
 def newest_checkpoint_step(output_dir: Path) -> int | None:
     """The step of the newest complete checkpoint in the job's folder, the one every node resumes from."""
-    from remix_engine.trainer import Trainer
+    from remix_engine.checkpoint import latest_checkpoint  # what Trainer.latest_checkpoint reads, without transformers
 
-    newest = Trainer.latest_checkpoint(output_dir)
+    newest = latest_checkpoint(output_dir / "checkpoints")
     return None if newest is None else step_of_checkpoint_dir(newest.name)
 
 
